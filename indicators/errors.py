@@ -1,0 +1,59 @@
+"""Errors of the indicator job; each carries the data a user needs to act."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class JobError(Exception):
+    """Base of every error the job raises for a cause the user can fix."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        if hint:
+            self.hint = hint
+
+
+class JavaMissing(JobError):
+    hint = "install Java 17+ (e.g. `apt-get install openjdk-17-jre-headless`) or set JAVA_HOME"
+
+
+class SettingsError(JobError):
+    hint = "see docs/configuration.md"
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """One rejected input row: where it is and what is wrong with it."""
+
+    file: str
+    line: int
+    field: str
+    problem: str
+    text: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.field}: {self.problem}"
+
+
+class BadInput(JobError):
+    """Input rows were rejected and the run was not told to go on (--rejects)."""
+
+    hint = "fix the rows, or pass --rejects PATH to write them there and train on the rest"
+
+    def __init__(self, rejected: int, total: int, first: list[BadRow]) -> None:
+        shown = "; ".join(str(r) for r in first[:5])
+        super().__init__(f"{rejected} of {total} input rows rejected: {shown}")
+        self.rejected = rejected
+        self.total = total
+        self.first = first
+
+
+class InputNotFound(JobError):
+    hint = "give a file, a directory or a glob of CSV/TSV, JSON lines or Parquet files"
+
+
+class SparkOutOfMemory(JobError):
+    """Spark ran out of memory; names the setting to raise."""
