@@ -1,0 +1,407 @@
+"""The embedded backend: a local, versioned index directory; no server.
+
+Layout under `<data_dir>/<name>/`:
+
+    CURRENT            the current version's name (replaced atomically with os.replace)
+    .lock              held (flock) by a writer while it creates a version or rolls back
+    v<UTC timestamp>/  one complete version (see embedded_store for its files)
+    .tmp-v<...>/       a version being written; renamed into place only when complete
+
+A version becomes visible only through CURRENT, after every file was written and
+fsynced, so readers in any thread or process see either the old or the new version,
+never a partial one. Readers check CURRENT on every call and reload when it changed;
+live changes (upsert / delete) go to an append-only overlay of the current version that
+every process re-reads when it grows. Query semantics: embedded_query / docs/search.md.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backend import (
+    Check,
+    Document,
+    Hit,
+    IndexReport,
+    IndexSchema,
+    ProgressFn,
+    SearchResult,
+    VersionInfo,
+)
+from .embedded_query import Evaluator, parse_body, top_hits
+from .embedded_store import (
+    FORMAT,
+    OVERLAY,
+    BaseVersion,
+    Snapshot,
+    build_segment,
+    check_document,
+    iter_overlay_lines,
+    read_overlay,
+    schema_to_json,
+    write_segment,
+)
+from .errors import BackendUnavailable, DocumentsFailed, IndexerError
+
+logger = logging.getLogger(__name__)
+
+CURRENT = "CURRENT"
+PROGRESS_EVERY = 1000
+
+
+class IndexBusy(IndexerError):
+    """Another process is creating a version of (or rolling back) the same index."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"{path} is locked by another indexing run or rollback",
+            hint="wait for it to finish; the lock is released when that process ends",
+        )
+        self.path = path
+
+
+class NoEarlierVersion(IndexerError):
+    def __init__(self, current: str | None) -> None:
+        super().__init__(
+            f"no version before {current or '(none)'} to roll back to",
+            hint="`cooccur indexes` lists the kept versions",
+        )
+        self.current = current
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class EmbeddedBackend:
+    """A versioned index of item documents in a local directory (the Backend protocol)."""
+
+    def __init__(self, data_dir: str | os.PathLike, name: str = "items", keep_versions: int = 3) -> None:
+        if keep_versions < 1:
+            raise ValueError("keep_versions must be at least 1")
+        self.data_dir = Path(data_dir)
+        self.name = name
+        self.root = self.data_dir / name
+        self.keep_versions = keep_versions
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+
+    # ------------------------------------------------------------------ writing
+    def create_version(
+        self,
+        schema: IndexSchema,
+        documents: Iterable[Document],
+        *,
+        progress: ProgressFn | None = None,
+    ) -> IndexReport:
+        """Write all documents into a new version, verify it, switch CURRENT to it and
+        prune old versions. On any failure the previous version stays current."""
+        started = time.monotonic()
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._writer_lock():
+            self._remove_stale_temp_dirs()
+            version = self._new_version_name()
+            tmp = self.root / f".tmp-{version}"
+            tmp.mkdir()
+            try:
+                count = self._write_version(tmp, version, schema, documents, progress)
+                final = self.root / version
+                os.rename(tmp, final)
+                _fsync_dir(self.root)
+                # verify: the new version opens and holds every document before anyone sees it
+                opened = BaseVersion(final)
+                if opened.segment.n != count:
+                    raise IndexerError(f"{final}: wrote {count} documents but {opened.segment.n} load")
+                opened.close()
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.rmtree(self.root / version, ignore_errors=True)
+                raise
+            self._set_current(version)
+            removed = self._prune()
+        logger.info("index %s: version %s with %d documents", self.root, version, count)
+        return IndexReport(version, count, [], time.monotonic() - started, removed)
+
+    def _write_version(
+        self, tmp: Path, version: str, schema: IndexSchema, documents: Iterable[Document],
+        progress: ProgressFn | None,
+    ) -> int:
+        docs: list[Document] = []
+        failed: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        pending = 0
+        for doc in documents:
+            problem = check_document(doc, schema)
+            doc_id = doc.get("id") if isinstance(doc, dict) else None
+            if problem is None and doc_id in seen:
+                problem = "duplicate id"
+            if problem is not None:
+                failed.append((str(doc_id), problem))
+            else:
+                seen.add(doc_id)
+                docs.append(doc)
+            pending += 1
+            if progress is not None and pending >= PROGRESS_EVERY:
+                progress(pending)
+                pending = 0
+        if progress is not None and pending:
+            progress(pending)
+        if failed:
+            raise DocumentsFailed(failed, len(docs) + len(failed))
+        # slot = rank of the id: ties in search then break by slot, and ids look up by bisection
+        docs.sort(key=lambda d: d["id"])
+        segment = build_segment(docs, schema)
+        files = write_segment(tmp, segment, schema)
+        offsets = np.zeros(len(docs) + 1, np.int64)
+        with open(tmp / "docs.jsonl", "wb") as f:
+            pos = 0
+            for i, doc in enumerate(docs):
+                line = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+                f.write(line)
+                pos += len(line)
+                offsets[i + 1] = pos
+            f.flush()
+            os.fsync(f.fileno())
+        with open(tmp / "docs.off.npy", "wb") as f:
+            np.save(f, offsets)
+            f.flush()
+            os.fsync(f.fileno())
+        meta = {
+            "format": FORMAT,
+            "version": version,
+            "created": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "documents": len(docs),
+            "schema": schema_to_json(schema),
+            "files": files,
+        }
+        with open(tmp / "meta.json", "w") as f:
+            json.dump(meta, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        return len(docs)
+
+    @contextmanager
+    def _writer_lock(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise IndexBusy(str(self.root)) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def _remove_stale_temp_dirs(self) -> None:
+        # Only a writer holding the lock writes temp dirs: any left now are from a killed run.
+        for p in self.root.glob(".tmp-*"):
+            logger.warning("removing %s left by an interrupted indexing run", p)
+            shutil.rmtree(p, ignore_errors=True)
+
+    def _new_version_name(self) -> str:
+        name = "v" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        existing = self._version_names()
+        while existing and name <= existing[-1]:
+            # same microsecond or a clock step back: stay unique and sortable
+            time.sleep(0.000_01)
+            name = "v" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+            if name <= existing[-1]:
+                name = existing[-1][:-6] + f"{int(existing[-1][-6:]) + 1:06d}"
+        return name
+
+    def _set_current(self, version: str) -> None:
+        tmp = self.root / f".{CURRENT}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(version + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.root / CURRENT)
+        _fsync_dir(self.root)
+
+    def _prune(self) -> list[str]:
+        names = self._version_names()
+        current = self._current_name()
+        keep = set(names[-self.keep_versions:]) | {current}
+        removed = [n for n in names if n not in keep]
+        for n in removed:
+            # readers that still have this version open keep their open files (POSIX)
+            shutil.rmtree(self.root / n, ignore_errors=True)
+        return removed
+
+    # ------------------------------------------------------------------ versions
+    def _version_names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.name.startswith("v") and (p / "meta.json").is_file())
+
+    def _current_name(self) -> str | None:
+        try:
+            return (self.root / CURRENT).read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def versions(self) -> list[VersionInfo]:
+        """All kept versions, oldest first."""
+        current = self._current_name()
+        out = []
+        for n in self._version_names():
+            try:
+                meta = json.loads((self.root / n / "meta.json").read_text())
+            except FileNotFoundError:  # pruned meanwhile
+                continue
+            out.append(VersionInfo(n, meta["created"], meta["documents"], n == current))
+        return out
+
+    def rollback(self) -> VersionInfo:
+        """Make the version before the current one current again."""
+        with self._writer_lock():
+            current = self._current_name()
+            earlier = [n for n in self._version_names() if current is None or n < current]
+            if not earlier:
+                raise NoEarlierVersion(current)
+            self._set_current(earlier[-1])
+        return next(v for v in self.versions() if v.name == earlier[-1])
+
+    # ------------------------------------------------------------------ reading
+    def snapshot(self) -> Snapshot:
+        """The current version with its overlay, reloaded if another process changed either."""
+        for _ in range(5):
+            name = self._current_name()
+            if name is None:
+                raise BackendUnavailable(
+                    f"index {self.root} has no current version",
+                    hint="run `cooccur index MODEL_DIR` first",
+                )
+            snap = self._snapshot
+            if snap is not None and snap.version == name:
+                return self._refresh_overlay(snap)
+            with self._lock:
+                snap = self._snapshot
+                if snap is not None and snap.version == name:
+                    continue
+                try:
+                    base = BaseVersion(self.root / name)
+                except FileNotFoundError:
+                    continue  # switched and pruned while we looked: read CURRENT again
+                state, pos = read_overlay(self.root / name / OVERLAY, {}, 0)
+                self._snapshot = Snapshot(base, state, pos)
+        if self._snapshot is None or self._snapshot.version != self._current_name():
+            raise BackendUnavailable(f"index {self.root}: the current version keeps changing or is missing")
+        return self._snapshot
+
+    def _refresh_overlay(self, snap: Snapshot) -> Snapshot:
+        path = self.root / snap.version / OVERLAY
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            return snap
+        if size <= snap.overlay_pos:
+            return snap
+        with self._lock:
+            snap = self._snapshot if self._snapshot is not None and self._snapshot.version == snap.version else snap
+            state, pos = read_overlay(path, snap.overlay_state, snap.overlay_pos)
+            if pos != snap.overlay_pos:
+                snap = Snapshot(snap.base, state, pos)
+                self._snapshot = snap
+        return snap
+
+    def search(self, body: dict[str, Any]) -> SearchResult:
+        """Run an Elasticsearch-style search body (the subset in docs/search.md)."""
+        snap = self.snapshot()
+        parsed = parse_body(body, snap.schema)
+        mask, score = Evaluator(snap).run(parsed.query)
+        slots, scores = top_hits(snap, parsed, mask, score)
+        hits = []
+        for slot, s in zip(slots.tolist(), scores.tolist(), strict=True):
+            doc = snap.document(slot) if parsed.source else None
+            doc_id = doc["id"] if doc is not None else self._id_of(snap, slot)
+            hits.append(Hit(doc_id, s, doc))
+        return SearchResult(hits, snap.version)
+
+    @staticmethod
+    def _id_of(snap: Snapshot, slot: int) -> str:
+        if slot < snap.n_base:
+            return str(snap.base.segment.ids[slot])
+        return snap.extra_docs[slot - snap.n_base]["id"]
+
+    def get(self, ids: Iterable[str]) -> dict[str, Document]:
+        """The current version's documents for these ids (missing ids are absent)."""
+        snap = self.snapshot()
+        slots = snap.slots_of_ids(list(ids))
+        docs = (snap.document(s) for s in slots.tolist())
+        return {d["id"]: d for d in docs}
+
+    # ------------------------------------------------------------------ live changes
+    def upsert(self, documents: Iterable[Document]) -> None:
+        """Create or replace documents in the current version (visible to every process)."""
+        snap = self.snapshot()
+        docs = list(documents)
+        failed = [(str(d.get("id") if isinstance(d, dict) else None), p)
+                  for d in docs if (p := check_document(d, snap.schema)) is not None]
+        if failed:
+            raise DocumentsFailed(failed, len(docs))
+        self._append(snap.version, [{"op": "upsert", "doc": d} for d in docs])
+
+    def delete(self, ids: Iterable[str]) -> None:
+        """Remove documents from the current version (visible to every process)."""
+        snap = self.snapshot()
+        self._append(snap.version, [{"op": "delete", "id": str(i)} for i in ids])
+
+    def _append(self, version: str, ops: list[dict[str, Any]]) -> None:
+        if not ops:
+            return
+        data = iter_overlay_lines(ops)
+        fd = os.open(self.root / version / OVERLAY, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # one writer at a time, so lines never interleave
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # ------------------------------------------------------------------ health
+    def checks(self) -> Iterator[Check]:
+        """Data directory writable; the current version loads and answers a query."""
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.data_dir / f".doctor-{os.getpid()}"
+            probe.write_text("ok")
+            probe.unlink()
+            yield Check("data dir writable", True, str(self.data_dir.resolve()))
+        except OSError as e:
+            yield Check("data dir writable", False, f"{self.data_dir}: {e.strerror or e}",
+                        hint="choose a writable --data-dir or fix its permissions")
+        try:
+            started = time.monotonic()
+            snap = self.snapshot()
+            self.search({"query": {"match_all": {}}, "size": 1, "_source": True})
+            ms = (time.monotonic() - started) * 1000
+            yield Check("embedded index", True,
+                        f"{self.root}: version {snap.version}, {snap.documents} documents, loads in {ms:.0f} ms")
+        except IndexerError as e:
+            yield Check("embedded index", False, str(e), hint=e.hint or "run `cooccur index MODEL_DIR`")
+        except (OSError, ValueError, KeyError) as e:
+            yield Check("embedded index", False, f"{self.root}: cannot load the current version: {e}",
+                        hint="roll back (`cooccur rollback`) or index again")

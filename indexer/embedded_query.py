@@ -1,0 +1,546 @@
+"""Query evaluation of the embedded backend: the Elasticsearch subset of docs/search.md.
+
+Scores mirror Lucene 8/9 as Elasticsearch runs it (LegacyBM25Similarity, k1 = 1.2,
+b = 0.75, keyword fields indexed docs-only without norms), including its float32
+arithmetic, so rankings equal an Elasticsearch index with one shard. Everything is
+vectorised over the posting lists and dense per-document arrays; nothing loops over
+documents in Python.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, Protocol
+
+import numpy as np
+
+from .backend import IndexSchema
+from .errors import UnsupportedQuery
+
+K1 = np.float32(1.2)
+B = np.float32(0.75)
+ONE = np.float32(1.0)
+MAX_RESULT_WINDOW = 10_000
+"""Elasticsearch's index.max_result_window default: from + size beyond it is an error."""
+DATE_MISSING = np.iinfo(np.int64).min
+"""Date column value of a document without the date."""
+
+_DATE_RE = re.compile(
+    r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2})(?::(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?)?)?)?"
+    r"(Z|[+-]\d{2}(?::?\d{2})?)?$"
+)
+
+
+def parse_date(value: Any, *, round_up: bool = False, now_ms: int | None = None) -> int:
+    """Epoch milliseconds of an ISO-8601 date (Elasticsearch's strict_date_optional_time),
+    an epoch-millisecond number, or "now".
+
+    With round_up (range `gt` / `lte`), missing time components are filled the way
+    Elasticsearch does: month and day with 01, hour 23, minute 59, second 59 and the
+    fraction .999. Without a zone the date is UTC. Raises ValueError when unparseable.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"not a date: {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, str):
+        raise ValueError(f"not a date: {value!r}")
+    if value == "now":
+        return now_ms if now_ms is not None else int(time.time() * 1000)
+    m = _DATE_RE.match(value)
+    if not m:
+        raise ValueError(f"not an ISO-8601 date: {value!r}")
+    year, month, day, hour, minute, second, frac, zone = m.groups()
+    up = round_up
+    try:
+        dt = datetime(
+            int(year),
+            int(month) if month else 1,
+            int(day) if day else 1,
+            int(hour) if hour else (23 if up else 0),
+            int(minute) if minute else (59 if up else 0),
+            int(second) if second else (59 if up else 0),
+            tzinfo=_zone(zone),
+        )
+    except ValueError as e:
+        raise ValueError(f"not a valid date: {value!r} ({e})") from None
+    millis = int(frac.ljust(9, "0")[:3]) if frac else 999 if up else 0
+    return int(dt.timestamp()) * 1000 + millis
+
+
+def _zone(zone: str | None) -> timezone:
+    if not zone or zone == "Z":
+        return UTC
+    sign = -1 if zone[0] == "-" else 1
+    digits = zone[1:].replace(":", "")
+    hours, minutes = int(digits[:2]), int(digits[2:] or 0)
+    return timezone(sign * timedelta(hours=hours, minutes=minutes))
+
+
+class IndexView(Protocol):
+    """What the evaluator needs from one consistent snapshot of an index."""
+
+    schema: IndexSchema
+    n: int
+    """Number of document slots (dead slots included; `live` masks them)."""
+    live: np.ndarray | None
+    """bool[n], or None when every slot is live."""
+    id_rank: np.ndarray
+    """int[n]: the rank of each slot's id in id order (ties break by id asc)."""
+
+    def term_postings(self, field: str, terms: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Live doc slots of each term, concatenated, and the count per term (= docFreq)."""
+        ...
+
+    def field_stats(self, field: str) -> tuple[int, int]:
+        """(docCount, sumDocFreq) of a keyword field over live documents."""
+        ...
+
+    def has_field(self, field: str) -> np.ndarray:
+        """bool[n]: the slot has at least one value of the field."""
+        ...
+
+    def dates(self, field: str) -> np.ndarray:
+        """int64[n] epoch ms, DATE_MISSING where absent."""
+        ...
+
+    def numbers(self, field: str) -> np.ndarray:
+        """float32[n], NaN where absent."""
+        ...
+
+    def slots_of_ids(self, ids: Sequence[str]) -> np.ndarray:
+        """Live doc slots of these ids (unknown ids are skipped)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SortKey:
+    field: str
+    """`_score`, `id`, or a number/date field."""
+    descending: bool
+
+
+@dataclass(frozen=True)
+class ParsedBody:
+    query: dict
+    size: int
+    start: int
+    sort: tuple[SortKey, ...]
+    source: bool
+
+
+@dataclass
+class _Result:
+    mask: np.ndarray
+    score: np.ndarray | None
+    """float32[n] (meaningful where mask), or None in filter context."""
+
+
+_BODY_KEYS = {"query", "size", "from", "sort", "_source"}
+
+
+def parse_body(body: dict[str, Any], schema: IndexSchema) -> ParsedBody:
+    """Validate the top level of a search body; the query itself is checked while evaluated."""
+    if not isinstance(body, dict):
+        raise UnsupportedQuery("(body)", "a search body must be a JSON object")
+    for key in body:
+        if key not in _BODY_KEYS:
+            raise UnsupportedQuery(key, f"unsupported search option (supported: {sorted(_BODY_KEYS)})")
+    query = body.get("query", {"match_all": {}})
+    size = _int(body.get("size", 10), "size")
+    start = _int(body.get("from", 0), "from")
+    if size < 0 or start < 0:
+        raise UnsupportedQuery("size" if size < 0 else "from", "must not be negative")
+    if size + start > MAX_RESULT_WINDOW:
+        raise UnsupportedQuery("size", f"from + size must be at most {MAX_RESULT_WINDOW}")
+    source = body.get("_source", True)
+    if not isinstance(source, bool):
+        raise UnsupportedQuery("_source", "only true or false is supported")
+    return ParsedBody(query, size, start, _parse_sort(body.get("sort"), schema), source)
+
+
+def _int(value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UnsupportedQuery(path, f"expected an integer, got {value!r}")
+    return value
+
+
+def _parse_sort(sort: Any, schema: IndexSchema) -> tuple[SortKey, ...]:
+    if sort is None:
+        sort = ["_score"]
+    if isinstance(sort, (str, dict)):
+        sort = [sort]
+    if not isinstance(sort, list):
+        raise UnsupportedQuery("sort", "expected a list")
+    sortable = {"_score", "id", *schema.number_fields, *schema.date_fields}
+    keys: list[SortKey] = []
+    for i, entry in enumerate(sort):
+        path = f"sort[{i}]"
+        if isinstance(entry, str):
+            name, order = entry, None
+        elif isinstance(entry, dict) and len(entry) == 1:
+            name, order = next(iter(entry.items()))
+            if isinstance(order, dict):
+                if set(order) - {"order"}:
+                    raise UnsupportedQuery(f"{path}.{name}", "only `order` is supported")
+                order = order.get("order")
+        else:
+            raise UnsupportedQuery(path, "expected a field name or {field: order}")
+        if name not in sortable:
+            raise UnsupportedQuery(f"{path}.{name}", "can only sort by _score, id, or a number or date field")
+        if order is None:
+            order = "desc" if name == "_score" else "asc"
+        if order not in ("asc", "desc"):
+            raise UnsupportedQuery(f"{path}.{name}", f"order must be asc or desc, not {order!r}")
+        keys.append(SortKey(name, order == "desc"))
+        if name == "id":
+            break  # ids are unique: later keys can never matter
+    else:
+        keys.append(SortKey("id", False))  # ties always end by id asc
+    return tuple(keys)
+
+
+class Evaluator:
+    """Evaluates one query tree against one IndexView."""
+
+    def __init__(self, view: IndexView, now_ms: int | None = None) -> None:
+        self.view = view
+        self.schema = view.schema
+        self.keywords = {"id", *view.schema.keyword_fields}
+        self.now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+
+    # ------------------------------------------------------------------ entry points
+    def run(self, query: Any, path: str = "query") -> tuple[np.ndarray, np.ndarray]:
+        """(mask, float32 scores) of the query over all document slots (dead slots masked)."""
+        res = self.eval(query, path, ONE, scoring=True)
+        mask = res.mask if self.view.live is None else res.mask & self.view.live
+        score = res.score if res.score is not None else np.zeros(self.view.n, np.float32)
+        return mask, score
+
+    def eval(self, node: Any, path: str, boost: np.float32, scoring: bool) -> _Result:
+        if not isinstance(node, dict) or len(node) != 1:
+            raise UnsupportedQuery(path, "a query must be an object with exactly one query type")
+        kind, spec = next(iter(node.items()))
+        fn = getattr(self, f"_q_{kind}", None)
+        if fn is None:
+            raise UnsupportedQuery(
+                f"{path}.{kind}",
+                "unsupported query type (supported: bool, term, terms, ids, range, "
+                "constant_score, exists, match_all)",
+            )
+        return fn(spec, f"{path}.{kind}", boost, scoring)
+
+    # ------------------------------------------------------------------ helpers
+    def _const(self, mask: np.ndarray, boost: np.float32, scoring: bool) -> _Result:
+        if not scoring:
+            return _Result(mask, None)
+        return _Result(mask, np.where(mask, boost, np.float32(0)).astype(np.float32))
+
+    def _boost(self, spec: dict, path: str, outer: np.float32) -> np.float32:
+        raw = spec.get("boost", 1.0)
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw < 0 or math.isnan(raw):
+            raise UnsupportedQuery(f"{path}.boost", f"expected a non-negative number, got {raw!r}")
+        # Lucene's BoostQuery multiplies its boost into the one passed down, in float32.
+        return np.float32(np.float32(raw) * outer)
+
+    def _keyword_field(self, field: Any, path: str) -> str:
+        if field not in self.keywords:
+            raise UnsupportedQuery(path, f"{field!r} is not a keyword field of this index")
+        return field
+
+    def _one_field(self, spec: Any, path: str, allowed_extra: set[str]) -> tuple[str, Any]:
+        if not isinstance(spec, dict):
+            raise UnsupportedQuery(path, "expected an object")
+        fields = [k for k in spec if k not in allowed_extra]
+        if len(fields) != 1:
+            raise UnsupportedQuery(path, "expected exactly one field")
+        return fields[0], spec[fields[0]]
+
+    def _check_keys(self, spec: dict, path: str, allowed: set[str]) -> None:
+        for key in spec:
+            if key not in allowed:
+                raise UnsupportedQuery(f"{path}.{key}", f"unsupported option (supported: {sorted(allowed)})")
+
+    def _strings(self, values: Any, path: str) -> list[str]:
+        if not isinstance(values, list):
+            raise UnsupportedQuery(path, "expected a list of strings")
+        for i, v in enumerate(values):
+            if not isinstance(v, str):
+                raise UnsupportedQuery(f"{path}[{i}]", f"expected a string, got {v!r}")
+        return values
+
+    # ------------------------------------------------------------------ BM25 terms
+    def term_scores(self, field: str, doc_freq: np.ndarray, boosts: np.ndarray) -> np.ndarray:
+        """float32 score of one matching doc per term clause, exactly as Lucene computes it.
+
+        LegacyBM25Similarity.scorer passes boost * (1 + k1) to BM25Similarity, whose
+        scorer holds weight = boost * idf and a cached 1 / (k1 * (1 - b + b * dl / avgdl));
+        keyword fields have freq 1 and (no norms) dl 1, so score = weight - weight / (1 + normInverse).
+        """
+        doc_count, sum_doc_freq = self.view.field_stats(field)
+        df = doc_freq.astype(np.float64)
+        idf = np.log(1.0 + (doc_count - df + 0.5) / (df + 0.5)).astype(np.float32)
+        avgdl = np.float32(sum_doc_freq / doc_count) if doc_count else np.float32(1)
+        norm_inverse = ONE / (K1 * ((ONE - B) + B * ONE / avgdl))
+        weight = (boosts.astype(np.float32) * (ONE + K1)) * idf
+        return (weight - weight / (ONE + ONE * norm_inverse)).astype(np.float32)
+
+    def _term_batch(
+        self, clauses: list[tuple[str, str, np.float32]], scoring: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Matching-clause counts per slot and summed (float64) scores of term clauses."""
+        n = self.view.n
+        counts = np.zeros(n, np.int64)
+        sums = np.zeros(n, np.float64) if scoring else None
+        by_field: dict[str, list[tuple[str, np.float32]]] = {}
+        for field, value, boost in clauses:
+            by_field.setdefault(field, []).append((value, boost))
+        for field, items in by_field.items():
+            docs, lengths = self.view.term_postings(field, [v for v, _ in items])
+            if docs.size == 0:
+                continue
+            counts += np.bincount(docs, minlength=n)
+            if scoring:
+                boosts = np.array([b for _, b in items], np.float32)
+                per_term = self.term_scores(field, lengths, boosts)
+                sums += np.bincount(docs, weights=np.repeat(per_term.astype(np.float64), lengths), minlength=n)
+        return counts, sums
+
+    def _term_clause(self, spec: Any, path: str, boost: np.float32) -> tuple[str, str, np.float32]:
+        field, value = self._one_field(spec, path, set())
+        fpath = f"{path}.{field}"
+        field = self._keyword_field(field, fpath)
+        if isinstance(value, dict):
+            self._check_keys(value, fpath, {"value", "boost"})
+            if "value" not in value:
+                raise UnsupportedQuery(fpath, "missing `value`")
+            boost = self._boost(value, fpath, boost)
+            value = value["value"]
+            fpath = f"{fpath}.value"
+        if not isinstance(value, str):
+            raise UnsupportedQuery(fpath, f"expected a string, got {value!r}")
+        return field, value, boost
+
+    # ------------------------------------------------------------------ query types
+    def _q_term(self, spec: Any, path: str, boost: np.float32, scoring: bool) -> _Result:
+        clause = self._term_clause(spec, path, boost)
+        counts, sums = self._term_batch([clause], scoring)
+        return _Result(counts > 0, None if sums is None else sums.astype(np.float32))
+
+    def _q_terms(self, spec: Any, path: str, boost: np.float32, scoring: bool) -> _Result:
+        field, values = self._one_field(spec, path, {"boost"})
+        field = self._keyword_field(field, f"{path}.{field}")
+        values = self._strings(values, f"{path}.{field}")
+        boost = self._boost(spec, path, boost)
+        docs, _ = self.view.term_postings(field, sorted(set(values)))
+        mask = np.zeros(self.view.n, bool)
+        mask[docs] = True
+        return self._const(mask, boost, scoring)
+
+    def _q_ids(self, spec: Any, path: str, boost: np.float32, scoring: bool) -> _Result:
+        if not isinstance(spec, dict):
+            raise UnsupportedQuery(path, "expected an object")
+        self._check_keys(spec, path, {"values", "boost"})
+        values = self._strings(spec.get("values"), f"{path}.values")
+        boost = self._boost(spec, path, boost)
+        mask = np.zeros(self.view.n, bool)
+        mask[self.view.slots_of_ids(values)] = True
+        return self._const(mask, boost, scoring)
+
+    def _q_exists(self, spec: Any, path: str, boost: np.float32, scoring: bool) -> _Result:
+        if not isinstance(spec, dict):
+            raise UnsupportedQuery(path, "expected an object")
+        self._check_keys(spec, path, {"field", "boost"})
+        field = spec.get("field")
+        if field not in self.schema.all_fields():
+            raise UnsupportedQuery(f"{path}.field", f"{field!r} is not a field of this index")
+        boost = self._boost(spec, path, boost)
+        return self._const(self.view.has_field(field), boost, scoring)
+
+    def _q_match_all(self, spec: Any, path: str, boost: np.float32, scoring: bool) -> _Result:
+        if not isinstance(spec, dict):
+            raise UnsupportedQuery(path, "expected an object")
+        self._check_keys(spec, path, {"boost"})
+        return self._const(np.ones(self.view.n, bool), self._boost(spec, path, boost), scoring)
+
+    def _q_constant_score(self, spec: Any, path: str, boost: np.float32, scoring: bool) -> _Result:
+        if not isinstance(spec, dict) or "filter" not in spec:
+            raise UnsupportedQuery(path, "expected {filter, boost}")
+        self._check_keys(spec, path, {"filter", "boost"})
+        boost = self._boost(spec, path, boost)
+        inner = self.eval(spec["filter"], f"{path}.filter", ONE, scoring=False)
+        return self._const(inner.mask, boost, scoring)
+
+    def _q_range(self, spec: Any, path: str, boost: np.float32, scoring: bool) -> _Result:
+        field, bounds = self._one_field(spec, path, set())
+        fpath = f"{path}.{field}"
+        if not isinstance(bounds, dict):
+            raise UnsupportedQuery(fpath, "expected {gt, gte, lt, lte, boost}")
+        self._check_keys(bounds, fpath, {"gt", "gte", "lt", "lte", "boost"})
+        boost = self._boost(bounds, fpath, boost)
+        if field in self.schema.date_fields:
+            col = self.view.dates(field)
+            mask = col != DATE_MISSING
+            for op, value in bounds.items():
+                if op == "boost":
+                    continue
+                try:
+                    # Elasticsearch rounds missing components up for gt and lte.
+                    ms = parse_date(value, round_up=op in ("gt", "lte"), now_ms=self.now_ms)
+                except ValueError as e:
+                    raise UnsupportedQuery(f"{fpath}.{op}", str(e)) from None
+                mask &= _compare(col, op, np.int64(ms))
+        elif field in self.schema.number_fields:
+            col = self.view.numbers(field)
+            mask = ~np.isnan(col)
+            for op, value in bounds.items():
+                if op == "boost":
+                    continue
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise UnsupportedQuery(f"{fpath}.{op}", f"expected a number, got {value!r}")
+                # Number fields are float32 (the `float` mapping): compare as Elasticsearch does.
+                mask &= _compare(col, op, np.float32(value))
+        else:
+            raise UnsupportedQuery(fpath, f"{field!r} is not a date or number field of this index")
+        return self._const(mask, boost, scoring)
+
+    def _q_bool(self, spec: Any, path: str, boost: np.float32, scoring: bool) -> _Result:
+        if not isinstance(spec, dict):
+            raise UnsupportedQuery(path, "expected an object")
+        self._check_keys(spec, path, {"should", "must", "filter", "must_not", "minimum_should_match", "boost"})
+        boost = self._boost(spec, path, boost)
+        clauses = {occur: _clause_list(spec.get(occur, []), f"{path}.{occur}") for occur in
+                   ("should", "must", "filter", "must_not")}
+        should, must, filt, must_not = (clauses[o] for o in ("should", "must", "filter", "must_not"))
+        n = self.view.n
+        if not (should or must or filt or must_not):
+            # Elasticsearch turns an empty bool into match_all.
+            return self._const(np.ones(n, bool), boost, scoring)
+
+        msm = self._min_should_match(spec, path, len(should), bool(must or filt))
+        mask = np.ones(n, bool)
+        total = np.zeros(n, np.float64) if scoring else None
+
+        # must: every clause matches; term clauses are batched over the posting lists.
+        must_terms, must_other = self._split_terms(must, f"{path}.must", boost)
+        if must_terms:
+            counts, sums = self._term_batch(must_terms, scoring)
+            mask &= counts == len(must_terms)
+            if scoring:
+                total += sums
+        for p, q in must_other:
+            r = self.eval(q, p, boost, scoring)
+            mask &= r.mask
+            if scoring:
+                total += r.score
+        for i, q in enumerate(filt):
+            mask &= self.eval(q, f"{path}.filter[{i}]", ONE, scoring=False).mask
+        for i, q in enumerate(must_not):
+            mask &= ~self.eval(q, f"{path}.must_not[{i}]", ONE, scoring=False).mask
+
+        # should: count matching clauses per document for minimum_should_match.
+        if should:
+            should_terms, should_other = self._split_terms(should, f"{path}.should", boost)
+            matched, sums = self._term_batch(should_terms, scoring) if should_terms else (
+                np.zeros(n, np.int64), np.zeros(n, np.float64) if scoring else None)
+            for p, q in should_other:
+                r = self.eval(q, p, boost, scoring)
+                matched += r.mask
+                if scoring:
+                    sums += np.where(r.mask, r.score, 0)
+            if msm > 0:
+                mask &= matched >= msm
+            if scoring:
+                total += sums
+        if not scoring:
+            return _Result(mask, None)
+        # Lucene sums clause scores in double and rounds the bool's score to float32.
+        return _Result(mask, np.where(mask, total, 0).astype(np.float32))
+
+    def _split_terms(self, clauses: list[Any], path: str, boost: np.float32):
+        terms, other = [], []
+        for i, q in enumerate(clauses):
+            p = f"{path}[{i}]"
+            if isinstance(q, dict) and len(q) == 1 and "term" in q:
+                terms.append(self._term_clause(q["term"], f"{p}.term", boost))
+            else:
+                other.append((p, q))
+        return terms, other
+
+    @staticmethod
+    def _min_should_match(spec: dict, path: str, n_should: int, has_required: bool) -> int:
+        raw = spec.get("minimum_should_match")
+        if raw is None:
+            msm = 0 if has_required else 1
+        else:
+            if isinstance(raw, str) and re.fullmatch(r"-?\d+", raw):
+                raw = int(raw)
+            if isinstance(raw, bool) or not isinstance(raw, int):
+                raise UnsupportedQuery(f"{path}.minimum_should_match", "only an integer is supported")
+            msm = raw if raw >= 0 else max(0, n_should + raw)
+            if not has_required and n_should:
+                msm = max(msm, 1)  # a pure disjunction always needs one matching clause
+        if n_should == 0:
+            return 0
+        return msm
+
+
+def _clause_list(value: Any, path: str) -> list[Any]:
+    if isinstance(value, dict):
+        return [value]
+    if not isinstance(value, list):
+        raise UnsupportedQuery(path, "expected a query or a list of queries")
+    return value
+
+
+def _compare(col: np.ndarray, op: str, bound) -> np.ndarray:
+    if op == "gt":
+        return col > bound
+    if op == "gte":
+        return col >= bound
+    if op == "lt":
+        return col < bound
+    return col <= bound
+
+
+def top_hits(view: IndexView, body: ParsedBody, mask: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Slots and scores of the page of hits, in sort order."""
+    cand = np.flatnonzero(mask)
+    want = body.start + body.size
+    if want == 0 or cand.size == 0:
+        return cand[:0], score[:0]
+    cscore = score[cand]
+    first = body.sort[0]
+    if first.field == "_score" and first.descending and cand.size > 4 * want:
+        # Only documents scoring at least the want-th best score can reach the page.
+        kth = np.partition(cscore, cand.size - want)[cand.size - want]
+        keep = cscore >= kth
+        cand, cscore = cand[keep], cscore[keep]
+    keys = []
+    for key in reversed(body.sort):
+        if key.field == "_score":
+            s = cscore.astype(np.float64)
+            keys.append(-s if key.descending else s)
+        elif key.field == "id":
+            r = view.id_rank[cand]
+            keys.append(-r if key.descending else r)
+        elif key.field in view.schema.number_fields:
+            v = view.numbers(key.field)[cand].astype(np.float64)
+            missing = np.isnan(v)
+            v = -v if key.descending else v
+            keys.append(np.where(missing, np.inf, v))  # missing values sort last, as in ES
+        else:
+            v = view.dates(key.field)[cand]
+            missing = v == DATE_MISSING
+            v = v.astype(np.float64)
+            v = -v if key.descending else v
+            keys.append(np.where(missing, np.inf, v))
+    order = np.lexsort(keys)[body.start:want]
+    return cand[order], cscore[order]

@@ -1,0 +1,381 @@
+"""On-disk layout of one embedded index version, and the read-side snapshot over it.
+
+A version directory holds (all written once, then never changed, except overlay.jsonl):
+
+    meta.json                 format, version, created, documents, schema, field file numbers
+    ids.npy                   <U  ids of the documents, sorted (slot = rank of the id)
+    docs.jsonl + docs.off.npy the documents as JSON lines; int64 byte offsets per slot (+ end)
+    k<i>.terms.npy            <U  sorted distinct values of keyword field i
+    k<i>.indptr.npy           int64 CSR row pointers: postings of term t = indices[indptr[t]:indptr[t+1]]
+    k<i>.indices.npy          int32 slots, ascending within each term
+    k<i>.dl.npy               int32 distinct values per slot (0 = no value) for docCount / sumDocFreq
+    d<i>.npy                  int64 epoch ms per slot (DATE_MISSING when absent)
+    n<i>.npy                  float32 per slot (NaN when absent)
+    overlay.jsonl             append-only live changes: {"op": "upsert", "doc": ...} / {"op": "delete", "id": ...}
+
+Arrays are loaded memory-mapped, so opening a version is cheap and the pages are shared
+between processes. The overlay is a second, small in-memory segment; documents it
+replaces or deletes are masked out of the base (like Lucene's live docs), and statistics
+are computed over live documents only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backend import Document, IndexSchema
+from .embedded_query import DATE_MISSING, parse_date
+
+FORMAT = "cooccur-embedded/1"
+OVERLAY = "overlay.jsonl"
+
+
+# --------------------------------------------------------------------------- documents
+def check_document(doc: Any, schema: IndexSchema) -> str | None:
+    """Why a document does not fit the schema, or None when it does."""
+    if not isinstance(doc, dict):
+        return "not an object"
+    if not isinstance(doc.get("id"), str) or not doc["id"]:
+        return "id must be a non-empty string"
+    keywords, dates, numbers = set(schema.keyword_fields), set(schema.date_fields), set(schema.number_fields)
+    for name, value in doc.items():
+        if name == "id" or value is None:
+            continue
+        if name in keywords:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                return f"{name}: expected a list of strings"
+        elif name in dates:
+            try:
+                parse_date(value)
+            except ValueError as e:
+                return f"{name}: {e}"
+        elif name in numbers:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                return f"{name}: expected a finite number, got {value!r}"
+        else:
+            return f"{name}: not a field of the index (fields: {', '.join(schema.all_fields())})"
+    return None
+
+
+@dataclass
+class Segment:
+    """Columns of a set of documents, slot-addressed (base: on disk; overlay: in memory)."""
+
+    ids: np.ndarray
+    keyword: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+    """field -> (terms, indptr, indices, dl)."""
+    dates: dict[str, np.ndarray]
+    numbers: dict[str, np.ndarray]
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+
+def build_segment(docs: Sequence[Document], schema: IndexSchema) -> Segment:
+    """Columns of documents given in slot order (validated beforehand)."""
+    n = len(docs)
+    keyword = {}
+    for field in schema.keyword_fields:
+        term_ids: dict[str, int] = {}
+        rows: list[int] = []
+        cols: list[int] = []
+        dl = np.zeros(n, np.int32)
+        for slot, doc in enumerate(docs):
+            values = doc.get(field)
+            if not values:
+                continue
+            distinct = set(values)  # docs-only postings: a repeated value counts once
+            dl[slot] = len(distinct)
+            for v in distinct:
+                rows.append(term_ids.setdefault(v, len(term_ids)))
+                cols.append(slot)
+        keyword[field] = csr(term_ids, np.array(rows, np.int64), np.array(cols, np.int32), dl)
+    dates = {
+        f: np.array([parse_date(d[f]) if d.get(f) is not None else DATE_MISSING for d in docs], np.int64)
+        for f in schema.date_fields
+    }
+    numbers = {
+        f: np.array([d[f] if d.get(f) is not None else np.nan for d in docs], np.float32)
+        for f in schema.number_fields
+    }
+    ids = np.array([d["id"] for d in docs], dtype=str) if docs else np.array([], "<U1")
+    return Segment(ids, keyword, dates, numbers)
+
+
+def csr(term_ids: dict[str, int], rows: np.ndarray, cols: np.ndarray, dl: np.ndarray):
+    """Sorted term dictionary + CSR postings from (term id, slot) pairs."""
+    terms = np.array(list(term_ids), dtype=str) if term_ids else np.array([], "<U1")
+    by_name = np.argsort(terms, kind="stable")
+    rank = np.empty(len(terms), np.int64)
+    rank[by_name] = np.arange(len(terms))
+    sorted_rows = rank[rows] if rows.size else rows
+    order = np.lexsort((cols, sorted_rows))
+    indices = cols[order].astype(np.int32)
+    counts = np.bincount(sorted_rows, minlength=len(terms)) if rows.size else np.zeros(len(terms), np.int64)
+    indptr = np.zeros(len(terms) + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    return terms[by_name], indptr, indices, dl
+
+
+def lookup(sorted_values: np.ndarray, wanted: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, found) of wanted strings in a sorted string array."""
+    if len(sorted_values) == 0 or not wanted:
+        return np.zeros(len(wanted), np.int64), np.zeros(len(wanted), bool)
+    w = np.array(wanted, dtype=str)
+    pos = np.searchsorted(sorted_values, w)
+    pos_c = np.minimum(pos, len(sorted_values) - 1)
+    return pos_c, (pos < len(sorted_values)) & (sorted_values[pos_c] == w)
+
+
+def gather(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenated postings of CSR rows and the length of each."""
+    starts = indptr[rows]
+    lengths = indptr[rows + 1] - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64), lengths
+    # position k of the output belongs to row r: start[r] + (k - first output position of r)
+    offsets = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+    return indices[offsets + np.arange(total)].astype(np.int64), lengths
+
+
+# --------------------------------------------------------------------------- on disk
+def save_array(directory: Path, name: str, array: np.ndarray) -> None:
+    with open(directory / name, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_segment(directory: Path, segment: Segment, schema: IndexSchema) -> dict[str, Any]:
+    """Write the columns of a (base) segment; returns the field -> file number map."""
+    save_array(directory, "ids.npy", segment.ids)
+    files: dict[str, Any] = {"keyword": {}, "date": {}, "number": {}}
+    for i, field in enumerate(schema.keyword_fields):
+        terms, indptr, indices, dl = segment.keyword[field]
+        for part, arr in (("terms", terms), ("indptr", indptr), ("indices", indices), ("dl", dl)):
+            save_array(directory, f"k{i}.{part}.npy", arr)
+        files["keyword"][field] = i
+    for i, field in enumerate(schema.date_fields):
+        save_array(directory, f"d{i}.npy", segment.dates[field])
+        files["date"][field] = i
+    for i, field in enumerate(schema.number_fields):
+        save_array(directory, f"n{i}.npy", segment.numbers[field])
+        files["number"][field] = i
+    return files
+
+
+def schema_to_json(schema: IndexSchema) -> dict[str, list[str]]:
+    return {
+        "keyword_fields": list(schema.keyword_fields),
+        "date_fields": list(schema.date_fields),
+        "number_fields": list(schema.number_fields),
+    }
+
+
+def schema_from_json(data: dict[str, list[str]]) -> IndexSchema:
+    return IndexSchema(
+        tuple(data["keyword_fields"]), tuple(data["date_fields"]), tuple(data["number_fields"])
+    )
+
+
+class BaseVersion:
+    """One version directory opened for reading: memory-mapped columns and the docs file.
+
+    Every file is opened here, at once, so a version that is pruned later (by another
+    process) stays readable for as long as this object lives (POSIX keeps unlinked files)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.meta = json.loads((directory / "meta.json").read_text())
+        self.name: str = self.meta["version"]
+        self.schema = schema_from_json(self.meta["schema"])
+        files = self.meta["files"]
+
+        def load(name: str) -> np.ndarray:
+            return np.load(directory / name, mmap_mode="r", allow_pickle=False)
+
+        keyword = {
+            f: tuple(load(f"k{i}.{p}.npy") for p in ("terms", "indptr", "indices", "dl"))
+            for f, i in files["keyword"].items()
+        }
+        dates = {f: load(f"d{i}.npy") for f, i in files["date"].items()}
+        numbers = {f: load(f"n{i}.npy") for f, i in files["number"].items()}
+        self.segment = Segment(load("ids.npy"), keyword, dates, numbers)
+        self.offsets = load("docs.off.npy")
+        self._docs_fd = os.open(directory / "docs.jsonl", os.O_RDONLY)
+
+    def document(self, slot: int) -> Document:
+        start, end = int(self.offsets[slot]), int(self.offsets[slot + 1])
+        return json.loads(os.pread(self._docs_fd, end - start, start))
+
+    def close(self) -> None:
+        if self._docs_fd >= 0:
+            os.close(self._docs_fd)
+            self._docs_fd = -1
+
+    def __del__(self) -> None:  # pragma: no cover - depends on garbage collection
+        with contextlib.suppress(OSError):
+            self.close()
+
+
+# --------------------------------------------------------------------------- snapshot
+class Snapshot:
+    """One consistent, immutable view of the current version plus its overlay (the
+    evaluator's IndexView). Slots 0..base.n-1 are the base documents, then the overlay's."""
+
+    def __init__(self, base: BaseVersion, overlay_docs: dict[str, Document | None], overlay_pos: int) -> None:
+        self.base = base
+        self.version = base.name
+        self.schema = base.schema
+        self.overlay_pos = overlay_pos
+        self.overlay_state = overlay_docs
+        seg = base.segment
+        upserted = [d for d in overlay_docs.values() if d is not None]
+        self.extra = build_segment(upserted, self.schema) if upserted else None
+        self.extra_docs = upserted
+        self.n_base = seg.n
+        self.n = seg.n + len(upserted)
+        if overlay_docs:
+            live = np.ones(self.n, bool)
+            pos, found = lookup(seg.ids, list(overlay_docs))
+            live[pos[found]] = False  # replaced or deleted base documents
+            self.live: np.ndarray | None = live
+            all_ids = np.concatenate([seg.ids.astype(str), self.extra.ids if self.extra else seg.ids[:0]])
+            rank = np.empty(self.n, np.int64)
+            rank[np.argsort(all_ids, kind="stable")] = np.arange(self.n)
+            self.id_rank = rank
+            self._extra_index = {d["id"]: self.n_base + i for i, d in enumerate(upserted)}
+        else:
+            self.live = None
+            self.id_rank = np.arange(self.n)  # base slots are in id order
+            self._extra_index = {}
+        self._cache: dict[tuple[str, str], Any] = {}
+
+    @property
+    def documents(self) -> int:
+        return self.n if self.live is None else int(self.live.sum())
+
+    # -- columns over all slots
+    def _column(self, kind: str, field: str, base_col: np.ndarray, extra_col, fill) -> np.ndarray:
+        if self.extra is None:
+            return base_col
+        key = (kind, field)
+        if key not in self._cache:
+            extra = extra_col if extra_col is not None else np.full(self.extra.n, fill, base_col.dtype)
+            self._cache[key] = np.concatenate([base_col, extra])
+        return self._cache[key]
+
+    def dates(self, field: str) -> np.ndarray:
+        return self._column("d", field, self.base.segment.dates[field],
+                            self.extra.dates[field] if self.extra else None, DATE_MISSING)
+
+    def numbers(self, field: str) -> np.ndarray:
+        return self._column("n", field, self.base.segment.numbers[field],
+                            self.extra.numbers[field] if self.extra else None, np.nan)
+
+    def _dl(self, field: str) -> np.ndarray:
+        return self._column("dl", field, self.base.segment.keyword[field][3],
+                            self.extra.keyword[field][3] if self.extra else None, 0)
+
+    def has_field(self, field: str) -> np.ndarray:
+        if field == "id":
+            return np.ones(self.n, bool)
+        if field in self.schema.keyword_fields:
+            return self._dl(field) > 0
+        if field in self.schema.date_fields:
+            return self.dates(field) != DATE_MISSING
+        return ~np.isnan(self.numbers(field))
+
+    def field_stats(self, field: str) -> tuple[int, int]:
+        key = ("stats", field)
+        if key not in self._cache:
+            if field == "id":
+                self._cache[key] = (self.documents, self.documents)
+            else:
+                dl = self._dl(field)
+                if self.live is not None:
+                    dl = dl[self.live]
+                self._cache[key] = (int(np.count_nonzero(dl)), int(dl.sum(dtype=np.int64)))
+        return self._cache[key]
+
+    def term_postings(self, field: str, terms: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        if field == "id":
+            slots = [self.slots_of_ids([t]) for t in terms]
+            lengths = np.array([len(s) for s in slots], np.int64)
+            return (np.concatenate(slots) if slots else np.zeros(0, np.int64)), lengths
+        parts = [self._segment_postings(self.base.segment, field, terms, 0)]
+        if self.extra is not None:
+            parts.append(self._segment_postings(self.extra, field, terms, self.n_base))
+        docs = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+        if len(parts) > 1:
+            # keep postings grouped per term: interleave base and overlay runs term by term
+            owners = np.concatenate([np.repeat(np.arange(len(terms)), p[1]) for p in parts])
+            docs = docs[np.argsort(owners, kind="stable")]
+        lengths = sum(p[1] for p in parts)
+        if self.live is not None and docs.size:
+            keep = self.live[docs]
+            owners = np.repeat(np.arange(len(terms)), lengths)
+            docs = docs[keep]
+            lengths = np.bincount(owners[keep], minlength=len(terms)).astype(np.int64)
+        return docs, lengths
+
+    @staticmethod
+    def _segment_postings(seg: Segment, field: str, terms: Sequence[str], offset: int):
+        t, indptr, indices, _ = seg.keyword[field]
+        pos, found = lookup(t, terms)
+        lengths = np.zeros(len(terms), np.int64)
+        docs, lengths[found] = gather(indptr, indices, pos[found])
+        return docs + offset, lengths
+
+    def slots_of_ids(self, ids: Sequence[str]) -> np.ndarray:
+        pos, found = lookup(self.base.segment.ids, list(ids))
+        slots = pos[found]
+        extra = [self._extra_index[i] for i in ids if i in self._extra_index]
+        if extra:
+            slots = np.concatenate([slots, np.array(extra, np.int64)])
+        if self.live is not None:
+            slots = slots[self.live[slots]]
+        return np.unique(slots)
+
+    def document(self, slot: int) -> Document:
+        if slot < self.n_base:
+            return self.base.document(slot)
+        return self.extra_docs[slot - self.n_base]
+
+
+def read_overlay(path: Path, state: dict[str, Document | None], pos: int) -> tuple[dict[str, Document | None], int]:
+    """Apply the complete lines appended to an overlay file since byte `pos`."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(pos)
+            data = f.read()
+    except FileNotFoundError:
+        return state, pos
+    end = data.rfind(b"\n") + 1  # a line still being written is read next time
+    if end == 0:
+        return state, pos
+    state = dict(state)
+    for line in data[:end].splitlines():
+        if not line.strip():
+            continue
+        op = json.loads(line)
+        if op["op"] == "upsert":
+            state[op["doc"]["id"]] = op["doc"]
+        else:
+            state[op["id"]] = None
+    return state, pos + end
+
+
+def iter_overlay_lines(ops: Iterable[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(op, separators=(",", ":")).encode() + b"\n" for op in ops)
