@@ -1,0 +1,338 @@
+"""The indicator job's entry point: read events, downsample, count, score, write the model.
+
+`run_train` is the only place that builds a Spark session; `train` takes one, so tests
+share a session and the transforms stay DataFrame in, DataFrame out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.storagelevel import StorageLevel
+
+from .cooccurrence import IndicatorSpec, indicators
+from .downsample import binarize, downsample
+from .errors import BadInput, JobError, SparkOutOfMemory
+from .properties import properties
+from .rankings import rankings
+from .reader import EventInput, read_events
+from .settings import TrainSettings, parse_duration
+from .spark import check_java
+
+log = logging.getLogger(__name__)
+
+MODEL_FORMAT = "cooccur-model/1"
+# Rows of kept interactions per co-occurrence partition: bounds each Python worker's
+# sparse matrices (a few hundred MB at the caps' worst case).
+ROWS_PER_PARTITION = 1_000_000
+
+
+@dataclass
+class TrainReport:
+    """What a training run did: counts per stage, timings, where the model went."""
+
+    model_dir: str
+    input: dict
+    actions: dict = field(default_factory=dict)
+    users: int = 0
+    indicators: dict = field(default_factory=dict)
+    rankings: int = 0
+    properties: int = 0
+    rejects_file: str | None = None
+    newest_event: str | None = None
+    timings: dict = field(default_factory=dict)
+
+
+def build_spark_session(
+    master: str = "local[*]", options: dict[str, str] | None = None, app_name: str = "cooccur"
+) -> SparkSession:
+    """A Spark session for the job: UTC, Arrow on, bound to loopback in local mode."""
+    builder = SparkSession.builder.master(master).appName(app_name)
+    defaults = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.showConsoleProgress": "true",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.adaptive.enabled": "true",
+    }
+    if master.startswith("local"):
+        defaults.update({
+            "spark.driver.host": "127.0.0.1",
+            "spark.driver.bindAddress": "127.0.0.1",
+            "spark.ui.enabled": "false",
+            # Small local jobs drown in 200 shuffle tasks; AQE coalesces further.
+            "spark.sql.shuffle.partitions": str(max(4, 2 * (os.cpu_count() or 2))),
+        })
+    for key, value in {**defaults, **(options or {})}.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+class _Stages:
+    """Times each stage and logs one summary line per stage."""
+
+    def __init__(self, on_stage: Callable[[str], None] | None) -> None:
+        self.timings: dict[str, float] = {}
+        self.on_stage = on_stage or (lambda line: log.info(line))
+        self._t = time.perf_counter()
+
+    def done(self, name: str, summary: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self._t, 3)
+        self._t = now
+        self.on_stage(f"{name:<12} {summary} ({self.timings[name]:.1f} s)")
+
+
+def train(
+    spark: SparkSession,
+    paths: list[str],
+    settings: TrainSettings,
+    out: str | os.PathLike,
+    *,
+    rejects: str | os.PathLike | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> TrainReport:
+    """Compute indicators, rankings and properties from events into a model directory.
+
+    Bad rows fail the run (BadInput) unless `rejects` names a file to write them to.
+    The model directory appears complete or not at all (written aside, then renamed)."""
+    stages = _Stages(on_stage)
+    try:
+        return _train(spark, paths, settings, Path(out), rejects, stages)
+    except JobError:
+        raise
+    except Exception as e:  # Spark wraps JVM and worker failures; name the setting to raise.
+        text = str(e)
+        if "OutOfMemoryError" in text or "Java heap space" in text or "GC overhead" in text:
+            raise SparkOutOfMemory(
+                "Spark ran out of JVM memory",
+                hint="raise spark.driver.memory (local mode) or spark.executor.memory, e.g. "
+                "--conf spark.driver.memory=8g, or lower max_interactions_per_user",
+            ) from None
+        if "MemoryError" in text or "Python worker exited unexpectedly" in text:
+            raise SparkOutOfMemory(
+                "a Python worker ran out of memory counting co-occurrences",
+                hint="raise spark.executor.pyspark.memory or spark.sql.shuffle.partitions, "
+                "or lower max_interactions_per_user / max_users_per_item",
+            ) from None
+        raise
+
+
+def _train(
+    spark: SparkSession,
+    paths: list[str],
+    settings: TrainSettings,
+    out: Path,
+    rejects: str | os.PathLike | None,
+    stages: _Stages,
+) -> TrainReport:
+    data = read_events(spark, paths, settings.input)
+    c = data.counts
+    stages.done(
+        "read",
+        f"{c.rows:,} rows in {c.files} file(s): {c.accepted:,} accepted "
+        f"({c.user_events:,} user events, {c.item_events:,} item events, {c.ignored:,} ignored), "
+        f"{c.rejected:,} rejected",
+    )
+    report = TrainReport(model_dir=str(out), input=c.as_dict())
+    if c.rejected:
+        if rejects is None:
+            raise BadInput(c.rejected, c.rows, data.first_rejected())
+        report.rejects_file = _write_rejects(data, Path(rejects))
+        stages.done("rejects", f"{c.rejected:,} bad rows written to {report.rejects_file}")
+
+    actions = settings.actions
+    events = data.events
+    n_users, action_stats, kept = _interactions(events, settings)
+    report.users = n_users
+    report.actions = action_stats
+    summary = "; ".join(
+        f"{a}: {s['events']:,} events, {s['users']:,} users, {s['items']:,} items, "
+        f"{s['kept']:,}/{s['interactions']:,} interactions kept"
+        for a, s in action_stats.items()
+    )
+    stages.done("downsample", f"{n_users:,} users; {summary}")
+    missing = [a for a in actions if action_stats[a]["events"] == 0]
+    if action_stats[settings.primary]["events"] == 0:
+        raise JobError(
+            f"no events of the primary action {settings.primary!r} in the input",
+            hint="set [train] primary to an event name present in the data",
+        )
+    if missing:
+        log.warning("no events for indicator(s) %s: their fields stay empty", ", ".join(missing))
+
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        total = sum(s["kept"] for s in action_stats.values())
+        partitions = max(spark.sparkContext.defaultParallelism, math.ceil(total / ROWS_PER_PARTITION))
+        specs = [IndicatorSpec(i.name, i.max_correlators, i.min_llr) for i in settings.indicators]
+        result = indicators(kept, settings.primary, specs, n_users, partitions)
+        result.write.parquet(str(tmp / "indicators"))
+        written = spark.read.parquet(str(tmp / "indicators"))
+        per_ind = {r["indicator"]: (r["items"], r["pairs"]) for r in written.groupBy("indicator").agg(
+            F.count(F.lit(1)).alias("items"), F.sum(F.size("correlators")).alias("pairs")).collect()}
+        report.indicators = {
+            i: {"items": per_ind.get(i, (0, 0))[0], "correlators": int(per_ind.get(i, (0, 0))[1] or 0)}
+            for i in actions
+        }
+        stages.done("indicators", "; ".join(
+            f"{i}: {v['items']:,} items, {v['correlators']:,} correlators"
+            for i, v in report.indicators.items()))
+        kept.unpersist()
+
+        newest_us = events.agg(F.unix_micros(F.max("time"))).first()[0]
+        newest = None if newest_us is None else datetime.fromtimestamp(newest_us / 1e6, UTC)
+        report.newest_event = _iso(newest)
+        r = settings.rankings
+        end = datetime.fromisoformat(r.end.replace("Z", "+00:00")) if r.end else newest
+        if end is not None and end.tzinfo is None:
+            end = end.replace(tzinfo=UTC)
+        window = parse_duration(r.window) if r.window else None
+        rank = rankings(events, r.events or [settings.primary], end or datetime.now(UTC), window)
+        rank.write.parquet(str(tmp / "rankings"))
+        report.rankings = spark.read.parquet(str(tmp / "rankings")).count()
+        stages.done("rankings", f"{report.rankings:,} items ranked (window {r.window or 'all'})")
+
+        props = properties(data.item_events)
+        props.write.parquet(str(tmp / "properties"))
+        written_props = spark.read.parquet(str(tmp / "properties"))
+        names = sorted(row[0] for row in written_props.select("name").distinct().collect())
+        report.properties = written_props.select("item").distinct().count()
+        stages.done("properties", f"{report.properties:,} items with properties {names}")
+
+        report.timings = dict(stages.timings)
+        manifest = {
+            "format": MODEL_FORMAT,
+            "created": _iso(datetime.now(UTC)),
+            "cooccur_version": _version(),
+            "primary": settings.primary,
+            "indicators": actions,
+            "properties": names,
+            "newest_event": report.newest_event,
+            "settings": asdict(settings),
+            "counts": {
+                "input": report.input,
+                "users": n_users,
+                "actions": report.actions,
+                "indicators": report.indicators,
+                "rankings": report.rankings,
+                "items_with_properties": report.properties,
+            },
+            "timings": report.timings,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        data.events.unpersist()
+    return report
+
+
+def _interactions(events: DataFrame, settings: TrainSettings) -> tuple[int, dict, DataFrame]:
+    """N users, per-action input counts and what the caps keep, and the kept interactions."""
+    actions = settings.actions
+    indicator_events = events.where(F.col("event").isin(*actions))
+    n_users = indicator_events.select("user").distinct().count()
+    raw = {
+        r["event"]: r
+        for r in indicator_events.groupBy("event").agg(
+            F.count(F.lit(1)).alias("events"),
+            F.countDistinct("user").alias("users"),
+            F.countDistinct("item").alias("items"),
+        ).collect()
+    }
+    interactions = binarize(events, actions)
+    kept = downsample(
+        interactions, settings.seed, settings.max_interactions_per_user, settings.max_users_per_item
+    ).persist(StorageLevel.MEMORY_AND_DISK)
+    after = {
+        r["action"]: r
+        for r in kept.groupBy("action").agg(
+            F.count(F.lit(1)).alias("kept"),
+            F.countDistinct(F.when(F.col("user_capped"), F.col("user"))).alias("users_capped"),
+            F.countDistinct(F.when(F.col("item_capped"), F.col("item"))).alias("items_capped"),
+        ).collect()
+    }
+    before = {r["action"]: r["count"] for r in interactions.groupBy("action").count().collect()}
+    stats = {}
+    for a in actions:
+        src, dst = raw.get(a), after.get(a)
+        stats[a] = {
+            "events": src["events"] if src else 0,
+            "users": src["users"] if src else 0,
+            "items": src["items"] if src else 0,
+            "interactions": before.get(a, 0),
+            "kept": dst["kept"] if dst else 0,
+            "users_capped": dst["users_capped"] if dst else 0,
+            "items_capped": dst["items_capped"] if dst else 0,
+        }
+    return n_users, stats, kept
+
+
+def _write_rejects(data: EventInput, path: Path) -> str:
+    """Every bad row as JSON lines: file, line, field, problem, text."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for row in data.iter_rejected():
+            f.write(json.dumps(asdict(row)) + "\n")
+    return str(path)
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put `new` at `target`; an older model there is removed only after the rename."""
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _iso(t: datetime | None) -> str | None:
+    if t is None:
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("cooccur")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def run_train(
+    paths: list[str],
+    settings: TrainSettings,
+    out: str | os.PathLike,
+    *,
+    rejects: str | os.PathLike | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> TrainReport:
+    """The job's entry point: check Java, start Spark, train, stop Spark."""
+    check_java()
+    spark = build_spark_session(settings.spark_master, settings.spark_options)
+    try:
+        return train(spark, paths, settings, out, rejects=rejects, on_stage=on_stage)
+    finally:
+        spark.stop()
