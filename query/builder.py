@@ -1,0 +1,167 @@
+"""Request + history + item documents + settings -> an Elasticsearch query body (pure).
+
+The same body goes to the embedded backend and to Elasticsearch (docs/api.md, "The query"):
+
+    {"size": num,
+     "query": {"bool": {
+        "must":     [{"bool": {"should": [<personal term clauses>], "minimum_should_match": 1}}],
+        "should":   [{"terms": {<field>: [values], "boost": bias}}],     # rules with bias > 0
+        "filter":   [{"terms": ...} (bias < 0), {"range": ...} (dates)],
+        "must_not": [{"ids": {"values": [excluded]}}, {"terms": ...} (bias == 0)]}},
+     "sort": [{"_score": {"order": "desc"}}, {"id": {"order": "asc"}}]}
+
+Why the personal clauses sit in a nested `must` bool with minimum_should_match 1: a `terms`
+boost scores a constant on every item having the value, and a bool with a filter makes its
+should-clauses optional. Were the boosts and the personal clauses siblings, an item matching
+only a category boost would come back as a "recommendation". Nested, an item must match at
+least one personal clause to score at all; the boost then only re-orders personal matches.
+Items nobody's history points to come only from backfill, which says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .request import QueryRequest, Rule
+from .settings import QuerySettings
+
+Body = dict[str, Any]
+SCORE_SORT = [{"_score": {"order": "desc"}}, {"id": {"order": "asc"}}]
+
+
+def effective_rules(request_rules: Iterable[Rule], config_rules: Iterable[Mapping[str, Any]]) -> list[Rule]:
+    """Config rules, except those on a field the request has a rule for (the request wins)."""
+    request_rules = list(request_rules)
+    named = {r.name for r in request_rules}
+    merged = [
+        Rule(c["name"], tuple(c["values"]), float(c["bias"])) for c in config_rules if c["name"] not in named
+    ]
+    return merged + request_rules
+
+
+def excluded_ids(request: QueryRequest, blacklisted: Iterable[str], settings: QuerySettings) -> list[str]:
+    """Ids never returned: blacklistItems, the user's items of blacklisted actions, and the
+    query item / item set unless returnSelf. Sorted, so bodies are reproducible."""
+    ids = set(request.blacklist_items) | set(blacklisted)
+    return_self = settings.return_self if request.return_self is None else request.return_self
+    if not return_self:
+        if request.item:
+            ids.add(request.item)
+        ids.update(request.item_set)
+    return sorted(ids)
+
+
+def personal_clauses(
+    request: QueryRequest,
+    history: Mapping[str, Sequence[str]],
+    item_docs: Mapping[str, Mapping[str, Any]],
+    indicators: Mapping[str, float],
+) -> list[Body]:
+    """One boosted `term` clause per (indicator field, value): the user's history first (newest
+    first), then the item's and the item set's correlators. A (field, value) pair appears once
+    (its first, i.e. the user's, boost) so a value in both history and context is not doubled."""
+    clauses: list[Body] = []
+    seen: set[tuple[str, str]] = set()
+
+    def add(field: str, value: str, boost: float) -> None:
+        if (field, value) not in seen:
+            seen.add((field, value))
+            clauses.append({"term": {field: {"value": value, "boost": boost}}})
+
+    for field, boost in indicators.items():
+        for value in history.get(field, ()):
+            add(field, value, boost * request.user_bias)
+    context = [(request.item, request.item_bias)] if request.item else []
+    context += [(i, request.item_set_bias) for i in request.item_set]
+    for field, boost in indicators.items():
+        for item, bias in context:
+            doc = item_docs.get(item) or {}
+            for value in doc.get(field) or ():
+                add(field, value, boost * bias)
+    return clauses
+
+
+def rule_clauses(
+    request: QueryRequest, settings: QuerySettings, now: str
+) -> tuple[list[Body], list[Body], list[Body]]:
+    """(should, filter, must_not) clauses from business rules and dates."""
+    should: list[Body] = []
+    filters: list[Body] = []
+    must_not: list[Body] = []
+    for rule in effective_rules(request.rules, settings.rules):
+        if rule.bias > 0:
+            should.append({"terms": {rule.name: list(rule.values), "boost": rule.bias}})
+        elif rule.bias < 0:
+            filters.append({"terms": {rule.name: list(rule.values)}})
+        else:
+            must_not.append({"terms": {rule.name: list(rule.values)}})
+    if request.date_range is not None:
+        dr = request.date_range
+        bounds = {}
+        if dr.after is not None:
+            bounds["gt"] = dr.after
+        if dr.before is not None:
+            bounds["lt"] = dr.before
+        filters.append({"range": {dr.name: bounds}})
+    current = request.current_date or now
+    if settings.available_date_field:
+        filters.append({"range": {settings.available_date_field: {"lte": current}}})
+    if settings.expire_date_field:
+        filters.append({"range": {settings.expire_date_field: {"gt": current}}})
+    return should, filters, must_not
+
+
+def _bool(must: list[Body], should: list[Body], filters: list[Body], must_not: list[Body]) -> Body:
+    out: Body = {}
+    for key, clauses in (("must", must), ("should", should), ("filter", filters), ("must_not", must_not)):
+        if clauses:
+            out[key] = clauses
+    return {"bool": out}
+
+
+def build_query(
+    request: QueryRequest,
+    history: Mapping[str, Sequence[str]],
+    item_docs: Mapping[str, Mapping[str, Any]],
+    settings: QuerySettings,
+    *,
+    indicators: Mapping[str, float],
+    excluded: Sequence[str],
+    now: str,
+    num: int,
+) -> Body | None:
+    """The personal query body, or None when there is nothing personal to ask (no history,
+    no item context): then only backfill can answer."""
+    personal = personal_clauses(request, history, item_docs, indicators)
+    if not personal:
+        return None
+    should, filters, must_not = rule_clauses(request, settings, now)
+    if excluded:
+        must_not = [{"ids": {"values": list(excluded)}}, *must_not]
+    must = [{"bool": {"should": personal, "minimum_should_match": 1}}]
+    return {"size": num, "query": _bool(must, should, filters, must_not), "sort": SCORE_SORT}
+
+
+def build_backfill(
+    request: QueryRequest,
+    settings: QuerySettings,
+    *,
+    ranking: str,
+    excluded: Sequence[str],
+    now: str,
+    size: int,
+) -> Body:
+    """The backfill body: every item passing the same filters and exclusions (plus `excluded`,
+    which the caller extends with the personal results), ordered by rule boosts, then by the
+    ranking (items without it last), then by id."""
+    should, filters, must_not = rule_clauses(request, settings, now)
+    if excluded:
+        must_not = [{"ids": {"values": list(excluded)}}, *must_not]
+    sort = [{"_score": {"order": "desc"}}, {ranking: {"order": "desc"}}, {"id": {"order": "asc"}}]
+    if should and not filters:
+        # A bool without must/filter requires one should-clause to match (Lucene's pure
+        # disjunction, whatever minimum_should_match says): a match_all filter keeps boosts
+        # re-ordering backfill without restricting it.
+        filters = [{"match_all": {}}]
+    return {"size": size, "query": _bool([], should, filters, must_not), "sort": sort}

@@ -1,0 +1,61 @@
+"""Errors of the query side (requests, event store, service); each carries the data to act on."""
+
+from __future__ import annotations
+
+
+class QueryError(Exception):
+    """Base of every error the query side raises for a cause the user can fix."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        if hint:
+            self.hint = hint
+
+
+class BadRequest(QueryError):
+    """A query or event is invalid; `field` names the offending field (a JSON path)."""
+
+    hint = "see docs/api.md for the request format"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class SettingsError(QueryError):
+    """The [query], [events] or [serve] config section is wrong."""
+
+    hint = "see docs/api.md (configuration)"
+
+    def __init__(self, key: str, problem: str, section: str = "query") -> None:
+        super().__init__(f"[{section}] {key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class ImportRejected(QueryError):
+    """`cooccur events import` found bad rows and was not told to skip them."""
+
+    hint = "fix the rows, or pass --rejects PATH to write them there and import the rest"
+
+    def __init__(self, path: str, rejected: int, total: int, first: list[tuple[int, str, str]]) -> None:
+        shown = "; ".join(f"{path}:{line}: {field}: {problem}" for line, field, problem in first[:5])
+        super().__init__(f"{rejected} of {total} rows rejected, nothing imported: {shown}")
+        self.path = path
+        self.rejected = rejected
+        self.total = total
+        self.first = first
+
+
+class EventFileError(QueryError):
+    """An events file cannot be read at all (missing, unknown format, bad CSV header)."""
+
+    hint = "events files are JSON lines (PredictionIO format) or CSV with a header user,event,item,time"
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem

@@ -1,0 +1,440 @@
+"""The live event store: SQLite in WAL mode, written by the service and by bulk import, read by
+every query (a user's newest items per action) and exported for the next `cooccur train`.
+
+Tables:
+  events(user, action, item, time)           user -> item interactions; index (user, action, time)
+  item_props(item, name, value, time)        compacted `$set` / `$unset` history: the latest
+                                             value per (item, property); value NULL = unset
+  item_deleted(item, time)                   items removed with `$delete`
+Times are integer milliseconds since the epoch (UTC).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sqlite3
+import threading
+import time as _time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from .errors import BadRequest, EventFileError, ImportRejected
+from .request import MAX_ID_LENGTH, format_time, parse_time
+
+log = logging.getLogger(__name__)
+
+ITEM_EVENTS = ("$set", "$unset", "$delete")
+EVENT_KEYS = {
+    "event", "entityType", "entityId", "targetEntityType", "targetEntityId", "properties",
+    "eventTime", "eventId", "prId", "creationTime", "tags",
+}
+DAY_MS = 86_400_000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    user   TEXT NOT NULL,
+    action TEXT NOT NULL,
+    item   TEXT NOT NULL,
+    time   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_user_action_time ON events (user, action, time);
+CREATE INDEX IF NOT EXISTS events_action_time ON events (action, time);
+CREATE TABLE IF NOT EXISTS item_props (
+    item  TEXT NOT NULL,
+    name  TEXT NOT NULL,
+    value TEXT,
+    time  INTEGER NOT NULL,
+    PRIMARY KEY (item, name)
+);
+CREATE TABLE IF NOT EXISTS item_deleted (
+    item TEXT PRIMARY KEY,
+    time INTEGER NOT NULL
+);
+"""
+
+
+def now_ms() -> int:
+    return int(_time.time() * 1000)
+
+
+def ms_to_iso(ms: int) -> str:
+    return format_time(datetime.fromtimestamp(ms / 1000, tz=UTC))
+
+
+@dataclass(frozen=True)
+class Event:
+    """One PredictionIO event, validated. User events have a target item; item events
+    (`$set`, `$unset`, `$delete` on entityType "item") have properties instead."""
+
+    event: str
+    entity_type: str
+    entity_id: str
+    time_ms: int
+    target_entity_type: str | None = None
+    target_entity_id: str | None = None
+    properties: dict[str, Any] | None = None
+
+    @property
+    def is_item_change(self) -> bool:
+        return self.event in ITEM_EVENTS and self.entity_type == "item"
+
+    def to_json(self) -> dict[str, Any]:
+        """PredictionIO's JSON form (what `cooccur train` reads)."""
+        out: dict[str, Any] = {"event": self.event, "entityType": self.entity_type, "entityId": self.entity_id}
+        if self.target_entity_id is not None:
+            out["targetEntityType"] = self.target_entity_type
+            out["targetEntityId"] = self.target_entity_id
+        if self.properties is not None:
+            out["properties"] = self.properties
+        out["eventTime"] = ms_to_iso(self.time_ms)
+        return out
+
+
+def _id(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise BadRequest(where, f"must be a non-empty string, not {value!r}")
+    if len(value) > MAX_ID_LENGTH:
+        raise BadRequest(where, f"longer than {MAX_ID_LENGTH} characters")
+    return value
+
+
+def parse_event(obj: Any, where: str = "", *, now: int | None = None) -> Event:
+    """Validate one PredictionIO event object (raises `BadRequest` naming the field)."""
+    at = f"{where}." if where else ""
+    if not isinstance(obj, dict):
+        raise BadRequest(where or "(body)", "an event must be a JSON object")
+    unknown = sorted(set(obj) - EVENT_KEYS)
+    if unknown:
+        raise BadRequest(f"{at}{unknown[0]}", "unknown field of a PredictionIO event")
+    for key in ("event", "entityType", "entityId"):
+        if key not in obj:
+            raise BadRequest(f"{at}{key}", "is required")
+    name = _id(obj["event"], f"{at}event")
+    entity_type = _id(obj["entityType"], f"{at}entityType")
+    entity_id = _id(obj["entityId"], f"{at}entityId")
+    time_ms = now if now is not None else now_ms()
+    if obj.get("eventTime") is not None:
+        time_ms = int(parse_time(obj["eventTime"], f"{at}eventTime").timestamp() * 1000)
+    if name.startswith("$"):
+        if name not in ITEM_EVENTS:
+            raise BadRequest(f"{at}event", f"{name!r}: the only $-events are {', '.join(ITEM_EVENTS)}")
+        if obj.get("targetEntityId") is not None:
+            raise BadRequest(f"{at}targetEntityId", f"a {name} event has no target")
+        props = obj.get("properties")
+        if name == "$delete":
+            if props:
+                raise BadRequest(f"{at}properties", "a $delete event has no properties")
+            props = None
+        else:
+            if not isinstance(props, dict) or not props:
+                raise BadRequest(f"{at}properties", f"a {name} event needs a non-empty object")
+            for key in props:
+                _id(key, f"{at}properties")
+            if name == "$set":
+                for key, value in props.items():
+                    _check_property(value, f"{at}properties.{key}")
+        return Event(name, entity_type, entity_id, time_ms, properties=props)
+    if entity_type != "user":
+        raise BadRequest(f"{at}entityType", f"must be \"user\" for a {name!r} event, not {entity_type!r}")
+    if obj.get("targetEntityType", "item") != "item":
+        raise BadRequest(f"{at}targetEntityType", f"must be \"item\", not {obj['targetEntityType']!r}")
+    if "targetEntityId" not in obj:
+        raise BadRequest(f"{at}targetEntityId", "is required (the item the user acted on)")
+    target = _id(obj["targetEntityId"], f"{at}targetEntityId")
+    if obj.get("properties") not in (None, {}) and not isinstance(obj["properties"], dict):
+        raise BadRequest(f"{at}properties", "must be an object")
+    return Event(name, entity_type, entity_id, time_ms, "item", target)
+
+
+def _check_property(value: Any, where: str) -> None:
+    """Property values are strings, numbers, booleans or lists of them (kept as keywords)."""
+    scalar = (str, int, float, bool)
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            if not isinstance(v, scalar):
+                raise BadRequest(f"{where}[{i}]", "must be a string, number or boolean")
+    elif not isinstance(value, scalar):
+        raise BadRequest(where, "must be a string, number, boolean or a list of them")
+
+
+def parse_events(body: Any, *, now: int | None = None) -> list[Event]:
+    """A PredictionIO event object or a batch (JSON array) of them."""
+    if isinstance(body, list):
+        if not body:
+            raise BadRequest("(body)", "the batch is empty")
+        return [parse_event(e, f"[{i}]", now=now) for i, e in enumerate(body)]
+    return [parse_event(body, now=now)]
+
+
+@dataclass
+class InsertReport:
+    """What one insert did."""
+
+    stored: int = 0
+    """User events stored."""
+    item_changes: list[Event] = field(default_factory=list)
+    """Item events that changed the stored properties (newer than what was stored)."""
+    ignored: int = 0
+    """Property events on non-item entities (users): accepted, not used by the recommender."""
+
+
+class EventStore:
+    """One SQLite file; safe to use from many threads (a connection per thread)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        conn = self._conn()
+        with conn:
+            conn.executescript(SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across process crashes in WAL mode (only an OS crash can lose
+            # the last transactions) and much faster than FULL.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # ------------------------------------------------------------------ writes
+    def insert(self, events: Iterable[Event]) -> InsertReport:
+        """Store events in one transaction; item property events are compacted at once."""
+        report = InsertReport()
+        rows: list[tuple[str, str, str, int]] = []
+        conn = self._conn()
+        # One writer at a time inside this process; other processes wait on SQLite's lock.
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for e in events:
+                    if e.event in ITEM_EVENTS:
+                        if e.entity_type != "item":
+                            report.ignored += 1
+                        elif self._apply_item_event(conn, e):
+                            report.item_changes.append(e)
+                        continue
+                    rows.append((e.entity_id, e.event, e.target_entity_id or "", e.time_ms))
+                    if len(rows) >= 10_000:
+                        conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
+                        report.stored += len(rows)
+                        rows.clear()
+                conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
+                report.stored += len(rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return report
+
+    def _apply_item_event(self, conn: sqlite3.Connection, e: Event) -> bool:
+        """Compact one item event into item_props / item_deleted; False if it is older than
+        what is stored (events may arrive out of order)."""
+        deleted = conn.execute("SELECT time FROM item_deleted WHERE item = ?", (e.entity_id,)).fetchone()
+        if deleted and deleted[0] > e.time_ms:
+            return False
+        if e.event == "$delete":
+            conn.execute("DELETE FROM item_props WHERE item = ? AND time <= ?", (e.entity_id, e.time_ms))
+            conn.execute(
+                "INSERT INTO item_deleted VALUES (?, ?) ON CONFLICT(item) DO UPDATE SET time = excluded.time",
+                (e.entity_id, e.time_ms),
+            )
+            return True
+        changed = False
+        for name, value in (e.properties or {}).items():
+            stored = None if e.event == "$unset" else json.dumps(value)
+            cur = conn.execute(
+                "INSERT INTO item_props VALUES (?, ?, ?, ?) ON CONFLICT(item, name) DO UPDATE SET "
+                "value = excluded.value, time = excluded.time WHERE excluded.time >= item_props.time",
+                (e.entity_id, name, stored, e.time_ms),
+            )
+            changed = changed or cur.rowcount > 0
+        return changed
+
+    def prune(self, retention: dict[str, float], now: int | None = None) -> dict[str, int]:
+        """Remove events older than each action's retention (days); returns removed per action."""
+        now = now_ms() if now is None else now
+        removed: dict[str, int] = {}
+        conn = self._conn()
+        with self._write_lock:
+            for action, days in sorted(retention.items()):
+                cutoff = now - int(days * DAY_MS)
+                cur = conn.execute("DELETE FROM events WHERE action = ? AND time < ?", (action, cutoff))
+                removed[action] = cur.rowcount
+        return removed
+
+    # ------------------------------------------------------------------ reads
+    def history(self, user: str, actions: Sequence[str] | None, limit: int) -> dict[str, list[str]]:
+        """The user's distinct items per action, newest first, at most `limit` per action.
+        actions=None: every action the user has."""
+        conn = self._conn()
+        if actions is None:
+            actions = [r[0] for r in conn.execute("SELECT DISTINCT action FROM events WHERE user = ?", (user,))]
+        out: dict[str, list[str]] = {}
+        for action in actions:
+            rows = conn.execute(
+                "SELECT item, MAX(time) AS t FROM events WHERE user = ? AND action = ? "
+                "GROUP BY item ORDER BY t DESC, item LIMIT ?",
+                (user, action, limit),
+            ).fetchall()
+            if rows:
+                out[action] = [r[0] for r in rows]
+        return out
+
+    def item_properties(self, item: str) -> dict[str, Any]:
+        """The item's current stored properties (unset ones absent)."""
+        rows = self._conn().execute(
+            "SELECT name, value FROM item_props WHERE item = ? AND value IS NOT NULL ORDER BY name", (item,)
+        )
+        return {name: json.loads(value) for name, value in rows}
+
+    def export(self, out: TextIO) -> int:
+        """Write everything as PredictionIO JSON lines, oldest first; returns lines written.
+        Item properties come as one `$set` / `$unset` per property at its latest time."""
+        conn = self._conn()
+        n = 0
+        # One read transaction: a consistent snapshot even while the service writes.
+        conn.execute("BEGIN")
+        try:
+            for item, t in conn.execute("SELECT item, time FROM item_deleted ORDER BY time, item"):
+                out.write(json.dumps(Event("$delete", "item", item, t).to_json()) + "\n")
+                n += 1
+            for item, name, value, t in conn.execute(
+                "SELECT item, name, value, time FROM item_props ORDER BY time, item, name"
+            ):
+                if value is None:
+                    e = Event("$unset", "item", item, t, properties={name: None})
+                else:
+                    e = Event("$set", "item", item, t, properties={name: json.loads(value)})
+                out.write(json.dumps(e.to_json()) + "\n")
+                n += 1
+            for user, action, item, t in conn.execute(
+                "SELECT user, action, item, time FROM events ORDER BY time, rowid"
+            ):
+                out.write(json.dumps(Event(action, "user", user, t, "item", item).to_json()) + "\n")
+                n += 1
+        finally:
+            conn.execute("COMMIT")
+        return n
+
+    def stats(self) -> dict[str, Any]:
+        conn = self._conn()
+        per_action = dict(conn.execute("SELECT action, COUNT(*) FROM events GROUP BY action ORDER BY action"))
+        return {
+            "path": str(self.path),
+            "events": sum(per_action.values()),
+            "per_action": per_action,
+            "items_with_properties": conn.execute("SELECT COUNT(DISTINCT item) FROM item_props").fetchone()[0],
+            "deleted_items": conn.execute("SELECT COUNT(*) FROM item_deleted").fetchone()[0],
+        }
+
+
+# ---------------------------------------------------------------------------- import
+@dataclass
+class ImportReport:
+    path: str
+    events: int
+    rejected: int
+    seconds: float
+    item_changes: list[Event] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+def read_events_file(path: str | Path) -> Iterator[tuple[int, Event | BadRequest, str]]:
+    """(line number, event or the problem, raw line) for each row of a JSON-lines (PredictionIO)
+    or CSV/TSV (header user,event,item[,time]) file. The format follows the extension:
+    .csv / .tsv, anything else is JSON lines."""
+    p = Path(path)
+    if not p.is_file():
+        raise EventFileError(str(p), "no such file")
+    suffix = p.suffix.lower()
+    now = now_ms()
+    with open(p, newline="" if suffix in (".csv", ".tsv") else None, encoding="utf-8") as f:
+        if suffix in (".csv", ".tsv"):
+            reader = csv.reader(f, delimiter="\t" if suffix == ".tsv" else ",")
+            header = [h.strip() for h in next(reader, [])]
+            missing = [c for c in ("user", "event", "item") if c not in header]
+            if missing:
+                raise EventFileError(str(p), f"header {header} lacks column(s) {', '.join(missing)}")
+            col = {name: header.index(name) for name in ("user", "event", "item", "time") if name in header}
+            for row in reader:
+                line = reader.line_num
+                raw = ",".join(row)
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    yield line, BadRequest("(row)", f"{len(row)} columns, header has {len(header)}"), raw
+                    continue
+                obj: dict[str, Any] = {
+                    "event": row[col["event"]], "entityType": "user", "entityId": row[col["user"]],
+                    "targetEntityType": "item", "targetEntityId": row[col["item"]],
+                }
+                if "time" in col and row[col["time"]].strip():
+                    obj["eventTime"] = _csv_time(row[col["time"]].strip())
+                try:
+                    yield line, parse_event(obj, now=now), raw
+                except BadRequest as e:
+                    field = {"entityId": "user", "targetEntityId": "item", "eventTime": "time"}.get(e.field, e.field)
+                    yield line, BadRequest(field, e.problem), raw
+        else:
+            for line, text in enumerate(f, 1):
+                if not text.strip():
+                    continue
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as e:
+                    yield line, BadRequest("(json)", e.msg), text.rstrip("\n")
+                    continue
+                try:
+                    yield line, parse_event(obj, now=now), text.rstrip("\n")
+                except BadRequest as e:
+                    yield line, e, text.rstrip("\n")
+
+
+def _csv_time(text: str) -> str:
+    """CSV times are ISO-8601 or epoch seconds (as `cooccur train` reads them)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        return text
+    return ms_to_iso(int(seconds * 1000))
+
+
+def import_events(store: EventStore, path: str | Path, *, rejects: str | Path | None = None) -> ImportReport:
+    """Bulk-load an events file into the store (no HTTP). Bad rows are never dropped silently:
+    without `rejects` any bad row rejects the whole file (nothing stored); with it they are
+    written there (`line<TAB>field: problem<TAB>raw row`) and the rest is stored."""
+    start = _time.perf_counter()
+    good: list[Event] = []
+    bad: list[tuple[int, str, str, str]] = []
+    for line, result, raw in read_events_file(path):
+        if isinstance(result, BadRequest):
+            bad.append((line, result.field, result.problem, raw))
+        else:
+            good.append(result)
+    if bad and rejects is None:
+        raise ImportRejected(str(path), len(bad), len(bad) + len(good), [(b[0], b[1], b[2]) for b in bad])
+    if bad:
+        with open(rejects, "w", encoding="utf-8") as f:
+            for line, field_, problem, raw in bad:
+                f.write(f"{line}\t{field_}: {problem}\t{raw}\n")
+    report = store.insert(good)
+    return ImportReport(str(path), len(good), len(bad), _time.perf_counter() - start, report.item_changes)

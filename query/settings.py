@@ -1,0 +1,118 @@
+"""Query, event-store and service settings with their defaults (docs/api.md, configuration)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import SettingsError
+
+RANKINGS = ("popular", "trending", "hot")
+
+
+@dataclass
+class QuerySettings:
+    """How a request becomes a search ([query])."""
+
+    indicators: dict[str, float] | list[str] | None = None
+    """Indicator fields and their boosts, primary first: `{purchase = 1.0, view = 0.5}` or a
+    list (boost 1.0 each). Unset: the indicators of the current index (its model manifest),
+    else the actions in the user's history."""
+    primary: str | None = None
+    """The primary action (default: the first indicator)."""
+    max_query_events: int = 100
+    """Most recent distinct items per action taken from a user's history."""
+    num: int = 20
+    """Results when a request gives no `num`."""
+    max_num: int = 1000
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    """Business rules applied to every request: [{name, values, bias}] (request rules on the
+    same field name win)."""
+    blacklist_actions: list[str] | None = None
+    """Actions whose items a user never gets recommended (default: [primary])."""
+    max_excluded: int = 1000
+    """Most items excluded per request from the user's blacklisted actions (newest first)."""
+    backfill: str = "popular"
+    """Ranking that fills results up to `num`: popular, trending, hot, or none."""
+    available_date_field: str | None = None
+    """Item date field: only items available at `currentDate` are returned (when set)."""
+    expire_date_field: str | None = None
+    """Item date field: items expired at `currentDate` are never returned (when set)."""
+    return_self: bool = False
+    """Default of the request's `returnSelf`."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.indicators, list):
+            self.indicators = {str(name): 1.0 for name in self.indicators}
+        if self.indicators is not None:
+            if not isinstance(self.indicators, dict) or not self.indicators:
+                raise SettingsError("indicators", "must be a non-empty table or list")
+            for name, boost in self.indicators.items():
+                if isinstance(boost, bool) or not isinstance(boost, int | float) or boost <= 0:
+                    raise SettingsError(f"indicators.{name}", f"boost must be a number > 0, not {boost!r}")
+            self.indicators = {k: float(v) for k, v in self.indicators.items()}
+        if self.backfill not in (*RANKINGS, "none"):
+            raise SettingsError("backfill", f"must be one of {', '.join(RANKINGS)}, none; not {self.backfill!r}")
+        for key in ("max_query_events", "num", "max_num", "max_excluded"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise SettingsError(key, f"must be an integer >= 0, not {value!r}")
+        if self.num > self.max_num:
+            raise SettingsError("num", f"{self.num} exceeds max_num {self.max_num}")
+        # Validate config rules with the request validator so both share one definition.
+        from .errors import BadRequest
+        from .request import parse_rules
+
+        try:
+            self.rules = [r.as_dict() for r in parse_rules(self.rules, "rules")]
+        except BadRequest as e:  # a settings error naming the config key
+            raise SettingsError(e.field, e.problem) from None
+
+    def effective_primary(self) -> str | None:
+        if self.primary:
+            return self.primary
+        if self.indicators:
+            return next(iter(self.indicators))
+        return None
+
+
+@dataclass
+class EventSettings:
+    """The live event store ([events])."""
+
+    path: str | None = None
+    """SQLite file (default: <index.data_dir>/events.db)."""
+    retention: dict[str, float] = field(default_factory=dict)
+    """Days of events kept per action, e.g. {view = 365}; actions not listed are kept forever."""
+    prune_interval: float = 3600.0
+    """Seconds between automatic prunes while `cooccur serve` runs (0 = never)."""
+
+    def __post_init__(self) -> None:
+        for action, days in self.retention.items():
+            if isinstance(days, bool) or not isinstance(days, int | float) or days <= 0:
+                raise SettingsError(f"retention.{action}", f"must be a number of days > 0, not {days!r}", "events")
+        if self.prune_interval < 0:
+            raise SettingsError("prune_interval", "must be >= 0", "events")
+
+
+@dataclass
+class ServeSettings:
+    """The HTTP service ([serve])."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 8
+    """Worker threads answering requests (one process; see docs/api.md for why)."""
+    token: str | None = field(default_factory=lambda: os.environ.get("COOCCUR_TOKEN") or None)
+    """Writes (POST /events.json) need `Authorization: Bearer <token>` (or ?accessKey=) when set."""
+    max_body_bytes: int = 1024 * 1024
+    """Larger request bodies get 413."""
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise SettingsError("workers", "must be at least 1", "serve")
+        if not 0 <= self.port <= 65535:
+            raise SettingsError("port", f"{self.port} is not a TCP port", "serve")
+        if self.max_body_bytes < 1024:
+            raise SettingsError("max_body_bytes", "must be at least 1024", "serve")

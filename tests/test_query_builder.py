@@ -1,0 +1,111 @@
+"""The query body is a pure function of request, history, item documents and settings."""
+
+from __future__ import annotations
+
+from query.builder import build_backfill, build_query, effective_rules, excluded_ids
+from query.request import parse_query
+from query.settings import QuerySettings
+
+NOW = "2026-01-10T00:00:00.000Z"
+SORT = [{"_score": {"order": "desc"}}, {"id": {"order": "asc"}}]
+
+
+def term(field, value, boost):
+    return {"term": {field: {"value": value, "boost": boost}}}
+
+
+def test_user_history_body_known_answer():
+    settings = QuerySettings(indicators={"purchase": 1.0, "view": 0.5})
+    req = parse_query({"user": "u1", "num": 4, "blacklistItems": ["z"]})
+    history = {"purchase": ["a", "b"], "view": ["c", "a"], "rate": ["x"]}
+    body = build_query(req, history, {}, settings, indicators=settings.indicators,
+                       excluded=["a", "b", "z"], now=NOW, num=4)
+    assert body == {
+        "size": 4,
+        "query": {"bool": {
+            "must": [{"bool": {"should": [
+                term("purchase", "a", 1.0), term("purchase", "b", 1.0),
+                term("view", "c", 0.5), term("view", "a", 0.5),
+            ], "minimum_should_match": 1}}],
+            "must_not": [{"ids": {"values": ["a", "b", "z"]}}],
+        }},
+        "sort": SORT,
+    }
+
+
+def test_rules_dates_and_item_context():
+    settings = QuerySettings(
+        indicators=["purchase"],
+        rules=[{"name": "category", "values": ["tools"], "bias": -1}, {"name": "brand", "values": ["x"], "bias": 3}],
+        available_date_field="availableDate", expire_date_field="expireDate",
+    )
+    req = parse_query({
+        "item": "i1",
+        "fields": [{"name": "category", "values": ["books", "music"], "bias": 2},
+                   {"name": "color", "values": ["red"], "bias": 0}],
+        "dateRange": {"name": "date", "after": "2026-01-01", "before": "2026-02-01T00:00:00+01:00"},
+        "itemBias": 2,
+    })
+    docs = {"i1": {"id": "i1", "purchase": ["p1", "p2"], "view": ["v1"]}}
+    exc = excluded_ids(req, [], settings)
+    assert exc == ["i1"]  # the query item, since returnSelf is false
+    body = build_query(req, {}, docs, settings, indicators=settings.indicators, excluded=exc, now=NOW, num=20)
+    b = body["query"]["bool"]
+    assert b["must"] == [{"bool": {"should": [term("purchase", "p1", 2.0), term("purchase", "p2", 2.0)],
+                                   "minimum_should_match": 1}}]
+    # The request's category rule replaced the config's; brand (config only) stays.
+    assert b["should"] == [{"terms": {"brand": ["x"], "boost": 3.0}},
+                           {"terms": {"category": ["books", "music"], "boost": 2.0}}]
+    assert b["filter"] == [
+        {"range": {"date": {"gt": "2026-01-01T00:00:00.000Z", "lt": "2026-01-31T23:00:00.000Z"}}},
+        {"range": {"availableDate": {"lte": NOW}}},
+        {"range": {"expireDate": {"gt": NOW}}},
+    ]
+    assert b["must_not"] == [{"ids": {"values": ["i1"]}}, {"terms": {"color": ["red"]}}]
+
+
+def test_current_date_overrides_now_and_return_self_keeps_item():
+    settings = QuerySettings(indicators=["purchase"], expire_date_field="expireDate")
+    req = parse_query({"itemSet": ["a", "b"], "returnSelf": True, "currentDate": "2025-05-05T10:00:00Z"})
+    assert excluded_ids(req, ["c"], settings) == ["c"]
+    docs = {"a": {"purchase": ["x", "y"]}, "b": {"purchase": ["y", "z"]}}
+    body = build_query(req, {}, docs, settings, indicators={"purchase": 1.0}, excluded=["c"], now=NOW, num=3)
+    should = body["query"]["bool"]["must"][0]["bool"]["should"]
+    assert [c["term"]["purchase"]["value"] for c in should] == ["x", "y", "z"]  # y once
+    assert body["query"]["bool"]["filter"] == [{"range": {"expireDate": {"gt": "2025-05-05T10:00:00.000Z"}}}]
+
+
+def test_nothing_personal_gives_no_personal_body():
+    settings = QuerySettings(indicators=["purchase"])
+    req = parse_query({"user": "new"})
+    assert build_query(req, {}, {}, settings, indicators={"purchase": 1.0}, excluded=[], now=NOW, num=5) is None
+    # History of an action that is not an indicator asks nothing either.
+    assert build_query(req, {"rate": ["a"]}, {}, settings, indicators={"purchase": 1.0},
+                       excluded=[], now=NOW, num=5) is None
+
+
+def test_backfill_body():
+    settings = QuerySettings(indicators=["purchase"])
+    req = parse_query({"user": "u", "fields": [{"name": "category", "values": ["c1"], "bias": 1.5}]})
+    body = build_backfill(req, settings, ranking="trending", excluded=["a", "b"], now=NOW, size=3)
+    assert body == {
+        "size": 3,
+        "query": {"bool": {
+            "should": [{"terms": {"category": ["c1"], "boost": 1.5}}],
+            "filter": [{"match_all": {}}],
+            "must_not": [{"ids": {"values": ["a", "b"]}}],
+        }},
+        "sort": [{"_score": {"order": "desc"}}, {"trending": {"order": "desc"}}, {"id": {"order": "asc"}}],
+    }
+    plain = build_backfill(parse_query({"user": "u"}), settings, ranking="popular", excluded=[], now=NOW, size=2)
+    assert plain["query"] == {"bool": {}}
+
+
+def test_user_bias_and_request_rules_win():
+    rules = effective_rules(parse_query({"user": "u", "fields": [{"name": "a", "values": ["1"], "bias": -1}]}).rules,
+                            [{"name": "a", "values": ["2"], "bias": 5}, {"name": "b", "values": ["3"], "bias": 0}])
+    assert [(r.name, r.values, r.kind) for r in rules] == [("b", ("3",), "exclude"), ("a", ("1",), "filter")]
+    req = parse_query({"user": "u", "userBias": 3})
+    body = build_query(req, {"view": ["v"]}, {}, QuerySettings(), indicators={"view": 0.5},
+                       excluded=[], now=NOW, num=1)
+    assert body["query"]["bool"]["must"][0]["bool"]["should"] == [term("view", "v", 1.5)]
