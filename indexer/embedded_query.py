@@ -420,11 +420,10 @@ class Evaluator:
                    ("should", "must", "filter", "must_not")}
         should, must, filt, must_not = (clauses[o] for o in ("should", "must", "filter", "must_not"))
         n = self.view.n
+        msm = self._min_should_match(spec, path, len(should), bool(must or filt))
         if not (should or must or filt or must_not):
             # Elasticsearch turns an empty bool into match_all.
             return self._const(np.ones(n, bool), boost, scoring)
-
-        msm = self._min_should_match(spec, path, len(should), bool(must or filt))
         mask = np.ones(n, bool)
         total = np.zeros(n, np.float64) if scoring else None
 

@@ -1,0 +1,354 @@
+"""The embedded backend: storage, versions, live changes, and Elasticsearch-exact scoring.
+
+Expected scores are computed here, independently, from the formula in DESIGN.md (in
+float64; the backend mirrors Lucene's float32, hence the 1e-6 relative tolerance).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+
+from indexer.backend import IndexSchema
+from indexer.embedded import EmbeddedBackend, NoEarlierVersion
+from indexer.errors import BackendUnavailable, DocumentsFailed, UnsupportedQuery
+
+K1, B = 1.2, 0.75
+
+SCHEMA = IndexSchema(
+    keyword_fields=("purchase", "view", "category"),
+    date_fields=("availableDate",),
+    number_fields=("popular",),
+)
+
+DOCS = [
+    {"id": "a", "purchase": ["x", "y"], "view": ["x", "y", "z"], "category": ["books"],
+     "availableDate": "2026-01-01T12:00:00Z", "popular": 10.0},
+    {"id": "b", "purchase": ["x"], "view": ["z"], "category": ["books", "music"], "popular": 3.0},
+    {"id": "c", "purchase": ["y", "z", "w"], "category": ["music"],
+     "availableDate": "2026-03-01", "popular": 10.0},
+    {"id": "d", "view": ["x", "w"], "popular": 0.5},
+    {"id": "e", "purchase": ["w"], "view": ["x"], "category": ["film"]},
+]
+
+
+def bm25(docs, field, term, boost=1.0):
+    """DESIGN.md: boost * (k1 + 1) * idf / (1 + k1 * (1 - b + b / avgdl)) on docs-only fields."""
+    with_field = [d for d in docs if d.get(field)]
+    doc_count = len(with_field)
+    sum_doc_freq = sum(len(set(d[field])) for d in with_field)
+    doc_freq = sum(1 for d in with_field if term in d[field])
+    idf = math.log(1 + (doc_count - doc_freq + 0.5) / (doc_freq + 0.5))
+    avgdl = sum_doc_freq / doc_count
+    return boost * (K1 + 1) * idf / (1 + K1 * (1 - B + B / avgdl))
+
+
+@pytest.fixture
+def backend(tmp_path):
+    b = EmbeddedBackend(tmp_path, "items", keep_versions=3)
+    b.create_version(SCHEMA, DOCS)
+    return b
+
+
+def scores(backend, query, **body):
+    result = backend.search({"query": query, "size": 100, **body})
+    return {h.id: h.score for h in result.hits}
+
+
+def ranked(backend, query, **body):
+    return [h.id for h in backend.search({"query": query, "size": 100, **body}).hits]
+
+
+# --------------------------------------------------------------------------- storage
+def test_documents_round_trip(backend):
+    assert backend.get(["c", "a", "nope"]) == {"c": DOCS[2], "a": DOCS[0]}
+    hits = backend.search({"query": {"ids": {"values": ["e"]}}}).hits
+    assert hits[0].source == DOCS[4]
+    assert backend.search({"query": {"ids": {"values": ["e"]}}, "_source": False}).hits[0].source is None
+    [info] = backend.versions()
+    assert info.current and info.documents == 5
+
+
+def test_documents_are_stored_in_any_input_order(tmp_path):
+    b = EmbeddedBackend(tmp_path, "items")
+    b.create_version(SCHEMA, list(reversed(DOCS)))
+    assert ranked(b, {"match_all": {}}) == ["a", "b", "c", "d", "e"]
+    assert scores(b, {"term": {"view": "z"}}) == pytest.approx(
+        {"a": bm25(DOCS, "view", "z"), "b": bm25(DOCS, "view", "z")}, rel=1e-6)
+
+
+def test_bad_documents_fail_the_run_and_keep_the_current_version(backend):
+    before = backend.versions()
+    bad = [*DOCS[:2], {"id": "f", "purchase": "x"}, {"id": "g", "color": ["red"]},
+           {"id": "a"}, {"id": "h", "popular": "high"}, {"id": "i", "availableDate": "soon"}]
+    with pytest.raises(DocumentsFailed) as err:
+        backend.create_version(SCHEMA, bad)
+    failed = dict(err.value.failed)
+    assert set(failed) == {"f", "g", "a", "h", "i"}
+    assert "duplicate" in failed["a"] and "color" in failed["g"]
+    assert backend.versions() == before
+    assert not list(backend.root.glob(".tmp-*"))
+
+
+def test_no_current_version_is_a_clear_error(tmp_path):
+    with pytest.raises(BackendUnavailable, match="no current version"):
+        EmbeddedBackend(tmp_path, "items").search({})
+
+
+# --------------------------------------------------------------------------- scoring
+def test_known_case_from_the_design(tmp_path):
+    b = EmbeddedBackend(tmp_path, "items")
+    b.create_version(IndexSchema(("purchase",)), [
+        {"id": "1", "purchase": ["a", "b", "c"]}, {"id": "2", "purchase": ["a"]},
+        {"id": "3", "purchase": ["b", "c", "d", "e"]}])
+    hits = b.search({"query": {"bool": {"should": [{"term": {"purchase": "a"}},
+                                                     {"term": {"purchase": "c"}}]}}}).hits
+    assert hits[0].id == "1" and hits[0].score == pytest.approx(1.2629106, rel=1e-6)
+
+
+def test_boosted_should_terms_over_several_fields(backend):
+    query = {"bool": {"should": [
+        {"term": {"purchase": {"value": "x", "boost": 2.0}}},
+        {"term": {"purchase": {"value": "y", "boost": 2.0}}},
+        {"term": {"view": {"value": "x", "boost": 0.5}}},
+        {"term": {"view": "z"}},
+        {"term": {"view": "no-such-term"}},
+        {"term": {"category": "film"}},
+    ]}}
+    expected = {}
+    for doc in DOCS:
+        s = 0.0
+        for field, term, boost in (("purchase", "x", 2.0), ("purchase", "y", 2.0),
+                                   ("view", "x", 0.5), ("view", "z", 1.0), ("category", "film", 1.0)):
+            if term in doc.get(field, []):
+                s += bm25(DOCS, field, term, boost)
+        if s:
+            expected[doc["id"]] = s
+    got = scores(backend, query)
+    assert got == pytest.approx(expected, rel=1e-6)
+    assert ranked(backend, query) == sorted(expected, key=lambda i: (-got[i], i))
+
+
+def test_filters_and_must_not_add_no_score(backend):
+    query = {"bool": {
+        "should": [{"term": {"view": "x"}}],
+        "filter": [{"terms": {"category": ["books", "film"]}}],
+        "must_not": [{"ids": {"values": ["e"]}}],
+    }}
+    # with a filter, should clauses become optional (minimum_should_match 0): b matches with 0
+    assert scores(backend, query) == pytest.approx({"a": bm25(DOCS, "view", "x"), "b": 0.0}, rel=1e-6)
+    query["bool"]["minimum_should_match"] = 1
+    assert scores(backend, query) == pytest.approx({"a": bm25(DOCS, "view", "x")}, rel=1e-6)
+
+
+def test_must_and_bool_boost(backend):
+    query = {"bool": {"must": [{"term": {"purchase": "y"}}], "should": [{"term": {"view": "x"}}],
+                      "boost": 3.0}}
+    expected = {"a": 3 * (bm25(DOCS, "purchase", "y") + bm25(DOCS, "view", "x")),
+                "c": 3 * bm25(DOCS, "purchase", "y")}
+    assert scores(backend, query) == pytest.approx(expected, rel=1e-6)
+
+
+def test_constant_scores(backend):
+    assert scores(backend, {"terms": {"category": ["music", "film"], "boost": 2.5}}) == {
+        "b": 2.5, "c": 2.5, "e": 2.5}
+    assert scores(backend, {"ids": {"values": ["d", "zz"]}}) == {"d": 1.0}
+    assert scores(backend, {"exists": {"field": "availableDate"}}) == {"a": 1.0, "c": 1.0}
+    assert scores(backend, {"exists": {"field": "purchase", "boost": 0.5}}) == {
+        "a": 0.5, "b": 0.5, "c": 0.5, "e": 0.5}
+    assert scores(backend, {"match_all": {"boost": 2}}) == dict.fromkeys("abcde", 2.0)
+    cs = {"constant_score": {"filter": {"term": {"view": "x"}}, "boost": 4.0}}
+    assert scores(backend, cs) == {"a": 4.0, "d": 4.0, "e": 4.0}
+    # a constant_score bias added to a BM25 should clause
+    query = {"bool": {"should": [{"term": {"purchase": "w"}}, cs]}}
+    w = bm25(DOCS, "purchase", "w")
+    assert scores(backend, query) == pytest.approx({"a": 4.0, "c": w, "d": 4.0, "e": w + 4.0}, rel=1e-6)
+
+
+def test_ranges_on_numbers_and_dates(backend):
+    assert set(scores(backend, {"range": {"popular": {"gte": 3, "lt": 10}}})) == {"b"}
+    assert set(scores(backend, {"range": {"popular": {"gt": 0.5}}})) == {"a", "b", "c"}
+    dates = lambda r: set(scores(backend, {"range": {"availableDate": r}}))  # noqa: E731
+    assert dates({"lte": "2026-01-01"}) == {"a"}  # lte rounds a day up to its last millisecond
+    assert dates({"lt": "2026-01-01"}) == set()
+    assert dates({"gt": "2026-01-01"}) == {"c"}  # gt rounds up as well
+    assert dates({"gte": "2026-01-01T12:00:00Z"}) == {"a", "c"}
+    assert dates({"gte": "2026-01-01T13:00:00+01:00", "lte": "now"}) == {"a", "c"}
+    assert scores(backend, {"range": {"popular": {"gte": 10, "boost": 2}}}) == {"a": 2.0, "c": 2.0}
+
+
+def test_sort_by_score_then_ranking_field_then_id(backend):
+    query = {"bool": {"should": [{"terms": {"category": ["books", "music"]}}, {"ids": {"values": ["d"]}}]}}
+    assert ranked(backend, query) == ["a", "b", "c", "d"]
+    by_popular = [{"_score": "desc"}, {"popular": "desc"}]
+    assert ranked(backend, query, sort=by_popular) == ["a", "c", "b", "d"]
+    assert ranked(backend, {"match_all": {}}, sort=[{"popular": {"order": "asc"}}]) == ["d", "b", "a", "c", "e"]
+    page = backend.search({"query": {"match_all": {}}, "sort": by_popular, "from": 1, "size": 2}).hits
+    assert [h.id for h in page] == ["c", "b"]
+    assert backend.search({"query": {"match_all": {}}, "size": 0}).hits == []
+
+
+def test_minimum_should_match(backend):
+    should = [{"term": {"view": "x"}}, {"term": {"view": "z"}}, {"term": {"purchase": "x"}}]
+    assert set(scores(backend, {"bool": {"should": should, "minimum_should_match": 2}})) == {"a", "b"}
+    assert set(scores(backend, {"bool": {"should": should, "minimum_should_match": 3}})) == {"a"}
+    assert set(scores(backend, {"bool": {"should": should, "minimum_should_match": -2}})) == {"a", "b", "d", "e"}
+
+
+def test_filter_only_and_empty_bools(backend):
+    assert scores(backend, {"bool": {"filter": {"term": {"category": "books"}}}}) == {"a": 0.0, "b": 0.0}
+    assert scores(backend, {"bool": {"must_not": [{"exists": {"field": "purchase"}}]}}) == {"d": 0.0}
+    assert scores(backend, {"bool": {}}) == dict.fromkeys("abcde", 1.0)
+
+
+@pytest.mark.parametrize(("query", "path"), [
+    ({"bool": {"should": [{"term": {"view": "x"}}] * 3 + [{"match": {"view": "x"}}]}}, "query.bool.should[3].match"),
+    ({"term": {"colour": "red"}}, "query.term.colour"),
+    ({"term": {"view": 5}}, "query.term.view"),
+    ({"term": {"view": {"value": "x", "boost": "high"}}}, "query.term.view.boost"),
+    ({"terms": {"view": ["x", 1]}}, "query.terms.view[1]"),
+    ({"range": {"category": {"gte": "a"}}}, "query.range.category"),
+    ({"range": {"availableDate": {"gte": "next week"}}}, "query.range.availableDate.gte"),
+    ({"bool": {"filter": [{"exists": {"field": "nope"}}]}}, "query.bool.filter[0].exists.field"),
+    ({"constant_score": {"filter": {"wildcard": {}}}}, "query.constant_score.filter.wildcard"),
+    ({"bool": {"should": [], "minimum_should_match": "50%"}}, "query.bool.minimum_should_match"),
+])
+def test_unsupported_queries_name_the_path(backend, query, path):
+    with pytest.raises(UnsupportedQuery) as err:
+        backend.search({"query": query})
+    assert err.value.path == path
+    assert path in str(err.value)
+
+
+def test_unsupported_body_options(backend):
+    with pytest.raises(UnsupportedQuery, match="aggs"):
+        backend.search({"query": {"match_all": {}}, "aggs": {}})
+    with pytest.raises(UnsupportedQuery, match=r"sort\[0\].category"):
+        backend.search({"sort": [{"category": "asc"}]})
+    with pytest.raises(UnsupportedQuery, match="10000"):
+        backend.search({"size": 10_001})
+
+
+def test_large_history_query(tmp_path):
+    """500 history items over 2 fields: one batched pass over the posting lists."""
+    docs = [{"id": f"i{k:03d}", "purchase": [f"i{(k * 7 + j) % 600:03d}" for j in range(5)],
+             "view": [f"i{(k * 3 + j) % 600:03d}" for j in range(8)]} for k in range(600)]
+    b = EmbeddedBackend(tmp_path, "items")
+    b.create_version(IndexSchema(("purchase", "view")), docs)
+    history = [f"i{k:03d}" for k in range(0, 1000, 2)]
+    should = [{"term": {f: {"value": h, "boost": w}}} for f, w in (("purchase", 1.0), ("view", 0.3))
+              for h in history]
+    got = scores(b, {"bool": {"should": should}}, size=1000)
+    expected = {}
+    for d in docs:
+        s = sum(bm25(docs, "purchase", t) for t in set(d["purchase"]) if t in history)
+        s += sum(bm25(docs, "view", t, 0.3) for t in set(d["view"]) if t in history)
+        if s:
+            expected[d["id"]] = s
+    assert got == pytest.approx(expected, rel=1e-6)
+
+
+# --------------------------------------------------------------------------- versions
+def versioned_docs(version: int, count: int):
+    return [{"id": f"i{k:04d}", "category": [f"v{version}"], "popular": float(version)} for k in range(count)]
+
+
+def test_version_switch_is_atomic_for_a_concurrent_reader(tmp_path):
+    writer = EmbeddedBackend(tmp_path, "items", keep_versions=1)  # prune as early as possible
+    schema = IndexSchema(("category",), number_fields=("popular",))
+    sizes = {0: 40, 1: 120, 2: 80, 3: 200}
+    writer.create_version(schema, versioned_docs(0, sizes[0]))
+    reader = EmbeddedBackend(tmp_path, "items", keep_versions=1)  # as if in another process
+    errors: list[BaseException] = []
+    seen: set[int] = set()
+    stop = threading.Event()
+
+    def read_loop() -> None:
+        while not stop.is_set():
+            try:
+                hits = reader.search({"query": {"match_all": {}}, "size": 1000}).hits
+                markers = {h.source["category"][0] for h in hits}
+                assert len(markers) == 1, markers
+                version = int(markers.pop()[1:])
+                assert len(hits) == sizes[version], (version, len(hits))
+                seen.add(version)
+            except BaseException as e:  # noqa: BLE001 - the test counts every failure
+                errors.append(e)
+
+    thread = threading.Thread(target=read_loop)
+    thread.start()
+    try:
+        for version in (1, 2, 3):
+            writer.create_version(schema, versioned_docs(version, sizes[version]))
+    finally:
+        while 3 not in seen and not errors and thread.is_alive():
+            threading.Event().wait(0.01)
+        stop.set()
+        thread.join()
+    assert errors == []
+    assert 3 in seen and len(writer.versions()) == 1
+
+
+def test_failing_writer_leaves_the_previous_version_current(backend):
+    before = backend.versions()
+
+    def dying_documents():
+        yield from DOCS[:3]
+        raise RuntimeError("killed mid-version")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        backend.create_version(SCHEMA, dying_documents())
+    assert backend.versions() == before
+    assert [p.name for p in backend.root.iterdir() if p.is_dir()] == [before[0].name]
+    assert len(backend.search({"size": 100}).hits) == 5
+
+
+def test_keep_versions_prunes_the_oldest(tmp_path):
+    b = EmbeddedBackend(tmp_path, "items", keep_versions=2)
+    names = [b.create_version(SCHEMA, DOCS[: k + 1]).version for k in range(4)]
+    assert names == sorted(names) and len(set(names)) == 4
+    assert [v.name for v in b.versions()] == names[2:]
+    assert [v.current for v in b.versions()] == [False, True]
+
+
+def test_rollback(tmp_path):
+    b = EmbeddedBackend(tmp_path, "items", keep_versions=3)
+    first = b.create_version(SCHEMA, DOCS[:2]).version
+    second = b.create_version(SCHEMA, DOCS).version
+    other = EmbeddedBackend(tmp_path, "items")
+    assert other.search({"size": 10}).version == second
+    info = b.rollback()
+    assert info.name == first and info.current and info.documents == 2
+    assert other.search({"size": 10}).version == first  # readers follow CURRENT on the next call
+    with pytest.raises(NoEarlierVersion):
+        b.rollback()
+    # the newest version is kept; a new run makes it current again
+    assert [v.name for v in b.versions()] == [first, second]
+
+
+# --------------------------------------------------------------------------- live changes
+def test_upsert_and_delete_are_seen_by_another_instance_with_live_statistics(backend, tmp_path):
+    other = EmbeddedBackend(tmp_path, "items")
+    assert set(scores(other, {"term": {"purchase": "x"}})) == {"a", "b"}
+    new_b = {"id": "b", "purchase": ["w"], "category": ["film"]}
+    new_f = {"id": "f", "purchase": ["x", "w"], "view": ["x"]}
+    backend.upsert([new_b, new_f])
+    backend.delete(["c", "nope"])
+    live = [DOCS[0], new_b, DOCS[3], DOCS[4], new_f]
+    assert other.get(["b", "c", "f"]) == {"b": new_b, "f": new_f}
+    for term in ("x", "w"):
+        expected = {d["id"]: bm25(live, "purchase", term) for d in live if term in d.get("purchase", [])}
+        assert scores(other, {"term": {"purchase": term}}) == pytest.approx(expected, rel=1e-6)
+    assert ranked(other, {"match_all": {}}) == ["a", "b", "d", "e", "f"]
+    assert ranked(other, {"match_all": {}}, sort=[{"popular": "desc"}]) == ["a", "d", "b", "e", "f"]
+    assert set(scores(other, {"terms": {"category": ["film"]}})) == {"b", "e"}
+    backend.upsert([{"id": "c", "purchase": ["z"]}])  # re-create a deleted document
+    assert other.get(["c"]) == {"c": {"id": "c", "purchase": ["z"]}}
+    assert len(other.search({"size": 100}).hits) == 6
+
+
+def test_upsert_validates_documents(backend):
+    with pytest.raises(DocumentsFailed, match="colour"):
+        backend.upsert([{"id": "z", "colour": ["red"]}])
