@@ -383,16 +383,7 @@ class EmbeddedBackend:
 
     # ------------------------------------------------------------------ health
     def checks(self) -> Iterator[Check]:
-        """Data directory writable; the current version loads and answers a query."""
-        try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.data_dir / f".doctor-{os.getpid()}"
-            probe.write_text("ok")
-            probe.unlink()
-            yield Check("data dir writable", True, str(self.data_dir.resolve()))
-        except OSError as e:
-            yield Check("data dir writable", False, f"{self.data_dir}: {e.strerror or e}",
-                        hint="choose a writable --data-dir or fix its permissions")
+        """The current version loads and answers a query (the CLI checks the data dir)."""
         try:
             started = time.monotonic()
             snap = self.snapshot()
