@@ -192,8 +192,9 @@ def _read_delimited(spark: SparkSession, files: list[str], s: InputSettings, kin
         F.from_csv("value", schema, {"sep": sep, "mode": "PERMISSIVE"}).alias("r"),
     )
     col = {name: F.col(f"r.c{header.index(name)}") for name in wanted.values()}
-    header_line = sep.join(header)
-    is_header = (F.col("block") == 0) & (F.trim(F.col("value")) == header_line)
+    is_header = F.col("block") == 0
+    for i, name in enumerate(header):
+        is_header &= F.trim(F.col(f"r.c{i}")) == name
     time = _parse_time(col[s.time])
     field, problem = _validate(
         [(s.user, col[s.user]), (s.event, col[s.event]), (s.item, col[s.item])], s.time, col[s.time], time
