@@ -1,0 +1,251 @@
+"""The HTTP service (`cooccur serve`): a plain WSGI application served by waitress.
+
+    POST /queries.json        a recommendation request (docs/api.md) -> {"itemScores": [...]}
+    POST /events.json         one PredictionIO event or a JSON array of them (also /batch/events.json)
+    GET  /health              200 with the index version, 503 without a usable index
+    GET  /stats               request counts, query latency percentiles, event store counts
+
+Every error is JSON {"error": ..., "field": ...} with a 4xx/5xx status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qs
+
+from indexer.errors import BackendUnavailable, IndexerError, UnsupportedQuery
+
+from .errors import BadRequest, QueryError
+from .eventstore import parse_events
+from .recommender import Recommender
+from .settings import EventSettings, ServeSettings
+
+log = logging.getLogger(__name__)
+
+StartResponse = Callable[..., Any]
+ROUTES = {
+    "/queries.json": "POST",
+    "/events.json": "POST",
+    "/batch/events.json": "POST",
+    "/health": "GET",
+    "/stats": "GET",
+}
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str, field: str | None = None, headers: list | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+        self.headers = headers or []
+
+
+_REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+            405: "Method Not Allowed", 411: "Length Required", 413: "Payload Too Large",
+            415: "Unsupported Media Type", 500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+class App:
+    """The WSGI application; thread-safe (waitress calls it from its worker threads)."""
+
+    def __init__(self, recommender: Recommender, settings: ServeSettings | None = None) -> None:
+        self.rec = recommender
+        self.settings = settings or ServeSettings(token=None)
+        self.started = time.time()
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._latency_ms: deque[float] = deque(maxlen=10_000)
+        self.last_prune: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ WSGI
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        started = time.perf_counter()
+        try:
+            status, payload = self._dispatch(path, method, environ)
+            headers: list[tuple[str, str]] = []
+        except HttpError as e:
+            status, payload, headers = e.status, {"error": e.message}, e.headers
+            if e.field:
+                payload["field"] = e.field
+        except BadRequest as e:
+            status, payload, headers = 400, {"error": str(e), "field": e.field}, []
+        except UnsupportedQuery as e:
+            status, payload, headers = 400, {"error": str(e), "field": e.path}, []
+        except BackendUnavailable as e:
+            status, payload, headers = 503, {"error": str(e)}, []
+        except (QueryError, IndexerError) as e:
+            status, payload, headers = 400, {"error": str(e)}, []
+        except Exception:  # never leak a traceback to the client; log it for the operator
+            log.exception("internal error on %s %s", method, path)
+            status, payload, headers = 500, {"error": "internal error (see the server log)"}, []
+        elapsed = (time.perf_counter() - started) * 1000
+        with self._lock:
+            self._counts[f"{path if path in ROUTES else '(other)'} {status}"] += 1
+            if path == "/queries.json" and status == 200:
+                self._latency_ms.append(elapsed)
+        body = json.dumps(payload).encode()
+        start_response(f"{status} {_REASONS.get(status, '')}".strip(), [
+            ("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers,
+        ])
+        return [body]
+
+    def _dispatch(self, path: str, method: str, environ: dict[str, Any]) -> tuple[int, Any]:
+        allowed = ROUTES.get(path)
+        if allowed is None:
+            raise HttpError(404, f"no such endpoint {path} (see docs/api.md)")
+        if method != allowed:
+            raise HttpError(405, f"{path} takes {allowed}, not {method}", headers=[("Allow", allowed)])
+        if path == "/queries.json":
+            request = self._json(environ)
+            return 200, self.rec.recommend(request).to_json()
+        if path in ("/events.json", "/batch/events.json"):
+            self._authorize(environ)
+            events = parse_events(self._json(environ))
+            report = self.rec.ingest(events)
+            return 201, {"stored": report.stored, "itemChanges": len(report.item_changes),
+                         "ignored": report.ignored}
+        if path == "/health":
+            return self._health()
+        return 200, self.stats()
+
+    # ------------------------------------------------------------------ helpers
+    def _json(self, environ: dict[str, Any]) -> Any:
+        limit = self.settings.max_body_bytes
+        raw_length = environ.get("CONTENT_LENGTH") or ""
+        try:
+            length = int(raw_length) if raw_length else None
+        except ValueError:
+            raise HttpError(400, "Content-Length is not a number", "Content-Length") from None
+        if length is not None and length > limit:
+            raise HttpError(413, f"request body of {length} bytes exceeds the limit of {limit}", "(body)")
+        data = environ["wsgi.input"].read(limit + 1 if length is None else length)
+        if len(data) > limit:
+            raise HttpError(413, f"request body exceeds the limit of {limit} bytes", "(body)")
+        if not data:
+            raise HttpError(400, "empty body: send a JSON object", "(body)")
+        ctype = environ.get("CONTENT_TYPE", "")
+        if ctype and "json" not in ctype and not ctype.startswith("text/plain"):
+            raise HttpError(415, f"Content-Type {ctype!r}: send application/json", "Content-Type")
+        try:
+            return json.loads(data)
+        except UnicodeDecodeError:
+            raise HttpError(400, "body is not UTF-8", "(body)") from None
+        except json.JSONDecodeError as e:
+            raise HttpError(400, f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}", "(body)") from None
+
+    def _authorize(self, environ: dict[str, Any]) -> None:
+        token = self.settings.token
+        if not token:
+            return
+        given = ""
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        if auth.startswith("Bearer "):
+            given = auth[len("Bearer "):].strip()
+        else:
+            # PredictionIO clients send the key as ?accessKey=...
+            given = (parse_qs(environ.get("QUERY_STRING", "")).get("accessKey") or [""])[0]
+        if not given or not hmac.compare_digest(given.encode(), token.encode()):
+            raise HttpError(401, "writes need a valid token: Authorization: Bearer <token> or ?accessKey=<token>",
+                            "Authorization", headers=[("WWW-Authenticate", "Bearer")])
+
+    def _health(self) -> tuple[int, Any]:
+        try:
+            current = [v for v in self.rec.backend.versions() if v.current]
+        except IndexerError as e:
+            return 503, {"status": "unavailable", "error": str(e)}
+        if not current:
+            return 503, {"status": "unavailable", "error": "no index version yet: run `cooccur index`"}
+        return 200, {"status": "ok", "version": current[0].name, "documents": current[0].documents}
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since start; latency percentiles over the last 10,000 queries."""
+        with self._lock:
+            counts = dict(sorted(self._counts.items()))
+            lat = sorted(self._latency_ms)
+        out: dict[str, Any] = {
+            "uptime_seconds": round(time.time() - self.started, 1),
+            "requests": counts,
+            "query_latency_ms": {
+                "count": len(lat),
+                "p50": round(lat[len(lat) // 2], 3) if lat else None,
+                "p99": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 3) if lat else None,
+            },
+            "threads": self.settings.workers,
+        }
+        if self.rec.events is not None:
+            out["events"] = self.rec.events.stats()
+        if self.last_prune is not None:
+            out["last_prune"] = self.last_prune
+        return out
+
+    def prune(self, retention: dict[str, float]) -> dict[str, int]:
+        """Apply the retention window now (called on the service's schedule)."""
+        if self.rec.events is None or not retention:
+            return {}
+        removed = self.rec.events.prune(retention)
+        self.last_prune = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "removed": removed}
+        log.info("pruned events: %s", removed)
+        return removed
+
+
+class Pruner(threading.Thread):
+    """Prunes the event store every `interval` seconds until stopped."""
+
+    def __init__(self, app: App, events: EventSettings) -> None:
+        super().__init__(name="cooccur-pruner", daemon=True)
+        self.app = app
+        self.events = events
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.events.prune_interval):
+            try:
+                self.app.prune(self.events.retention)
+            except Exception:  # a failed prune must not stop the service; it retries next time
+                log.exception("scheduled prune failed")
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+def make_server(app: App, host: str, port: int, threads: int, max_body_bytes: int):
+    """A waitress server bound to host:port (port 0 = any free port: see `.effective_port`)."""
+    from waitress.server import create_server
+
+    return create_server(
+        app, host=host, port=port, threads=threads,
+        # waitress answers 413 itself past this; the app checks a tighter limit with a JSON error.
+        max_request_body_size=max_body_bytes + 1024,
+        expose_tracebacks=False, ident="cooccur",
+        connection_limit=max(100, threads * 16),
+    )
+
+
+def serve(recommender: Recommender, settings: ServeSettings, events: EventSettings | None = None,
+          on_ready: Callable[[str, int], None] | None = None) -> None:
+    """Run the service until interrupted."""
+    app = App(recommender, settings)
+    server = make_server(app, settings.host, settings.port, settings.workers, settings.max_body_bytes)
+    pruner = None
+    if events is not None and events.retention and events.prune_interval > 0 and recommender.events is not None:
+        app.prune(events.retention)
+        pruner = Pruner(app, events)
+        pruner.start()
+    if on_ready is not None:
+        on_ready(server.effective_host, server.effective_port)
+    try:
+        server.run()
+    finally:
+        if pruner is not None:
+            pruner.stop()
+        server.close()
