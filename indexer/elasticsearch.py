@@ -141,6 +141,12 @@ def translate_error(e: BaseException, action: str, urls: list[str]) -> IndexerEr
         )
     if isinstance(e, ApiError):
         error_type, reason = _api_reason(e)
+        if error_type == "index_not_found_exception":
+            # No index behind the alias: the backend has no usable version (not a bad request).
+            return BackendUnavailable(
+                f"Elasticsearch at {where} ({action}): {reason}",
+                hint=_hint_for(e.meta.status, error_type),
+            )
         return ElasticsearchError(
             action, e.meta.status, error_type, reason, hint=_hint_for(e.meta.status, error_type)
         )

@@ -514,6 +514,13 @@ def test_search_uses_dfs_with_several_shards():
         None, "dfs_query_then_fetch", "dfs_query_then_fetch"]
 
 
+def test_search_without_an_index_is_backend_unavailable():
+    rec = Recorder([("POST", "/items/_search", es_error(404, "index_not_found_exception", "no such index [items]"))])
+    with pytest.raises(BackendUnavailable, match=r"no such index \[items\]") as err:
+        backend(rec).search({"size": 1})
+    assert URL in str(err.value) and "cooccur index" in err.value.hint
+
+
 def test_get_upsert_delete():
     rec = Recorder([
         ("POST", "/items/_mget", (200, {"docs": [{"_id": "a", "found": True, "_source": {"id": "a"}},
