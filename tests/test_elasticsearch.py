@@ -452,6 +452,21 @@ def test_count_mismatch_keeps_the_previous_version():
     assert ("POST", "/_aliases") not in rec.calls()
 
 
+def test_model_error_mid_stream_deletes_the_new_index():
+    def documents():
+        yield from DOCS  # the first chunk (a, b) is sent once c arrives
+        raise IndexerError("model.parquet: truncated file")
+
+    rec = Recorder([
+        ("PUT", f"/{NEW}", (200, {"acknowledged": True})),
+        ("PUT", "/_bulk", bulk_ok()),
+        ("DELETE", f"/{NEW}", (200, {"acknowledged": True})),
+    ])
+    with pytest.raises(IndexerError, match="truncated file"):
+        backend(rec).create_version(SCHEMA, documents())
+    assert rec.calls() == [("PUT", f"/{NEW}"), ("PUT", "/_bulk"), ("DELETE", f"/{NEW}")]
+
+
 def test_unreachable_cluster_names_the_url(sleeps):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
