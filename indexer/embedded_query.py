@@ -464,8 +464,28 @@ class Evaluator:
         return _Result(mask, np.where(mask, total, 0).astype(np.float32))
 
     def _split_terms(self, clauses: list[Any], path: str, boost: np.float32):
+        """Term clauses (batched over posting lists) apart from the other clauses."""
         terms, other = [], []
+        keywords = self.keywords
+        boosts: dict[Any, np.float32] = {}
         for i, q in enumerate(clauses):
+            # fast path for well-formed term clauses: a 500-item history over two fields makes
+            # 1000 of them, and per-clause Python overhead would dominate the search
+            spec = q.get("term") if type(q) is dict and len(q) == 1 else None
+            if type(spec) is dict and len(spec) == 1:
+                ((field, value),) = spec.items()
+                if field in keywords:
+                    if type(value) is str:
+                        terms.append((field, value, boost))
+                        continue
+                    if type(value) is dict and type(value.get("value")) is str and len(value) == 2:
+                        raw = value.get("boost")
+                        if type(raw) is float or type(raw) is int:
+                            b = boosts.get(raw)
+                            if b is None:
+                                b = boosts[raw] = self._boost(value, f"{path}[{i}].term.{field}", boost)
+                            terms.append((field, value["value"], b))
+                            continue
             p = f"{path}[{i}]"
             if isinstance(q, dict) and len(q) == 1 and "term" in q:
                 terms.append(self._term_clause(q["term"], f"{p}.term", boost))

@@ -203,7 +203,8 @@ class BaseVersion:
         files = self.meta["files"]
 
         def load(name: str) -> np.ndarray:
-            return np.load(directory / name, mmap_mode="r", allow_pickle=False)
+            # a plain ndarray view of the map: np.memmap's own indexing is slow on hot paths
+            return np.load(directory / name, mmap_mode="r", allow_pickle=False).view(np.ndarray)
 
         keyword = {
             f: tuple(load(f"k{i}.{p}.npy") for p in ("terms", "indptr", "indices", "dl"))
