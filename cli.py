@@ -284,9 +284,220 @@ def doctor_cmd(ctx, backend, data_dir, name, spark):
 
 # --------------------------------------------------------------------------- query
 # (recommend, events ...)
+def _query_settings(ctx: click.Context):
+    """[query], with indicators defaulting to the training config's (primary first)."""
+    from query.settings import QuerySettings
+
+    config = config_of(ctx)
+    section = dict(config.get("query") or {})
+    train = config.get("train") or {}
+    if "indicators" not in section and train.get("primary"):
+        names = [train["primary"]] + [i.get("name") for i in train.get("indicators") or []
+                                      if isinstance(i, dict) and i.get("name") != train["primary"]]
+        section["indicators"] = names
+    return build_settings(QuerySettings, section, "query")
+
+
+def _event_settings(ctx: click.Context, index_settings, path: str | None = None):
+    from query.settings import EventSettings
+
+    settings = build_settings(EventSettings, config_of(ctx).get("events"), "events", path=path)
+    if settings.path is None:
+        settings.path = str(Path(index_settings.data_dir) / "events.db")
+    return settings
+
+
+def _events_option(fn):
+    return click.option("--events", "events_path", type=click.Path(dir_okay=False),
+                        help="Event store file (default: [events] path, else DATA_DIR/events.db).")(fn)
+
+
+def _open_recommender(ctx: click.Context, backend, data_dir, name, events_path):
+    from indexer.backends import open_backend
+    from query.eventstore import EventStore
+    from query.recommender import Recommender
+
+    index_settings = _index_settings(ctx, backend=backend, data_dir=data_dir, name=name)
+    events = _event_settings(ctx, index_settings, events_path)
+    rec = Recommender(open_backend(index_settings), EventStore(events.path), _query_settings(ctx),
+                      date_fields=index_settings.date_fields)
+    return rec, events
+
+
+def _parse_field_option(values: tuple[str, ...]) -> list[dict[str, Any]]:
+    """--field name:value:bias (repeatable; values of one name and bias are merged)."""
+    from query.errors import BadRequest
+
+    rules: dict[tuple[str, float], list[str]] = {}
+    for raw in values:
+        parts = raw.rsplit(":", 1)
+        head = parts[0].split(":", 1)
+        if len(parts) != 2 or len(head) != 2 or not head[0] or not head[1]:
+            raise BadRequest("--field", f"{raw!r}: expected name:value:bias, e.g. category:books:2")
+        try:
+            bias = float(parts[1])
+        except ValueError:
+            raise BadRequest("--field", f"{raw!r}: bias {parts[1]!r} is not a number") from None
+        rules.setdefault((head[0], bias), []).append(head[1])
+    return [{"name": n, "values": v, "bias": b} for (n, b), v in rules.items()]
+
+
+@main.command("recommend")
+@click.option("--user", help="User id: history from the event store.")
+@click.option("--item", help="Item id: items like this one.")
+@click.option("--item-set", help="Comma-separated item ids (e.g. a cart).")
+@click.option("--history-json", help='Inline history, e.g. \'{"view": ["a", "b"]}\' (newest first).')
+@click.option("--field", "field_rules", multiple=True, metavar="NAME:VALUE:BIAS",
+              help="Business rule: bias > 0 boosts, < 0 keeps only, 0 excludes (repeatable).")
+@click.option("--blacklist", help="Comma-separated item ids never to return.")
+@click.option("--num", type=int, help="Number of results (default: [query] num).")
+@click.option("--return-self", is_flag=True, default=None, help="Allow the query item(s) in the results.")
+@click.option("--explain", is_flag=True, help="Show which indicators and rules contributed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON response (as the HTTP service does).")
+@_index_options
+@_events_option
+@click.pass_context
+@fail_cleanly
+def recommend_cmd(ctx, user, item, item_set, history_json, field_rules, blacklist, num, return_self,
+                  explain, as_json, backend, data_dir, name, events_path):
+    """Recommend items for a user, an item, an item set or an inline history."""
+    from query.errors import BadRequest
+
+    request: dict[str, Any] = {"user": user, "item": item, "num": num, "returnSelf": return_self}
+    if item_set:
+        request["itemSet"] = [i.strip() for i in item_set.split(",") if i.strip()]
+    if blacklist:
+        request["blacklistItems"] = [i.strip() for i in blacklist.split(",") if i.strip()]
+    if history_json:
+        try:
+            request["history"] = json.loads(history_json)
+        except json.JSONDecodeError as e:
+            raise BadRequest("--history-json", f"invalid JSON: {e.msg}") from None
+    if field_rules:
+        request["fields"] = _parse_field_option(field_rules)
+    if explain:
+        request["explain"] = True
+    request = {k: v for k, v in request.items() if v is not None}
+    rec, _ = _open_recommender(ctx, backend, data_dir, name, events_path)
+    response = rec.recommend(request)
+    if as_json:
+        echo_json(response.to_json())
+        return
+    if not response.item_scores:
+        click.echo("no recommendations (no match and nothing to backfill)", err=True)
+    for rank, s in enumerate(response.item_scores, 1):
+        where = ("personal: " + ",".join(s.source["personal"])) if "personal" in s.source \
+            else f"backfill: {s.source['backfill']}"
+        click.echo(f"{rank:>3}  {s.item}  {s.score:.6g}  ({where})")
+        if s.explain:
+            click.echo(f"       {json.dumps(s.explain)}")
+    click.echo(f"index version {response.version}", err=True)
+
+
+@main.group("events")
+def events_group() -> None:
+    """The live event store: import, export, prune."""
+
+
+@events_group.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--rejects", type=click.Path(dir_okay=False),
+              help="Write bad rows here and import the rest (default: any bad row rejects the file).")
+@_index_options
+@_events_option
+@click.pass_context
+@fail_cleanly
+def events_import_cmd(ctx, file, rejects, backend, data_dir, name, events_path):
+    """Bulk-load a JSON-lines (PredictionIO) or CSV/TSV (user,event,item[,time]) file; item
+    $set/$unset/$delete also update the current index."""
+    from query.eventstore import import_events
+
+    rec, events = _open_recommender(ctx, backend, data_dir, name, events_path)
+    report = import_events(rec.events, file, rejects=rejects)
+    applied = rec.apply_item_changes(report.item_changes) if report.item_changes else 0
+    click.echo(f"imported {report.events} events in {report.seconds:.2f} s ({report.rate:,.0f} events/s) "
+               f"into {events.path}")
+    if report.item_changes:
+        click.echo(f"{len(report.item_changes)} item changes, {applied} documents updated in the current index")
+    if report.rejected:
+        click.echo(f"{report.rejected} bad rows written to {rejects}", err=True)
+
+
+@events_group.command("export")
+@click.argument("out", type=click.Path(dir_okay=False), required=False)
+@_index_options
+@_events_option
+@click.pass_context
+@fail_cleanly
+def events_export_cmd(ctx, out, backend, data_dir, name, events_path):
+    """Write every stored event as PredictionIO JSON lines (what `cooccur train` reads) to OUT or stdout."""
+    from query.eventstore import EventStore
+
+    events = _event_settings(ctx, _index_settings(ctx, backend=backend, data_dir=data_dir, name=name),
+                             events_path)
+    store = EventStore(events.path)
+    if out is None:
+        n = store.export(sys.stdout)
+    else:
+        with open(out, "w", encoding="utf-8") as f:
+            n = store.export(f)
+    click.echo(f"exported {n} events from {events.path}", err=True)
+
+
+@events_group.command("prune")
+@click.option("--keep", "keep", multiple=True, metavar="ACTION=DAYS",
+              help="Retention for an action (repeatable; overrides [events] retention).")
+@_index_options
+@_events_option
+@click.pass_context
+@fail_cleanly
+def events_prune_cmd(ctx, keep, backend, data_dir, name, events_path):
+    """Remove events older than each action's retention window."""
+    from query.eventstore import EventStore
+
+    events = _event_settings(ctx, _index_settings(ctx, backend=backend, data_dir=data_dir, name=name),
+                             events_path)
+    retention = dict(events.retention)
+    for raw in keep:
+        action, _, days = raw.partition("=")
+        try:
+            retention[action] = float(days)
+        except ValueError:
+            raise click.BadParameter(f"{raw!r}: expected ACTION=DAYS, e.g. view=365", param_hint="--keep") from None
+    if not retention:
+        click.echo("no retention configured ([events] retention or --keep ACTION=DAYS): nothing to prune", err=True)
+        return
+    removed = EventStore(events.path).prune(retention)
+    for action, n in removed.items():
+        click.echo(f"{action}: removed {n} events older than {retention[action]:g} days")
+
 
 # --------------------------------------------------------------------------- serve
 # (HTTP service)
+@main.command("serve")
+@click.option("--host", help="Address to listen on (default: [serve] host, else 127.0.0.1).")
+@click.option("--port", type=int, help="TCP port (default: [serve] port, else 8000; 0 = any free port).")
+@click.option("--workers", type=int, help="Worker threads (default: [serve] workers, else 8).")
+@click.option("--token", envvar="COOCCUR_TOKEN", help="Token required for writes (POST /events.json).")
+@_index_options
+@_events_option
+@click.pass_context
+@fail_cleanly
+def serve_cmd(ctx, host, port, workers, token, backend, data_dir, name, events_path):
+    """Serve POST /queries.json, POST /events.json, GET /health and GET /stats."""
+    from query.service import serve
+    from query.settings import ServeSettings
+
+    settings = build_settings(ServeSettings, config_of(ctx).get("serve"), "serve",
+                              host=host, port=port, workers=workers, token=token)
+    rec, events = _open_recommender(ctx, backend, data_dir, name, events_path)
+
+    def ready(h: str, p: int) -> None:
+        auth = "token required for writes" if settings.token else "no token: writes are open"
+        click.echo(f"cooccur serving on http://{h}:{p} with {settings.workers} threads ({auth})", err=True)
+
+    serve(rec, settings, events, on_ready=ready)
+
 
 # --------------------------------------------------------------------------- demo
 # (train + index + recommend on the bundled sample)

@@ -1,0 +1,67 @@
+"""`cooccur recommend` on a real embedded index and event store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from query_testdata import make_backend
+
+from cli import main
+from query.eventstore import EventStore, parse_events
+
+
+@pytest.fixture
+def env(tmp_path):
+    make_backend(tmp_path)  # index "items" under tmp_path, the data dir
+    store = EventStore(tmp_path / "events.db")
+    store.insert(parse_events([
+        {"event": "purchase", "entityType": "user", "entityId": "u", "targetEntityType": "item",
+         "targetEntityId": "a", "eventTime": "2025-01-01T00:00:00Z"}]))
+    store.close()
+    config = tmp_path / "cooccur.toml"
+    config.write_text('[query]\nindicators = {purchase = 1.0, view = 0.5}\n')
+    return tmp_path, ["-c", str(config)]
+
+
+def run(env, *args):
+    path, cfg = env
+    return CliRunner().invoke(main, [*cfg, "recommend", "--data-dir", str(path), *args])
+
+
+def test_user_json(env):
+    result = run(env, "--user", "u", "--num", "3", "--json")
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert [s["item"] for s in body["itemScores"]] == ["i1", "i2", "i4"]
+    assert body["itemScores"][0]["source"] == {"personal": ["purchase"]}
+
+
+def test_table_field_rules_and_item_set(env):
+    result = run(env, "--user", "u", "--num", "2", "--field", "category:y:3")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:2] == ["1", "i2"] and "(personal: purchase)" in lines[0]
+    result = run(env, "--history-json", '{"purchase": ["a"]}', "--field", "category:x:-1", "--num", "5", "--json")
+    assert [s["item"] for s in json.loads(result.stdout)["itemScores"]] == ["i1", "i3", "i5"]
+    result = run(env, "--item-set", "i1", "--return-self", "--num", "1", "--json")
+    assert [s["item"] for s in json.loads(result.stdout)["itemScores"]] == ["i1"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--field", "category"], "--field"),
+    (["--field", "category:x:high"], "not a number"),
+    (["--history-json", "{bad"], "--history-json"),
+    (["--user", "u", "--num", "0"], "num: must be an integer >= 1"),
+    ([], "a query needs user"),
+])
+def test_errors_are_clean(env, args, message):
+    result = run(env, *args)
+    assert result.exit_code == 1
+    assert "Error:" in result.output and message in result.output and "Traceback" not in result.output
+
+
+def test_no_index_yet(tmp_path):
+    result = CliRunner().invoke(main, ["recommend", "--data-dir", str(tmp_path), "--user", "u"])
+    assert result.exit_code == 1 and "no current version" in result.output and "cooccur index" in result.output
