@@ -51,7 +51,10 @@ def check_document(doc: Any, schema: IndexSchema) -> str | None:
         if name == "id" or value is None:
             continue
         if name in keywords:
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            # set(map(type, ...)) runs in C: this check sees every posting of the index
+            if not isinstance(value, list) or not (
+                set(map(type, value)) <= {str} or all(isinstance(v, str) for v in value)
+            ):
                 return f"{name}: expected a list of strings"
         elif name in dates:
             try:
@@ -86,20 +89,21 @@ def build_segment(docs: Sequence[Document], schema: IndexSchema) -> Segment:
     n = len(docs)
     keyword = {}
     for field in schema.keyword_fields:
-        term_ids: dict[str, int] = {}
-        rows: list[int] = []
-        cols: list[int] = []
+        flat: list[str] = []
         dl = np.zeros(n, np.int32)
         for slot, doc in enumerate(docs):
             values = doc.get(field)
-            if not values:
-                continue
-            distinct = set(values)  # docs-only postings: a repeated value counts once
-            dl[slot] = len(distinct)
-            for v in distinct:
-                rows.append(term_ids.setdefault(v, len(term_ids)))
-                cols.append(slot)
-        keyword[field] = csr(term_ids, np.array(rows, np.int64), np.array(cols, np.int32), dl)
+            if values:
+                distinct = set(values)  # docs-only postings: a repeated value counts once
+                dl[slot] = len(distinct)
+                flat.extend(distinct)
+        # dict.fromkeys and map run in C; only the distinct terms are numbered in Python
+        term_ids: dict[str, int] = dict.fromkeys(flat, 0)
+        for i, term in enumerate(term_ids):
+            term_ids[term] = i
+        rows = np.fromiter(map(term_ids.__getitem__, flat), np.int64, len(flat))
+        cols = np.repeat(np.arange(n, dtype=np.int32), dl)
+        keyword[field] = csr(term_ids, rows, cols, dl)
     dates = {
         f: np.array([parse_date(d[f]) if d.get(f) is not None else DATE_MISSING for d in docs], np.int64)
         for f in schema.date_fields
