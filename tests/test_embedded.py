@@ -7,12 +7,15 @@ float64; the backend mirrors Lucene's float32, hence the 1e-6 relative tolerance
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 from indexer.backend import IndexSchema
-from indexer.embedded import EmbeddedBackend, NoEarlierVersion
+from indexer.embedded import EmbeddedBackend, IndexBusy, NoEarlierVersion
 from indexer.errors import BackendUnavailable, DocumentsFailed, UnsupportedQuery
 
 K1, B = 1.2, 0.75
@@ -356,3 +359,41 @@ def test_upsert_and_delete_are_seen_by_another_instance_with_live_statistics(bac
 def test_upsert_validates_documents(backend):
     with pytest.raises(DocumentsFailed, match="colour"):
         backend.upsert([{"id": "z", "colour": ["red"]}])
+
+
+def test_changes_made_by_another_process(backend, tmp_path):
+    """A real second process upserts, deletes, then indexes a new version: this process's
+    already-loaded backend sees each change on its next call."""
+    repo = str(Path(__file__).resolve().parents[1])
+    assert set(scores(backend, {"term": {"purchase": "x"}})) == {"a", "b"}  # loaded before
+
+    def other_process(code: str) -> None:
+        script = (f"import sys; sys.path.insert(0, {repo!r})\n"
+                  "from indexer.embedded import EmbeddedBackend\n"
+                  "from indexer.backend import IndexSchema\n"
+                  f"b = EmbeddedBackend({str(tmp_path)!r}, 'items')\n" + code)
+        subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=120)
+
+    other_process("b.upsert([{'id': 'p', 'purchase': ['x']}]); b.delete(['a'])")
+    assert set(scores(backend, {"term": {"purchase": "x"}})) == {"b", "p"}
+    other_process("b.create_version(IndexSchema(('purchase',)), [{'id': 'q', 'purchase': ['x']}])")
+    result = backend.search({"query": {"term": {"purchase": "x"}}})
+    assert [h.id for h in result.hits] == ["q"] and result.version == backend.versions()[-1].name
+
+
+def test_a_killed_run_leaves_a_temp_dir_that_the_next_run_removes(backend):
+    stale = backend.root / ".tmp-v20000101T000000000000"
+    stale.mkdir()
+    (stale / "ids.npy").write_bytes(b"partial")
+    assert len(backend.search({"size": 10}).hits) == 5  # invisible to readers
+    backend.create_version(SCHEMA, DOCS[:1])
+    assert not stale.exists()
+
+
+def test_one_writer_at_a_time(backend, tmp_path):
+    other = EmbeddedBackend(tmp_path, "items")
+    with backend._writer_lock(), pytest.raises(IndexBusy):
+        other.create_version(SCHEMA, DOCS)
+    with backend._writer_lock(), pytest.raises(IndexBusy):
+        other.rollback()
+    other.create_version(SCHEMA, DOCS)  # released
