@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import sys
@@ -71,7 +72,8 @@ def query(history: list[str], category: str) -> dict:
 
 def run(sizes: list[int], n_queries: int) -> dict:
     results: dict = {"machine": {"python": platform.python_version(), "numpy": np.__version__,
-                                 "cpus": __import__("os").cpu_count()}, "sizes": []}
+                                 "cpus": os.cpu_count(), "load_average_before": os.getloadavg()[0]},
+               "sizes": []}
     for n in sizes:
         docs, ids, weights = documents(n)
         postings = sum(len(d[f]) for d in docs for f in FIELDS)
@@ -104,6 +106,8 @@ def run(sizes: list[int], n_queries: int) -> dict:
             backend._snapshot = None  # release the memory-mapped version before the dir goes
         results["sizes"].append(entry)
         del docs
+    # the machine is shared: a high load average explains slow or noisy figures
+    results["machine"]["load_average_after"] = os.getloadavg()[0]
     return results
 
 
