@@ -106,10 +106,19 @@ def rule_clauses(
         filters.append({"range": {dr.name: bounds}})
     current = request.current_date or now
     if settings.available_date_field:
-        filters.append({"range": {settings.available_date_field: {"lte": current}}})
+        filters.append(_date_or_missing(settings.available_date_field, {"lte": current}))
     if settings.expire_date_field:
-        filters.append({"range": {settings.expire_date_field: {"gt": current}}})
+        filters.append(_date_or_missing(settings.expire_date_field, {"gt": current}))
     return should, filters, must_not
+
+
+def _date_or_missing(field: str, bounds: dict[str, str]) -> Body:
+    """The date is in bounds, or the item has no such date: an item without an expire date
+    never expires, one without an available date is always available."""
+    return {"bool": {"should": [
+        {"range": {field: bounds}},
+        {"bool": {"must_not": [{"exists": {"field": field}}]}},
+    ]}}
 
 
 def _bool(must: list[Body], should: list[Body], filters: list[Body], must_not: list[Body]) -> Body:

@@ -58,8 +58,10 @@ def test_rules_dates_and_item_context():
                            {"terms": {"category": ["books", "music"], "boost": 2.0}}]
     assert b["filter"] == [
         {"range": {"date": {"gt": "2026-01-01T00:00:00.000Z", "lt": "2026-01-31T23:00:00.000Z"}}},
-        {"range": {"availableDate": {"lte": NOW}}},
-        {"range": {"expireDate": {"gt": NOW}}},
+        {"bool": {"should": [{"range": {"availableDate": {"lte": NOW}}},
+                             {"bool": {"must_not": [{"exists": {"field": "availableDate"}}]}}]}},
+        {"bool": {"should": [{"range": {"expireDate": {"gt": NOW}}},
+                             {"bool": {"must_not": [{"exists": {"field": "expireDate"}}]}}]}},
     ]
     assert b["must_not"] == [{"ids": {"values": ["i1"]}}, {"terms": {"color": ["red"]}}]
 
@@ -72,7 +74,8 @@ def test_current_date_overrides_now_and_return_self_keeps_item():
     body = build_query(req, {}, docs, settings, indicators={"purchase": 1.0}, excluded=["c"], now=NOW, num=3)
     should = body["query"]["bool"]["must"][0]["bool"]["should"]
     assert [c["term"]["purchase"]["value"] for c in should] == ["x", "y", "z"]  # y once
-    assert body["query"]["bool"]["filter"] == [{"range": {"expireDate": {"gt": "2025-05-05T10:00:00.000Z"}}}]
+    assert body["query"]["bool"]["filter"][0]["bool"]["should"][0] == {
+        "range": {"expireDate": {"gt": "2025-05-05T10:00:00.000Z"}}}
 
 
 def test_nothing_personal_gives_no_personal_body():

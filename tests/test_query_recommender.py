@@ -97,6 +97,10 @@ def test_date_filters(tmp_path):
     r2 = Recommender(r.backend, None, QuerySettings(indicators=["purchase"], expire_date_field="date",
                                                   backfill="none"))
     assert items(r2.recommend({"history": hist, "currentDate": "2025-01-20"})) == ["i2"]
+    # Items without the date never expire: backfill returns them ("a" is purchased, i1/i2 expired).
+    r3 = Recommender(r.backend, None, QuerySettings(indicators=["purchase"], expire_date_field="date"))
+    assert items(r3.recommend({"history": hist, "currentDate": "2025-03-01", "num": 7})) == [
+        "i4", "b", "i3", "i5"]
     with pytest.raises(BadRequest, match="dateRange.name"):
         r.recommend({"history": hist, "dateRange": {"name": "category", "after": "2025-02-01"}})
     with pytest.raises(BadRequest, match=r"fields\[0\].name"):
