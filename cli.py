@@ -138,7 +138,74 @@ def echo_json(data: Any) -> None:
 
 
 # --------------------------------------------------------------------------- train
-# (indicator job commands)
+def _train_settings(ctx: click.Context, **flags):
+    """[train] from the config file with the command's flags on top."""
+    from indicators.settings import IndicatorSettings, TrainSettings
+
+    section = dict(config_of(ctx).get("train") or {})
+    if flags.get("indicators"):
+        section["indicators"] = [{"name": n} for n in flags.pop("indicators")]
+    flags.pop("indicators", None)
+    if flags.get("spark_conf"):
+        options = dict(section.get("spark_options") or {})
+        for item in flags["spark_conf"]:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"--conf {item!r}: expected KEY=VALUE")
+            options[key.strip()] = value.strip()
+        section["spark_options"] = options
+    flags.pop("spark_conf", None)
+    if flags.get("input_format"):
+        section["input"] = {**(section.get("input") or {}), "format": flags["input_format"]}
+    flags.pop("input_format", None)
+    max_k, min_llr = flags.pop("max_correlators"), flags.pop("min_llr")
+    settings = build_settings(TrainSettings, section, "train", **flags)
+    for ind in settings.indicators:
+        if max_k is not None:
+            ind.max_correlators = max_k
+        if min_llr is not None:
+            ind.min_llr = min_llr
+        IndicatorSettings.__post_init__(ind)
+    return settings
+
+
+@main.command("train")
+@click.argument("events", nargs=-1, required=True)
+@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Model directory to write (replaced atomically if it exists).")
+@click.option("--rejects", type=click.Path(dir_okay=False),
+              help="Write bad rows here (JSON lines) and train on the rest; default: fail.")
+@click.option("--primary", help="Primary action (e.g. purchase).")
+@click.option("--indicator", "indicators", multiple=True,
+              help="Indicator action, repeatable, primary first (default: [train] indicators).")
+@click.option("--max-correlators", type=int, help="Correlators kept per item, for every indicator.")
+@click.option("--min-llr", type=float, help="Minimum LLR of a correlator, for every indicator.")
+@click.option("--max-per-user", "max_interactions_per_user", type=int,
+              help="Cap of items per user and action (0 = none).")
+@click.option("--max-per-item", "max_users_per_item", type=int,
+              help="Cap of users per item and action (0 = none).")
+@click.option("--seed", type=int, help="Downsampling seed.")
+@click.option("--format", "input_format",
+              type=click.Choice(["auto", "csv", "tsv", "jsonl", "parquet"]), help="Input format.")
+@click.option("--master", "spark_master", help="Spark master (default local[*]).")
+@click.option("--conf", "spark_conf", multiple=True, metavar="KEY=VALUE",
+              help="Spark setting, repeatable (e.g. spark.driver.memory=8g).")
+@click.pass_context
+@fail_cleanly
+def train_cmd(ctx, events, out, rejects, **flags):
+    """Compute LLR indicators, rankings and properties from EVENTS into a model directory.
+
+    EVENTS are files, directories or globs of CSV/TSV (header user,event,item,time),
+    PredictionIO JSON lines or Parquet."""
+    from indicators.job import run_train
+
+    settings = _train_settings(ctx, **flags)
+    report = run_train(list(events), settings, out, rejects=rejects,
+                       on_stage=lambda line: click.echo(line, err=True))
+    c = report.input
+    click.echo(f"input: {c['rows']:,} rows = {c['accepted']:,} accepted + {c['rejected']:,} rejected"
+               + (f" (written to {report.rejects_file})" if report.rejects_file else ""))
+    click.echo(f"model: {report.model_dir} ({sum(report.timings.values()):.1f} s)")
 
 # --------------------------------------------------------------------------- index
 # (indexer commands: index, indexes, rollback, doctor)

@@ -1,12 +1,14 @@
 """Co-occurrence counts and LLR indicators, as vectorised per-partition work.
 
-Stage 1 (partitioned by user): each partition builds sparse user x item matrices A (the
-primary action) and B (each indicator action) for its own users and emits the partial
-pair counts of A'B (scipy's sparse product; Schelter et al. 2013 / Mahout's
-SimilarityAnalysis count the same matrix). Stage 2 (partitioned by primary item a): sums
-the partial counts per (a, b), scores them by LLR (indicators.llr), and keeps the top
-correlators per a, ties by item id. One shuffle of partial counts between the stages; no
-row-at-a-time Python; item ids stay strings and are factorised per partition with Arrow.
+The indicator of primary item a and action E is row a of A'E (users x items matrices of
+binary interactions, as Mahout's SimilarityAnalysis computes them), scored by LLR. Primary
+items are split into blocks, one partition each; a block's partition receives what it
+needs to compute its rows of A'E completely: the block's primary interactions and all
+interactions of the users who have one of its items. It then multiplies sparse matrices
+(scipy), scores by LLR (indicators.llr) and keeps the top correlators per item, ties by
+item id. The only shuffle moves interactions (each at most once per block), never partial
+pair counts, which outnumber interactions by orders of magnitude. Item ids stay strings,
+factorised per partition with Arrow; nothing is row-at-a-time Python.
 """
 
 from __future__ import annotations
@@ -21,9 +23,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from scipy import sparse
 
-from .llr import llr_from_counts
+from .llr import LlrTable
 
-PAIRS_SCHEMA = "ind int, a string, b string, k11 long, a_users long, b_users long"
 INDICATORS_SCHEMA = "indicator string, item string, correlators array<string>, scores array<double>"
 
 
@@ -35,13 +36,44 @@ class IndicatorSpec:
 
 
 def _codes(arr: pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """Dense int codes of a string array and its dictionary (code -> string)."""
-    enc = pc.dictionary_encode(arr).combine_chunks() if isinstance(arr, pa.ChunkedArray) else pc.dictionary_encode(arr)
-    return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64), enc.dictionary
+    """Int codes of a string array and its sorted dictionary (code order = id order)."""
+    dictionary = pc.array_sort_indices(pc.unique(arr))
+    dictionary = pc.unique(arr).take(dictionary)
+    codes = pc.index_in(arr, value_set=dictionary)
+    return codes.to_numpy(zero_copy_only=False).astype(np.int64), dictionary
 
 
-def _pair_counts(primary: int, indicators: list[int]):
-    """Stage 1: partial A'B counts of one partition of users."""
+# Log-scale score buckets for the top-k prefilter: 4 per doubling, up to LLR 2^16.
+_BUCKETS = 64
+
+
+def _top_candidates(row: np.ndarray, score: np.ndarray, n_rows: int, k: int) -> np.ndarray:
+    """Mask of the entries that can be in their row's top k (sorting all pairs is the
+    job's most expensive step; this keeps a few times k per row).
+
+    Per row, count entries per score bucket and keep the buckets from the top down until
+    they hold at least k entries. Everything dropped scores strictly below everything
+    kept in its row, so the top k (ties included) survive exactly."""
+    if len(row) <= k:
+        return np.ones(len(row), dtype=bool)
+    bucket = np.minimum((np.log2(score + 1.0) * 4).astype(np.int64), _BUCKETS - 1)
+    counts = np.bincount(row * _BUCKETS + bucket, minlength=n_rows * _BUCKETS)
+    # Entries at or above each bucket, per row (cumulative from the top bucket down).
+    above = np.cumsum(counts.reshape(n_rows, _BUCKETS)[:, ::-1], axis=1)[:, ::-1]
+    # Lowest bucket whose entries-at-or-above is still >= k (0 when the row has < k).
+    enough = above >= k
+    lowest = np.where(enough.any(axis=1), _BUCKETS - 1 - np.argmax(enough[:, ::-1], axis=1), 0)
+    return bucket >= lowest[row]
+
+
+def _block_indicators(primary: int, specs: list[IndicatorSpec], actions: list[int], n_users: int):
+    """Complete rows of A'B for the primary items of one partition, LLR, top-k per item.
+
+    The partition holds its primary items' (role A) interactions and every interaction
+    of every user who has one of them (role B), so each row of A'B is complete here."""
+    max_k = np.array([s.max_correlators for s in specs], dtype=np.int64)
+    min_llr = np.array([-np.inf if s.min_llr is None else s.min_llr for s in specs])
+    names = pa.array([s.name for s in specs], type=pa.string())
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         tables = [pa.Table.from_batches([b]) for b in batches if b.num_rows]
@@ -49,93 +81,72 @@ def _pair_counts(primary: int, indicators: list[int]):
             return
         t = pa.concat_tables(tables).combine_chunks()
         users, _ = _codes(t.column("user"))
-        n_users = int(users.max()) + 1
+        n_local = int(users.max()) + 1
         action = t.column("action_id").to_numpy()
+        role_a = t.column("role_a").to_numpy(zero_copy_only=False)
         item_users = t.column("item_users").to_numpy()
         items = t.column("item")
-        side = {}
-        for act in {primary, *indicators}:
-            rows = np.flatnonzero(action == act)
+
+        def side(rows: np.ndarray):
+            # A user's B rows arrive once per block of theirs in this partition: dedupe.
             codes, dictionary = _codes(items.take(pa.array(rows)))
             counts = np.zeros(len(dictionary), dtype=np.int64)
             counts[codes] = item_users[rows]
-            matrix = sparse.csr_matrix(
+            m = sparse.csr_matrix(
                 (np.ones(len(rows), dtype=np.int64), (users[rows], codes)),
-                shape=(n_users, len(dictionary)),
+                shape=(n_local, len(dictionary)),
             )
-            side[act] = (matrix, dictionary, counts)
-        a_mat, a_dict, a_counts = side[primary]
+            m.sum_duplicates()
+            m.data[:] = 1
+            return m, dictionary, counts
+
+        a_mat, a_dict, a_counts = side(np.flatnonzero(role_a & (action == primary)))
         a_t = a_mat.T.tocsr()
-        for ind, act in enumerate(indicators):
-            b_mat, b_dict, b_counts = side[act]
-            c = (a_t @ b_mat).tocoo()
-            keep = c.row != c.col if act == primary else slice(None)
-            row, col, k11 = c.row[keep], c.col[keep], c.data[keep]
-            if len(row) == 0:
-                continue
-            yield pa.RecordBatch.from_arrays(
-                [
-                    pa.array(np.full(len(row), ind, dtype=np.int32)),
-                    a_dict.take(pa.array(row)),
-                    b_dict.take(pa.array(col)),
-                    pa.array(k11.astype(np.int64)),
-                    pa.array(a_counts[row]),
-                    pa.array(b_counts[col]),
-                ],
-                names=["ind", "a", "b", "k11", "a_users", "b_users"],
+        table = LlrTable(n_users)
+        h_a = table.marginal_entropy(a_counts)
+        out_ind, out_row, out_b, out_score = [], [], [], []
+        for ind, act in enumerate(actions):
+            b_mat, b_dict, b_counts = side(np.flatnonzero(~role_a & (action == act)))
+            c = (a_t @ b_mat).tocsr()
+            c.sort_indices()
+            row = np.repeat(np.arange(c.shape[0]), np.diff(c.indptr))
+            col, k11 = c.indices.astype(np.int64), c.data
+            if act == primary:
+                # An item is not its own correlator: map a's code to b's code, drop equals.
+                a_as_b = pc.index_in(a_dict, value_set=b_dict).to_numpy(zero_copy_only=False)
+                keep = col != np.nan_to_num(a_as_b.astype(float), nan=-1).astype(np.int64)[row]
+                row, col, k11 = row[keep], col[keep], k11[keep]
+            score = table.scores(
+                k11, a_counts[row], b_counts[col], h_a[row], table.marginal_entropy(b_counts)[col]
             )
-
-    return run
-
-
-def _top_correlators(specs: list[IndicatorSpec], n_users: int):
-    """Stage 2: sum partial counts per (a, b), LLR, top-k per a (ties by b's id)."""
-    max_k = np.array([s.max_correlators for s in specs], dtype=np.int64)
-    min_llr = np.array([-np.inf if s.min_llr is None else s.min_llr for s in specs])
-    names = [s.name for s in specs]
-
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        tables = [pa.Table.from_batches([b]) for b in batches if b.num_rows]
-        if not tables:
+            ok = score >= min_llr[ind]
+            row, col, score = row[ok], col[ok], score[ok]
+            keep = _top_candidates(row, score, c.shape[0], max_k[ind])
+            row, col, score = row[keep], col[keep], score[keep]
+            # Rows come sorted, and within a row columns in id order; a stable sort by
+            # score keeps that order among equal scores, so ties break by item id.
+            order = np.lexsort((-score, row))
+            row, col, score = row[order], col[order], score[order]
+            starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]]) if len(row) else np.array([], int)
+            rank = np.arange(len(row)) - np.repeat(starts, np.diff(np.r_[starts, len(row)]))
+            keep = rank < max_k[ind]
+            out_ind.append(np.full(int(keep.sum()), ind))
+            out_row.append(row[keep])
+            out_b.append(b_dict.take(pa.array(col[keep])))
+            out_score.append(score[keep])
+        ind_all = np.concatenate(out_ind)
+        if len(ind_all) == 0:
             return
-        t = pa.concat_tables(tables).combine_chunks()
-        ind = t.column("ind").to_numpy().astype(np.int64)
-        a, a_dict = _codes(t.column("a"))
-        b, b_dict = _codes(t.column("b"))
-        # b's rank in id order, so sorting by rank breaks score ties by item id.
-        b_rank = np.empty(len(b_dict), dtype=np.int64)
-        b_rank[pc.sort_indices(b_dict).to_numpy()] = np.arange(len(b_dict))
-        row = ind * len(a_dict) + a
-        key = row * len(b_dict) + b_rank[b]
-        order = np.argsort(key, kind="stable")
-        key = key[order]
-        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        k11 = np.add.reduceat(t.column("k11").to_numpy()[order], starts)
-        first = order[starts]
-        a_users = t.column("a_users").to_numpy()[first]
-        b_users = t.column("b_users").to_numpy()[first]
-        row, b_code, ind_u = row[first], b[first], ind[first]
-        score = llr_from_counts(k11, a_users, b_users, n_users)
-        ok = score >= min_llr[ind_u]
-        row, b_code, ind_u, score = row[ok], b_code[ok], ind_u[ok], score[ok]
-        order = np.lexsort((b_rank[b_code], -score, row))
-        row, b_code, ind_u, score = row[order], b_code[order], ind_u[order], score[order]
-        group_start = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
-        sizes = np.diff(np.r_[group_start, len(row)])
-        rank_in_group = np.arange(len(row)) - np.repeat(group_start, sizes)
-        keep = rank_in_group < max_k[ind_u]
-        row, b_code, ind_u, score = row[keep], b_code[keep], ind_u[keep], score[keep]
-        if len(row) == 0:
-            return
-        group_start = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
-        offsets = pa.array(np.r_[group_start, len(row)].astype(np.int32))
-        first_of_group = row[group_start]
+        row_all = np.concatenate(out_row)
+        group = ind_all * len(a_dict) + row_all
+        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+        offsets = pa.array(np.r_[starts, len(group)].astype(np.int32))
         yield pa.RecordBatch.from_arrays(
             [
-                pa.array(names, type=pa.string()).take(pa.array(ind_u[group_start])),
-                a_dict.take(pa.array(first_of_group % len(a_dict))),
-                pa.ListArray.from_arrays(offsets, b_dict.take(pa.array(b_code))),
-                pa.ListArray.from_arrays(offsets, pa.array(score, type=pa.float64())),
+                names.take(pa.array(ind_all[starts])),
+                a_dict.take(pa.array(row_all[starts])),
+                pa.ListArray.from_arrays(offsets, pa.concat_arrays(out_b)),
+                pa.ListArray.from_arrays(offsets, pa.array(np.concatenate(out_score))),
             ],
             names=["indicator", "item", "correlators", "scores"],
         )
@@ -152,18 +163,24 @@ def indicators(
 ) -> DataFrame:
     """LLR indicators from downsampled interactions (action, user, item, item_users).
 
-    `specs` lists the indicators in output order (the primary action's first); the
-    result has one row per (indicator, item) with at least one correlator."""
+    Primary items are hashed into `partitions` blocks. A block receives its items'
+    primary interactions (role A) and, once per block, all interactions of the users who
+    have one of its items (role B): at most `partitions` copies of each interaction are
+    shuffled, instead of every partial pair count. `specs` lists the indicators in output
+    order (the primary's first); one row per (indicator, item) with a correlator."""
     actions = [primary] + [s.name for s in specs if s.name != primary]
     action_id = F.lit(-1)
     for i, act in enumerate(actions):
         action_id = F.when(F.col("action") == act, F.lit(i)).otherwise(action_id)
-    ind_actions = [actions.index(s.name) for s in specs]
-    pairs = (
-        kept.select("user", "item", "item_users", action_id.alias("action_id"))
-        .repartition(partitions, "user")
-        .mapInArrow(_pair_counts(0, ind_actions), PAIRS_SCHEMA)
+    rows = kept.select("user", "item", "item_users", action_id.alias("action_id"))
+    block = F.pmod(F.xxhash64("item"), F.lit(partitions))
+    a_rows = rows.where(F.col("action_id") == 0).withColumn("block", block)
+    user_blocks = a_rows.select("user", "block").distinct()
+    b_rows = rows.join(user_blocks, "user")
+    both = a_rows.withColumn("role_a", F.lit(True)).unionByName(
+        b_rows.withColumn("role_a", F.lit(False))
     )
-    return pairs.repartition(partitions, "ind", "a").mapInArrow(
-        _top_correlators(specs, n_users), INDICATORS_SCHEMA
+    ind_actions = [actions.index(s.name) for s in specs]
+    return both.repartition(partitions, "block").mapInArrow(
+        _block_indicators(0, specs, ind_actions, n_users), INDICATORS_SCHEMA
     )

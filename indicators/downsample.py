@@ -33,32 +33,40 @@ def binarize(events: DataFrame, actions: list[str]) -> DataFrame:
 def downsample(
     interactions: DataFrame, seed: int, max_per_user: int, max_per_item: int
 ) -> DataFrame:
-    """Cap interactions; adds `item_users` = users kept for (action, item).
+    """Mark which interactions the caps keep; every input row comes out once.
 
-    Columns out: action, user, item, item_users, plus the flags `user_capped`
-    (the user had more than the cap) and `item_capped` for the report."""
+    Columns added: `kept`; `item_users` = users kept for (action, item); the flags
+    `user_capped` / `item_capped` (the user or item had more than its cap); and, for
+    counting without distinct aggregations, `first_user` (one row per user over all
+    actions), `first_user_action` (one per (user, action)) and `first_item` (one per
+    (action, item)). Windows partitioned by user, then by (user, action), share one
+    shuffle; the item window needs a second one."""
     df = interactions.withColumn("h", sample_hash(seed))
-    by_user = Window.partitionBy("action", "user")
-    if max_per_user > 0:
-        df = (
-            df.withColumn("_n", F.count(F.lit(1)).over(by_user))
-            .withColumn("_r", F.row_number().over(by_user.orderBy("h", "item")))
-            .where(F.col("_r") <= max_per_user)
-            .withColumn("user_capped", F.col("_n") > max_per_user)
-            .drop("_n", "_r")
-        )
-    else:
-        df = df.withColumn("user_capped", F.lit(False))
+    by_user = Window.partitionBy("user")
+    by_user_action = Window.partitionBy("user", "action")
+    df = (
+        df.withColumn("first_user", F.row_number().over(by_user.orderBy("action", "h", "item")) == 1)
+        .withColumn("_n", F.count(F.lit(1)).over(by_user_action))
+        .withColumn("_r", F.row_number().over(by_user_action.orderBy("h", "item")))
+        .withColumn("first_user_action", F.col("_r") == 1)
+        .withColumn("user_capped", (F.col("_n") > max_per_user) & F.lit(max_per_user > 0))
+        .withColumn("_user_kept", (F.col("_r") <= max_per_user) | F.lit(max_per_user == 0))
+    )
     by_item = Window.partitionBy("action", "item")
-    df = df.withColumn("_n", F.count(F.lit(1)).over(by_item))
-    if max_per_item > 0:
-        df = (
-            df.withColumn("_r", F.row_number().over(by_item.orderBy("h", "user")))
-            .where(F.col("_r") <= max_per_item)
-            .withColumn("item_capped", F.col("_n") > max_per_item)
-            .withColumn("item_users", F.least(F.col("_n"), F.lit(max_per_item)))
-            .drop("_r")
+    # Among the rows the user cap kept (ordered first), keep the smallest hashes.
+    item_rank = F.row_number().over(by_item.orderBy(F.col("_user_kept").desc(), "h", "user"))
+    n_item = F.sum(F.col("_user_kept").cast("int")).over(by_item)
+    df = (
+        df.withColumn("_ir", item_rank)
+        .withColumn("_ni", n_item)
+        .withColumn("first_item", F.col("_ir") == 1)
+        .withColumn("item_capped", (F.col("_ni") > max_per_item) & F.lit(max_per_item > 0))
+        .withColumn(
+            "kept", F.col("_user_kept") & ((F.col("_ir") <= max_per_item) | F.lit(max_per_item == 0))
         )
-    else:
-        df = df.withColumn("item_capped", F.lit(False)).withColumn("item_users", F.col("_n"))
-    return df.drop("_n", "h")
+        .withColumn(
+            "item_users",
+            F.col("_ni") if max_per_item == 0 else F.least(F.col("_ni"), F.lit(max_per_item)),
+        )
+    )
+    return df.drop("h", "_n", "_r", "_user_kept", "_ir", "_ni")

@@ -18,6 +18,9 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.storagelevel import StorageLevel
@@ -156,7 +159,7 @@ def _train(
 
     actions = settings.actions
     events = data.events
-    n_users, action_stats, kept = _interactions(events, settings)
+    n_users, action_stats, kept = _interactions(data, settings)
     report.users = n_users
     report.actions = action_stats
     summary = "; ".join(
@@ -179,40 +182,43 @@ def _train(
     tmp.mkdir(parents=True)
     try:
         total = sum(s["kept"] for s in action_stats.values())
-        partitions = max(spark.sparkContext.defaultParallelism, math.ceil(total / ROWS_PER_PARTITION))
+        # More blocks than cores: blocks are uneven (popular items), small ones balance.
+        partitions = max(4 * spark.sparkContext.defaultParallelism, math.ceil(total / ROWS_PER_PARTITION))
         specs = [IndicatorSpec(i.name, i.max_correlators, i.min_llr) for i in settings.indicators]
-        result = indicators(kept, settings.primary, specs, n_users, partitions)
+        result = indicators(kept.where("kept"), settings.primary, specs, n_users, partitions)
         result.write.parquet(str(tmp / "indicators"))
-        written = spark.read.parquet(str(tmp / "indicators"))
-        per_ind = {r["indicator"]: (r["items"], r["pairs"]) for r in written.groupBy("indicator").agg(
-            F.count(F.lit(1)).alias("items"), F.sum(F.size("correlators")).alias("pairs")).collect()}
-        report.indicators = {
-            i: {"items": per_ind.get(i, (0, 0))[0], "correlators": int(per_ind.get(i, (0, 0))[1] or 0)}
-            for i in actions
-        }
+        written = _parquet(tmp / "indicators", ["indicator", "correlators"])
+        for i in actions:
+            lists = written.filter(pc.equal(written["indicator"], i))["correlators"]
+            report.indicators[i] = {
+                "items": len(lists),
+                "correlators": int(pc.sum(pc.list_value_length(lists)).as_py() or 0),
+            }
         stages.done("indicators", "; ".join(
             f"{i}: {v['items']:,} items, {v['correlators']:,} correlators"
             for i, v in report.indicators.items()))
         kept.unpersist()
 
-        newest_us = events.agg(F.unix_micros(F.max("time"))).first()[0]
+        r = settings.rankings
+        ranked = [data.per_event[a] for a in (r.events or [settings.primary]) if a in data.per_event]
+        newest_us = max((e.last_us for e in data.per_event.values() if e.last_us is not None), default=None)
+        first_us = min((e.first_us for e in ranked if e.first_us is not None), default=None)
         newest = None if newest_us is None else datetime.fromtimestamp(newest_us / 1e6, UTC)
         report.newest_event = _iso(newest)
-        r = settings.rankings
         end = datetime.fromisoformat(r.end.replace("Z", "+00:00")) if r.end else newest
         if end is not None and end.tzinfo is None:
             end = end.replace(tzinfo=UTC)
         window = parse_duration(r.window) if r.window else None
-        rank = rankings(events, r.events or [settings.primary], end or datetime.now(UTC), window)
+        first = None if first_us is None else datetime.fromtimestamp(first_us / 1e6, UTC)
+        rank = rankings(events, r.events or [settings.primary], end or datetime.now(UTC), window, first)
         rank.write.parquet(str(tmp / "rankings"))
-        report.rankings = spark.read.parquet(str(tmp / "rankings")).count()
+        report.rankings = _parquet(tmp / "rankings", ["item"]).num_rows
         stages.done("rankings", f"{report.rankings:,} items ranked (window {r.window or 'all'})")
 
-        props = properties(data.item_events)
-        props.write.parquet(str(tmp / "properties"))
-        written_props = spark.read.parquet(str(tmp / "properties"))
-        names = sorted(row[0] for row in written_props.select("name").distinct().collect())
-        report.properties = written_props.select("item").distinct().count()
+        properties(data.item_events).write.parquet(str(tmp / "properties"))
+        written_props = _parquet(tmp / "properties", ["item", "name"])
+        names = sorted(pc.unique(written_props["name"]).to_pylist())
+        report.properties = len(pc.unique(written_props["item"]))
         stages.done("properties", f"{report.properties:,} items with properties {names}")
 
         report.timings = dict(stages.timings)
@@ -245,45 +251,49 @@ def _train(
     return report
 
 
-def _interactions(events: DataFrame, settings: TrainSettings) -> tuple[int, dict, DataFrame]:
-    """N users, per-action input counts and what the caps keep, and the kept interactions."""
+def _interactions(data: EventInput, settings: TrainSettings) -> tuple[int, dict, DataFrame]:
+    """N users, per-action input counts and what the caps keep, and the kept interactions.
+
+    One job: the downsampling windows mark first rows, so counting needs no distinct
+    aggregation."""
     actions = settings.actions
-    indicator_events = events.where(F.col("event").isin(*actions))
-    n_users = indicator_events.select("user").distinct().count()
-    raw = {
-        r["event"]: r
-        for r in indicator_events.groupBy("event").agg(
-            F.count(F.lit(1)).alias("events"),
-            F.countDistinct("user").alias("users"),
-            F.countDistinct("item").alias("items"),
-        ).collect()
-    }
-    interactions = binarize(events, actions)
-    kept = downsample(
-        interactions, settings.seed, settings.max_interactions_per_user, settings.max_users_per_item
+    marked = downsample(
+        binarize(data.events, actions),
+        settings.seed,
+        settings.max_interactions_per_user,
+        settings.max_users_per_item,
     ).persist(StorageLevel.MEMORY_AND_DISK)
-    after = {
+    flag = lambda c: F.sum(F.col(c).cast("int"))  # noqa: E731
+    rows = {
         r["action"]: r
-        for r in kept.groupBy("action").agg(
-            F.count(F.lit(1)).alias("kept"),
-            F.countDistinct(F.when(F.col("user_capped"), F.col("user"))).alias("users_capped"),
-            F.countDistinct(F.when(F.col("item_capped"), F.col("item"))).alias("items_capped"),
+        for r in marked.groupBy("action").agg(
+            F.count(F.lit(1)).alias("interactions"),
+            flag("kept").alias("kept"),
+            flag("first_user").alias("first_users"),
+            flag("first_user_action").alias("users"),
+            flag("first_item").alias("items"),
+            F.sum((F.col("first_user_action") & F.col("user_capped")).cast("int")).alias("users_capped"),
+            F.sum((F.col("first_item") & F.col("item_capped")).cast("int")).alias("items_capped"),
         ).collect()
     }
-    before = {r["action"]: r["count"] for r in interactions.groupBy("action").count().collect()}
+    n_users = sum(r["first_users"] for r in rows.values())
     stats = {}
     for a in actions:
-        src, dst = raw.get(a), after.get(a)
+        r, ev = rows.get(a), data.per_event.get(a)
         stats[a] = {
-            "events": src["events"] if src else 0,
-            "users": src["users"] if src else 0,
-            "items": src["items"] if src else 0,
-            "interactions": before.get(a, 0),
-            "kept": dst["kept"] if dst else 0,
-            "users_capped": dst["users_capped"] if dst else 0,
-            "items_capped": dst["items_capped"] if dst else 0,
+            "events": ev.events if ev else 0,
+            **{k: (r[k] if r else 0) for k in
+               ("users", "items", "interactions", "kept", "users_capped", "items_capped")},
         }
-    return n_users, stats, kept
+    return n_users, stats, marked
+
+
+def _parquet(path: Path, columns: list[str]) -> pa.Table:
+    """A small written dataset read back with pyarrow (cheaper than another Spark job)."""
+    files = sorted(path.glob("*.parquet"))
+    if not files:
+        return pa.table({c: pa.array([], pa.string()) for c in columns})
+    return pq.ParquetDataset(files).read(columns=columns)
 
 
 def _write_rejects(data: EventInput, path: Path) -> str:

@@ -36,3 +36,34 @@ def llr_from_counts(k11, a_count, b_count, n_users) -> np.ndarray:
     k21 = np.asarray(b_count, dtype=np.float64) - k11
     k22 = float(n_users) - k11 - k12 - k21
     return llr(k11, k12, k21, k22)
+
+
+class LlrTable:
+    """LLR for many pairs with the same N: x log x of every count 0..N looked up once.
+
+    With a = users of item a, b = users of item b, the row and column entropies depend on
+    one item each, so a pair costs four lookups (its four cells) instead of ten logs.
+    Tables above `max_table` entries fall back to computing x log x directly."""
+
+    def __init__(self, n_users: int, max_table: int = 50_000_000) -> None:
+        self.n = int(n_users)
+        self.table = _xlogx(np.arange(self.n + 1)) if self.n <= max_table else None
+
+    def xlogx(self, k: np.ndarray) -> np.ndarray:
+        return self.table[k] if self.table is not None else _xlogx(k)
+
+    def marginal_entropy(self, count: np.ndarray) -> np.ndarray:
+        """H(count, N - count) of items (the row or column part of the LLR)."""
+        count = np.asarray(count, dtype=np.int64)
+        return self.xlogx(np.array([self.n]))[0] - self.xlogx(count) - self.xlogx(self.n - count)
+
+    def scores(self, k11, a_count, b_count, h_a, h_b) -> np.ndarray:
+        """LLR of pairs: k11 users with both, item counts, their marginal entropies."""
+        k11 = np.asarray(k11, dtype=np.int64)
+        k12 = a_count - k11
+        k21 = b_count - k11
+        k22 = self.n - k11 - k12 - k21
+        mat = self.xlogx(np.array([self.n]))[0] - (
+            self.xlogx(k11) + self.xlogx(k12) + self.xlogx(k21) + self.xlogx(k22)
+        )
+        return np.maximum(2.0 * (h_a + h_b - mat), 0.0)

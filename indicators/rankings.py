@@ -7,33 +7,31 @@ thirds (acceleration).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 
 def rankings(
-    events: DataFrame, actions: list[str], end: datetime, window: timedelta | None
+    events: DataFrame, actions: list[str], end: datetime, window: timedelta | None,
+    first: datetime | None = None,
 ) -> DataFrame:
     """item, popular, trending, hot for items with events of `actions` in the window.
 
-    Without a window it spans from the oldest event to `end`; events without a time
-    count for `popular` only when there is no window."""
+    Without a window it spans from `first` (the oldest event) to `end`; events without a
+    time count for `popular` only when there is no window."""
     ev = events.where(F.col("event").isin(*actions))
     timed = ev.where(F.col("time").isNotNull() & (F.col("time") <= F.lit(end)))
     if window is None:
-        first_us = timed.agg(F.unix_micros(F.min("time"))).first()[0]
-        start = end if first_us is None else datetime.fromtimestamp(first_us / 1e6, UTC)
-        span = end - start
+        start = first or end
         popular_rows = ev
     else:
         start = end - window
-        span = window
         timed = timed.where(F.col("time") >= F.lit(start))
         popular_rows = timed
-    span_s = max(span.total_seconds(), 1e-9)
-    frac = (F.unix_micros("time") - F.lit(int(start.timestamp() * 1e6))) / F.lit(span_s * 1e6)
+    span_us = max((end - start).total_seconds() * 1e6, 1.0)
+    frac = (F.unix_micros("time") - F.lit(int(start.timestamp() * 1e6))) / F.lit(span_us)
     half = F.least(F.floor(frac * 2), F.lit(1))
     third = F.least(F.floor(frac * 3), F.lit(2))
     moves = timed.groupBy("item").agg(

@@ -62,6 +62,15 @@ class InputCounts:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class EventStats:
+    """Accepted user events of one event name: how many, oldest and newest (epoch µs)."""
+
+    events: int
+    first_us: int | None
+    last_us: int | None
+
+
 @dataclass
 class EventInput:
     """Validated input: user events, item property events, the counts and the bad rows."""
@@ -73,6 +82,8 @@ class EventInput:
     counts: InputCounts
     rejected: DataFrame
     """file, line, field, problem, text of every bad row (lazy; empty when none)."""
+    per_event: dict[str, EventStats]
+    """Accepted user events by event name."""
 
     def first_rejected(self, n: int = 20) -> list[BadRow]:
         """The first n bad rows, by file and line."""
@@ -323,7 +334,17 @@ def read_events(spark: SparkSession, paths: list[str], settings: InputSettings) 
         rows = rows.unionByName(df)
     rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
 
-    by_kind = {r["kind"]: r["count"] for r in rows.groupBy("kind").count().collect()}
+    stats = rows.groupBy("kind", "event").agg(
+        F.count(F.lit(1)).alias("n"),
+        F.unix_micros(F.min("time")).alias("first"),
+        F.unix_micros(F.max("time")).alias("last"),
+    ).collect()
+    by_kind: dict[str, int] = {}
+    for r in stats:
+        by_kind[r["kind"]] = by_kind.get(r["kind"], 0) + r["n"]
+    per_event = {
+        r["event"]: EventStats(r["n"], r["first"], r["last"]) for r in stats if r["kind"] == USER_EVENT
+    }
     counts = InputCounts(
         files=sum(len(f) for f in by_format.values()),
         user_events=by_kind.get(USER_EVENT, 0),
@@ -350,4 +371,4 @@ def read_events(spark: SparkSession, paths: list[str], settings: InputSettings) 
     item_events = rows.where(F.col("kind") == ITEM_EVENT).select(
         F.col("user").alias("item"), "event", "properties", "time", "file", "pos"
     )
-    return EventInput(events, item_events, counts, rejected)
+    return EventInput(events, item_events, counts, rejected, per_event)
