@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-DEMO_DIR ?= demo-output
+DEMO_DIR := demo-output
 
 .PHONY: setup demo test lint clean
 
@@ -14,9 +14,18 @@ $(BIN)/cooccur: pyproject.toml
 
 setup: $(BIN)/cooccur
 
-# Train on the bundled sample, index into the embedded backend, recommend.
+# The main job end to end on the bundled sample: store the events, train on them, index
+# into the embedded backend, recommend for a known user and for a brand-new one.
+COOCCUR := $(BIN)/cooccur -c sample/cooccur.toml
 demo: setup
-	$(BIN)/cooccur demo --out $(DEMO_DIR)
+	rm -rf $(DEMO_DIR)
+	$(COOCCUR) events import sample/events.jsonl
+	$(COOCCUR) train sample/events.jsonl -o $(DEMO_DIR)/model
+	$(COOCCUR) index $(DEMO_DIR)/model
+	@echo "--- recommendations for u1 (history from the event store):"
+	$(COOCCUR) recommend --user u1 --num 5
+	@echo "--- a brand-new user who viewed i3, i7 and i12 (inline history, no retrain):"
+	$(COOCCUR) recommend --history-json '{"view": ["i3", "i7", "i12"]}' --num 5
 
 test: setup
 	$(BIN)/ruff check .

@@ -16,20 +16,33 @@ class ElasticsearchSettings:
     """Connection and bulk-indexing settings of the Elasticsearch backend ([index.elasticsearch])."""
 
     urls: list[str] = field(default_factory=_env_urls)
+    """Cluster URL(s); default: $COOCCUR_ES_URL (comma-separated) or http://localhost:9200."""
     api_key: str | None = field(default_factory=lambda: os.environ.get("COOCCUR_ES_API_KEY"))
+    """API key (base64 id:key); default: $COOCCUR_ES_API_KEY."""
     username: str | None = None
+    """Basic-auth user (with `password`)."""
     password: str | None = None
+    """Basic-auth password."""
     ca_certs: str | None = None
+    """CA bundle for TLS verification."""
     verify_certs: bool = True
+    """Verify the cluster's TLS certificate."""
     request_timeout: float = 30.0
+    """Seconds per request."""
     shards: int = 1
     """One shard keeps idf exact, so scores equal the embedded backend's (docs/search.md)."""
     replicas: int = 1
+    """Replicas of each new index."""
     chunk_size: int = 500
+    """Documents per bulk request (at most)."""
     max_chunk_bytes: int = 10 * 1024 * 1024
+    """Bytes per bulk request (at most)."""
     max_retries: int = 5
+    """Retries of a bulk chunk refused with 429 / 5xx."""
     initial_backoff: float = 1.0
+    """Seconds before the first retry; doubles each retry."""
     max_backoff: float = 60.0
+    """Cap of the retry backoff in seconds."""
 
 
 @dataclass
@@ -47,6 +60,7 @@ class IndexSettings:
     date_fields: list[str] = field(default_factory=lambda: ["availableDate", "expireDate", "date"])
     """Item properties indexed as dates (all other properties are keyword arrays)."""
     elasticsearch: ElasticsearchSettings = field(default_factory=ElasticsearchSettings)
+    """Connection and bulk settings: [index.elasticsearch]."""
 
     _nested = {"elasticsearch": ElasticsearchSettings}
 

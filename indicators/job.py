@@ -11,7 +11,10 @@ import logging
 import math
 import os
 import shutil
+import sys
+import tempfile
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +40,7 @@ from .spark import check_java
 log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "cooccur-model/1"
+LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 # Rows of kept interactions per co-occurrence partition: bounds each Python worker's
 # sparse matrices (a few hundred MB at the caps' worst case).
 ROWS_PER_PARTITION = 1_000_000
@@ -63,13 +67,20 @@ def build_spark_session(
 ) -> SparkSession:
     """A Spark session for the job: UTC, Arrow on, bound to loopback in local mode."""
     builder = SparkSession.builder.master(master).appName(app_name)
+    # py4j logs every connection close at INFO; Spark's start-up chatter goes via log4j.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    java_options = f"-Dlog4j.configurationFile={LOG4J_CONFIG}"
     defaults = {
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.showConsoleProgress": "true",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.adaptive.enabled": "true",
+        "spark.driver.extraJavaOptions": java_options,
+        "spark.executor.extraJavaOptions": java_options,
     }
     if master.startswith("local"):
+        # Bind to loopback: no lookups of the machine's name, no exposed ports.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         defaults.update({
             "spark.driver.host": "127.0.0.1",
             "spark.driver.bindAddress": "127.0.0.1",
@@ -79,9 +90,24 @@ def build_spark_session(
         })
     for key, value in {**defaults, **(options or {})}.items():
         builder = builder.config(key, value)
+    if master.startswith("local"):
+        # Python workers must be this interpreter (the virtualenv that has cooccur).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
+    if not master.startswith("local"):
+        session.sparkContext.addPyFile(_package_zip())
     return session
+
+
+def _package_zip() -> str:
+    """This package as a zip for a cluster's Python workers (they unpickle its functions)."""
+    package = Path(__file__).parent
+    target = Path(tempfile.mkdtemp(prefix="cooccur-")) / "indicators.zip"
+    with zipfile.ZipFile(target, "w") as z:
+        for f in package.glob("*.py"):
+            z.write(f, f"indicators/{f.name}")
+    return str(target)
 
 
 class _Stages:

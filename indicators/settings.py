@@ -47,8 +47,11 @@ class InputSettings:
     format: str = "auto"
     """auto (by file extension), csv, tsv, jsonl (PredictionIO events) or parquet."""
     user: str = "user"
+    """Column of the user id."""
     event: str = "event"
+    """Column of the event (action) name."""
     item: str = "item"
+    """Column of the item id."""
     time: str = "time"
     """Column names for CSV/TSV/Parquet. Times: ISO-8601 or epoch seconds."""
 
@@ -88,8 +91,11 @@ class TrainSettings:
     seed: int = 0
     """Seed of the downsampling hash: same seed, same model."""
     input: InputSettings = field(default_factory=InputSettings)
+    """How event files are read: [train.input]."""
     rankings: RankingSettings = field(default_factory=RankingSettings)
+    """Popularity rankings: [train.rankings]."""
     spark_master: str = "local[*]"
+    """Spark master: local[*] (all cores of this machine) or a cluster URL."""
     spark_options: dict[str, str] = field(default_factory=dict)
     """Extra Spark settings, e.g. {"spark.driver.memory" = "8g"}."""
 

@@ -26,6 +26,7 @@ class QuerySettings:
     num: int = 20
     """Results when a request gives no `num`."""
     max_num: int = 1000
+    """Largest `num` a request may ask for."""
     rules: list[dict[str, Any]] = field(default_factory=list)
     """Business rules applied to every request: [{name, values, bias}] (request rules on the
     same field name win)."""
@@ -101,7 +102,9 @@ class ServeSettings:
     """The HTTP service ([serve])."""
 
     host: str = "127.0.0.1"
+    """Address the HTTP service listens on (0.0.0.0 for all interfaces)."""
     port: int = 8000
+    """TCP port of the HTTP service."""
     workers: int = 8
     """Worker threads answering requests (one process; see docs/api.md for why)."""
     token: str | None = field(default_factory=lambda: os.environ.get("COOCCUR_TOKEN") or None)
