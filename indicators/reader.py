@@ -205,7 +205,7 @@ def _read_delimited(spark: SparkSession, files: list[str], s: InputSettings, kin
     col = {name: F.col(f"r.c{header.index(name)}") for name in wanted.values()}
     is_header = F.col("block") == 0
     for i, name in enumerate(header):
-        is_header &= F.trim(F.col(f"r.c{i}")) == name
+        is_header &= F.coalesce(F.trim(F.col(f"r.c{i}")) == name, F.lit(False))
     time = _parse_time(col[s.time])
     field, problem = _validate(
         [(s.user, col[s.user]), (s.event, col[s.event]), (s.item, col[s.item])], s.time, col[s.time], time
@@ -229,7 +229,8 @@ def _read_pio(spark: SparkSession, files: list[str]) -> DataFrame:
     c = {k: F.col(f"r.{k}") for k in ("event", "entityType", "entityId", "targetEntityId", "eventTime")}
     time = _parse_time(c["eventTime"])
     is_item_event = (c["entityType"] == "item") & c["event"].isin(*PROPERTY_EVENTS)
-    is_user_event = c["entityType"] == "user"
+    # `$set` and friends on users carry user properties, which the job does not use.
+    is_user_event = (c["entityType"] == "user") & ~c["event"].startswith("$")
     user_field, user_problem = _validate(
         [("event", c["event"]), ("entityId", c["entityId"]), ("targetEntityId", c["targetEntityId"])],
         "eventTime", c["eventTime"], time,

@@ -1,0 +1,159 @@
+"""Reading events: every format, every kind of bad row, line numbers, counts in = out."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from indicators.errors import InputNotFound, JobError
+from indicators.reader import expand_paths, read_events
+from indicators.settings import InputSettings
+
+pytestmark = pytest.mark.spark
+
+
+def events_of(data) -> list[tuple]:
+    return sorted(
+        (r.user, r.event, r.item, r.time.isoformat() if r.time else None) for r in data.events.collect()
+    )
+
+
+def bad_rows(data) -> list[tuple]:
+    return [(r.file.rsplit("/", 1)[-1], r.line, r.field, r.problem) for r in data.first_rejected(100)]
+
+
+def test_csv_with_bad_rows_names_file_line_field(spark, tmp_path):
+    f = tmp_path / "ev.csv"
+    f.write_text(
+        "user,event,item,time\n"            # 1
+        "u1,view,i1,2026-01-01T10:00:00Z\n"  # 2 ok
+        "u2,view,,2026-01-01\n"              # 3 item missing
+        "\n"                                 # 4 blank: skipped, counted apart
+        "u3,buy,i3,1767225600\n"             # 5 ok (epoch seconds)
+        '"u,4",view,i4,yesterday\n'          # 6 unparseable time
+        ",view,i5,2026-01-02\n"              # 7 user missing
+        "u6,,i6,2026-01-02\n"                # 8 event missing
+    )
+    data = read_events(spark, [str(f)], InputSettings())
+    c = data.counts
+    assert (c.rows, c.accepted, c.rejected, c.blank_lines) == (6, 2, 4, 1)
+    assert c.rows == c.accepted + c.rejected
+    assert bad_rows(data) == [
+        ("ev.csv", 3, "item", "missing"),
+        ("ev.csv", 6, "time", "unparseable time"),
+        ("ev.csv", 7, "user", "missing"),
+        ("ev.csv", 8, "event", "missing"),
+    ]
+    assert events_of(data) == [
+        ("u1", "view", "i1", "2026-01-01T10:00:00"),
+        ("u3", "buy", "i3", "2026-01-01T00:00:00"),
+    ]
+
+
+def test_line_numbers_across_files_and_splits(spark, tmp_path):
+    # Small splits force several partitions per file: line numbers must still be exact.
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "2048")
+    try:
+        lines = ["user,event,item,time"] + [f"u{k},view,i{k % 50},2026-01-01" for k in range(1, 800)]
+        bad_at = {37, 412, 799}
+        for n in bad_at:
+            lines[n - 1] = f"u{n},view,,2026-01-01"
+        (tmp_path / "a.csv").write_text("\n".join(lines) + "\n")
+        (tmp_path / "b.csv").write_text("user,event,item,time\nu1,view,i1,nope\n")
+        data = read_events(spark, [str(tmp_path)], InputSettings())
+        assert data.counts.rows == 799 + 1
+        assert [(f, line) for f, line, _, _ in bad_rows(data)] == [
+            ("a.csv", 37), ("a.csv", 412), ("a.csv", 799), ("b.csv", 2)
+        ]
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+
+
+def test_tsv_and_configured_columns(spark, tmp_path):
+    f = tmp_path / "ev.tsv"
+    f.write_text("who\twhat\tthing\twhen\nu1\tview\ti1\t2026-01-01\nu2\tbuy\ti2\t2026-01-02T00:00:00+02:00\n")
+    settings = InputSettings(user="who", event="what", item="thing", time="when")
+    data = read_events(spark, [str(f)], settings)
+    assert events_of(data) == [
+        ("u1", "view", "i1", "2026-01-01T00:00:00"),
+        ("u2", "buy", "i2", "2026-01-01T22:00:00"),
+    ]
+
+
+def test_csv_missing_column_is_an_error_naming_file_and_columns(spark, tmp_path):
+    f = tmp_path / "ev.csv"
+    f.write_text("user,action,item,time\nu1,view,i1,2026-01-01\n")
+    with pytest.raises(JobError, match=r"ev.csv:1: header has no column 'event'"):
+        read_events(spark, [str(f)], InputSettings())
+
+
+def test_pio_json_lines(spark, tmp_path):
+    rows = [
+        {"event": "view", "entityType": "user", "entityId": "u1", "targetEntityType": "item",
+         "targetEntityId": "i1", "eventTime": "2026-01-01T00:00:00.000Z"},
+        {"event": "$set", "entityType": "item", "entityId": "i1",
+         "properties": {"category": ["c1", "c2"], "expireDate": "2026-03-01"}},
+        {"event": "rate", "entityType": "user", "entityId": "u1"},  # no target item
+        {"event": "$set", "entityType": "user", "entityId": "u1", "properties": {"age": 3}},  # unused
+    ]
+    lines = [json.dumps(r) for r in rows] + ["{not json", '{"event": "view", "entityType": "user", '
+             '"entityId": "u2", "targetEntityId": "i2", "eventTime": "someday"}']
+    f = tmp_path / "ev.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    data = read_events(spark, [str(f)], InputSettings())
+    c = data.counts
+    assert (c.rows, c.user_events, c.item_events, c.ignored, c.rejected) == (6, 1, 1, 1, 3)
+    assert bad_rows(data) == [
+        ("ev.jsonl", 3, "targetEntityId", "missing"),
+        ("ev.jsonl", 5, "(line)", "not a JSON object"),
+        ("ev.jsonl", 6, "eventTime", "unparseable time"),
+    ]
+    assert events_of(data) == [("u1", "view", "i1", "2026-01-01T00:00:00")]
+    props = data.item_events.collect()
+    assert [(p.item, p.event, json.loads(p.properties)) for p in props] == [
+        ("i1", "$set", {"category": ["c1", "c2"], "expireDate": "2026-03-01"})
+    ]
+
+
+def test_parquet_rows_are_numbered_by_row(spark, tmp_path):
+    table = pa.table({
+        "user": ["u1", "u2", None],
+        "event": ["view", "buy", "view"],
+        "item": ["i1", "i2", "i3"],
+        "time": ["2026-01-01", "2026-01-02", "2026-01-03"],
+    })
+    pq.write_table(table, tmp_path / "ev.parquet")
+    data = read_events(spark, [str(tmp_path / "ev.parquet")], InputSettings())
+    assert data.counts.rows == 3 and data.counts.rejected == 1
+    assert bad_rows(data) == [("ev.parquet", 3, "user", "missing")]
+    assert [e[:3] for e in events_of(data)] == [("u1", "view", "i1"), ("u2", "buy", "i2")]
+
+
+def test_iter_rejected_streams_all_bad_rows(spark, tmp_path):
+    f = tmp_path / "ev.csv"
+    f.write_text("user,event,item,time\n" + "".join(f"u{k},view,,2026-01-01\n" for k in range(30)))
+    data = read_events(spark, [str(f)], InputSettings())
+    rejected = list(data.iter_rejected())
+    assert [r.line for r in rejected] == list(range(2, 32))
+    assert rejected[0].text == "u0,view,,2026-01-01"
+
+
+def test_paths_files_dirs_globs(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.csv").write_text("x")
+    (tmp_path / "d" / "b.jsonl").write_text("x")
+    (tmp_path / "d" / "_SUCCESS").write_text("")
+    (tmp_path / "d" / ".hidden.csv").write_text("x")
+    found = expand_paths([str(tmp_path / "d")], "auto")
+    assert {k: [p.rsplit("/", 1)[-1] for p in v] for k, v in found.items()} == {
+        "csv": ["a.csv"], "jsonl": ["b.jsonl"]
+    }
+    assert list(expand_paths([str(tmp_path / "d" / "*.csv")], "auto")) == ["csv"]
+    with pytest.raises(InputNotFound, match="no input at"):
+        expand_paths([str(tmp_path / "missing.csv")], "auto")
+    (tmp_path / "e.txt").write_text("x")
+    with pytest.raises(InputNotFound, match="unknown file type"):
+        expand_paths([str(tmp_path / "e.txt")], "auto")
