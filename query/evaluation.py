@@ -650,15 +650,21 @@ def run_evaluation(
     paths: Sequence[str], settings: TrainSettings, split: Split, ks: Sequence[int] = (10,), **kwargs: Any
 ) -> EvaluationReport:
     """The CLI's entry point: check Java, start one Spark session for every variant, evaluate."""
+    from pyspark.sql import SparkSession
+
     from indicators.job import build_spark_session
     from indicators.spark import check_java
 
     check_java()
+    # A session already running in this process (a notebook, the test suite) is reused and
+    # left running: getOrCreate would return it anyway, and stopping it is not ours to do.
+    owned = SparkSession.getActiveSession() is None
     spark = build_spark_session(settings.spark_master, settings.spark_options, app_name="cooccur-evaluate")
     try:
         return evaluate(spark, paths, settings, split, ks, **kwargs)
     finally:
-        spark.stop()
+        if owned:
+            spark.stop()
 
 
 def _skipped_text(skipped: Mapping[str, int]) -> str:
