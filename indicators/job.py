@@ -367,8 +367,12 @@ def run_train(
 ) -> TrainReport:
     """The job's entry point: check Java, start Spark, train, stop Spark."""
     check_java()
+    # A session that already runs in this process (a notebook's, a test run's) is reused
+    # and left running; one started here is stopped here.
+    owned = SparkSession.getActiveSession() is None
     spark = build_spark_session(settings.spark_master, settings.spark_options)
     try:
         return train(spark, paths, settings, out, rejects=rejects, on_stage=on_stage)
     finally:
-        spark.stop()
+        if owned:
+            spark.stop()
