@@ -19,11 +19,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import mappings
+
 from .backend import IndexSchema
 from .errors import IndexerError
 from .settings import ElasticsearchSettings
 
-MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "mappings"
+MAPPINGS_DIR = Path(mappings.__file__).resolve().parent
 ITEMS_MAPPING = MAPPINGS_DIR / "items.json"
 
 _VALUE_PLACEHOLDERS = ("{{shards}}", "{{replicas}}")
