@@ -570,5 +570,66 @@ def serve_cmd(ctx, host, port, workers, token, backend, data_dir, name, events_p
 # (train + index + recommend on the bundled sample)
 
 
+# --------------------------------------------------------------------------- evaluate
+# (offline evaluation: split, train, index, query, score; docs/evaluation.md)
+@main.command("evaluate")
+@click.argument("events", nargs=-1, required=True)
+@click.option("--split", "split_text", default="time-fraction:0.8", show_default=True,
+              help="time:DATE, time-fraction:F, leave-last:N (per user) or random:F (per user).")
+@click.option("-k", "ks", type=int, multiple=True, help="Metrics at k, repeatable (default 10).")
+@click.option("--primary", help="Primary action: the held-out items scored (default: [train] primary).")
+@click.option("--indicator", "indicators", multiple=True,
+              help="Indicator action, repeatable, primary first (default: [train] indicators).")
+@click.option("--users", "max_users", type=int, help="Evaluate at most N users (a seeded sample).")
+@click.option("--split-seed", type=int, default=0, show_default=True,
+              help="Seed of the random split and of the user sample.")
+@click.option("--format", "input_format",
+              type=click.Choice(["auto", "csv", "tsv", "jsonl", "parquet"]), help="Input format.")
+@click.option("--master", "spark_master", help="Spark master (default local[*]).")
+@click.option("--conf", "spark_conf", multiple=True, metavar="KEY=VALUE", help="Spark setting, repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), help="Also write the JSON report to this file.")
+@click.pass_context
+@fail_cleanly
+def evaluate_cmd(ctx, events, split_text, ks, primary, indicators, max_users, split_seed, input_format,
+                 spark_master, spark_conf, as_json, out):
+    """Measure recommendation quality on EVENTS: train on the earlier part of a split, query
+    each test user with their training history (as the live service would), score the
+    held-out primary-action items. Variants: popularity; primary indicator only vs all
+    indicators; our scoring vs UR-style scoring."""
+    import contextlib
+
+    from query.evaluation import EvaluationError, format_table, parse_split, run_evaluation
+    from query.settings import QuerySettings
+
+    split = parse_split(split_text, split_seed)
+    if max_users is not None and max_users < 1:
+        raise EvaluationError(f"--users {max_users}: must be at least 1")
+    settings = _train_settings(ctx, primary=primary, indicators=indicators, spark_conf=spark_conf,
+                               input_format=input_format, spark_master=spark_master,
+                               max_correlators=None, min_llr=None)
+    q = _query_settings(ctx)
+    # Every variant queries with boost 1 per indicator and no rules, so they stay comparable;
+    # the caps and the backfill ranking are the service's.
+    query_settings = QuerySettings(max_query_events=q.max_query_events, max_excluded=q.max_excluded,
+                                   backfill=q.backfill)
+    with contextlib.ExitStack() as stack:
+        def progress(total: int):
+            bar = stack.enter_context(click.progressbar(length=total, label="querying users", file=sys.stderr))
+            return bar.update
+
+        report = run_evaluation(list(events), settings, split, ks or (10,), query_settings=query_settings,
+                                max_users=max_users, progress=progress,
+                                on_stage=lambda line: click.echo(line, err=True))
+    data = report.to_json()
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(data, indent=2) + "\n")
+    if as_json:
+        echo_json(data)
+    else:
+        click.echo(format_table(report))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,73 @@
+"""`cooccur evaluate`: one real run on a small event file, and its user errors."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+
+
+def write_events(path) -> None:
+    """Two clusters of 3 items; 8 users each like (and rate) all 3 of theirs, one a day, the
+    last being item u mod 3; a user with one like has no training history."""
+    t0 = datetime(2021, 3, 1, tzinfo=UTC)
+    rows = ["user,event,item,time"]
+    for u in range(8):
+        cluster = "p" if u % 2 else "q"
+        for d, i in enumerate((u + 1 + j) % 3 for j in range(3)):
+            t = (t0 + timedelta(days=d, minutes=u)).isoformat()
+            rows += [f"u{u},like,{cluster}{i},{t}", f"u{u},rate,{cluster}{i},{t}"]
+    rows.append(f"new,like,p0,{t0.isoformat()}")
+    path.write_text("\n".join(rows) + "\n")
+
+
+@pytest.mark.spark
+def test_evaluate_prints_a_table_and_writes_json(spark, tmp_path):
+    events = tmp_path / "events.csv"
+    write_events(events)
+    out = tmp_path / "report" / "eval.json"
+    result = CliRunner().invoke(main, [
+        "evaluate", str(events), "--split", "leave-last:1", "-k", "1", "-k", "3",
+        "--primary", "like", "--indicator", "like", "--indicator", "rate", "--out", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    stdout = result.stdout
+    assert "8 evaluated of 9" in stdout and "1 no training history" in stdout
+    rows = {line.split()[0] + "@" + line.split()[1]: line.split() for line in stdout.splitlines()
+            if line.startswith(("popularity", "primary/", "all/"))}
+    assert sorted(rows) == sorted(f"{v}@{k}" for v in ("popularity", "primary/ours", "primary/ur",
+                                                        "all/ours", "all/ur") for k in (1, 3))
+    # each user's only unseen item of their cluster is the held-out one: first for every variant
+    for v in ("primary/ours", "primary/ur", "all/ours", "all/ur"):
+        assert rows[f"{v}@1"][2] == "1.0000"  # precision@1
+    data = json.loads(out.read_text())
+    assert data["k"] == [1, 3] and data["primary"] == "like" and data["indicators"] == ["like", "rate"]
+    assert data["users"] == {"test": 9, "evaluated": 8,
+                             "skipped": {"no held-out primary items": 0, "no training history": 1}}
+    by_name = {v["name"]: v for v in data["variants"]}
+    assert by_name["all/ours"]["metrics"]["3"]["recall"] == 1.0
+    assert by_name["all/ours"]["queries"] == 8
+    assert set(data["timings"]) == {"split", "train", "index", "queries"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--split", "nope"], "--split 'nope': unknown split"),
+    (["--split", "random:2"], "between 0 and 1"),
+    (["--users", "0"], "--users 0"),
+])
+def test_evaluate_bad_options_fail_cleanly(tmp_path, args, message):
+    result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "x.csv"), *args])
+    assert result.exit_code == 1
+    assert "Error:" in result.output and message in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.spark
+def test_evaluate_missing_input_fails_cleanly(spark, tmp_path):
+    result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "missing.csv"), "--primary", "like"])
+    assert result.exit_code == 1
+    assert "Error: no input at" in result.output
