@@ -542,9 +542,11 @@ def run_variants(
     ks: Sequence[int],
     settings: QuerySettings | None = None,
     progress: Callable[[int], None] | None = None,
+    rankings_out: dict[str, dict[str, list[str]]] | None = None,
 ) -> list[VariantResult]:
     """Query every evaluated user under every variant and score the results. `progress` is
-    called with 1 after each user (all variants of that user done)."""
+    called with 1 after each user (all variants of that user done); `rankings_out`, when
+    given, receives each variant's ranked ids per user."""
     settings = settings or QuerySettings()
     num = max(ks)
     users = sorted(prepared.relevant)
@@ -559,6 +561,8 @@ def run_variants(
             seconds[v.name] += time.perf_counter() - t
         if progress is not None:
             progress(1)
+    if rankings_out is not None:
+        rankings_out.update(rankings)
     return [
         VariantResult(v.name, list(v.indicators), v.scoring if v.indicators else "popularity",
                       score_rankings(rankings[v.name], prepared.relevant, ks, prepared.catalogue),
