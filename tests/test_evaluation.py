@@ -336,3 +336,14 @@ def test_evaluate_refuses_a_split_without_test_users(spark, cluster_csv, tmp_pat
     with pytest.raises(EvaluationError, match="no user has both"):
         evaluate(spark, [str(cluster_csv)], TrainSettings(primary="like"), parse_split("time:2030-01-01"),
                  workdir=tmp_path / "work", variants=[Variant("popularity", ())])
+
+
+def test_importing_the_evaluation_does_not_import_spark():
+    import subprocess
+    import sys
+
+    code = ("import sys, query.evaluation; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyspark', 'indicators')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"
