@@ -11,9 +11,23 @@ user over the cap keeps exactly the cap.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.window import Window
+
+USER_CAPPED_SCHEMA = (
+    "action string, user string, item string, h long, user_kept boolean, user_capped boolean, "
+    "first_user boolean, first_user_action boolean"
+)
+MARKED_SCHEMA = (
+    "action string, user string, item string, kept boolean, item_users long, "
+    "user_capped boolean, item_capped boolean, first_user boolean, first_user_action boolean, "
+    "first_item boolean"
+)
 
 
 def sample_hash(seed: int):
@@ -22,51 +36,127 @@ def sample_hash(seed: int):
 
 
 def binarize(events: DataFrame, actions: list[str]) -> DataFrame:
-    """Distinct (action, user, item) of the indicator actions."""
-    return (
-        events.where(F.col("event").isin(*actions))
-        .select(F.col("event").alias("action"), "user", "item")
-        .distinct()
+    """(action, user, item) of the indicator actions; `downsample` drops repeats."""
+    return events.where(F.col("event").isin(*actions)).select(
+        F.col("event").alias("action"), "user", "item"
     )
+
+
+def _table(batches: Iterator[pa.RecordBatch]) -> pa.Table | None:
+    tables = [pa.Table.from_batches([b]) for b in batches if b.num_rows]
+    return pa.concat_tables(tables).combine_chunks() if tables else None
+
+
+def _codes(arr) -> tuple[np.ndarray, int]:
+    """Int codes in sorted-id order (so ordering by code is ordering by id), and how many."""
+    dictionary = pc.unique(arr)
+    dictionary = dictionary.take(pc.array_sort_indices(dictionary))
+    return pc.index_in(arr, value_set=dictionary).to_numpy(zero_copy_only=False), len(dictionary)
+
+
+def _groups(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rank of each entry inside its run of equal keys, and the run's size per entry."""
+    n = len(sorted_keys)
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    sizes = np.diff(np.r_[starts, n])
+    return np.arange(n) - np.repeat(starts, sizes), np.repeat(sizes, sizes)
+
+
+def _user_cap(cap: int):
+    """Per partition of users: drop repeats, keep the `cap` smallest (hash, item) per
+    (user, action), mark first rows for counting."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        t = _table(batches)
+        if t is None:
+            return
+        user, n_user = _codes(t["user"])
+        action, n_action = _codes(t["action"])
+        item, n_item = _codes(t["item"])
+        group = user.astype(np.int64) * n_action + action
+        _, first = np.unique(group * n_item + item, return_index=True)  # binarize
+        t, group, item = t.take(pa.array(first)), group[first], item[first]
+        h = t["h"].to_numpy()
+        order = np.lexsort((item, h, group))
+        t, group = t.take(pa.array(order)), group[order]
+        rank, size = _groups(group)
+        user_sorted = group // n_action
+        yield pa.RecordBatch.from_arrays(
+            [
+                t["action"].combine_chunks(), t["user"].combine_chunks(),
+                t["item"].combine_chunks(), t["h"].combine_chunks(),
+                pa.array((rank < cap) | (cap == 0)),
+                pa.array((size > cap) & (cap > 0)),
+                pa.array(np.r_[True, user_sorted[1:] != user_sorted[:-1]]),
+                pa.array(rank == 0),
+            ],
+            schema=pa.schema([
+                ("action", pa.string()), ("user", pa.string()), ("item", pa.string()),
+                ("h", pa.int64()), ("user_kept", pa.bool_()), ("user_capped", pa.bool_()),
+                ("first_user", pa.bool_()), ("first_user_action", pa.bool_()),
+            ]),
+        )
+
+    return run
+
+
+def _item_cap(cap: int):
+    """Per partition of (action, item): among the rows the user cap kept, keep the `cap`
+    smallest (hash, user); count the users kept per item."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        t = _table(batches)
+        if t is None:
+            return
+        action, n_action = _codes(t["action"])
+        item, _ = _codes(t["item"])
+        user, _ = _codes(t["user"])
+        group = item.astype(np.int64) * n_action + action
+        user_kept = t["user_kept"].to_numpy(zero_copy_only=False)
+        # Rows the user cap dropped sort last, so ranks count only kept ones first.
+        order = np.lexsort((user, t["h"].to_numpy(), ~user_kept, group))
+        t, group, user_kept = t.take(pa.array(order)), group[order], user_kept[order]
+        rank, _ = _groups(group)
+        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+        sizes = np.diff(np.r_[starts, len(group)])
+        kept_in_group = np.repeat(np.add.reduceat(user_kept.astype(np.int64), starts), sizes)
+        item_users = kept_in_group if cap == 0 else np.minimum(kept_in_group, cap)
+        yield pa.RecordBatch.from_arrays(
+            [
+                t["action"].combine_chunks(), t["user"].combine_chunks(), t["item"].combine_chunks(),
+                pa.array(user_kept & ((rank < cap) | (cap == 0))),
+                pa.array(item_users.astype(np.int64)),
+                t["user_capped"].combine_chunks(),
+                pa.array((kept_in_group > cap) & (cap > 0)),
+                t["first_user"].combine_chunks(), t["first_user_action"].combine_chunks(),
+                pa.array(rank == 0),
+            ],
+            schema=pa.schema([
+                ("action", pa.string()), ("user", pa.string()), ("item", pa.string()),
+                ("kept", pa.bool_()), ("item_users", pa.int64()), ("user_capped", pa.bool_()),
+                ("item_capped", pa.bool_()), ("first_user", pa.bool_()),
+                ("first_user_action", pa.bool_()), ("first_item", pa.bool_()),
+            ]),
+        )
+
+    return run
 
 
 def downsample(
-    interactions: DataFrame, seed: int, max_per_user: int, max_per_item: int
+    interactions: DataFrame, seed: int, max_per_user: int, max_per_item: int, partitions: int
 ) -> DataFrame:
-    """Mark which interactions the caps keep; every input row comes out once.
+    """Mark which interactions the caps keep; every distinct interaction comes out once.
 
-    Columns added: `kept`; `item_users` = users kept for (action, item); the flags
-    `user_capped` / `item_capped` (the user or item had more than its cap); and, for
-    counting without distinct aggregations, `first_user` (one row per user over all
-    actions), `first_user_action` (one per (user, action)) and `first_item` (one per
-    (action, item)). Windows partitioned by user, then by (user, action), share one
-    shuffle; the item window needs a second one."""
-    df = interactions.withColumn("h", sample_hash(seed))
-    by_user = Window.partitionBy("user")
-    by_user_action = Window.partitionBy("user", "action")
-    df = (
-        df.withColumn("first_user", F.row_number().over(by_user.orderBy("action", "h", "item")) == 1)
-        .withColumn("_n", F.count(F.lit(1)).over(by_user_action))
-        .withColumn("_r", F.row_number().over(by_user_action.orderBy("h", "item")))
-        .withColumn("first_user_action", F.col("_r") == 1)
-        .withColumn("user_capped", (F.col("_n") > max_per_user) & F.lit(max_per_user > 0))
-        .withColumn("_user_kept", (F.col("_r") <= max_per_user) | F.lit(max_per_user == 0))
+    Columns: action, user, item, `kept`; `item_users` = users kept for (action, item);
+    `user_capped` / `item_capped` (the user or item had more than its cap); and, to count
+    without distinct aggregations, `first_user` (one row per user over all actions),
+    `first_user_action` (one per (user, action)), `first_item` (one per (action, item)).
+    Two shuffles (by user, then by item), each followed by a vectorised pass in numpy."""
+    by_user = (
+        interactions.withColumn("h", sample_hash(seed))
+        .repartition(partitions, "user")
+        .mapInArrow(_user_cap(max_per_user), USER_CAPPED_SCHEMA)
     )
-    by_item = Window.partitionBy("action", "item")
-    # Among the rows the user cap kept (ordered first), keep the smallest hashes.
-    item_rank = F.row_number().over(by_item.orderBy(F.col("_user_kept").desc(), "h", "user"))
-    n_item = F.sum(F.col("_user_kept").cast("int")).over(by_item)
-    df = (
-        df.withColumn("_ir", item_rank)
-        .withColumn("_ni", n_item)
-        .withColumn("first_item", F.col("_ir") == 1)
-        .withColumn("item_capped", (F.col("_ni") > max_per_item) & F.lit(max_per_item > 0))
-        .withColumn(
-            "kept", F.col("_user_kept") & ((F.col("_ir") <= max_per_item) | F.lit(max_per_item == 0))
-        )
-        .withColumn(
-            "item_users",
-            F.col("_ni") if max_per_item == 0 else F.least(F.col("_ni"), F.lit(max_per_item)),
-        )
+    return by_user.repartition(partitions, "action", "item").mapInArrow(
+        _item_cap(max_per_item), MARKED_SCHEMA
     )
-    return df.drop("h", "_n", "_r", "_user_kept", "_ir", "_ni")

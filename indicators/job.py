@@ -185,7 +185,12 @@ def _train(
 
     actions = settings.actions
     events = data.events
-    n_users, action_stats, kept = _interactions(data, settings)
+    events_in = sum(data.per_event[a].events for a in actions if a in data.per_event)
+    # More partitions than cores: blocks are uneven (popular items), small ones balance.
+    partitions = max(
+        4 * spark.sparkContext.defaultParallelism, math.ceil(events_in / ROWS_PER_PARTITION)
+    )
+    n_users, action_stats, kept = _interactions(data, settings, partitions)
     report.users = n_users
     report.actions = action_stats
     summary = "; ".join(
@@ -207,9 +212,6 @@ def _train(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        total = sum(s["kept"] for s in action_stats.values())
-        # More blocks than cores: blocks are uneven (popular items), small ones balance.
-        partitions = max(4 * spark.sparkContext.defaultParallelism, math.ceil(total / ROWS_PER_PARTITION))
         specs = [IndicatorSpec(i.name, i.max_correlators, i.min_llr) for i in settings.indicators]
         result = indicators(kept.where("kept"), settings.primary, specs, n_users, partitions)
         result.write.parquet(str(tmp / "indicators"))
@@ -277,7 +279,9 @@ def _train(
     return report
 
 
-def _interactions(data: EventInput, settings: TrainSettings) -> tuple[int, dict, DataFrame]:
+def _interactions(
+    data: EventInput, settings: TrainSettings, partitions: int
+) -> tuple[int, dict, DataFrame]:
     """N users, per-action input counts and what the caps keep, and the kept interactions.
 
     One job: the downsampling windows mark first rows, so counting needs no distinct
@@ -288,6 +292,7 @@ def _interactions(data: EventInput, settings: TrainSettings) -> tuple[int, dict,
         settings.seed,
         settings.max_interactions_per_user,
         settings.max_users_per_item,
+        partitions,
     ).persist(StorageLevel.MEMORY_AND_DISK)
     flag = lambda c: F.sum(F.col(c).cast("int"))  # noqa: E731
     rows = {

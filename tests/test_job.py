@@ -119,7 +119,7 @@ def test_indicators_equal_numpy_reference(spark, events_csv, cap_user, cap_item,
     specs = [IndicatorSpec(a, max_k, min_llr) for a in actions]
     n_users = len({u for u, e, _ in rows if e in actions})
     events = spark.createDataFrame(rows, "user string, event string, item string")
-    kept_df = downsample(binarize(events, actions), 3, cap_user, cap_item).where("kept")
+    kept_df = downsample(binarize(events, actions), 3, cap_user, cap_item, 3).where("kept")
     got = job_indicators(indicators(kept_df, "purchase", specs, n_users, partitions=3))
 
     kept = reference_kept(spark, rows, actions, 3, cap_user, cap_item)
@@ -135,7 +135,8 @@ def test_partitioning_does_not_change_the_result(spark, events_csv):
     events = spark.createDataFrame(rows, "user string, event string, item string")
     results = []
     for parts in (1, 2, 5):
-        kept = downsample(binarize(events.repartition(parts), ["purchase", "view"]), 1, 10, 12).where("kept")
+        kept = downsample(binarize(events.repartition(parts), ["purchase", "view"]), 1, 10, 12, parts)
+        kept = kept.where("kept")
         results.append(job_indicators(indicators(kept, "purchase", specs, 150, partitions=parts)))
     assert results[0] == results[1] == results[2]
 
@@ -143,14 +144,14 @@ def test_partitioning_does_not_change_the_result(spark, events_csv):
 def test_heavy_users_keep_exactly_the_cap(spark):
     rows = [("heavy", "view", f"i{k}") for k in range(40)] + [("light", "view", "i1")]
     df = spark.createDataFrame(rows, "user string, event string, item string")
-    kept = downsample(binarize(df, ["view"]), 0, 25, 0).where("kept").collect()
+    kept = downsample(binarize(df, ["view"]), 0, 25, 0, 2).where("kept").collect()
     per_user = defaultdict(int)
     for r in kept:
         per_user[r.user] += 1
     assert per_user == {"heavy": 25, "light": 1}
     assert {r.user_capped for r in kept if r.user == "heavy"} == {True}
     # Another seed keeps another, equally sized, sample.
-    other = {r.item for r in downsample(binarize(df, ["view"]), 99, 25, 0).where("kept").collect()
+    other = {r.item for r in downsample(binarize(df, ["view"]), 99, 25, 0, 3).where("kept").collect()
              if r.user == "heavy"}
     assert len(other) == 25 and other != {r.item for r in kept if r.user == "heavy"}
 
