@@ -648,6 +648,21 @@ def print_table(rows: list[tuple]) -> None:
                         else str(x).ljust(widths[i]) for i, x in enumerate(row)))
 
 
+def markdown(doc: dict) -> str:
+    """The docs/sizing.md table: seconds and peak MB, also per million events."""
+    lines = [
+        "| dataset | events | method | seconds | s per M events | x ALS fit | peak MB |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for name, events, method, seconds, ratio, mem in table_rows(doc["datasets"]):
+        try:
+            per_m = f"{float(seconds) / (events / 1e6):.1f}"
+        except ValueError:
+            per_m = ""
+        lines.append(f"| {name} | {events:,} | {method.strip()} | {seconds} | {per_m} | {ratio} | {mem} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sets", default="movielens,synth-1m", help="comma-separated: " + ",".join(DATASETS))
@@ -661,8 +676,13 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--merge", action="store_true",
                    help="keep the other datasets already in --out (add or replace the ones run)")
+    p.add_argument("--markdown", action="store_true", help="print --out's figures as a Markdown table")
     p.add_argument("--scipy-worker", help=argparse.SUPPRESS)
     a = p.parse_args()
+
+    if a.markdown:
+        print(markdown(json.loads(a.out.read_text())))
+        return
 
     if a.scipy_worker:
         print(json.dumps(scipy_indicators(**json.loads(a.scipy_worker))))
