@@ -297,35 +297,32 @@ def cluster_csv(tmp_path_factory) -> Path:
 
 
 @pytest.mark.spark
-def test_evaluate_end_to_end(spark, cluster_csv, tmp_path):
-    from indicators.settings import TrainSettings
-    from query.evaluation import evaluate
+def test_prepare_split_collects_what_the_loop_needs(spark, cluster_csv, tmp_path):
+    """The Spark half of the loop (the query half runs on a hand index above; the whole
+    command, training included, in tests/test_cli_evaluate.py)."""
+    from indicators.reader import read_events
+    from indicators.settings import InputSettings, TrainSettings
+    from query.evaluation import prepare_split
 
     settings = TrainSettings(primary="like", indicators=[{"name": "like"}, {"name": "view"}])
-    lines = []
-    report = evaluate(spark, [str(cluster_csv)], settings, parse_split("leave-last:1"), [1, 3],
-                      workdir=tmp_path / "work", on_stage=lines.append,
-                      progress=lambda total: lines.append(f"total {total}") or (lambda n: None))
-    assert "total 12" in lines
-    assert report.users == {"test": 14, "evaluated": 12,
-                            "skipped": {SKIP_NO_HELD_OUT: 1, SKIP_NO_HISTORY: 1}}
-    # 14 users' 4+4 / 2 / 1 events; held out: each cluster user's last like and view, "again"'s
-    # second like, "once"'s only like
-    assert report.events == {"train_events": 12 * 6 + 1, "test_events": 12 * 2 + 1 + 1}
-    assert report.catalogue == 8
-    names = [v.name for v in report.variants]
-    assert names == ["popularity", "primary/ours", "primary/ur", "all/ours", "all/ur"]
-    for v in report.variants[1:]:
-        # the only unseen item of the user's cluster is the held-out one: ranked first
-        assert v.metrics[1].hit_rate == 1.0 and v.metrics[1].map == 1.0, v.name
-        assert v.metrics[3].recall == 1.0
-    assert report.variants[0].metrics[3].users == 12
-    # the training input the job read is kept in workdir and round-trips (times included)
-    written = [json.loads(line) for f in (tmp_path / "work" / "train-events").glob("part-*")
-               for line in f.read_text().splitlines()]
-    assert len(written) == 12 * 6 + 1
+    p = prepare_split(spark, [str(cluster_csv)], settings, parse_split("leave-last:1"), tmp_path)
+    # 14 users; "again" re-liked a seen item, "once" has nothing before its only like
+    assert p.test_users == 14
+    assert p.skipped == {SKIP_NO_HELD_OUT: 1, SKIP_NO_HISTORY: 1}
+    assert p.relevant == {f"u{u}": {f"{'a' if u < 6 else 'b'}{u % 4}"} for u in range(12)}
+    # u0 liked a1, a2, a3 (one a day) before the held-out a0: newest first
+    assert p.histories["u0"] == {"like": ["a3", "a2", "a1"], "view": ["a3", "a2", "a1"]}
+    assert p.seen["u0"] == ["a3", "a2", "a1"]
+    # each cluster user: 6 training events, 2 test (the last like and the view with it)
+    assert p.counts == {"train_events": 12 * 6 + 1, "test_events": 12 * 2 + 1 + 1}
+    assert p.catalogue == 8
+    # the training part written for the job reads back through the job's own reader, times kept
+    back = read_events(spark, [str(p.train_input)], InputSettings(format="jsonl"))
+    assert back.counts.user_events == 73 and back.counts.rejected == 0
+    written = [json.loads(line) for f in p.train_input.glob("part-*") for line in f.read_text().splitlines()]
     assert {"event": "like", "entityType": "user", "entityId": "u0", "targetEntityType": "item",
             "targetEntityId": "a1", "eventTime": "2020-01-01T00:00:00.000000Z"} in written
+    p.events.unpersist()
 
 
 @pytest.mark.spark
