@@ -48,6 +48,7 @@ class LlrTable:
     def __init__(self, n_users: int, max_table: int = 50_000_000) -> None:
         self.n = int(n_users)
         self.table = _xlogx(np.arange(self.n + 1)) if self.n <= max_table else None
+        self._xlogx_n = float(_xlogx(np.array([self.n]))[0])
 
     def xlogx(self, k: np.ndarray) -> np.ndarray:
         return self.table[k] if self.table is not None else _xlogx(k)
@@ -55,15 +56,32 @@ class LlrTable:
     def marginal_entropy(self, count: np.ndarray) -> np.ndarray:
         """H(count, N - count) of items (the row or column part of the LLR)."""
         count = np.asarray(count, dtype=np.int64)
-        return self.xlogx(np.array([self.n]))[0] - self.xlogx(count) - self.xlogx(self.n - count)
+        return self._xlogx_n - self.xlogx(count) - self.xlogx(self.n - count)
 
     def scores(self, k11, a_count, b_count, h_a, h_b) -> np.ndarray:
-        """LLR of pairs: k11 users with both, item counts, their marginal entropies."""
+        """LLR of pairs: k11 users with both, item counts, their marginal entropies.
+
+        In place on two buffers: this runs once per co-occurring pair, the job's hot loop."""
         k11 = np.asarray(k11, dtype=np.int64)
-        k12 = a_count - k11
-        k21 = b_count - k11
-        k22 = self.n - k11 - k12 - k21
-        mat = self.xlogx(np.array([self.n]))[0] - (
-            self.xlogx(k11) + self.xlogx(k12) + self.xlogx(k21) + self.xlogx(k22)
-        )
-        return np.maximum(2.0 * (h_a + h_b - mat), 0.0)
+        k = np.subtract(a_count, k11)  # k12
+        tmp = np.empty(len(k11))
+        mat = self._lookup(k11, np.empty(len(k11)))
+        mat += self._lookup(k, tmp)
+        np.subtract(b_count, k11, out=k)  # k21
+        mat += self._lookup(k, tmp)
+        np.add(k, a_count, out=k)
+        np.subtract(self.n, k, out=k)  # k22 = N - k12 - k21 - k11
+        mat += self._lookup(k, tmp)
+        # 2 * (H(rows) + H(cols) - H(matrix)), H(matrix) = xlogx(N) - sum xlogx(cells)
+        mat += h_a
+        mat += h_b
+        mat -= self._xlogx_n
+        mat *= 2.0
+        return np.maximum(mat, 0.0, out=mat)
+
+    def _lookup(self, k: np.ndarray, out: np.ndarray) -> np.ndarray:
+        if self.table is not None:
+            # mode="clip" skips the bounds check that makes `out=` buffer (counts are in range).
+            return np.take(self.table, k, out=out, mode="clip")
+        out[:] = _xlogx(k)
+        return out
