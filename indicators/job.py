@@ -41,9 +41,10 @@ log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "cooccur-model/1"
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
-# Rows of kept interactions per co-occurrence partition: bounds each Python worker's
-# sparse matrices (a few hundred MB at the caps' worst case).
-ROWS_PER_PARTITION = 1_000_000
+# Input events per partition: bounds each Python worker's arrays. A block also receives
+# copies of its users' other interactions (about 4 per interaction at 5M events,
+# bench/results/train.json), so this stays well below what one worker can hold.
+ROWS_PER_PARTITION = 500_000
 
 
 @dataclass
@@ -215,12 +216,18 @@ def _train(
         specs = [IndicatorSpec(i.name, i.max_correlators, i.min_llr) for i in settings.indicators]
         result = indicators(kept.where("kept"), settings.primary, specs, n_users, partitions)
         result.write.parquet(str(tmp / "indicators"))
-        written = _parquet(tmp / "indicators", ["indicator", "correlators"])
+        # Counted by Spark where the files are: the correlator lists never reach the driver.
+        counted = {
+            r["indicator"]: r
+            for r in spark.read.parquet(str(tmp / "indicators")).groupBy("indicator").agg(
+                F.count(F.lit(1)).alias("items"), F.sum(F.size("correlators")).alias("pairs")
+            ).collect()
+        }
         for i in actions:
-            lists = written.filter(pc.equal(written["indicator"], i))["correlators"]
+            row = counted.get(i)
             report.indicators[i] = {
-                "items": len(lists),
-                "correlators": int(pc.sum(pc.list_value_length(lists)).as_py() or 0),
+                "items": row["items"] if row else 0,
+                "correlators": int(row["pairs"] or 0) if row else 0,
             }
         stages.done("indicators", "; ".join(
             f"{i}: {v['items']:,} items, {v['correlators']:,} correlators"
@@ -240,7 +247,9 @@ def _train(
         first = None if first_us is None else datetime.fromtimestamp(first_us / 1e6, UTC)
         rank = rankings(events, r.events or [settings.primary], end or datetime.now(UTC), window, first)
         rank.write.parquet(str(tmp / "rankings"))
-        report.rankings = _parquet(tmp / "rankings", ["item"]).num_rows
+        report.rankings = sum(
+            pq.ParquetFile(f).metadata.num_rows for f in (tmp / "rankings").glob("*.parquet")
+        )
         stages.done("rankings", f"{report.rankings:,} items ranked (window {r.window or 'all'})")
 
         properties(data.item_events).write.parquet(str(tmp / "properties"))

@@ -182,3 +182,24 @@ def test_train_writes_the_model_directory(spark, events_csv, tmp_path):
         purchases[i] += e == "purchase"
     assert {r["item"]: r["popular"] for r in rank} == {i: float(n) for i, n in purchases.items() if n}
     assert report.users == len({u for u, e, _ in read_rows(events_csv) if e in ("purchase", "view")})
+
+
+@pytest.mark.parametrize(
+    "failure, setting",
+    [
+        ("py4j.protocol.Py4JJavaError: java.lang.OutOfMemoryError: Java heap space", "spark.driver.memory"),
+        ("org.apache.spark.SparkException: Python worker exited unexpectedly (crashed)",
+         "spark.executor.pyspark.memory"),
+    ],
+)
+def test_memory_failures_name_the_setting_to_raise(monkeypatch, tmp_path, failure, setting):
+    import indicators.job as job
+    from indicators.errors import SparkOutOfMemory
+
+    def fail(*args, **kwargs):
+        raise RuntimeError(failure)
+
+    monkeypatch.setattr(job, "_train", fail)
+    with pytest.raises(SparkOutOfMemory) as e:
+        job.train(None, [], TrainSettings(), tmp_path / "m")
+    assert setting in e.value.hint
