@@ -106,8 +106,12 @@ def build_settings(cls, section: dict[str, Any] | None, where: str, **overrides)
 
 
 def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING - 10 * verbose if verbose else logging.INFO
-    logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s")
+    """Our packages' messages on stderr; other libraries' (urllib3, elastic_transport ...)
+    only as warnings unless -vv, so a retried connection does not print their tracebacks."""
+    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if verbose > 1 else logging.WARNING,
+                        format="%(message)s")
+    for name in ("cooccur", "indicators", "indexer", "query"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -506,6 +510,7 @@ def events_export_cmd(ctx, out, backend, data_dir, name, events_path):
     if out is None:
         n = store.export(sys.stdout)
     else:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
         with open(out, "w", encoding="utf-8") as f:
             n = store.export(f)
     click.echo(f"exported {n} events from {events.path}", err=True)
@@ -531,6 +536,10 @@ def events_prune_cmd(ctx, keep, backend, data_dir, name, events_path):
             retention[action] = float(days)
         except ValueError:
             raise click.BadParameter(f"{raw!r}: expected ACTION=DAYS, e.g. view=365", param_hint="--keep") from None
+    # The same validation as [events] retention: a day count > 0 (never a future cut-off).
+    from query.settings import EventSettings
+
+    EventSettings(path=events.path, retention=retention)
     if not retention:
         click.echo("no retention configured ([events] retention or --keep ACTION=DAYS): nothing to prune", err=True)
         return
@@ -563,7 +572,13 @@ def serve_cmd(ctx, host, port, workers, token, backend, data_dir, name, events_p
         auth = "token required for writes" if settings.token else "no token: writes are open"
         click.echo(f"cooccur serving on http://{h}:{p} with {settings.workers} threads ({auth})", err=True)
 
-    serve(rec, settings, events, on_ready=ready)
+    try:
+        serve(rec, settings, events, on_ready=ready)
+    except (OSError, ValueError) as e:
+        raise click.ClickException(
+            f"cannot listen on {settings.host}:{settings.port}: {e.strerror if isinstance(e, OSError) else e}"
+            "\nHint: choose another --port (or stop what uses it) and a valid --host"
+        ) from None
 
 
 # --------------------------------------------------------------------------- demo

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .backend import Document, IndexSchema
@@ -49,6 +50,8 @@ def open_model(path: str | Path) -> Model:
         raise ModelDirError(
             str(manifest_path), f"format {manifest.get('format')!r}, expected {MODEL_FORMAT!r}"
         )
+    if not isinstance(manifest.get("indicators"), list) or not manifest["indicators"]:
+        raise ModelDirError(str(manifest_path), "no `indicators` list (training did not finish?)")
     for part in ("indicators", "rankings", "properties"):
         if not (root / part).is_dir():
             raise ModelDirError(str(root), f"missing {part}/")
@@ -70,7 +73,10 @@ def _read(path: Path, columns: list[str]):
     files = sorted(path.glob("*.parquet"))
     if not files:
         return []
-    return pq.ParquetDataset(files).read(columns=columns).to_pylist()
+    try:
+        return pq.ParquetDataset(files).read(columns=columns).to_pylist()
+    except (pa.ArrowException, OSError) as e:
+        raise ModelDirError(str(path), f"unreadable Parquet: {e}") from None
 
 
 def iter_documents(model: Model, schema: IndexSchema) -> Iterator[Document]:

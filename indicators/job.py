@@ -33,7 +33,7 @@ from .downsample import binarize, downsample
 from .errors import BadInput, JobError, SparkOutOfMemory
 from .properties import properties
 from .rankings import rankings
-from .reader import EventInput, read_events
+from .reader import EventInput, expand_paths, read_events
 from .settings import TrainSettings, parse_duration
 from .spark import check_java
 
@@ -381,6 +381,7 @@ def run_train(
 ) -> TrainReport:
     """The job's entry point: check Java, start Spark, train, stop Spark."""
     check_java()
+    expand_paths(paths, settings.input.format)  # a missing input fails before the JVM starts
     # A session that already runs in this process (a notebook's, a test run's) is reused
     # and left running; one started here is stopped here.
     owned = SparkSession.getActiveSession() is None

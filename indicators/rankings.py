@@ -25,7 +25,7 @@ def rankings(
     timed = ev.where(F.col("time").isNotNull() & (F.col("time") <= F.lit(end)))
     if window is None:
         start = first or end
-        popular_rows = ev
+        popular_rows = ev.where(F.col("time").isNull() | (F.col("time") <= F.lit(end)))
     else:
         start = end - window
         timed = timed.where(F.col("time") >= F.lit(start))

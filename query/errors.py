@@ -59,3 +59,13 @@ class EventFileError(QueryError):
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem
+
+
+class EventStoreError(QueryError):
+    """The event store's SQLite file cannot be opened or is not one."""
+
+    hint = "point --events ([events] path) at a cooccur event store, or at a new file"
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 import sqlite3
 import threading
 import time as _time
@@ -23,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from .errors import BadRequest, EventFileError, ImportRejected
+from .errors import BadRequest, EventFileError, EventStoreError, ImportRejected
 from .request import MAX_ID_LENGTH, format_time, parse_time
 
 log = logging.getLogger(__name__)
@@ -191,9 +192,13 @@ class EventStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._write_lock = threading.Lock()
-        conn = self._conn()
-        with conn:
-            conn.executescript(SCHEMA)
+        try:
+            conn = self._conn()
+            with conn:
+                conn.executescript(SCHEMA)
+        except sqlite3.Error as e:  # not a database, unreadable, or locked for too long
+            self.close()
+            raise EventStoreError(str(self.path), f"not a usable event store: {e}") from None
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -358,6 +363,9 @@ class ImportReport:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+
+
 def read_events_file(path: str | Path) -> Iterator[tuple[int, Event | BadRequest, str]]:
     """(line number, event or the problem, raw line) for each row of a JSON-lines (PredictionIO)
     or CSV/TSV (header user,event,item[,time]) file. The format follows the extension:
@@ -367,7 +375,9 @@ def read_events_file(path: str | Path) -> Iterator[tuple[int, Event | BadRequest
         raise EventFileError(str(p), "no such file")
     suffix = p.suffix.lower()
     now = now_ms()
-    with open(p, newline="" if suffix in (".csv", ".tsv") else None, encoding="utf-8") as f:
+    # surrogateescape keeps undecodable bytes visible, so such a row is reported, not fatal.
+    with open(p, newline="" if suffix in (".csv", ".tsv") else None, encoding="utf-8",
+              errors="surrogateescape") as f:
         if suffix in (".csv", ".tsv"):
             reader = csv.reader(f, delimiter="\t" if suffix == ".tsv" else ",")
             header = [h.strip() for h in next(reader, [])]
@@ -379,6 +389,9 @@ def read_events_file(path: str | Path) -> Iterator[tuple[int, Event | BadRequest
                 line = reader.line_num
                 raw = ",".join(row)
                 if not row:
+                    continue
+                if _NOT_UTF8.search(raw):
+                    yield line, BadRequest("(row)", "not UTF-8 text"), raw.encode("utf-8", "replace").decode()
                     continue
                 if len(row) != len(header):
                     yield line, BadRequest("(row)", f"{len(row)} columns, header has {len(header)}"), raw
@@ -397,6 +410,9 @@ def read_events_file(path: str | Path) -> Iterator[tuple[int, Event | BadRequest
         else:
             for line, text in enumerate(f, 1):
                 if not text.strip():
+                    continue
+                if _NOT_UTF8.search(text):
+                    yield line, BadRequest("(line)", "not UTF-8 text"), text.encode("utf-8", "replace").decode().rstrip("\n")
                     continue
                 try:
                     obj = json.loads(text)
@@ -433,6 +449,7 @@ def import_events(store: EventStore, path: str | Path, *, rejects: str | Path | 
     if bad and rejects is None:
         raise ImportRejected(str(path), len(bad), len(bad) + len(good), [(b[0], b[1], b[2]) for b in bad])
     if bad:
+        Path(rejects).parent.mkdir(parents=True, exist_ok=True)
         with open(rejects, "w", encoding="utf-8") as f:
             for line, field_, problem, raw in bad:
                 f.write(f"{line}\t{field_}: {problem}\t{raw}\n")

@@ -142,6 +142,8 @@ class App:
             raise HttpError(400, "body is not UTF-8", "(body)") from None
         except json.JSONDecodeError as e:
             raise HttpError(400, f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}", "(body)") from None
+        except RecursionError:
+            raise HttpError(400, "JSON nested too deeply", "(body)") from None
 
     def _authorize(self, environ: dict[str, Any]) -> None:
         token = self.settings.token

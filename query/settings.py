@@ -91,7 +91,8 @@ class EventSettings:
 
     def __post_init__(self) -> None:
         for action, days in self.retention.items():
-            if isinstance(days, bool) or not isinstance(days, int | float) or days <= 0:
+            if isinstance(days, bool) or not isinstance(days, int | float) or not days > 0 \
+                    or days == float("inf"):
                 raise SettingsError(f"retention.{action}", f"must be a number of days > 0, not {days!r}", "events")
         if self.prune_interval < 0:
             raise SettingsError("prune_interval", "must be >= 0", "events")

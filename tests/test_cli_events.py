@@ -59,3 +59,23 @@ def test_import_rejects(tmp_path):
 def test_prune_needs_retention(tmp_path):
     result = CliRunner().invoke(main, ["events", "prune", "--data-dir", str(tmp_path)])
     assert result.exit_code == 0 and "nothing to prune" in result.output
+
+
+def test_user_errors_are_clean(tmp_path):
+    runner = CliRunner()
+    for keep in ("view=-1", "view=nan", "view=0"):
+        r = runner.invoke(main, ["events", "prune", "--keep", keep, "--data-dir", str(tmp_path)])
+        assert r.exit_code == 1 and "Error: [events] retention.view: must be a number of days > 0" in r.stderr
+        assert "Traceback" not in r.output
+
+    not_a_db = tmp_path / "passwd"
+    not_a_db.write_text("root:x:0:0\n" * 50)
+    r = runner.invoke(main, ["events", "export", "--events", str(not_a_db)])
+    assert r.exit_code == 1 and "not a usable event store" in r.stderr
+
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes(b"user,event,item,time\nu1,view,caf\xe9,2020-01-01\nu2,view,i2,2020-01-01\n")
+    r = runner.invoke(main, ["events", "import", str(latin1), "--data-dir", str(tmp_path),
+                             "--rejects", str(tmp_path / "new" / "dir" / "rejects.txt")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "new" / "dir" / "rejects.txt").read_text().startswith("2\t(row): not UTF-8 text")

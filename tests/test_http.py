@@ -200,3 +200,9 @@ def test_concurrent_clients_and_version_switch(server, tmp_path):
     assert len(versions) >= 2
     stats = Client(port).call("GET", "/stats")[1]
     assert stats["requests"]["/queries.json 200"] == 8 * 180
+
+
+def test_deeply_nested_json_is_a_bad_request(client):
+    status, body, _ = client.call("POST", "/queries.json", raw=b"[" * 3000,
+                                  headers={"Content-Type": "application/json"})
+    assert status == 400 and body["field"] == "(body)"

@@ -1,0 +1,84 @@
+"""indexer.documents: a model directory becomes one document per item."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from indexer.documents import iter_documents, open_model, schema_for
+from indexer.errors import ModelDirError
+
+
+def write_model(root, manifest=None, indicators=(), rankings=(), properties=()):
+    root.mkdir(parents=True, exist_ok=True)
+    for part in ("indicators", "rankings", "properties"):
+        (root / part).mkdir(exist_ok=True)
+    if indicators:
+        pq.write_table(pa.Table.from_pylist(list(indicators)), root / "indicators" / "part-0.parquet")
+    if rankings:
+        pq.write_table(pa.Table.from_pylist(list(rankings)), root / "rankings" / "part-0.parquet")
+    if properties:
+        pq.write_table(pa.Table.from_pylist(list(properties)), root / "properties" / "part-0.parquet")
+    manifest = manifest or {"format": "cooccur-model/1", "indicators": ["buy", "view"],
+                            "properties": ["category", "expireDate"]}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def test_every_item_gets_one_document(tmp_path):
+    root = write_model(
+        tmp_path / "m",
+        indicators=[
+            {"indicator": "buy", "item": "a", "correlators": ["b", "c"], "scores": [3.0, 1.0]},
+            {"indicator": "view", "item": "a", "correlators": ["x"], "scores": [2.0]},
+        ],
+        rankings=[{"item": "r", "popular": 4.0, "trending": 1.0, "hot": -1.0}],
+        properties=[
+            {"item": "p", "name": "category", "values": ["c1", "c2"]},
+            {"item": "a", "name": "expireDate", "values": ["2026-01-01T00:00:00Z"]},
+        ],
+    )
+    model = open_model(root)
+    schema = schema_for(model, ("expireDate", "availableDate"))
+    assert schema.keyword_fields == ("buy", "view", "category")
+    assert schema.date_fields == ("expireDate",)
+    assert list(iter_documents(model, schema)) == [
+        {"id": "a", "buy": ["b", "c"], "view": ["x"], "expireDate": "2026-01-01T00:00:00Z"},
+        {"id": "p", "category": ["c1", "c2"]},
+        {"id": "r", "popular": 4.0, "trending": 1.0, "hot": -1.0},
+    ]
+
+
+@pytest.mark.parametrize(
+    "manifest, problem",
+    [
+        ({"format": "other/1", "indicators": ["buy"]}, "format 'other/1'"),
+        ({"format": "cooccur-model/1"}, "no `indicators` list"),
+        ({"format": "cooccur-model/1", "indicators": ["buy"], "properties": ["buy"]}, "used twice"),
+        ({"format": "cooccur-model/1", "indicators": ["popular"]}, "used twice"),
+    ],
+)
+def test_bad_manifests_are_named(tmp_path, manifest, problem):
+    root = write_model(tmp_path / "m", manifest=manifest)
+    with pytest.raises(ModelDirError, match=problem):
+        open_model(root)
+
+
+def test_missing_and_corrupt_model_dirs(tmp_path):
+    with pytest.raises(ModelDirError, match="not a directory"):
+        open_model(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelDirError, match="no manifest.json"):
+        open_model(tmp_path / "empty")
+    root = write_model(tmp_path / "m")
+    (root / "manifest.json").write_text("{oops")
+    with pytest.raises(ModelDirError, match="invalid JSON at line 1"):
+        open_model(root)
+    root = write_model(tmp_path / "m2")
+    (root / "indicators" / "part-0.parquet").write_bytes(b"not parquet at all")
+    model = open_model(root)
+    with pytest.raises(ModelDirError, match="unreadable Parquet"):
+        list(iter_documents(model, schema_for(model)))
