@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .errors import BadRequest, EventFileError, EventStoreError, ImportRejected
-from .request import MAX_ID_LENGTH, format_time, parse_time
+from .request import format_time, item_id, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +96,6 @@ class Event:
         return out
 
 
-def _id(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise BadRequest(where, f"must be a non-empty string, not {value!r}")
-    if len(value) > MAX_ID_LENGTH:
-        raise BadRequest(where, f"longer than {MAX_ID_LENGTH} characters")
-    return value
-
-
 def parse_event(obj: Any, where: str = "", *, now: int | None = None) -> Event:
     """Validate one PredictionIO event object (raises `BadRequest` naming the field)."""
     at = f"{where}." if where else ""
@@ -115,9 +107,9 @@ def parse_event(obj: Any, where: str = "", *, now: int | None = None) -> Event:
     for key in ("event", "entityType", "entityId"):
         if key not in obj:
             raise BadRequest(f"{at}{key}", "is required")
-    name = _id(obj["event"], f"{at}event")
-    entity_type = _id(obj["entityType"], f"{at}entityType")
-    entity_id = _id(obj["entityId"], f"{at}entityId")
+    name = item_id(obj["event"], f"{at}event")
+    entity_type = item_id(obj["entityType"], f"{at}entityType")
+    entity_id = item_id(obj["entityId"], f"{at}entityId")
     time_ms = now if now is not None else now_ms()
     if obj.get("eventTime") is not None:
         time_ms = int(parse_time(obj["eventTime"], f"{at}eventTime").timestamp() * 1000)
@@ -135,7 +127,7 @@ def parse_event(obj: Any, where: str = "", *, now: int | None = None) -> Event:
             if not isinstance(props, dict) or not props:
                 raise BadRequest(f"{at}properties", f"a {name} event needs a non-empty object")
             for key in props:
-                _id(key, f"{at}properties")
+                item_id(key, f"{at}properties")
             if name == "$set":
                 for key, value in props.items():
                     _check_property(value, f"{at}properties.{key}")
@@ -146,7 +138,7 @@ def parse_event(obj: Any, where: str = "", *, now: int | None = None) -> Event:
         raise BadRequest(f"{at}targetEntityType", f"must be \"item\", not {obj['targetEntityType']!r}")
     if "targetEntityId" not in obj:
         raise BadRequest(f"{at}targetEntityId", "is required (the item the user acted on)")
-    target = _id(obj["targetEntityId"], f"{at}targetEntityId")
+    target = item_id(obj["targetEntityId"], f"{at}targetEntityId")
     if obj.get("properties") not in (None, {}) and not isinstance(obj["properties"], dict):
         raise BadRequest(f"{at}properties", "must be an object")
     return Event(name, entity_type, entity_id, time_ms, "item", target)
