@@ -627,7 +627,7 @@ def evaluate_cmd(ctx, events, split_text, ks, primary, indicators, max_users, sp
     # Every variant queries with boost 1 per indicator and no rules, so they stay comparable;
     # the caps and the backfill ranking are the service's.
     query_settings = QuerySettings(max_query_events=q.max_query_events, max_excluded=q.max_excluded,
-                                   backfill=q.backfill)
+                                   backfill=q.backfill, history_decay=q.history_decay)
     with contextlib.ExitStack() as stack:
         def progress(total: int):
             bar = stack.enter_context(click.progressbar(length=total, label="querying users", file=sys.stderr))

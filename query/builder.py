@@ -57,10 +57,13 @@ def personal_clauses(
     history: Mapping[str, Sequence[str]],
     item_docs: Mapping[str, Mapping[str, Any]],
     indicators: Mapping[str, float],
+    history_decay: float = 1.0,
 ) -> list[Body]:
     """One boosted `term` clause per (indicator field, value): the user's history first (newest
     first), then the item's and the item set's correlators. A (field, value) pair appears once
-    (its first, i.e. the user's, boost) so a value in both history and context is not doubled."""
+    (its first, i.e. the user's, boost) so a value in both history and context is not doubled.
+    The k-th newest history item of an action (k = 0, 1, ...) has its boost times
+    history_decay ** k, so recent events can weigh more than old ones."""
     clauses: list[Body] = []
     seen: set[tuple[str, str]] = set()
 
@@ -70,8 +73,8 @@ def personal_clauses(
             clauses.append({"term": {field: {"value": value, "boost": boost}}})
 
     for field, boost in indicators.items():
-        for value in history.get(field, ()):
-            add(field, value, boost * request.user_bias)
+        for k, value in enumerate(history.get(field, ())):
+            add(field, value, boost * request.user_bias * history_decay**k)
     context = [(request.item, request.item_bias)] if request.item else []
     context += [(i, request.item_set_bias) for i in request.item_set]
     for field, boost in indicators.items():
@@ -142,7 +145,7 @@ def build_query(
 ) -> Body | None:
     """The personal query body, or None when there is nothing personal to ask (no history,
     no item context): then only backfill can answer."""
-    personal = personal_clauses(request, history, item_docs, indicators)
+    personal = personal_clauses(request, history, item_docs, indicators, settings.history_decay)
     if not personal:
         return None
     should, filters, must_not = rule_clauses(request, settings, now)

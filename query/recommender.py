@@ -195,7 +195,8 @@ class Recommender:
         item_docs: Mapping[str, Document], indicators: Mapping[str, float],
     ) -> dict[str, set[str]]:
         wanted: dict[str, set[str]] = {}
-        for clause in personal_clauses(request, history, item_docs, indicators):
+        for clause in personal_clauses(request, history, item_docs, indicators,
+                                       self.settings.history_decay):
             ((field, spec),) = clause["term"].items()
             wanted.setdefault(field, set()).add(spec["value"])
         return wanted

@@ -23,6 +23,9 @@ class QuerySettings:
     """The primary action (default: the first indicator)."""
     max_query_events: int = 100
     """Most recent distinct items per action taken from a user's history."""
+    history_decay: float = 1.0
+    """Boost factor per step back in a user's history: the k-th newest item of an action
+    weighs history_decay ** k (1.0 = every event alike; e.g. 0.9 favours recent events)."""
     num: int = 20
     """Results when a request gives no `num`."""
     max_num: int = 1000
@@ -53,6 +56,9 @@ class QuerySettings:
                 if isinstance(boost, bool) or not isinstance(boost, int | float) or boost <= 0:
                     raise SettingsError(f"indicators.{name}", f"boost must be a number > 0, not {boost!r}")
             self.indicators = {k: float(v) for k, v in self.indicators.items()}
+        if isinstance(self.history_decay, bool) or not isinstance(self.history_decay, int | float) \
+                or not 0 < self.history_decay <= 1:
+            raise SettingsError("history_decay", f"must be a number in (0, 1], not {self.history_decay!r}")
         if self.backfill not in (*RANKINGS, "none"):
             raise SettingsError("backfill", f"must be one of {', '.join(RANKINGS)}, none; not {self.backfill!r}")
         for key in ("max_query_events", "num", "max_num", "max_excluded"):

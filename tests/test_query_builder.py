@@ -112,3 +112,27 @@ def test_user_bias_and_request_rules_win():
     body = build_query(req, {"view": ["v"]}, {}, QuerySettings(), indicators={"view": 0.5},
                        excluded=[], now=NOW, num=1)
     assert body["query"]["bool"]["must"][0]["bool"]["should"] == [term("view", "v", 1.5)]
+
+
+def test_history_decay_weighs_recent_events_more():
+    settings = QuerySettings(indicators={"purchase": 1.0, "view": 0.5}, history_decay=0.5)
+    req = parse_query({"user": "u1", "item": "i", "num": 2})
+    history = {"purchase": ["a", "b", "c"], "view": ["d"]}
+    docs = {"i": {"purchase": ["e"]}}
+    body = build_query(req, history, docs, settings, indicators=settings.indicators,
+                       excluded=[], now=NOW, num=2)
+    # k-th newest: boost * 0.5 ** k per action; item context keeps its full boost.
+    assert body["query"]["bool"]["must"][0]["bool"]["should"] == [
+        term("purchase", "a", 1.0), term("purchase", "b", 0.5), term("purchase", "c", 0.25),
+        term("view", "d", 0.5), term("purchase", "e", 1.0),
+    ]
+
+
+def test_history_decay_must_be_in_unit_interval():
+    import pytest
+
+    from query.errors import SettingsError
+
+    for bad in (0, 1.5, -0.1, True):
+        with pytest.raises(SettingsError, match="history_decay"):
+            QuerySettings(history_decay=bad)
