@@ -209,7 +209,7 @@ def train_cmd(ctx, events, out, rejects, **flags):
     c = report.input
     click.echo(f"input: {c['rows']:,} rows = {c['accepted']:,} accepted + {c['rejected']:,} rejected"
                + (f" (written to {report.rejects_file})" if report.rejects_file else ""))
-    click.echo(f"model: {report.model_dir} ({sum(report.timings.values()):.1f} s)")
+    click.echo(f"model: {report.model_dir} ({report.seconds:.1f} s)")
 
 # --------------------------------------------------------------------------- index
 # (indexer commands: index, indexes, rollback, doctor)

@@ -16,6 +16,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -61,6 +62,9 @@ class TrainReport:
     rejects_file: str | None = None
     newest_event: str | None = None
     timings: dict = field(default_factory=dict)
+    """Seconds per stage; rankings and properties run beside the indicators."""
+    seconds: float = 0.0
+    """Wall time of the whole run."""
 
 
 def build_spark_session(
@@ -119,9 +123,11 @@ class _Stages:
         self.on_stage = on_stage or (lambda line: log.info(line))
         self._t = time.perf_counter()
 
-    def done(self, name: str, summary: str) -> None:
+    def done(self, name: str, summary: str, seconds: float | None = None) -> None:
+        """Log a finished stage; its time is since the last one unless given (a stage that
+        ran concurrently with others)."""
         now = time.perf_counter()
-        self.timings[name] = round(now - self._t, 3)
+        self.timings[name] = round(now - self._t, 3) if seconds is None else seconds
         self._t = now
         self.on_stage(f"{name:<12} {summary} ({self.timings[name]:.1f} s)")
 
@@ -140,8 +146,11 @@ def train(
     Bad rows fail the run (BadInput) unless `rejects` names a file to write them to.
     The model directory appears complete or not at all (written aside, then renamed)."""
     stages = _Stages(on_stage)
+    started = time.perf_counter()
     try:
-        return _train(spark, paths, settings, Path(out), rejects, stages)
+        report = _train(spark, paths, settings, Path(out), rejects, stages)
+        report.seconds = round(time.perf_counter() - started, 3)
+        return report
     except JobError:
         raise
     except Exception as e:  # Spark wraps JVM and worker failures; name the setting to raise.
@@ -185,7 +194,6 @@ def _train(
         stages.done("rejects", f"{c.rejected:,} bad rows written to {report.rejects_file}")
 
     actions = settings.actions
-    events = data.events
     events_in = sum(data.per_event[a].events for a in actions if a in data.per_event)
     partitions = max(
         2 * spark.sparkContext.defaultParallelism, math.ceil(events_in / ROWS_PER_PARTITION)
@@ -212,50 +220,23 @@ def _train(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        specs = [IndicatorSpec(i.name, i.max_correlators, i.min_llr) for i in settings.indicators]
-        result = indicators(kept.where("kept"), settings.primary, specs, n_users, partitions)
-        result.write.parquet(str(tmp / "indicators"))
-        # Counted by Spark where the files are: the correlator lists never reach the driver.
-        counted = {
-            r["indicator"]: r
-            for r in spark.read.parquet(str(tmp / "indicators")).groupBy("indicator").agg(
-                F.count(F.lit(1)).alias("items"), F.sum(F.size("correlators")).alias("pairs")
-            ).collect()
-        }
-        for i in actions:
-            row = counted.get(i)
-            report.indicators[i] = {
-                "items": row["items"] if row else 0,
-                "correlators": int(row["pairs"] or 0) if row else 0,
-            }
-        stages.done("indicators", "; ".join(
-            f"{i}: {v['items']:,} items, {v['correlators']:,} correlators"
-            for i, v in report.indicators.items()))
-        kept.unpersist()
-
-        r = settings.rankings
-        ranked = [data.per_event[a] for a in (r.events or [settings.primary]) if a in data.per_event]
-        newest_us = max((e.last_us for e in data.per_event.values() if e.last_us is not None), default=None)
-        first_us = min((e.first_us for e in ranked if e.first_us is not None), default=None)
-        newest = None if newest_us is None else datetime.fromtimestamp(newest_us / 1e6, UTC)
-        report.newest_event = _iso(newest)
-        end = datetime.fromisoformat(r.end.replace("Z", "+00:00")) if r.end else newest
-        if end is not None and end.tzinfo is None:
-            end = end.replace(tzinfo=UTC)
-        window = parse_duration(r.window) if r.window else None
-        first = None if first_us is None else datetime.fromtimestamp(first_us / 1e6, UTC)
-        rank = rankings(events, r.events or [settings.primary], end or datetime.now(UTC), window, first)
-        rank.write.parquet(str(tmp / "rankings"))
-        report.rankings = sum(
-            pq.ParquetFile(f).metadata.num_rows for f in (tmp / "rankings").glob("*.parquet")
-        )
-        stages.done("rankings", f"{report.rankings:,} items ranked (window {r.window or 'all'})")
-
-        properties(data.item_events).write.parquet(str(tmp / "properties"))
-        written_props = _parquet(tmp / "properties", ["item", "name"])
-        names = sorted(pc.unique(written_props["name"]).to_pylist())
-        report.properties = len(pc.unique(written_props["item"]))
-        stages.done("properties", f"{report.properties:,} items with properties {names}")
+        # Rankings and properties are independent of the indicators: their Spark jobs run
+        # beside the co-occurrence job and fill the cores it leaves idle between stages.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            rank_job = pool.submit(_timed, _write_rankings, data, settings, tmp / "rankings")
+            props_job = pool.submit(_timed, _write_properties, data, tmp / "properties")
+            seconds, report.indicators = _timed(
+                _write_indicators, spark, kept, settings, n_users, partitions, tmp / "indicators"
+            )
+            stages.done("indicators", "; ".join(
+                f"{i}: {v['items']:,} items, {v['correlators']:,} correlators"
+                for i, v in report.indicators.items()), seconds)
+            kept.unpersist()
+            seconds, (report.rankings, report.newest_event) = rank_job.result()
+            stages.done("rankings", f"{report.rankings:,} items ranked "
+                        f"(window {settings.rankings.window or 'all'})", seconds)
+            seconds, (names, report.properties) = props_job.result()
+            stages.done("properties", f"{report.properties:,} items with properties {names}", seconds)
 
         report.timings = dict(stages.timings)
         manifest = {
@@ -285,6 +266,59 @@ def _train(
     finally:
         data.events.unpersist()
     return report
+
+
+def _timed(fn, *args):
+    """(seconds, result) of fn(*args)."""
+    t = time.perf_counter()
+    result = fn(*args)
+    return round(time.perf_counter() - t, 3), result
+
+
+def _write_indicators(
+    spark: SparkSession, kept: DataFrame, settings: TrainSettings, n_users: int,
+    partitions: int, path: Path,
+) -> dict:
+    """Write the indicators; per indicator, items and correlators written."""
+    specs = [IndicatorSpec(i.name, i.max_correlators, i.min_llr) for i in settings.indicators]
+    indicators(kept.where("kept"), settings.primary, specs, n_users, partitions).write.parquet(str(path))
+    # Counted by Spark where the files are: the correlator lists never reach the driver.
+    counted = {
+        r["indicator"]: r
+        for r in spark.read.parquet(str(path)).groupBy("indicator").agg(
+            F.count(F.lit(1)).alias("items"), F.sum(F.size("correlators")).alias("pairs")
+        ).collect()
+    }
+    return {
+        i: {"items": counted[i]["items"] if i in counted else 0,
+            "correlators": int(counted[i]["pairs"] or 0) if i in counted else 0}
+        for i in settings.actions
+    }
+
+
+def _write_rankings(data: EventInput, settings: TrainSettings, path: Path) -> tuple[int, str | None]:
+    """Write the rankings; (items ranked, the newest event's time)."""
+    r = settings.rankings
+    actions = r.events or [settings.primary]
+    ranked = [data.per_event[a] for a in actions if a in data.per_event]
+    newest_us = max((e.last_us for e in data.per_event.values() if e.last_us is not None), default=None)
+    first_us = min((e.first_us for e in ranked if e.first_us is not None), default=None)
+    newest = None if newest_us is None else datetime.fromtimestamp(newest_us / 1e6, UTC)
+    end = datetime.fromisoformat(r.end.replace("Z", "+00:00")) if r.end else newest
+    if end is not None and end.tzinfo is None:
+        end = end.replace(tzinfo=UTC)
+    window = parse_duration(r.window) if r.window else None
+    first = None if first_us is None else datetime.fromtimestamp(first_us / 1e6, UTC)
+    rankings(data.events, actions, end or datetime.now(UTC), window, first).write.parquet(str(path))
+    count = sum(pq.ParquetFile(f).metadata.num_rows for f in path.glob("*.parquet"))
+    return count, _iso(newest)
+
+
+def _write_properties(data: EventInput, path: Path) -> tuple[list[str], int]:
+    """Write the item properties; (property names, items with properties)."""
+    properties(data.item_events).write.parquet(str(path))
+    written = _parquet(path, ["item", "name"])
+    return sorted(pc.unique(written["name"]).to_pylist()), len(pc.unique(written["item"]))
 
 
 def _interactions(
