@@ -23,6 +23,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from scipy import sparse
 
+from .columns import concat, run_ranks, sorted_codes
 from .llr import LlrTable
 
 INDICATORS_SCHEMA = "indicator string, item string, correlators array<string>, scores array<double>"
@@ -33,14 +34,6 @@ class IndicatorSpec:
     name: str
     max_correlators: int
     min_llr: float | None
-
-
-def _codes(arr: pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """Int codes of a string array and its sorted dictionary (code order = id order)."""
-    dictionary = pc.array_sort_indices(pc.unique(arr))
-    dictionary = pc.unique(arr).take(dictionary)
-    codes = pc.index_in(arr, value_set=dictionary)
-    return codes.to_numpy(zero_copy_only=False).astype(np.int64), dictionary
 
 
 # Log-scale score buckets for the top-k prefilter: 4 per doubling, up to LLR 2^16.
@@ -76,11 +69,10 @@ def _block_indicators(primary: int, specs: list[IndicatorSpec], actions: list[in
     names = pa.array([s.name for s in specs], type=pa.string())
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        tables = [pa.Table.from_batches([b]) for b in batches if b.num_rows]
-        if not tables:
+        t = concat(batches)
+        if t is None:
             return
-        t = pa.concat_tables(tables).combine_chunks()
-        users, _ = _codes(t.column("user"))
+        users, _ = sorted_codes(t.column("user"))
         n_local = int(users.max()) + 1
         action = t.column("action_id").to_numpy()
         role_a = t.column("role_a").to_numpy(zero_copy_only=False)
@@ -89,7 +81,7 @@ def _block_indicators(primary: int, specs: list[IndicatorSpec], actions: list[in
 
         def side(rows: np.ndarray):
             # A user's B rows arrive once per block of theirs in this partition: dedupe.
-            codes, dictionary = _codes(items.take(pa.array(rows)))
+            codes, dictionary = sorted_codes(items.take(pa.array(rows)))
             counts = np.zeros(len(dictionary), dtype=np.int64)
             counts[codes] = item_users[rows]
             m = sparse.csr_matrix(
@@ -113,8 +105,8 @@ def _block_indicators(primary: int, specs: list[IndicatorSpec], actions: list[in
             col, k11 = c.indices.astype(np.int64), c.data
             if act == primary:
                 # An item is not its own correlator: map a's code to b's code, drop equals.
-                a_as_b = pc.index_in(a_dict, value_set=b_dict).to_numpy(zero_copy_only=False)
-                keep = col != np.nan_to_num(a_as_b.astype(float), nan=-1).astype(np.int64)[row]
+                a_as_b = pc.index_in(a_dict, value_set=b_dict).fill_null(-1).to_numpy()
+                keep = col != a_as_b[row]
                 row, col, k11 = row[keep], col[keep], k11[keep]
             score = table.scores(
                 k11, a_counts[row], b_counts[col], h_a[row], table.marginal_entropy(b_counts)[col]
@@ -127,9 +119,7 @@ def _block_indicators(primary: int, specs: list[IndicatorSpec], actions: list[in
             # score keeps that order among equal scores, so ties break by item id.
             order = np.lexsort((-score, row))
             row, col, score = row[order], col[order], score[order]
-            starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]]) if len(row) else np.array([], int)
-            rank = np.arange(len(row)) - np.repeat(starts, np.diff(np.r_[starts, len(row)]))
-            keep = rank < max_k[ind]
+            keep = run_ranks(row)[0] < max_k[ind]
             out_ind.append(np.full(int(keep.sum()), ind))
             out_row.append(row[keep])
             out_b.append(b_dict.take(pa.array(col[keep])))

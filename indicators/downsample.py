@@ -15,9 +15,10 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+
+from .columns import concat, run_ranks, sorted_codes
 
 USER_CAPPED_SCHEMA = (
     "action string, user string, item string, h long, user_kept boolean, user_capped boolean, "
@@ -42,44 +43,25 @@ def binarize(events: DataFrame, actions: list[str]) -> DataFrame:
     )
 
 
-def _table(batches: Iterator[pa.RecordBatch]) -> pa.Table | None:
-    tables = [pa.Table.from_batches([b]) for b in batches if b.num_rows]
-    return pa.concat_tables(tables).combine_chunks() if tables else None
-
-
-def _codes(arr) -> tuple[np.ndarray, int]:
-    """Int codes in sorted-id order (so ordering by code is ordering by id), and how many."""
-    dictionary = pc.unique(arr)
-    dictionary = dictionary.take(pc.array_sort_indices(dictionary))
-    return pc.index_in(arr, value_set=dictionary).to_numpy(zero_copy_only=False), len(dictionary)
-
-
-def _groups(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rank of each entry inside its run of equal keys, and the run's size per entry."""
-    n = len(sorted_keys)
-    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-    sizes = np.diff(np.r_[starts, n])
-    return np.arange(n) - np.repeat(starts, sizes), np.repeat(sizes, sizes)
-
-
 def _user_cap(cap: int):
     """Per partition of users: drop repeats, keep the `cap` smallest (hash, item) per
     (user, action), mark first rows for counting."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        t = _table(batches)
+        t = concat(batches)
         if t is None:
             return
-        user, n_user = _codes(t["user"])
-        action, n_action = _codes(t["action"])
-        item, n_item = _codes(t["item"])
+        user, _ = sorted_codes(t["user"])
+        action, actions = sorted_codes(t["action"])
+        item, items = sorted_codes(t["item"])
+        n_action, n_item = len(actions), len(items)
         group = user.astype(np.int64) * n_action + action
         _, first = np.unique(group * n_item + item, return_index=True)  # binarize
         t, group, item = t.take(pa.array(first)), group[first], item[first]
         h = t["h"].to_numpy()
         order = np.lexsort((item, h, group))
         t, group = t.take(pa.array(order)), group[order]
-        rank, size = _groups(group)
+        rank, size = run_ranks(group)
         user_sorted = group // n_action
         yield pa.RecordBatch.from_arrays(
             [
@@ -105,18 +87,19 @@ def _item_cap(cap: int):
     smallest (hash, user); count the users kept per item."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        t = _table(batches)
+        t = concat(batches)
         if t is None:
             return
-        action, n_action = _codes(t["action"])
-        item, _ = _codes(t["item"])
-        user, _ = _codes(t["user"])
+        action, actions = sorted_codes(t["action"])
+        item, _ = sorted_codes(t["item"])
+        user, _ = sorted_codes(t["user"])
+        n_action = len(actions)
         group = item.astype(np.int64) * n_action + action
         user_kept = t["user_kept"].to_numpy(zero_copy_only=False)
         # Rows the user cap dropped sort last, so ranks count only kept ones first.
         order = np.lexsort((user, t["h"].to_numpy(), ~user_kept, group))
         t, group, user_kept = t.take(pa.array(order)), group[order], user_kept[order]
-        rank, _ = _groups(group)
+        rank, _ = run_ranks(group)
         starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
         sizes = np.diff(np.r_[starts, len(group)])
         kept_in_group = np.repeat(np.add.reduceat(user_kept.astype(np.int64), starts), sizes)
