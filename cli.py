@@ -233,9 +233,12 @@ def _index_settings(ctx: click.Context, **overrides):
 @click.argument("model_dir", type=click.Path())
 @_index_options
 @click.option("--keep", "keep_versions", type=int, help="Versions to keep after the switch.")
+@click.option("--changed-only", is_flag=True,
+              help="Model from `cooccur update`: copy the current version and rewrite only the "
+                   "items in the model's changed/ (the current version must be of its base model).")
 @click.pass_context
 @fail_cleanly
-def index_cmd(ctx, model_dir, backend, data_dir, name, keep_versions):
+def index_cmd(ctx, model_dir, backend, data_dir, name, keep_versions, changed_only):
     """Index a model directory into a new version of the search backend, then switch to it."""
     from indexer.run import index_model
 
@@ -250,12 +253,15 @@ def index_cmd(ctx, model_dir, backend, data_dir, name, keep_versions):
         if live:
             click.echo(f"\rindexed {done} documents", err=True, nl=False)
 
-    report = index_model(model_dir, settings, progress=progress)
+    report = index_model(model_dir, settings, progress=progress, changed_only=changed_only)
     if live:
         click.echo("", err=True)
     rate = report.documents / report.seconds if report.seconds > 0 else float("inf")
     click.echo(f"indexed {report.documents} documents in {report.seconds:.2f} s "
                f"({rate:,.0f} documents/s) into {settings.backend} version {report.version}")
+    if report.copied is not None:
+        click.echo(f"changed only: {report.copied} copied, {report.replaced} replaced, "
+                   f"{report.added} added, {report.deleted} deleted")
     for old in report.removed_versions:
         click.echo(f"removed old version {old}")
 
@@ -272,7 +278,8 @@ def indexes_cmd(ctx, backend, data_dir, name):
     if not versions:
         click.echo("no index versions yet: run `cooccur index MODEL_DIR`", err=True)
     for v in versions:
-        click.echo(f"{'*' if v.current else ' '} {v.name}  {v.created}  {v.documents} documents")
+        model = f"  model {v.model_id}" if v.model_id else ""
+        click.echo(f"{'*' if v.current else ' '} {v.name}  {v.created}  {v.documents} documents{model}")
 
 
 @main.command("rollback")

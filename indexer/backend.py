@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .errors import ChangedOnlyRefused
+
 Document = dict[str, Any]
 """An item document: {"id": str, <keyword field>: [str, ...], <date field>: str (ISO-8601),
 <number field>: float}. Keyword fields are arrays; a missing field means no value."""
@@ -47,6 +49,8 @@ class VersionInfo:
     created: str
     documents: int
     current: bool
+    model_id: str | None = None
+    """The model_id of the model this version was built from (None: a model without one)."""
 
 
 @dataclass
@@ -59,6 +63,30 @@ class IndexReport:
     """(document id, reason) for each document the backend refused."""
     seconds: float = 0.0
     removed_versions: list[str] = field(default_factory=list)
+    copied: int | None = None
+    """--changed-only runs: documents carried over unchanged from the previous version
+    (None for a full index)."""
+    replaced: int = 0
+    """--changed-only: documents of the previous version rewritten from the new model."""
+    added: int = 0
+    """--changed-only: documents of items the previous version did not have."""
+    deleted: int = 0
+    """--changed-only: documents of the previous version removed (no longer in the model)."""
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """What an updated model changes relative to the model the current version was built
+    from (docs/model-format.md, `changed/`): applied by `Backend.update_version`."""
+
+    base_model_id: str
+    """The model the current version must have been built from."""
+    model_id: str | None
+    """The updated model's id, recorded in the new version."""
+    documents: list[Document]
+    """The new model's documents of the changed items (replacing or adding)."""
+    deleted: list[str]
+    """Changed items the new model has no document for: removed from the new version."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +97,43 @@ class Check:
     ok: bool
     detail: str
     hint: str = ""
+
+
+def check_update_base(
+    version: str | None,
+    version_model_id: str | None,
+    version_schema: IndexSchema | None,
+    schema: IndexSchema,
+    changes: ChangeSet,
+) -> None:
+    """Refuse (ChangedOnlyRefused) to apply `changes` to the current version `version`
+    unless it exists, was built from changes.base_model_id and has the same fields (a
+    field's group decides its type in the index; order within a group does not matter)."""
+    if version is None:
+        raise ChangedOnlyRefused("no-current-version", "the index has no current version")
+    if version_model_id != changes.base_model_id:
+        built = f"model {version_model_id}" if version_model_id else "a model without a model_id"
+        raise ChangedOnlyRefused(
+            "other-base",
+            f"the current version {version} was built from {built}, but the model was updated "
+            f"from model {changes.base_model_id}",
+            expected=changes.base_model_id, found=version_model_id,
+        )
+    if version_schema is None:
+        raise ChangedOnlyRefused("schema", f"the current version {version} does not record its fields")
+    diffs = []
+    for group in ("keyword_fields", "date_fields", "number_fields"):
+        old, new = set(getattr(version_schema, group)), set(getattr(schema, group))
+        if old != new:
+            kind = group.split("_")[0]
+            parts = [f"+{f}" for f in sorted(new - old)] + [f"-{f}" for f in sorted(old - new)]
+            diffs.append(f"{kind} fields {' '.join(parts)}")
+    if diffs:
+        raise ChangedOnlyRefused(
+            "schema",
+            f"the model's fields differ from the current version {version}'s: {'; '.join(diffs)}",
+            expected=version_schema, found=schema,
+        )
 
 
 ProgressFn = Callable[[int], None]
@@ -84,9 +149,24 @@ class Backend(Protocol):
         documents: Iterable[Document],
         *,
         progress: ProgressFn | None = None,
+        model_id: str | None = None,
     ) -> IndexReport:
         """Write all documents into a new version, verify it, then switch to it atomically.
-        On any failure the previous version stays current and the error is raised."""
+        On any failure the previous version stays current and the error is raised.
+        `model_id` (the model's manifest) is recorded in the version."""
+        ...
+
+    def update_version(
+        self,
+        schema: IndexSchema,
+        changes: ChangeSet,
+        *,
+        progress: ProgressFn | None = None,
+    ) -> IndexReport:
+        """Write a new version = the current version's documents with the changed ones
+        replaced or deleted, verify it, then switch to it atomically (like create_version).
+        Raises indexer.errors.ChangedOnlyRefused when there is no current version, it was
+        built from another model than changes.base_model_id, or its schema differs."""
         ...
 
     def versions(self) -> list[VersionInfo]:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from .backend import Document, IndexSchema
-from .errors import ModelDirError
+from .backend import ChangeSet, Document, IndexSchema
+from .errors import ChangedOnlyRefused, ModelDirError
 
 MODEL_FORMAT = "cooccur-model/1"
 RANKINGS = ("popular", "trending", "hot")
@@ -32,6 +33,16 @@ class Model:
     @property
     def properties(self) -> list[str]:
         return list(self.manifest.get("properties", []))
+
+    @property
+    def model_id(self) -> str | None:
+        """Unique per model directory (None: written before model ids existed)."""
+        return self.manifest.get("model_id")
+
+    @property
+    def base_model_id(self) -> str | None:
+        """The model_id of the model this one was updated from (`cooccur update` only)."""
+        return self.manifest.get("base_model_id")
 
 
 def open_model(path: str | Path) -> Model:
@@ -55,6 +66,9 @@ def open_model(path: str | Path) -> Model:
     for part in ("indicators", "rankings", "properties"):
         if not (root / part).is_dir():
             raise ModelDirError(str(root), f"missing {part}/")
+    for key in ("model_id", "base_model_id"):
+        if key in manifest and (not isinstance(manifest[key], str) or not manifest[key]):
+            raise ModelDirError(str(manifest_path), f"`{key}` must be a non-empty string, not {manifest[key]!r}")
     clash = set(manifest["indicators"]) & set(manifest.get("properties", []))
     clash |= (set(manifest["indicators"]) | set(manifest.get("properties", []))) & set(RESERVED)
     if clash:
@@ -69,21 +83,26 @@ def schema_for(model: Model, date_fields: tuple[str, ...] = ()) -> IndexSchema:
     return IndexSchema(keyword_fields=keywords, date_fields=dates, number_fields=RANKINGS)
 
 
-def _read(path: Path, columns: list[str]):
+def _read(path: Path, columns: list[str], only: Set[str] | None = None):
     files = sorted(path.glob("*.parquet"))
     if not files:
         return []
+    # `only`: the filter is pushed down to the Parquet reader, which skips row groups
+    # whose item statistics cannot match, so a small change set reads little of the model
+    filters = ds.field("item").isin(pa.array(sorted(only), pa.string())) if only is not None else None
     try:
-        return pq.ParquetDataset(files).read(columns=columns).to_pylist()
+        return pq.ParquetDataset(files, filters=filters).read(columns=columns).to_pylist()
     except (pa.ArrowException, OSError) as e:
         raise ModelDirError(str(path), f"unreadable Parquet: {e}") from None
 
 
-def iter_documents(model: Model, schema: IndexSchema) -> Iterator[Document]:
+def iter_documents(model: Model, schema: IndexSchema, only: Set[str] | None = None) -> Iterator[Document]:
     """One document per item found anywhere in the model, in item-id order.
 
     Items that appear only as properties or only in rankings still get a document, so
     business rules and backfill can return them. Dates keep their first value.
+    With `only`, just the documents of those items (an item of `only` that the model does
+    not have gets none).
     """
     docs: dict[str, Document] = {}
 
@@ -93,17 +112,54 @@ def iter_documents(model: Model, schema: IndexSchema) -> Iterator[Document]:
             d = docs[item] = {"id": item}
         return d
 
-    for row in _read(model.path / "indicators", ["indicator", "item", "correlators"]):
+    for row in _read(model.path / "indicators", ["indicator", "item", "correlators"], only):
         doc(row["item"])[row["indicator"]] = list(row["correlators"])
     dates = set(schema.date_fields)
-    for row in _read(model.path / "properties", ["item", "name", "values"]):
+    for row in _read(model.path / "properties", ["item", "name", "values"], only):
         values = list(row["values"] or [])
         if not values:
             continue
         doc(row["item"])[row["name"]] = values[0] if row["name"] in dates else values
-    for row in _read(model.path / "rankings", ["item", *RANKINGS]):
+    for row in _read(model.path / "rankings", ["item", *RANKINGS], only):
         d = doc(row["item"])
         for r in RANKINGS:
             d[r] = float(row[r] or 0.0)
     for item in sorted(docs):
         yield docs[item]
+
+
+def changed_items(model: Model) -> set[str]:
+    """The items of the model's changed/ dataset (written by `cooccur update`)."""
+    path = model.path / "changed"
+    if not path.is_dir():
+        raise ChangedOnlyRefused(
+            "no-changed", f"{model.path} has no changed/ dataset (not written by `cooccur update`)"
+        )
+    files = sorted(path.glob("*.parquet"))
+    if not files:
+        return set()  # nothing changed: Spark writes no part file for an empty dataset
+    try:
+        table = pq.ParquetDataset(files).read()
+    except (pa.ArrowException, OSError) as e:
+        raise ModelDirError(str(path), f"unreadable Parquet: {e}") from None
+    if "item" not in table.column_names:
+        raise ModelDirError(str(path), f"no `item` column (columns: {', '.join(table.column_names)})")
+    items = table.column("item")
+    if items.null_count:
+        raise ModelDirError(str(path), f"{items.null_count} null item id(s)")
+    return set(items.to_pylist())
+
+
+def read_changes(model: Model, schema: IndexSchema) -> ChangeSet:
+    """The documents an updated model changes relative to its base model: the new
+    documents of the changed items, and the changed items it has no document for."""
+    if model.base_model_id is None:
+        raise ChangedOnlyRefused(
+            "no-base-model",
+            f"{model.path}/manifest.json has no base_model_id (a model written by `cooccur train`, "
+            "not `cooccur update`)",
+        )
+    items = changed_items(model)
+    documents = list(iter_documents(model, schema, only=items)) if items else []
+    present = {d["id"] for d in documents}
+    return ChangeSet(model.base_model_id, model.model_id, documents, sorted(items - present))

@@ -18,6 +18,7 @@ import inspect
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ from elasticsearch import __versionstr__ as CLIENT_VERSION
 from elasticsearch.helpers import BulkIndexError
 
 from .backend import (
+    ChangeSet,
     Check,
     Document,
     Hit,
@@ -48,6 +50,7 @@ from .backend import (
     ProgressFn,
     SearchResult,
     VersionInfo,
+    check_update_base,
 )
 from .errors import BackendUnavailable, DocumentsFailed, IndexerError
 from .mapping import ITEMS_MAPPING, build_index_body, load_template
@@ -63,6 +66,9 @@ RETRY_STATUSES = (429, 502, 503, 504)
 _COMPAT_RE = re.compile(r"compatible-with=\d+")
 _ALIAS_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,200}$")
 _VERSION_RE = r"_(\d{8})t(\d{6})(\d{3})z"
+TASK_POLL_FIRST = 0.5
+"""Seconds before the first re-check of a running `_reindex` task; doubles up to TASK_POLL_MAX."""
+TASK_POLL_MAX = 5.0
 
 
 # --------------------------------------------------------------------------- errors
@@ -120,6 +126,8 @@ def _hint_for(status: int, error_type: str) -> str:
         return "another indexing run started at the same moment; run again"
     if error_type == "index_not_found_exception":
         return "run `cooccur index` to create the index, or check [index] name"
+    if error_type == "aliases_not_found_exception":
+        return "another run moved the alias meanwhile: run one indexer per alias at a time, then index again"
     if status == 413:
         return "lower [index.elasticsearch] max_chunk_bytes (or raise http.max_content_length)"
     if status == 429:
@@ -234,6 +242,10 @@ class IndexState:
     aliased: bool
     complete: bool
     """True once the run that wrote it verified its count (mapping `_meta`)."""
+    model_id: str | None = None
+    """The model it was built from (`_meta.cooccur.model_id`; None: a model without one)."""
+    schema: IndexSchema | None = None
+    """Its fields (`_meta.cooccur.schema`, recorded with the model_id)."""
 
 
 def prune_choices(states: list[IndexState], current: str, keep: int) -> list[str]:
@@ -258,6 +270,35 @@ def bulk_actions(index: str, documents: Iterable[Document]) -> Iterator[dict[str
         if not isinstance(doc_id, str) or not doc_id:
             raise IndexerError(f"document #{n + 1} has no string id: {str(doc)[:200]}")
         yield {"_op_type": "index", "_index": index, "_id": doc_id, "_source": doc}
+
+
+def _schema_to_meta(schema: IndexSchema) -> dict[str, list[str]]:
+    return {
+        "keyword_fields": list(schema.keyword_fields),
+        "date_fields": list(schema.date_fields),
+        "number_fields": list(schema.number_fields),
+    }
+
+
+def _schema_from_meta(data: Any) -> IndexSchema | None:
+    if not isinstance(data, dict):
+        return None
+    try:
+        return IndexSchema(
+            tuple(data["keyword_fields"]), tuple(data["date_fields"]), tuple(data["number_fields"])
+        )
+    except (KeyError, TypeError):
+        return None
+
+
+def change_actions(index: str, changes: ChangeSet) -> Iterator[dict[str, Any]]:
+    """Bulk actions applying a change set to a copy of the previous index: `index` for each
+    new document (creates or replaces), `delete` for each item the model no longer has."""
+    yield from bulk_actions(index, changes.documents)
+    written = {d["id"] for d in changes.documents}
+    for doc_id in changes.deleted:
+        if doc_id not in written:
+            yield {"_op_type": "delete", "_index": index, "_id": doc_id}
 
 
 def _supports(fn: Callable[..., Any], name: str) -> bool:
@@ -355,12 +396,14 @@ class ElasticsearchBackend:
         for name, info in resp.body.items():
             if version_time(self.alias, name) is None:
                 continue  # e.g. items_foo_<time> belongs to the alias items_foo
-            meta = (info.get("mappings") or {}).get("_meta") or {}
+            meta = ((info.get("mappings") or {}).get("_meta") or {}).get("cooccur") or {}
             states.append(
                 IndexState(
                     name,
                     aliased=self.alias in (info.get("aliases") or {}),
-                    complete=bool((meta.get("cooccur") or {}).get("complete")),
+                    complete=bool(meta.get("complete")),
+                    model_id=meta.get("model_id"),
+                    schema=_schema_from_meta(meta.get("schema")),
                 )
             )
         return sorted(states, key=lambda st: st.name)
@@ -384,6 +427,7 @@ class ElasticsearchBackend:
         actions: Iterable[dict[str, Any]],
         on_ok: Callable[[], None] | None = None,
         ignore_statuses: tuple[int, ...] = (),
+        results: Counter[str] | None = None,
         **bulk_params: Any,
     ) -> tuple[int, list[tuple[str, str]]]:
         """Stream actions through helpers.streaming_bulk; (documents sent, failed (id, reason)).
@@ -392,7 +436,8 @@ class ElasticsearchBackend:
         in RETRY_STATUSES after initial_backoff * 2**n seconds (capped at max_backoff), up to
         max_retries times. The transport's own immediate status retries are switched off for
         these requests so the helper's backoff applies; connection errors and timeouts are
-        retried by the transport (bulk `index` by id is idempotent)."""
+        retried by the transport (bulk `index` by id is idempotent). `results` counts the
+        `result` of each item that did not fail (created, updated, deleted, not_found)."""
         s = self.settings
         client = self.client.options(retry_on_status=(), retry_on_timeout=True)
         kwargs: dict[str, Any] = {
@@ -417,6 +462,9 @@ class ElasticsearchBackend:
                     on_ok()
             elif info.get("status") not in ignore_statuses:
                 failed.append((str(info.get("_id")), _item_reason(info)))
+                continue
+            if results is not None:
+                results[str(info.get("result"))] += 1
         return total, failed
 
     def _drop(self, name: str) -> None:
@@ -433,18 +481,110 @@ class ElasticsearchBackend:
         documents: Iterable[Document],
         *,
         progress: ProgressFn | None = None,
+        model_id: str | None = None,
     ) -> IndexReport:
         """Write all documents into a new index, verify, switch the alias, prune old indices."""
         start = time.monotonic()
+
+        def fill(name: str) -> tuple[int, str, str]:
+            total, failed = self._bulk(
+                bulk_actions(name, documents),
+                on_ok=(lambda: progress(1)) if progress is not None else None,
+            )
+            if failed:
+                raise DocumentsFailed(failed, total)
+            return total, "were written", "duplicate document ids in the model? (each id must appear once)"
+
+        name, count, removed = self._new_version(schema, model_id, {}, fill, None)
+        return IndexReport(
+            version=name,
+            documents=count,
+            failed=[],
+            seconds=time.monotonic() - start,
+            removed_versions=removed,
+        )
+
+    def update_version(
+        self,
+        schema: IndexSchema,
+        changes: ChangeSet,
+        *,
+        progress: ProgressFn | None = None,
+    ) -> IndexReport:
+        """A new index = a server-side `_reindex` copy of the current index, then the changed
+        documents indexed and the deleted ones removed in bulk; verified and switched to in
+        one `_aliases` request exactly as create_version does. The switch names the copied
+        index, so it fails (and the new index is dropped) if the alias moved meanwhile."""
+        start = time.monotonic()
+        states = self._states()
+        current = self._current(states) if any(st.aliased for st in states) else None
+        check_update_base(
+            current.name if current else None,
+            current.model_id if current else None,
+            current.schema if current else None,
+            schema,
+            changes,
+        )
+        assert current is not None  # check_update_base refuses a missing current version
+        results: Counter[str] = Counter()
+        copied_total = 0
+
+        def fill(name: str) -> tuple[int, str, str]:
+            nonlocal copied_total
+            copied_total = self._copy(current.name, name)
+            total, failed = self._bulk(
+                change_actions(name, changes),
+                on_ok=(lambda: progress(1)) if progress is not None else None,
+                ignore_statuses=(404,),  # deleting an item the copy does not have
+                results=results,
+            )
+            if failed:
+                raise DocumentsFailed(failed, total)
+            expected = copied_total + results["created"] - results["deleted"]
+            what = (f"were expected ({copied_total} copied + {results['created']} added - "
+                    f"{results['deleted']} deleted)")
+            return expected, what, f"was {current.name} changed while it was copied? index again"
+
+        extra = {"base_model_id": changes.base_model_id, "base_index": current.name}
+        name, count, removed = self._new_version(schema, changes.model_id, extra, fill, [current.name])
+        replaced, deleted = results["updated"], results["deleted"]
+        return IndexReport(
+            version=name,
+            documents=count,
+            failed=[],
+            seconds=time.monotonic() - start,
+            removed_versions=removed,
+            copied=copied_total - replaced - deleted,
+            replaced=replaced,
+            added=results["created"],
+            deleted=deleted,
+        )
+
+    def _new_version(
+        self,
+        schema: IndexSchema,
+        model_id: str | None,
+        extra_meta: dict[str, Any],
+        fill: Callable[[str], tuple[int, str, str]],
+        previous: list[str] | None,
+    ) -> tuple[str, int, list[str]]:
+        """Create a new index, `fill` it, refresh, check its count, mark it complete, move the
+        alias from `previous` (None: whatever holds it now) and prune; on any failure before
+        the switch the new index is deleted. `fill(name)` returns (expected count, how the
+        count was expected, hint when it differs). Returns (name, count, pruned)."""
         created_at = self._clock()
         name = version_name(self.alias, created_at)
-        meta = {
+        meta: dict[str, Any] = {
             "cooccur": {
                 "alias": self.alias,
                 "created": created_at.astimezone(UTC).isoformat(),
                 "complete": False,
             }
         }
+        if model_id is not None:
+            # what `index --changed-only` checks before it builds on this index
+            meta["cooccur"].update(model_id=model_id, schema=_schema_to_meta(schema))
+        meta["cooccur"].update(extra_meta)
         body = build_index_body(
             schema, self.settings, load_template(self._mapping_path), meta=meta
         )
@@ -460,28 +600,24 @@ class ElasticsearchBackend:
                 may_exist = False  # a definite refusal: nothing was created
                 raise
             action = f"bulk-index documents into {name}"
-            total, failed = self._bulk(
-                bulk_actions(name, documents),
-                on_ok=(lambda: progress(1)) if progress is not None else None,
-            )
-            if failed:
-                raise DocumentsFailed(failed, total)
+            expected, what, hint = fill(name)
             action = f"refresh {name}"
             self.client.indices.refresh(index=name)
             action = f"count the documents of {name}"
             count = int(self.client.count(index=name)["count"])
-            if count != total:
+            if count != expected:
                 raise IndexerError(
-                    f"index {name} holds {count} documents but {total} were written; "
+                    f"index {name} holds {count} documents but {expected} {what}; "
                     "the current version is unchanged",
-                    hint="duplicate document ids in the model? (each id must appear once)",
+                    hint=hint,
                 )
             action = f"mark {name} complete"
             meta["cooccur"].update(complete=True, documents=count)
             self.client.indices.put_mapping(index=name, meta=meta)
             action = f"switch alias {self.alias} to {name}"
-            states = self._states()
-            previous = [st.name for st in states if st.aliased and st.name != name]
+            if previous is None:
+                states = self._states()
+                previous = [st.name for st in states if st.aliased and st.name != name]
             self.client.indices.update_aliases(
                 actions=alias_actions(self.alias, previous, name)
             )
@@ -492,14 +628,66 @@ class ElasticsearchBackend:
                 raise self._error(e, action) from e
             raise
         log.info("alias %s -> %s (%d documents; was %s)", self.alias, name, count, previous or "none")
-        removed = self._prune(name)
-        return IndexReport(
-            version=name,
-            documents=count,
-            failed=[],
-            seconds=time.monotonic() - start,
-            removed_versions=removed,
-        )
+        return name, count, self._prune(name)
+
+    def _copy(self, source: str, dest: str) -> int:
+        """Copy every document of `source` into `dest` with a server-side `_reindex` task and
+        wait for it; returns the number copied.
+
+        The task runs detached (wait_for_completion=false) and is polled, so a long copy
+        outlives no request timeout. The start request is never retried: a second task
+        could copy old documents over the changes written after the first one finished.
+        If anything fails or the run is interrupted while it runs, the task is cancelled."""
+        action = f"copy {source} into {dest}"
+        try:
+            started = self.client.options(max_retries=0).reindex(
+                source={"index": source}, dest={"index": dest}, wait_for_completion=False
+            )
+        except (ApiError, TransportError) as e:
+            raise self._error(e, action) from e
+        task = str(started["task"])
+        done = False
+        try:
+            delay = TASK_POLL_FIRST
+            while True:
+                status = self._call(action, self.client.tasks.get, task_id=task)
+                if status.get("completed"):
+                    done = True
+                    break
+                time.sleep(delay)
+                delay = min(delay * 2, TASK_POLL_MAX)
+        finally:
+            if not done:
+                try:
+                    self.client.options(ignore_status=404).tasks.cancel(task_id=task)
+                except (ApiError, TransportError) as e:
+                    log.warning("could not cancel the copy task %s: %s", task, e)
+        error = status.get("error")
+        if isinstance(error, dict):
+            raise ElasticsearchError(
+                action, 500, str(error.get("type", "error")), str(error.get("reason", "")),
+                hint=_hint_for(500, str(error.get("type", ""))),
+            )
+        response = status.get("response") or {}
+        failures = response.get("failures") or []
+        if failures or response.get("timed_out"):
+            first = failures[0] if failures else {}
+            cause = first.get("cause") if isinstance(first.get("cause"), dict) else {}
+            raise IndexerError(
+                f"{action}: {len(failures)} document(s) failed to copy"
+                + (f" (first: {first.get('id')}: {cause.get('type')}: {cause.get('reason')})" if failures else
+                   " (timed out)")
+                + "; the current version is unchanged",
+                hint="check the cluster's health and logs, or run a full `cooccur index MODEL`",
+            )
+        created, total = int(response.get("created", 0)), int(response.get("total", 0))
+        if created != total:
+            raise IndexerError(
+                f"{action}: copied {created} of {total} documents; the current version is unchanged",
+                hint="another process writes into the new index? run one indexer per alias at a time",
+            )
+        log.info("copied %d documents from %s into %s", created, source, dest)
+        return created
 
     def _prune(self, current: str) -> list[str]:
         """Delete versions beyond keep_versions; a failure here is only a warning (the new
@@ -536,6 +724,7 @@ class ElasticsearchBackend:
                     created=created.isoformat().replace("+00:00", "Z") if created else "",
                     documents=int(docs),
                     current=st.aliased,
+                    model_id=st.model_id,
                 )
             )
         return out

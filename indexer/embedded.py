@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from .backend import (
+    ChangeSet,
     Check,
     Document,
     Hit,
@@ -40,6 +41,7 @@ from .backend import (
     ProgressFn,
     SearchResult,
     VersionInfo,
+    check_update_base,
 )
 from .embedded_query import Evaluator, parse_body, top_hits
 from .embedded_store import (
@@ -51,6 +53,7 @@ from .embedded_store import (
     check_document,
     iter_overlay_lines,
     read_overlay,
+    schema_from_json,
     schema_to_json,
     write_segment,
 )
@@ -110,38 +113,106 @@ class EmbeddedBackend:
         documents: Iterable[Document],
         *,
         progress: ProgressFn | None = None,
+        model_id: str | None = None,
     ) -> IndexReport:
         """Write all documents into a new version, verify it, switch CURRENT to it and
         prune old versions. On any failure the previous version stays current."""
         started = time.monotonic()
-        self.root.mkdir(parents=True, exist_ok=True)
         with self._writer_lock():
-            self._remove_stale_temp_dirs()
-            version = self._new_version_name()
-            tmp = self.root / f".tmp-{version}"
-            tmp.mkdir()
-            try:
-                count = self._write_version(tmp, version, schema, documents, progress)
-                final = self.root / version
-                os.rename(tmp, final)
-                _fsync_dir(self.root)
-                # verify: the new version opens and holds every document before anyone sees it
-                opened = BaseVersion(final)
-                if opened.segment.n != count:
-                    raise IndexerError(f"{final}: wrote {count} documents but {opened.segment.n} load")
-                opened.close()
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                shutil.rmtree(self.root / version, ignore_errors=True)
-                raise
-            self._set_current(version)
-            removed = self._prune()
+            version, count, removed = self._publish(schema, documents, progress, {"model_id": model_id})
         logger.info("index %s: version %s with %d documents", self.root, version, count)
         return IndexReport(version, count, [], time.monotonic() - started, removed)
 
+    def update_version(
+        self,
+        schema: IndexSchema,
+        changes: ChangeSet,
+        *,
+        progress: ProgressFn | None = None,
+    ) -> IndexReport:
+        """Copy-on-write: a new version = the current version's documents (without its
+        overlay, as a full index starts without one) with the changed documents replaced,
+        added or deleted, written, verified and switched to exactly as create_version does.
+        Checked under the writer lock, so no other run can switch versions in between."""
+        started = time.monotonic()
+        with self._writer_lock():
+            current = self._current_name()
+            meta = None
+            if current is not None:
+                try:
+                    meta = json.loads((self.root / current / "meta.json").read_text())
+                except FileNotFoundError:
+                    current = None
+            check_update_base(
+                current,
+                meta.get("model_id") if meta else None,
+                schema_from_json(meta["schema"]) if meta else None,
+                schema,
+                changes,
+            )
+            replace = {d["id"]: d for d in changes.documents}
+            dropped = set(changes.deleted) - set(replace)
+            stats = {"copied": 0, "replaced": 0, "deleted": 0}
+
+            def documents() -> Iterator[Document]:
+                base = self.root / current
+                ids = np.load(base / "ids.npy", mmap_mode="r", allow_pickle=False)
+                with open(base / "docs.jsonl", "rb") as f:
+                    # docs.jsonl holds one line per slot, in id order: only kept lines are parsed
+                    for doc_id, line in zip(ids.tolist(), f, strict=True):
+                        if doc_id in replace:
+                            stats["replaced"] += 1
+                        elif doc_id in dropped:
+                            stats["deleted"] += 1
+                        else:
+                            stats["copied"] += 1
+                            yield json.loads(line)
+                yield from changes.documents
+
+            version, count, removed = self._publish(
+                schema, documents(), progress,
+                {"model_id": changes.model_id, "base_model_id": changes.base_model_id, "base_version": current},
+            )
+        added = len(replace) - stats["replaced"]
+        logger.info(
+            "index %s: version %s from %s: %d documents copied, %d replaced, %d added, %d deleted",
+            self.root, version, current, stats["copied"], stats["replaced"], added, stats["deleted"],
+        )
+        return IndexReport(
+            version, count, [], time.monotonic() - started, removed,
+            copied=stats["copied"], replaced=stats["replaced"], added=added, deleted=stats["deleted"],
+        )
+
+    def _publish(
+        self, schema: IndexSchema, documents: Iterable[Document], progress: ProgressFn | None,
+        extra_meta: dict[str, Any],
+    ) -> tuple[str, int, list[str]]:
+        """Write, verify and switch to a new version (the caller holds the writer lock):
+        (version name, documents, pruned versions)."""
+        self._remove_stale_temp_dirs()
+        version = self._new_version_name()
+        tmp = self.root / f".tmp-{version}"
+        tmp.mkdir()
+        try:
+            count = self._write_version(tmp, version, schema, documents, progress, extra_meta)
+            final = self.root / version
+            os.rename(tmp, final)
+            _fsync_dir(self.root)
+            # verify: the new version opens and holds every document before anyone sees it
+            opened = BaseVersion(final)
+            if opened.segment.n != count:
+                raise IndexerError(f"{final}: wrote {count} documents but {opened.segment.n} load")
+            opened.close()
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(self.root / version, ignore_errors=True)
+            raise
+        self._set_current(version)
+        return version, count, self._prune()
+
     def _write_version(
         self, tmp: Path, version: str, schema: IndexSchema, documents: Iterable[Document],
-        progress: ProgressFn | None,
+        progress: ProgressFn | None, extra_meta: dict[str, Any],
     ) -> int:
         docs: list[Document] = []
         failed: list[tuple[str, str]] = []
@@ -190,6 +261,7 @@ class EmbeddedBackend:
             "documents": len(docs),
             "schema": schema_to_json(schema),
             "files": files,
+            **extra_meta,
         }
         with open(tmp / "meta.json", "w") as f:
             json.dump(meta, f, indent=1)
@@ -269,7 +341,7 @@ class EmbeddedBackend:
                 meta = json.loads((self.root / n / "meta.json").read_text())
             except FileNotFoundError:  # pruned meanwhile
                 continue
-            out.append(VersionInfo(n, meta["created"], meta["documents"], n == current))
+            out.append(VersionInfo(n, meta["created"], meta["documents"], n == current, meta.get("model_id")))
         return out
 
     def rollback(self) -> VersionInfo:

@@ -52,3 +52,22 @@ class UnsupportedQuery(IndexerError):
             hint="see docs/search.md for the supported query subset",
         )
         self.path = path
+
+
+class ChangedOnlyRefused(IndexerError):
+    """`cooccur index --changed-only` cannot apply this model to the current version; a full
+    index of the model is always possible instead.
+
+    `reason` is one of: `no-base-model` (the model was not written by `cooccur update`),
+    `no-changed` (no changed/ dataset), `no-current-version`, `other-base` (the current
+    version was built from another model), `schema` (the fields differ)."""
+
+    def __init__(self, reason: str, detail: str, *, expected: object = None, found: object = None) -> None:
+        super().__init__(
+            f"cannot index only the changed items: {detail}",
+            hint="run a full `cooccur index MODEL` (without --changed-only)",
+        )
+        self.reason = reason
+        self.detail = detail
+        self.expected = expected
+        self.found = found

@@ -7,17 +7,40 @@ from pathlib import Path
 
 from .backend import IndexReport, ProgressFn
 from .backends import open_backend
-from .documents import iter_documents, open_model, schema_for
+from .documents import iter_documents, open_model, read_changes, schema_for
 from .settings import IndexSettings
 
 logger = logging.getLogger(__name__)
 
 
-def index_model(model_dir: str | Path, settings: IndexSettings, progress: ProgressFn | None = None) -> IndexReport:
-    """Index every item of a model directory into a new version of the configured backend
-    and switch to it; the previous version stays current if anything fails."""
+def index_model(
+    model_dir: str | Path,
+    settings: IndexSettings,
+    progress: ProgressFn | None = None,
+    changed_only: bool = False,
+) -> IndexReport:
+    """Index a model directory into a new version of the configured backend and switch to
+    it; the previous version stays current if anything fails.
+
+    Full (default): every item of the model. `changed_only`: the model must come from
+    `cooccur update` and the current version from its base model; the new version is the
+    current one with the items of the model's changed/ replaced or deleted (the same
+    documents as a full index of the model, for a fraction of the reading and writing).
+    Refusals raise indexer.errors.ChangedOnlyRefused before anything is written."""
     model = open_model(model_dir)
     schema = schema_for(model, tuple(settings.date_fields))
+    if changed_only:
+        # model-side checks first: they need no backend
+        changes = read_changes(model, schema)
+        backend = open_backend(settings)
+        logger.info(
+            "indexing %d changed items of %s (%d documents, %d deletions) into the %s backend (%s)",
+            len(changes.documents) + len(changes.deleted), model.path, len(changes.documents),
+            len(changes.deleted), settings.backend, settings.name,
+        )
+        return backend.update_version(schema, changes, progress=progress)
     backend = open_backend(settings)
     logger.info("indexing %s into the %s backend (%s)", model.path, settings.backend, settings.name)
-    return backend.create_version(schema, iter_documents(model, schema), progress=progress)
+    return backend.create_version(
+        schema, iter_documents(model, schema), progress=progress, model_id=model.model_id
+    )
