@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from scipy import sparse
@@ -59,13 +60,61 @@ def _top_candidates(row: np.ndarray, score: np.ndarray, n_rows: int, k: int) -> 
     return bucket >= lowest[row]
 
 
-def _block_indicators(primary: int, specs: list[IndicatorSpec], actions: list[int], n_users: int):
+def score_rows(
+    c: sparse.csr_matrix, a_counts: np.ndarray, b_counts: np.ndarray, table: LlrTable,
+    spec: IndicatorSpec,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The top correlators of every row of a co-occurrence matrix, by LLR.
+
+    `c` holds k11 per (a, b) with sorted column indices, and columns in item-id order, so
+    ties break by item id; self pairs are already gone. Returns (row, col, score), rows
+    ascending, each row's entries best first. Shared by the job and `cooccur update`, so
+    an update scores exactly as a full run does."""
+    row = np.repeat(np.arange(c.shape[0]), np.diff(c.indptr))
+    col, k11 = c.indices.astype(np.int64), c.data
+    score = table.scores(
+        k11, a_counts[row], b_counts[col],
+        table.marginal_entropy(a_counts)[row], table.marginal_entropy(b_counts)[col],
+    )
+    if spec.min_llr is not None:
+        ok = score >= spec.min_llr
+        row, col, score = row[ok], col[ok], score[ok]
+    keep = _top_candidates(row, score, c.shape[0], spec.max_correlators)
+    row, col, score = row[keep], col[keep], score[keep]
+    # Rows come sorted, and within a row columns in id order; a stable sort by score keeps
+    # that order among equal scores, so ties break by item id.
+    order = np.lexsort((-score, row))
+    row, col, score = row[order], col[order], score[order]
+    keep = run_ranks(row)[0] < spec.max_correlators
+    return row[keep], col[keep], score[keep]
+
+
+def pair_table(indicator: str, a_items: pa.Array, b_items: pa.Array, c: sparse.csr_matrix) -> pa.Table:
+    """k11 of every co-occurring pair, as saved in the model's state/pairs/ (dictionary-encoded
+    item ids: the pairs outnumber the items by orders of magnitude)."""
+    c = c.tocsr()
+    c.sort_indices()
+    n = c.nnz
+    rows = np.repeat(np.arange(c.shape[0], dtype=np.int32), np.diff(c.indptr))
+    return pa.table({
+        "indicator": pa.DictionaryArray.from_arrays(
+            pa.array(np.zeros(n, dtype=np.int32)), pa.array([indicator], pa.string())),
+        "a": pa.DictionaryArray.from_arrays(pa.array(rows), a_items),
+        "b": pa.DictionaryArray.from_arrays(pa.array(c.indices.astype(np.int32)), b_items),
+        "k11": pa.array(c.data.astype(np.int32)),
+    })
+
+
+def _block_indicators(
+    primary: int, specs: list[IndicatorSpec], actions: list[int], n_users: int,
+    pairs_dir: str | None = None,
+):
     """Complete rows of A'B for the primary items of one partition, LLR, top-k per item.
 
     The partition holds its primary items' (role A) interactions and every interaction
-    of every user who has one of them (role B), so each row of A'B is complete here."""
-    max_k = np.array([s.max_correlators for s in specs], dtype=np.int64)
-    min_llr = np.array([-np.inf if s.min_llr is None else s.min_llr for s in specs])
+    of every user who has one of them (role B), so each row of A'B is complete here.
+    With `pairs_dir`, the partition also saves its pair counts there (the state that
+    `cooccur update` adds new events to)."""
     names = pa.array([s.name for s in specs], type=pa.string())
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -95,35 +144,31 @@ def _block_indicators(primary: int, specs: list[IndicatorSpec], actions: list[in
         a_mat, a_dict, a_counts = side(np.flatnonzero(role_a & (action == primary)))
         a_t = a_mat.T.tocsr()
         table = LlrTable(n_users)
-        h_a = table.marginal_entropy(a_counts)
-        out_ind, out_row, out_b, out_score = [], [], [], []
+        out_ind, out_row, out_b, out_score, pairs = [], [], [], [], []
         for ind, act in enumerate(actions):
             b_mat, b_dict, b_counts = side(np.flatnonzero(~role_a & (action == act)))
             c = (a_t @ b_mat).tocsr()
-            c.sort_indices()
-            row = np.repeat(np.arange(c.shape[0]), np.diff(c.indptr))
-            col, k11 = c.indices.astype(np.int64), c.data
             if act == primary:
                 # An item is not its own correlator: map a's code to b's code, drop equals.
                 a_as_b = pc.index_in(a_dict, value_set=b_dict).fill_null(-1).to_numpy()
-                keep = col != a_as_b[row]
-                row, col, k11 = row[keep], col[keep], k11[keep]
-            score = table.scores(
-                k11, a_counts[row], b_counts[col], h_a[row], table.marginal_entropy(b_counts)[col]
-            )
-            ok = score >= min_llr[ind]
-            row, col, score = row[ok], col[ok], score[ok]
-            keep = _top_candidates(row, score, c.shape[0], max_k[ind])
-            row, col, score = row[keep], col[keep], score[keep]
-            # Rows come sorted, and within a row columns in id order; a stable sort by
-            # score keeps that order among equal scores, so ties break by item id.
-            order = np.lexsort((-score, row))
-            row, col, score = row[order], col[order], score[order]
-            keep = run_ranks(row)[0] < max_k[ind]
-            out_ind.append(np.full(int(keep.sum()), ind))
-            out_row.append(row[keep])
-            out_b.append(b_dict.take(pa.array(col[keep])))
-            out_score.append(score[keep])
+                c = c.tocoo()
+                keep = c.col != a_as_b[c.row]
+                c = sparse.csr_matrix((c.data[keep], (c.row[keep], c.col[keep])), shape=c.shape)
+            c.sort_indices()
+            if pairs_dir is not None:
+                pairs.append(pair_table(specs[ind].name, a_dict, b_dict, c))
+            row, col, score = score_rows(c, a_counts, b_counts, table, specs[ind])
+            out_ind.append(np.full(len(row), ind))
+            out_row.append(row)
+            out_b.append(b_dict.take(pa.array(col)))
+            out_score.append(score)
+        if pairs:
+            from pyspark import TaskContext  # only inside a task
+
+            part = TaskContext.get().partitionId() if TaskContext.get() else 0
+            # Named by partition: a retried task overwrites its own file, never adds one.
+            pq.write_table(pa.concat_tables(pairs).unify_dictionaries(),
+                           f"{pairs_dir}/part-{part:05d}.parquet")
         ind_all = np.concatenate(out_ind)
         if len(ind_all) == 0:
             return
@@ -150,6 +195,7 @@ def indicators(
     specs: list[IndicatorSpec],
     n_users: int,
     partitions: int,
+    pairs_dir: str | None = None,
 ) -> DataFrame:
     """LLR indicators from downsampled interactions (action, user, item, item_users).
 
@@ -157,7 +203,8 @@ def indicators(
     primary interactions (role A) and, once per block, all interactions of the users who
     have one of its items (role B): at most `partitions` copies of each interaction are
     shuffled, instead of every partial pair count. `specs` lists the indicators in output
-    order (the primary's first); one row per (indicator, item) with a correlator."""
+    order (the primary's first); one row per (indicator, item) with a correlator. With
+    `pairs_dir` (a local or shared directory), every block also saves its pair counts."""
     actions = [primary] + [s.name for s in specs if s.name != primary]
     action_id = F.lit(-1)
     for i, act in enumerate(actions):
@@ -172,5 +219,5 @@ def indicators(
     )
     ind_actions = [actions.index(s.name) for s in specs]
     return both.repartition(partitions, "block").mapInArrow(
-        _block_indicators(0, specs, ind_actions, n_users), INDICATORS_SCHEMA
+        _block_indicators(0, specs, ind_actions, n_users, pairs_dir), INDICATORS_SCHEMA
     )

@@ -25,7 +25,8 @@ USER_CAPPED_SCHEMA = (
     "first_user boolean, first_user_action boolean"
 )
 MARKED_SCHEMA = (
-    "action string, user string, item string, kept boolean, item_users long, "
+    "action string, user string, item string, h long, user_kept boolean, kept boolean, "
+    "item_users long, "
     "user_capped boolean, item_capped boolean, first_user boolean, first_user_action boolean, "
     "first_item boolean"
 )
@@ -107,6 +108,7 @@ def _item_cap(cap: int):
         yield pa.RecordBatch.from_arrays(
             [
                 t["action"].combine_chunks(), t["user"].combine_chunks(), t["item"].combine_chunks(),
+                t["h"].combine_chunks(), pa.array(user_kept),
                 pa.array(user_kept & ((rank < cap) | (cap == 0))),
                 pa.array(item_users.astype(np.int64)),
                 t["user_capped"].combine_chunks(),
@@ -116,6 +118,7 @@ def _item_cap(cap: int):
             ],
             schema=pa.schema([
                 ("action", pa.string()), ("user", pa.string()), ("item", pa.string()),
+                ("h", pa.int64()), ("user_kept", pa.bool_()),
                 ("kept", pa.bool_()), ("item_users", pa.int64()), ("user_capped", pa.bool_()),
                 ("item_capped", pa.bool_()), ("first_user", pa.bool_()),
                 ("first_user_action", pa.bool_()), ("first_item", pa.bool_()),
@@ -130,7 +133,8 @@ def downsample(
 ) -> DataFrame:
     """Mark which interactions the caps keep; every distinct interaction comes out once.
 
-    Columns: action, user, item, `kept`; `item_users` = users kept for (action, item);
+    Columns: action, user, item, `h` (the hash), `user_kept` (kept by the user cap),
+    `kept`; `item_users` = users kept for (action, item);
     `user_capped` / `item_capped` (the user or item had more than its cap); and, to count
     without distinct aggregations, `first_user` (one row per user over all actions),
     `first_user_action` (one per (user, action)), `first_item` (one per (action, item)).

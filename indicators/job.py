@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,8 +33,8 @@ from pyspark.storagelevel import StorageLevel
 from .cooccurrence import IndicatorSpec, indicators
 from .downsample import binarize, downsample
 from .errors import BadInput, JobError, SparkOutOfMemory
-from .properties import properties
-from .rankings import rankings
+from .properties import current_properties, property_changes
+from .rankings import from_micros, kept_since, rankings
 from .reader import EventInput, expand_paths, read_events
 from .settings import TrainSettings, parse_duration
 from .spark import check_java
@@ -222,11 +223,13 @@ def _train(
     try:
         # Rankings and properties are independent of the indicators: their Spark jobs run
         # beside the co-occurrence job and fill the cores it leaves idle between stages.
+        state = tmp / "state"
+        state.mkdir()
         with ThreadPoolExecutor(max_workers=2) as pool:
-            rank_job = pool.submit(_timed, _write_rankings, data, settings, tmp / "rankings")
-            props_job = pool.submit(_timed, _write_properties, data, tmp / "properties")
+            rank_job = pool.submit(_timed, _write_rankings, data, settings, tmp)
+            props_job = pool.submit(_timed, _write_properties, data, tmp)
             seconds, report.indicators = _timed(
-                _write_indicators, spark, kept, settings, n_users, partitions, tmp / "indicators"
+                _write_indicators, spark, kept, settings, n_users, partitions, tmp
             )
             stages.done("indicators", "; ".join(
                 f"{i}: {v['items']:,} items, {v['correlators']:,} correlators"
@@ -241,6 +244,7 @@ def _train(
         report.timings = dict(stages.timings)
         manifest = {
             "format": MODEL_FORMAT,
+            "model_id": uuid.uuid4().hex,
             "created": _iso(datetime.now(UTC)),
             "cooccur_version": _version(),
             "primary": settings.primary,
@@ -248,6 +252,7 @@ def _train(
             "properties": names,
             "newest_event": report.newest_event,
             "settings": asdict(settings),
+            "state": _state_info(settings, n_users),
             "counts": {
                 "input": report.input,
                 "users": n_users,
@@ -275,13 +280,29 @@ def _timed(fn, *args):
     return round(time.perf_counter() - t, 3), result
 
 
+def _state_info(settings: TrainSettings, n_users: int, generation: int = 0) -> dict:
+    """What `cooccur update` needs to know of the saved state (state/, docs/model-format.md)."""
+    return {"pairs": settings.save_state, "users": n_users, "generation": generation}
+
+
 def _write_indicators(
     spark: SparkSession, kept: DataFrame, settings: TrainSettings, n_users: int,
-    partitions: int, path: Path,
+    partitions: int, model: Path,
 ) -> dict:
-    """Write the indicators; per indicator, items and correlators written."""
+    """Write the indicators (and, with save_state, the interactions and pair counts);
+    per indicator, items and correlators written."""
     specs = [IndicatorSpec(i.name, i.max_correlators, i.min_llr) for i in settings.indicators]
-    indicators(kept.where("kept"), settings.primary, specs, n_users, partitions).write.parquet(str(path))
+    pairs_dir = None
+    if settings.save_state:
+        kept.select("action", "user", "item", "h", "user_kept", "kept").write.parquet(
+            str(model / "state" / "interactions"))
+        pairs_dir = model / "state" / "pairs"
+        pairs_dir.mkdir()
+    path = model / "indicators"
+    indicators(
+        kept.where("kept"), settings.primary, specs, n_users, partitions,
+        None if pairs_dir is None else str(pairs_dir.resolve()),
+    ).write.parquet(str(path))
     # Counted by Spark where the files are: the correlator lists never reach the driver.
     counted = {
         r["indicator"]: r
@@ -296,29 +317,55 @@ def _write_indicators(
     }
 
 
-def _write_rankings(data: EventInput, settings: TrainSettings, path: Path) -> tuple[int, str | None]:
-    """Write the rankings; (items ranked, the newest event's time)."""
+def ranking_window(settings: TrainSettings, newest: datetime | None):
+    """(end, window) of the rankings: the configured end or the newest event."""
     r = settings.rankings
-    actions = r.events or [settings.primary]
-    ranked = [data.per_event[a] for a in actions if a in data.per_event]
-    newest_us = max((e.last_us for e in data.per_event.values() if e.last_us is not None), default=None)
-    first_us = min((e.first_us for e in ranked if e.first_us is not None), default=None)
-    newest = None if newest_us is None else datetime.fromtimestamp(newest_us / 1e6, UTC)
     end = datetime.fromisoformat(r.end.replace("Z", "+00:00")) if r.end else newest
     if end is not None and end.tzinfo is None:
         end = end.replace(tzinfo=UTC)
-    window = parse_duration(r.window) if r.window else None
-    first = None if first_us is None else datetime.fromtimestamp(first_us / 1e6, UTC)
-    rankings(data.events, actions, end or datetime.now(UTC), window, first).write.parquet(str(path))
-    count = sum(pq.ParquetFile(f).metadata.num_rows for f in path.glob("*.parquet"))
-    return count, _iso(newest)
+    return end or datetime.now(UTC), parse_duration(r.window) if r.window else None
 
 
-def _write_properties(data: EventInput, path: Path) -> tuple[list[str], int]:
+def write_rankings(events: pa.Table, settings: TrainSettings, newest: datetime | None,
+                   first: datetime | None, model: Path) -> int:
+    """Rank items from the ranked events (item, time_us) into rankings/, and keep the
+    events that can still count into state/ (with a window, older ones never will)."""
+    end, window = ranking_window(settings, newest)
+    ranked = rankings(events["item"], events["time_us"], end, window, first)
+    (model / "rankings").mkdir()
+    pq.write_table(ranked, model / "rankings" / "part-00000.parquet")
+    since = kept_since(end, window)
+    if since is not None:
+        events = events.filter(pc.greater_equal(events["time_us"], since))
+    pq.write_table(events, model / "state" / "ranking_events.parquet")
+    return ranked.num_rows
+
+
+def _write_rankings(data: EventInput, settings: TrainSettings, model: Path) -> tuple[int, str | None]:
+    """Write the rankings; (items ranked, the newest event's time)."""
+    actions = settings.rankings.events or [settings.primary]
+    ranked = [data.per_event[a] for a in actions if a in data.per_event]
+    newest_us = max((e.last_us for e in data.per_event.values() if e.last_us is not None), default=None)
+    first_us = min((e.first_us for e in ranked if e.first_us is not None), default=None)
+    newest, first = from_micros(newest_us), from_micros(first_us)
+    events = data.events.where(F.col("event").isin(*actions)).select(
+        "item", F.unix_micros("time").alias("time_us")).toArrow()
+    return write_rankings(events, settings, newest, first, model), _iso(newest)
+
+
+def write_properties(changes: pa.Table, model: Path) -> tuple[list[str], int]:
+    """Write the current item properties and their state (latest changes); (property
+    names, items with properties)."""
+    state, props = current_properties(changes)
+    (model / "properties").mkdir()
+    pq.write_table(props, model / "properties" / "part-00000.parquet")
+    pq.write_table(state, model / "state" / "property_changes.parquet")
+    return sorted(pc.unique(props["name"]).to_pylist()), len(pc.unique(props["item"]))
+
+
+def _write_properties(data: EventInput, model: Path) -> tuple[list[str], int]:
     """Write the item properties; (property names, items with properties)."""
-    properties(data.item_events).write.parquet(str(path))
-    written = _parquet(path, ["item", "name"])
-    return sorted(pc.unique(written["name"]).to_pylist()), len(pc.unique(written["item"]))
+    return write_properties(property_changes(data.item_events).toArrow(), model)
 
 
 def _interactions(
@@ -359,14 +406,6 @@ def _interactions(
                ("users", "items", "interactions", "kept", "users_capped", "items_capped")},
         }
     return n_users, stats, marked
-
-
-def _parquet(path: Path, columns: list[str]) -> pa.Table:
-    """A small written dataset read back with pyarrow (cheaper than another Spark job)."""
-    files = sorted(path.glob("*.parquet"))
-    if not files:
-        return pa.table({c: pa.array([], pa.string()) for c in columns})
-    return pq.ParquetDataset(files).read(columns=columns)
 
 
 def _write_rejects(data: EventInput, path: Path) -> str:

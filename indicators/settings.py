@@ -90,6 +90,9 @@ class TrainSettings:
     """Per item and action, keep at most this many users (applied after the user cap); 0 = no cap."""
     seed: int = 0
     """Seed of the downsampling hash: same seed, same model."""
+    save_state: bool = True
+    """Save the interactions and pair counts with the model (state/) so `cooccur update`
+    can add new events without retraining; costs training time and disk."""
     input: InputSettings = field(default_factory=InputSettings)
     """How event files are read: [train.input]."""
     rankings: RankingSettings = field(default_factory=RankingSettings)

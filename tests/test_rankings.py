@@ -6,9 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from indicators.rankings import rankings
+import pyarrow as pa
 
-pytestmark = pytest.mark.spark
+from indicators import rankings as rk
+from indicators.rankings import rankings
 
 END = datetime(2026, 1, 10, tzinfo=UTC)
 EVENTS = [
@@ -24,14 +25,19 @@ EVENTS = [
 
 
 @pytest.fixture
-def events(spark):
-    return spark.createDataFrame(EVENTS, "user string, event string, item string, time string") \
-        .selectExpr("user", "event", "item", "to_timestamp(time) as time")
+def events():
+    """(items, times in microseconds) of the ranked action, as the job passes them."""
+    rows = [(item, rk.micros(datetime.fromisoformat(t).replace(tzinfo=UTC)))
+            for _, event, item, t in EVENTS if event == "buy"]
+    return pa.array([r[0] for r in rows]), pa.array([r[1] for r in rows], pa.int64())
+
+
+def table(t) -> dict:
+    return {r["item"]: (r["popular"], r["trending"], r["hot"]) for r in t.to_pylist()}
 
 
 def test_window_counts_velocity_acceleration(events):
-    got = {r.item: (r.popular, r.trending, r.hot)
-           for r in rankings(events, ["buy"], END, timedelta(days=9)).collect()}
+    got = table(rankings(*events, END, timedelta(days=9)))
     # x: 4 in the window; halves 2 and 2 -> trending 0; thirds 1, 1, 2 -> hot (2-1)-(1-1) = 1.
     # y: 1 in the last third -> trending 1 (second half minus first), hot (1-0)-(0-0) = 1.
     assert got == {"x": (4.0, 0.0, 1.0), "y": (1.0, 1.0, 1.0)}
@@ -39,5 +45,12 @@ def test_window_counts_velocity_acceleration(events):
 
 def test_no_window_counts_everything_up_to_the_end(events):
     first = datetime(2025, 12, 30, tzinfo=UTC)
-    got = {r.item: r.popular for r in rankings(events, ["buy"], END, None, first).collect()}
-    assert got == {"x": 5.0, "y": 1.0}
+    got = table(rankings(*events, END, None, first))
+    assert {k: v[0] for k, v in got.items()} == {"x": 5.0, "y": 1.0}
+
+
+def test_events_without_time_count_only_without_a_window():
+    items, times = pa.array(["x", "x"]), pa.array([None, rk.micros(END)], pa.int64())
+    assert table(rankings(items, times, END, None, END))["x"][0] == 2.0
+    assert table(rankings(items, times, END, timedelta(days=1)))["x"][0] == 1.0
+    assert rankings(pa.array([], pa.string()), pa.array([], pa.int64()), END, None).num_rows == 0
