@@ -18,8 +18,10 @@ import inspect
 import logging
 import re
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +40,7 @@ from elastic_transport import (
 from elastic_transport.client_utils import DEFAULT
 from elasticsearch import ApiError, Elasticsearch, UnsupportedProductError, helpers
 from elasticsearch import __versionstr__ as CLIENT_VERSION
+from elasticsearch.exceptions import GeneralAvailabilityWarning
 from elasticsearch.helpers import BulkIndexError
 
 from .backend import (
@@ -299,6 +302,15 @@ def change_actions(index: str, changes: ChangeSet) -> Iterator[dict[str, Any]]:
     for doc_id in changes.deleted:
         if doc_id not in written:
             yield {"_op_type": "delete", "_index": index, "_id": doc_id}
+
+
+@contextmanager
+def _tasks_api() -> Iterator[None]:
+    """The client marks the task API "technical preview" and warns on each call; the API
+    has been the same since 5.x (8.x and 9.x servers alike), so the warning is noise here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GeneralAvailabilityWarning)
+        yield
 
 
 def _supports(fn: Callable[..., Any], name: str) -> bool:
@@ -650,7 +662,8 @@ class ElasticsearchBackend:
         try:
             delay = TASK_POLL_FIRST
             while True:
-                status = self._call(action, self.client.tasks.get, task_id=task)
+                with _tasks_api():
+                    status = self._call(action, self.client.tasks.get, task_id=task)
                 if status.get("completed"):
                     done = True
                     break
@@ -659,7 +672,8 @@ class ElasticsearchBackend:
         finally:
             if not done:
                 try:
-                    self.client.options(ignore_status=404).tasks.cancel(task_id=task)
+                    with _tasks_api():
+                        self.client.options(ignore_status=404).tasks.cancel(task_id=task)
                 except (ApiError, TransportError) as e:
                     log.warning("could not cancel the copy task %s: %s", task, e)
         error = status.get("error")
