@@ -19,7 +19,6 @@ import logging
 import re
 import time
 import warnings
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -294,16 +293,6 @@ def _schema_from_meta(data: Any) -> IndexSchema | None:
         return None
 
 
-def change_actions(index: str, changes: ChangeSet) -> Iterator[dict[str, Any]]:
-    """Bulk actions applying a change set to a copy of the previous index: `index` for each
-    new document (creates or replaces), `delete` for each item the model no longer has."""
-    yield from bulk_actions(index, changes.documents)
-    written = {d["id"] for d in changes.documents}
-    for doc_id in changes.deleted:
-        if doc_id not in written:
-            yield {"_op_type": "delete", "_index": index, "_id": doc_id}
-
-
 @contextmanager
 def _tasks_api() -> Iterator[None]:
     """The client marks the task API "technical preview" and warns on each call; the API
@@ -439,7 +428,6 @@ class ElasticsearchBackend:
         actions: Iterable[dict[str, Any]],
         on_ok: Callable[[], None] | None = None,
         ignore_statuses: tuple[int, ...] = (),
-        results: Counter[str] | None = None,
         **bulk_params: Any,
     ) -> tuple[int, list[tuple[str, str]]]:
         """Stream actions through helpers.streaming_bulk; (documents sent, failed (id, reason)).
@@ -448,8 +436,7 @@ class ElasticsearchBackend:
         in RETRY_STATUSES after initial_backoff * 2**n seconds (capped at max_backoff), up to
         max_retries times. The transport's own immediate status retries are switched off for
         these requests so the helper's backoff applies; connection errors and timeouts are
-        retried by the transport (bulk `index` by id is idempotent). `results` counts the
-        `result` of each item that did not fail (created, updated, deleted, not_found)."""
+        retried by the transport (bulk `index` by id is idempotent)."""
         s = self.settings
         client = self.client.options(retry_on_status=(), retry_on_timeout=True)
         kwargs: dict[str, Any] = {
@@ -474,9 +461,6 @@ class ElasticsearchBackend:
                     on_ok()
             elif info.get("status") not in ignore_statuses:
                 failed.append((str(info.get("_id")), _item_reason(info)))
-                continue
-            if results is not None:
-                results[str(info.get("result"))] += 1
         return total, failed
 
     def _drop(self, name: str) -> None:
@@ -523,10 +507,15 @@ class ElasticsearchBackend:
         *,
         progress: ProgressFn | None = None,
     ) -> IndexReport:
-        """A new index = a server-side `_reindex` copy of the current index, then the changed
-        documents indexed and the deleted ones removed in bulk; verified and switched to in
-        one `_aliases` request exactly as create_version does. The switch names the copied
-        index, so it fails (and the new index is dropped) if the alias moved meanwhile."""
+        """A new index = a server-side `_reindex` copy of the current index without the
+        changed items, then the changed items' new documents indexed in bulk; verified and
+        switched to in one `_aliases` request exactly as create_version does.
+
+        Leaving the changed items out of the copy (instead of overwriting or deleting them
+        afterwards) keeps deleted documents out of the new index's segments, whose term
+        statistics would otherwise count them until a merge: the scores are exactly those
+        of a full index. The switch names the copied index, so it fails (and the new index
+        is dropped) if the alias moved meanwhile."""
         start = time.monotonic()
         states = self._states()
         current = self._current(states) if any(st.aliased for st in states) else None
@@ -538,39 +527,45 @@ class ElasticsearchBackend:
             changes,
         )
         assert current is not None  # check_update_base refuses a missing current version
-        results: Counter[str] = Counter()
-        copied_total = 0
+        written = [d["id"] for d in changes.documents]
+        gone = sorted(set(changes.deleted) - set(written))
+        # for the report only: how many of the changed items the current index holds
+        replaced, deleted = (self._count_ids(current.name, ids) for ids in (written, gone))
+        copied = 0
 
         def fill(name: str) -> tuple[int, str, str]:
-            nonlocal copied_total
-            copied_total = self._copy(current.name, name)
+            nonlocal copied
+            copied = self._copy(current.name, name, exclude=sorted({*written, *gone}))
             total, failed = self._bulk(
-                change_actions(name, changes),
+                bulk_actions(name, changes.documents),
                 on_ok=(lambda: progress(1)) if progress is not None else None,
-                ignore_statuses=(404,),  # deleting an item the copy does not have
-                results=results,
             )
             if failed:
                 raise DocumentsFailed(failed, total)
-            expected = copied_total + results["created"] - results["deleted"]
-            what = (f"were expected ({copied_total} copied + {results['created']} added - "
-                    f"{results['deleted']} deleted)")
-            return expected, what, f"was {current.name} changed while it was copied? index again"
+            return (copied + total, f"were expected ({copied} copied + {total} changed)",
+                    "duplicate document ids in the model? (each id must appear once)")
 
         extra = {"base_model_id": changes.base_model_id, "base_index": current.name}
         name, count, removed = self._new_version(schema, changes.model_id, extra, fill, [current.name])
-        replaced, deleted = results["updated"], results["deleted"]
         return IndexReport(
             version=name,
             documents=count,
             failed=[],
             seconds=time.monotonic() - start,
             removed_versions=removed,
-            copied=copied_total - replaced - deleted,
+            copied=copied,
             replaced=replaced,
-            added=results["created"],
+            added=len(written) - replaced,
             deleted=deleted,
         )
+
+    def _count_ids(self, index: str, ids: list[str]) -> int:
+        """How many of these ids the index holds (no request for none)."""
+        if not ids:
+            return 0
+        resp = self._call(f"count the changed items in {index}", self.client.count,
+                          index=index, query={"ids": {"values": ids}})
+        return int(resp["count"])
 
     def _new_version(
         self,
@@ -642,9 +637,9 @@ class ElasticsearchBackend:
         log.info("alias %s -> %s (%d documents; was %s)", self.alias, name, count, previous or "none")
         return name, count, self._prune(name)
 
-    def _copy(self, source: str, dest: str) -> int:
-        """Copy every document of `source` into `dest` with a server-side `_reindex` task and
-        wait for it; returns the number copied.
+    def _copy(self, source: str, dest: str, exclude: list[str]) -> int:
+        """Copy the documents of `source` but those of `exclude` into `dest` with a
+        server-side `_reindex` task and wait for it; returns the number copied.
 
         The task runs detached (wait_for_completion=false) and is polled, so a long copy
         outlives no request timeout. The start request is never retried: a second task
@@ -652,8 +647,9 @@ class ElasticsearchBackend:
         If anything fails or the run is interrupted while it runs, the task is cancelled."""
         action = f"copy {source} into {dest}"
         try:
+            query = {"bool": {"must_not": [{"ids": {"values": exclude}}]}} if exclude else {"match_all": {}}
             started = self.client.options(max_retries=0).reindex(
-                source={"index": source}, dest={"index": dest}, wait_for_completion=False
+                source={"index": source, "query": query}, dest={"index": dest}, wait_for_completion=False
             )
         except (ApiError, TransportError) as e:
             raise self._error(e, action) from e
