@@ -642,8 +642,8 @@ class ElasticsearchBackend:
         server-side `_reindex` task and wait for it; returns the number copied.
 
         The task runs detached (wait_for_completion=false) and is polled, so a long copy
-        outlives no request timeout. The start request is never retried: a second task
-        could copy old documents over the changes written after the first one finished.
+        outlives no request timeout. The start request is never retried: a retry after a
+        lost answer would start a second task that nobody waits for or cancels.
         If anything fails or the run is interrupted while it runs, the task is cancelled."""
         action = f"copy {source} into {dest}"
         try:
