@@ -154,7 +154,7 @@ class EmbeddedBackend:
             dropped = set(changes.deleted) - set(replace)
             stats = {"copied": 0, "replaced": 0, "deleted": 0}
 
-            def documents() -> Iterator[Document]:
+            def documents() -> Iterator[Document | tuple[Document, bytes]]:
                 base = self.root / current
                 ids = np.load(base / "ids.npy", mmap_mode="r", allow_pickle=False)
                 with open(base / "docs.jsonl", "rb") as f:
@@ -166,7 +166,7 @@ class EmbeddedBackend:
                             stats["deleted"] += 1
                         else:
                             stats["copied"] += 1
-                            yield json.loads(line)
+                            yield json.loads(line), line
                 yield from changes.documents
 
             version, count, removed = self._publish(
@@ -184,7 +184,8 @@ class EmbeddedBackend:
         )
 
     def _publish(
-        self, schema: IndexSchema, documents: Iterable[Document], progress: ProgressFn | None,
+        self, schema: IndexSchema, documents: Iterable[Document | tuple[Document, bytes]],
+        progress: ProgressFn | None,
         extra_meta: dict[str, Any],
     ) -> tuple[str, int, list[str]]:
         """Write, verify and switch to a new version (the caller holds the writer lock):
@@ -211,15 +212,25 @@ class EmbeddedBackend:
         return version, count, self._prune()
 
     def _write_version(
-        self, tmp: Path, version: str, schema: IndexSchema, documents: Iterable[Document],
+        self, tmp: Path, version: str, schema: IndexSchema,
+        documents: Iterable[Document | tuple[Document, bytes]],
         progress: ProgressFn | None, extra_meta: dict[str, Any],
     ) -> int:
+        """Write a complete version into `tmp`: (document, stored line) pairs are documents
+        copied from a version with the same schema, already checked and serialised."""
         docs: list[Document] = []
+        lines: dict[str, bytes] = {}
         failed: list[tuple[str, str]] = []
         seen: set[str] = set()
         pending = 0
-        for doc in documents:
-            problem = check_document(doc, schema)
+        for item in documents:
+            if type(item) is tuple:
+                doc, stored = item
+                lines[doc["id"]] = stored
+                problem = None
+            else:
+                doc = item
+                problem = check_document(doc, schema)
             doc_id = doc.get("id") if isinstance(doc, dict) else None
             if problem is None and doc_id in seen:
                 problem = "duplicate id"
@@ -244,7 +255,8 @@ class EmbeddedBackend:
         with open(tmp / "docs.jsonl", "wb") as f:
             pos = 0
             for i, doc in enumerate(docs):
-                line = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+                line = lines.get(doc["id"]) or (
+                    json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
                 f.write(line)
                 pos += len(line)
                 offsets[i + 1] = pos
