@@ -111,6 +111,11 @@ def check_update_base(
     field's group decides its type in the index; order within a group does not matter)."""
     if version is None:
         raise ChangedOnlyRefused("no-current-version", "the index has no current version")
+    if version_model_id is not None and version_model_id == changes.model_id:
+        raise ChangedOnlyRefused(
+            "other-base", f"the current version {version} is already built from model {version_model_id}",
+            expected=changes.base_model_id, found=version_model_id,
+        )
     if version_model_id != changes.base_model_id:
         built = f"model {version_model_id}" if version_model_id else "a model without a model_id"
         raise ChangedOnlyRefused(

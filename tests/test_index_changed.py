@@ -185,6 +185,8 @@ def test_changed_only_equals_a_full_index(models, tmp_path):
         (first.version, "m1", False), (report.version, "m2", True)]
     meta = json.loads((tmp_path / "inc" / "items" / report.version / "meta.json").read_text())
     assert (meta["base_model_id"], meta["base_version"]) == ("m1", first.version)
+    with pytest.raises(ChangedOnlyRefused, match=f"current version {report.version} is already built from model m2"):
+        index_model(m2, embedded(tmp_path / "inc"), changed_only=True)
     # rollback returns to the base version, live change and deleted item included
     inc.rollback()
     assert sorted(all_documents(inc)) == ["a", "b", "c", "d", "e", "z"]
@@ -465,7 +467,7 @@ def test_es_live_changed_only_equals_a_full_index(models, es_url):
             assert [g[0] for g in got] == [w[0] for w in want]
             assert [g[1] for g in got] == pytest.approx([w[1] for w in want], rel=1e-6)
         assert Counter(v.model_id for v in inc.versions()) == Counter({"m1": 1, "m2": 1})
-        with pytest.raises(ChangedOnlyRefused, match="built from model m2"):
+        with pytest.raises(ChangedOnlyRefused, match="already built from model m2"):
             index_model(m2, settings[0], changed_only=True)
     finally:
         for b, a in zip(backends, aliases, strict=True):
