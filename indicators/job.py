@@ -116,7 +116,7 @@ def _package_zip() -> str:
     return str(target)
 
 
-class _Stages:
+class Stages:
     """Times each stage and logs one summary line per stage."""
 
     def __init__(self, on_stage: Callable[[str], None] | None) -> None:
@@ -146,7 +146,7 @@ def train(
 
     Bad rows fail the run (BadInput) unless `rejects` names a file to write them to.
     The model directory appears complete or not at all (written aside, then renamed)."""
-    stages = _Stages(on_stage)
+    stages = Stages(on_stage)
     started = time.perf_counter()
     try:
         report = _train(spark, paths, settings, Path(out), rejects, stages)
@@ -177,7 +177,7 @@ def _train(
     settings: TrainSettings,
     out: Path,
     rejects: str | os.PathLike | None,
-    stages: _Stages,
+    stages: Stages,
 ) -> TrainReport:
     data = read_events(spark, paths, settings.input)
     c = data.counts
@@ -191,7 +191,7 @@ def _train(
     if c.rejected:
         if rejects is None:
             raise BadInput(c.rejected, c.rows, data.first_rejected())
-        report.rejects_file = _write_rejects(data, Path(rejects))
+        report.rejects_file = write_rejects(data, Path(rejects))
         stages.done("rejects", f"{c.rejected:,} bad rows written to {report.rejects_file}")
 
     actions = settings.actions
@@ -245,8 +245,8 @@ def _train(
         manifest = {
             "format": MODEL_FORMAT,
             "model_id": uuid.uuid4().hex,
-            "created": _iso(datetime.now(UTC)),
-            "cooccur_version": _version(),
+            "created": iso(datetime.now(UTC)),
+            "cooccur_version": package_version(),
             "primary": settings.primary,
             "indicators": actions,
             "properties": names,
@@ -264,7 +264,7 @@ def _train(
             "timings": report.timings,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -350,7 +350,7 @@ def _write_rankings(data: EventInput, settings: TrainSettings, model: Path) -> t
     newest, first = from_micros(newest_us), from_micros(first_us)
     events = data.events.where(F.col("event").isin(*actions)).select(
         "item", F.unix_micros("time").alias("time_us")).toArrow()
-    return write_rankings(events, settings, newest, first, model), _iso(newest)
+    return write_rankings(events, settings, newest, first, model), iso(newest)
 
 
 def write_properties(changes: pa.Table, model: Path) -> tuple[list[str], int]:
@@ -408,7 +408,7 @@ def _interactions(
     return n_users, stats, marked
 
 
-def _write_rejects(data: EventInput, path: Path) -> str:
+def write_rejects(data: EventInput, path: Path) -> str:
     """Every bad row as JSON lines: file, line, field, problem, text."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
@@ -417,7 +417,7 @@ def _write_rejects(data: EventInput, path: Path) -> str:
     return str(path)
 
 
-def _replace_dir(new: Path, target: Path) -> None:
+def replace_dir(new: Path, target: Path) -> None:
     """Put `new` at `target`; an older model there is removed only after the rename."""
     old = None
     if target.exists():
@@ -428,7 +428,7 @@ def _replace_dir(new: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _iso(t: datetime | None) -> str | None:
+def iso(t: datetime | None) -> str | None:
     if t is None:
         return None
     if t.tzinfo is None:
@@ -436,7 +436,7 @@ def _iso(t: datetime | None) -> str | None:
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _version() -> str:
+def package_version() -> str:
     try:
         return metadata.version("cooccur")
     except metadata.PackageNotFoundError:

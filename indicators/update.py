@@ -1,0 +1,645 @@
+"""`cooccur update`: fold new events into a model; the result equals a full retrain.
+
+The expensive part of training is counting co-occurrences; scoring counts is cheap. So
+`cooccur train` saves its counting state (state/, docs/model-format.md) and an update
+changes only what the new events touch, as in Schelter et al., "Efficient Incremental
+Cooccurrence Analysis for Item-Based Collaborative Filtering" (SSDBM 2019):
+
+1. Downsampling by hash is incremental: a new interaction enters a user's kept set only
+   if its hash is among the smallest, evicting the largest; an item's kept set is
+   recomputed only for items whose user-kept interactions changed.
+2. Pair counts change only for users whose kept interactions changed:
+   dC = A_new'B_new - A_old'B_old over those users' rows alone.
+3. Rows are re-scored by LLR where k11, an item count or N changed; N (users) is in every
+   LLR, so a new user means every row is re-scored from the stored counts.
+4. Rankings and properties are recomputed from their small saved inputs.
+
+Everything after reading the new events is numpy/scipy/pyarrow in this process; the
+same scoring function as the job's (`cooccurrence.score_rows`) keeps results identical.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from scipy import sparse
+
+from .columns import run_ranks, sorted_codes
+from .cooccurrence import IndicatorSpec, pair_table, score_rows
+from .downsample import binarize, sample_hash
+from .errors import BadInput, JobError
+from .job import (
+    MODEL_FORMAT,
+    Stages,
+    build_spark_session,
+    iso,
+    package_version,
+    replace_dir,
+    write_properties,
+    write_rankings,
+    write_rejects,
+)
+from .llr import LlrTable
+from .properties import property_changes
+from .rankings import from_micros, micros
+from .reader import expand_paths, read_events
+from .settings import IndicatorSettings, InputSettings, RankingSettings, TrainSettings
+from .spark import check_java
+
+log = logging.getLogger(__name__)
+
+# Pairs scored per chunk: bounds the LLR temporaries (about 40 bytes a pair).
+SCORE_CHUNK = 4_000_000
+
+
+class StateError(JobError):
+    """The model has no usable counting state."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(
+            f"{path}: {problem}",
+            hint="train the model again with `cooccur train` (save_state = true, the default)",
+        )
+
+
+@dataclass
+class Delta:
+    """New events, read and validated: what `fold` adds to a model."""
+
+    interactions: pa.Table
+    """action, user, item, h: interactions of the indicator actions (repeats allowed)."""
+    ranked: pa.Table
+    """item, time_us: events of the ranked actions."""
+    property_changes: pa.Table
+    """properties.CHANGES_SCHEMA rows of the new item events."""
+    events: dict[str, int]
+    """New events per action (all user events, as the manifest counts them)."""
+    newest_us: int | None
+    input: dict = field(default_factory=dict)
+
+
+@dataclass
+class UpdateReport:
+    """What an update did."""
+
+    model_dir: str
+    model_id: str
+    base_model_id: str
+    input: dict
+    users: int = 0
+    new_users: int = 0
+    new_interactions: dict = field(default_factory=dict)
+    changed_users: int = 0
+    rescored: dict = field(default_factory=dict)
+    """Rows (primary items) re-scored per indicator; all of them when N changed."""
+    indicators: dict = field(default_factory=dict)
+    changed_items: int = 0
+    """Items whose document differs from the base model's (what `index --changed-only` rewrites)."""
+    rejects_file: str | None = None
+    newest_event: str | None = None
+    timings: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def model_settings(manifest: dict) -> TrainSettings:
+    """The TrainSettings a model was trained with (an update must use the same)."""
+    s = dict(manifest["settings"])
+    s["indicators"] = [IndicatorSettings(**i) for i in s["indicators"]]
+    s["input"] = InputSettings(**s["input"])
+    s["rankings"] = RankingSettings(**s["rankings"])
+    return TrainSettings(**s)
+
+
+def read_manifest(model: Path) -> dict:
+    """The manifest of a model with state, or a StateError saying what is missing."""
+    path = model / "manifest.json"
+    if not path.is_file():
+        raise StateError(str(model), "not a model directory (no manifest.json)")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise StateError(str(path), f"invalid JSON at line {e.lineno}: {e.msg}") from None
+    if manifest.get("format") != MODEL_FORMAT:
+        raise StateError(str(path), f"format {manifest.get('format')!r}, expected {MODEL_FORMAT!r}")
+    state = manifest.get("state") or {}
+    if not state.get("pairs"):
+        raise StateError(str(model), "the model was trained without its counting state (state/)")
+    for part in ("interactions", "pairs", "ranking_events.parquet", "property_changes.parquet"):
+        if not (model / "state" / part).exists():
+            raise StateError(str(model / "state"), f"missing {part}")
+    return manifest
+
+
+def read_delta(spark: SparkSession, paths: list[str], settings: TrainSettings,
+               input_settings: InputSettings, generation: int,
+               rejects: str | os.PathLike | None) -> tuple[Delta, str | None]:
+    """Read new event files with the job's reader (same formats, same validation) and
+    collect what the update needs; (delta, rejects file written)."""
+    data = read_events(spark, paths, input_settings)
+    c = data.counts
+    rejects_file = None
+    if c.rejected:
+        if rejects is None:
+            raise BadInput(c.rejected, c.rows, data.first_rejected())
+        rejects_file = write_rejects(data, Path(rejects))
+    interactions = binarize(data.events, settings.actions).withColumn(
+        "h", sample_hash(settings.seed)).toArrow()
+    ranked_actions = settings.rankings.events or [settings.primary]
+    ranked = data.events.where(F.col("event").isin(*ranked_actions)).select(
+        "item", F.unix_micros("time").alias("time_us")).toArrow()
+    changes = property_changes(data.item_events, gen=generation).toArrow()
+    newest = max((e.last_us for e in data.per_event.values() if e.last_us is not None), default=None)
+    data.events.unpersist()
+    return Delta(
+        interactions=interactions, ranked=ranked, property_changes=changes,
+        events={a: e.events for a, e in data.per_event.items()}, newest_us=newest,
+        input=c.as_dict(),
+    ), rejects_file
+
+
+def update(
+    spark: SparkSession,
+    model_dir: str | os.PathLike,
+    paths: list[str],
+    out: str | os.PathLike | None = None,
+    *,
+    input_settings: InputSettings | None = None,
+    rejects: str | os.PathLike | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> UpdateReport:
+    """Add the events in `paths` to the model in `model_dir`, writing the updated model to
+    `out` (default: in place, atomically). The model's own settings apply; `input_settings`
+    only says how to read the new files (default: the model's)."""
+    model = Path(model_dir)
+    manifest = read_manifest(model)
+    settings = model_settings(manifest)
+    stages = Stages(on_stage)
+    started = time.perf_counter()
+    delta, rejects_file = read_delta(
+        spark, paths, settings, input_settings or settings.input,
+        manifest["state"]["generation"] + 1, rejects,
+    )
+    c = delta.input
+    stages.done("read", f"{c['rows']:,} new rows: {c['accepted']:,} accepted, {c['rejected']:,} rejected")
+    report = fold(model, manifest, delta, Path(out) if out else model, stages)
+    report.rejects_file = rejects_file
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def run_update(
+    model_dir: str | os.PathLike,
+    paths: list[str],
+    out: str | os.PathLike | None = None,
+    *,
+    input_settings: InputSettings | None = None,
+    rejects: str | os.PathLike | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> UpdateReport:
+    """The update's entry point: check the model and Java, start Spark to read, update."""
+    manifest = read_manifest(Path(model_dir))
+    settings = model_settings(manifest)
+    check_java()
+    expand_paths(paths, (input_settings or settings.input).format)
+    owned = SparkSession.getActiveSession() is None
+    spark = build_spark_session(settings.spark_master, settings.spark_options)
+    try:
+        return update(spark, model_dir, paths, out, input_settings=input_settings,
+                      rejects=rejects, on_stage=on_stage)
+    finally:
+        if owned:
+            spark.stop()
+
+
+# --- the fold: numpy from here on -------------------------------------------------
+
+
+@dataclass
+class _Interactions:
+    """All distinct interactions, old rows first, with global codes (dictionaries sorted by
+    id, so code order is id order and ties break as in the job)."""
+
+    action: np.ndarray
+    user: np.ndarray
+    item: np.ndarray
+    h: np.ndarray
+    user_kept: np.ndarray
+    kept: np.ndarray
+    users: pa.Array
+    items: pa.Array
+    n_old: int
+
+
+def _codes(old: pa.ChunkedArray, new: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    both = pa.chunked_array(old.chunks + new.chunks, type=pa.string())
+    return sorted_codes(both)
+
+
+def _load_interactions(model: Path, delta: pa.Table, actions: list[str]) -> _Interactions:
+    old = pq.read_table(model / "state" / "interactions")
+    user, users = _codes(old["user"], delta["user"])
+    item, items = _codes(old["item"], delta["item"])
+    names = pa.array(actions, pa.string())
+    action = np.concatenate([
+        pc.index_in(old["action"], value_set=names).to_numpy(zero_copy_only=False),
+        pc.index_in(delta["action"], value_set=names).to_numpy(zero_copy_only=False),
+    ]).astype(np.int64)
+    h = np.concatenate([old["h"].to_numpy(), delta["h"].to_numpy()]).astype(np.int64)
+    n_old = old.num_rows
+    # Drop repeats among the new rows and new rows already known (kept or not).
+    key = (action * len(users) + user) * len(items) + item
+    _, first = np.unique(key[n_old:], return_index=True)
+    fresh = n_old + np.sort(first)
+    fresh = fresh[~np.isin(key[fresh], key[:n_old])]
+    rows = np.r_[np.arange(n_old), fresh]
+    pad = np.zeros(len(fresh), dtype=bool)
+    return _Interactions(
+        action=action[rows], user=user[rows], item=item[rows], h=h[rows],
+        user_kept=np.r_[old["user_kept"].to_numpy(), pad],
+        kept=np.r_[old["kept"].to_numpy(), pad],
+        users=users, items=items, n_old=n_old,
+    )
+
+
+def _rank_within(groups: np.ndarray, rows: np.ndarray, *tie_keys: np.ndarray) -> np.ndarray:
+    """`rows` sorted by (group, *tie_keys) and each one's rank inside its group."""
+    order = np.lexsort(tuple(k[rows] for k in reversed(tie_keys)) + (groups[rows],))
+    rows = rows[order]
+    return rows, run_ranks(groups[rows])[0]
+
+
+def _downsample(x: _Interactions, cap_user: int, cap_item: int) -> None:
+    """Recompute the caps where new rows can change them (the job's order: user cap by
+    (hash, item), then item cap by (hash, user) among what the user cap kept). A user's
+    old rows that lost before lose again: new rows only raise the bar."""
+    old_user_kept = x.user_kept.copy()
+    by_user = x.action * len(x.users) + x.user
+    if cap_user == 0:
+        x.user_kept[:] = True
+    else:
+        touched = np.isin(by_user, np.unique(by_user[x.n_old:]))
+        rows, rank = _rank_within(by_user, np.flatnonzero(touched), x.h, x.item)
+        x.user_kept[rows] = rank < cap_user
+    by_item = x.action * len(x.items) + x.item
+    touched = np.isin(by_item, np.unique(by_item[x.user_kept != old_user_kept]))
+    x.kept[touched] = False
+    rows, rank = _rank_within(by_item, np.flatnonzero(touched & x.user_kept), x.h, x.user)
+    x.kept[rows] = True if cap_item == 0 else rank < cap_item
+
+
+def _matrix(x: _Interactions, mask: np.ndarray, user_rows: np.ndarray, n_users: int) -> sparse.csr_matrix:
+    rows = np.flatnonzero(mask)
+    return sparse.csr_matrix(
+        (np.ones(len(rows), dtype=np.int64), (user_rows[rows], x.item[rows])),
+        shape=(n_users, len(x.items)),
+    )
+
+
+def _pair_deltas(x: _Interactions, old_kept: np.ndarray, n_actions: int) -> tuple[list, np.ndarray]:
+    """dC = A_new'B_new - A_old'B_old per indicator action, over the users whose kept
+    interactions changed (no one else's rows of A or B moved); and those users."""
+    changed = np.unique(x.user[x.kept != old_kept])
+    mine = np.isin(x.user, changed)
+    compact = np.searchsorted(changed, x.user)
+    n = len(changed)
+
+    def m(kept: np.ndarray, action: int) -> sparse.csr_matrix:
+        return _matrix(x, mine & kept & (x.action == action), compact, n)
+
+    a_new, a_old = m(x.kept, 0).T.tocsr(), m(old_kept, 0).T.tocsr()
+    deltas = []
+    for act in range(n_actions):
+        d = (a_new @ m(x.kept, act) - a_old @ m(old_kept, act)).tocoo()
+        keep = d.data != 0
+        if act == 0:
+            keep &= d.row != d.col  # an item is not its own correlator
+        deltas.append(sparse.csr_matrix((d.data[keep], (d.row[keep], d.col[keep])), shape=d.shape))
+    return deltas, changed
+
+
+@dataclass
+class _Pairs:
+    """The saved pair counts: one matrix per indicator (global codes), and which file
+    holds each primary item's rows (-1: none yet)."""
+
+    matrices: list[sparse.csr_matrix]
+    file_of: np.ndarray
+    files: list[Path]
+
+
+def _dictionary_codes(column: pa.ChunkedArray, value_set: pa.Array, where: Path) -> np.ndarray:
+    """Codes in `value_set` of a dictionary-encoded column, mapping each dictionary once."""
+    if column.num_chunks == 0:
+        return np.zeros(0, dtype=np.int64)
+    dictionary = column.chunk(0).dictionary
+    mapped = pc.index_in(dictionary, value_set=value_set)
+    if mapped.null_count:
+        raise StateError(str(where), "pair counts name items the interactions do not have")
+    indices = np.concatenate([ch.indices.to_numpy(zero_copy_only=False) for ch in column.chunks])
+    return mapped.to_numpy(zero_copy_only=False).astype(np.int64)[indices]
+
+
+def _load_pairs(model: Path, actions: list[str], items: pa.Array) -> _Pairs:
+    files = sorted((model / "state" / "pairs").glob("*.parquet"))
+    n = len(items)
+    parts: list[list[tuple]] = [[] for _ in actions]
+    file_of = np.full(n, -1, dtype=np.int64)
+    names = pa.array(actions, pa.string())
+    for f_id, f in enumerate(files):
+        t = pq.read_table(f, read_dictionary=["indicator", "a", "b"]).unify_dictionaries()
+        if t.num_rows == 0:
+            continue
+        ind = _dictionary_codes(t["indicator"], names, f)
+        a = _dictionary_codes(t["a"], items, f)
+        b = _dictionary_codes(t["b"], items, f)
+        k11 = t["k11"].to_numpy().astype(np.int64)
+        file_of[a] = f_id
+        for i in np.unique(ind):
+            sel = ind == i
+            parts[i].append((a[sel], b[sel], k11[sel]))
+    matrices = []
+    for p in parts:
+        a, b, k = (np.concatenate(c) for c in zip(*p, strict=True)) if p else (np.zeros(0, np.int64),) * 3
+        matrices.append(sparse.csr_matrix((k, (a, b)), shape=(n, n)))
+    return _Pairs(matrices, file_of, files)
+
+
+def _write_pairs(pairs: _Pairs, changed_rows: np.ndarray, actions: list[str], items: pa.Array,
+                 out: Path, generation: int) -> None:
+    """Rewrite the pair files that hold a changed row (rows new to the model go to a new
+    file); link the others unchanged."""
+    out.mkdir(parents=True)
+    dirty = np.unique(pairs.file_of[changed_rows])
+    for f_id, f in enumerate(pairs.files):
+        if f_id not in dirty:
+            _link(f, out / f.name)
+    groups = [(pairs.files[f].name, np.flatnonzero(pairs.file_of == f)) for f in dirty if f >= 0]
+    fresh = changed_rows[pairs.file_of[changed_rows] == -1]
+    if len(fresh):
+        groups.append((f"part-g{generation:05d}.parquet", fresh))
+    for name, rows in groups:
+        tables = []
+        for act, c in zip(actions, pairs.matrices, strict=True):
+            sub = c[rows]
+            cols = np.unique(sub.indices)
+            sub = sparse.csr_matrix((sub.data, np.searchsorted(cols, sub.indices), sub.indptr), shape=(len(rows), len(cols)))
+            tables.append(pair_table(act, items.take(pa.array(rows)), items.take(pa.array(cols)), sub))
+        pq.write_table(pa.concat_tables(tables).unify_dictionaries(), out / name)
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Hard link (an unchanged file costs nothing), or copy across file systems."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _score(c: sparse.csr_matrix, rows: np.ndarray, a_counts, b_counts, table: LlrTable,
+           spec: IndicatorSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """score_rows over the given rows, in chunks of about SCORE_CHUNK pairs."""
+    out_r, out_c, out_s = [], [], []
+    lengths = np.diff(c.indptr)[rows]
+    bounds = np.searchsorted(np.cumsum(lengths), np.arange(SCORE_CHUNK, lengths.sum() + SCORE_CHUNK, SCORE_CHUNK))
+    start = 0
+    for end in np.unique(np.r_[np.minimum(bounds + 1, len(rows)), len(rows)]):
+        if end <= start:
+            continue
+        chunk = rows[start:end]
+        sub = c[chunk]
+        sub.sort_indices()
+        r, col, s = score_rows(sub, a_counts[chunk], b_counts, table, spec)
+        out_r.append(chunk[r])
+        out_c.append(col)
+        out_s.append(s)
+        start = end
+    if not out_r:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    return np.concatenate(out_r), np.concatenate(out_c), np.concatenate(out_s)
+
+
+def _indicator_rows(name: str, rows, cols, scores, items: pa.Array) -> pa.Table:
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, np.int64)
+    offsets = pa.array(np.r_[starts, len(rows)].astype(np.int32))
+    return pa.table({
+        "indicator": pa.array([name] * len(starts), pa.string()),
+        "item": items.take(pa.array(rows[starts])),
+        "correlators": pa.ListArray.from_arrays(offsets, items.take(pa.array(cols))),
+        "scores": pa.ListArray.from_arrays(offsets, pa.array(scores, pa.float64())),
+    })
+
+
+def _read_dataset(path: Path, columns: list[str] | None = None) -> pa.Table:
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    return pq.ParquetDataset(files).read(columns=columns) if files else None
+
+
+def fold(model: Path, manifest: dict, delta: Delta, out: Path, stages: Stages) -> UpdateReport:
+    """Add read events to a model's state and write the updated model to `out`."""
+    settings = model_settings(manifest)
+    actions = settings.actions
+    generation = manifest["state"]["generation"] + 1
+    n_before = manifest["state"]["users"]
+
+    x = _load_interactions(model, delta.interactions, actions)
+    old_kept = x.kept.copy()
+    _downsample(x, settings.max_interactions_per_user, settings.max_users_per_item)
+    n_users = len(np.unique(x.user))
+    new_rows = x.action[x.n_old:]
+    report = UpdateReport(
+        model_dir=str(out), model_id=uuid.uuid4().hex, base_model_id=manifest.get("model_id"),
+        input=delta.input, users=n_users, new_users=n_users - n_before,
+        new_interactions={a: int((new_rows == i).sum()) for i, a in enumerate(actions)},
+    )
+    stages.done("downsample", f"{len(new_rows):,} new interactions, {report.new_users:,} new users; "
+                f"{int((x.kept != old_kept).sum()):,} kept flags changed")
+
+    deltas, changed_users = _pair_deltas(x, old_kept, len(actions))
+    report.changed_users = len(changed_users)
+    pairs = _load_pairs(model, actions, x.items)
+    n = len(x.items)
+    counts = np.bincount(x.action[x.kept] * n + x.item[x.kept], minlength=len(actions) * n)
+    old_counts = np.bincount(x.action[old_kept] * n + x.item[old_kept], minlength=len(actions) * n)
+    changed_rows = np.zeros(n, dtype=bool)
+    for i, d in enumerate(deltas):
+        pairs.matrices[i] = (pairs.matrices[i] + d).tocsr()
+        pairs.matrices[i].eliminate_zeros()
+        if pairs.matrices[i].nnz and pairs.matrices[i].data.min() < 0:
+            raise StateError(str(model / "state"), "pair counts went negative: the state does not match the interactions")
+        changed_rows[np.diff(d.indptr) > 0] = True
+    stages.done("count", f"{len(changed_users):,} users' pairs recounted; "
+                f"{int(changed_rows.sum()):,} primary items' counts changed")
+
+    table = LlrTable(n_users)
+    a_counts = counts[:n]
+    old_tables = _read_dataset(model / "indicators")
+    new_tables = []
+    for i, ind in enumerate(settings.indicators):
+        c = pairs.matrices[i]
+        b_counts, old_b = counts[i * n:(i + 1) * n], old_counts[i * n:(i + 1) * n]
+        if n_users != n_before:
+            rescore = np.ones(n, dtype=bool)
+        else:
+            rescore = changed_rows | (a_counts != old_counts[:n])
+            moved = np.flatnonzero(b_counts != old_b)
+            if len(moved):
+                entry_rows = np.repeat(np.arange(n), np.diff(c.indptr))
+                rescore[entry_rows[np.isin(c.indices, moved)]] = True
+        rows = np.flatnonzero(rescore & (np.diff(c.indptr) > 0))
+        r, col, s = _score(c, rows, a_counts, b_counts, table,
+                           IndicatorSpec(ind.name, ind.max_correlators, ind.min_llr))
+        report.rescored[ind.name] = len(rows)
+        kept_old = old_tables.filter(pc.equal(old_tables["indicator"], ind.name)) if old_tables is not None else None
+        if kept_old is not None and n_users == n_before:
+            gone = x.items.take(pa.array(np.flatnonzero(rescore)))
+            new_tables.append(kept_old.filter(pc.invert(pc.is_in(kept_old["item"], value_set=gone))))
+        new_tables.append(_indicator_rows(ind.name, r, col, s, x.items))
+    indicators = pa.concat_tables([t.select(["indicator", "item", "correlators", "scores"]).cast(
+        new_tables[-1].schema) for t in new_tables])
+    for ind in actions:
+        sel = indicators.filter(pc.equal(indicators["indicator"], ind))
+        report.indicators[ind] = {
+            "items": sel.num_rows,
+            "correlators": int(pc.sum(pc.list_value_length(sel["correlators"])).as_py() or 0),
+        }
+    stages.done("indicators", "; ".join(
+        f"{a}: {report.rescored[a]:,} rows re-scored, {v['items']:,} items, {v['correlators']:,} correlators"
+        for a, v in report.indicators.items()))
+
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "state").mkdir(parents=True)
+    try:
+        (tmp / "indicators").mkdir()
+        pq.write_table(indicators, tmp / "indicators" / "part-00000.parquet")
+        _write_pairs(pairs, np.flatnonzero(changed_rows), actions, x.items, tmp / "state" / "pairs", generation)
+        _write_interactions(x, actions, tmp / "state" / "interactions")
+
+        newest_us = max(filter(None, [_us(manifest.get("newest_event")), delta.newest_us]), default=None)
+        ranked = pa.concat_tables([
+            pq.read_table(model / "state" / "ranking_events.parquet"),
+            delta.ranked.select(["item", "time_us"]).cast(pa.schema([("item", pa.string()), ("time_us", pa.int64())])),
+        ])
+        first_us = pc.min(ranked["time_us"]).as_py()
+        n_ranked = write_rankings(ranked, settings, from_micros(newest_us), from_micros(first_us), tmp)
+        changes = pa.concat_tables([
+            pq.read_table(model / "state" / "property_changes.parquet"),
+            delta.property_changes.select(pq.read_schema(model / "state" / "property_changes.parquet").names),
+        ], promote_options="permissive")
+        names, n_props = write_properties(changes, tmp)
+        stages.done("rankings", f"{n_ranked:,} items ranked; {n_props:,} items with properties {names}")
+
+        changed = _changed_items(model, tmp)
+        report.changed_items = len(changed)
+        (tmp / "changed").mkdir()
+        pq.write_table(pa.table({"item": changed}), tmp / "changed" / "part-00000.parquet")
+        stages.done("changes", f"{len(changed):,} item documents changed")
+
+        report.newest_event = iso(from_micros(newest_us))
+        report.timings = dict(stages.timings)
+        counts_before = manifest.get("counts", {})
+        events_before = {a: s.get("events", 0) for a, s in counts_before.get("actions", {}).items()}
+        m = {
+            **manifest,
+            "model_id": report.model_id,
+            "base_model_id": report.base_model_id,
+            "created": iso(datetime.now(UTC)),
+            "cooccur_version": package_version(),
+            "properties": names,
+            "newest_event": report.newest_event,
+            "state": {"pairs": True, "users": n_users, "generation": generation},
+            "counts": {
+                "input": counts_before.get("input"),
+                "users": n_users,
+                "actions": _action_stats(x, settings, events_before, delta.events),
+                "indicators": report.indicators,
+                "rankings": n_ranked,
+                "items_with_properties": n_props,
+            },
+            "update": {k: v for k, v in asdict(report).items() if k not in ("timings", "model_dir")},
+            "timings": report.timings,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(m, indent=2, default=str) + "\n")
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return report
+
+
+def _us(iso: str | None) -> int | None:
+    return None if not iso else micros(datetime.fromisoformat(iso.replace("Z", "+00:00")))
+
+
+def _write_interactions(x: _Interactions, actions: list[str], path: Path) -> None:
+    path.mkdir()
+    pq.write_table(pa.table({
+        "action": pa.array(actions, pa.string()).take(pa.array(x.action)),
+        "user": x.users.take(pa.array(x.user)),
+        "item": x.items.take(pa.array(x.item)),
+        "h": x.h, "user_kept": x.user_kept, "kept": x.kept,
+    }), path / "part-00000.parquet")
+
+
+def _action_stats(x: _Interactions, settings: TrainSettings, before: dict, new: dict) -> dict:
+    """The manifest's per-action counts, as the job computes them, from all interactions."""
+    stats = {}
+    n_u, n_i = len(x.users), len(x.items)
+    for a, name in enumerate(settings.actions):
+        sel = x.action == a
+        per_user = np.bincount(x.user[sel], minlength=n_u)
+        survivors = np.bincount(x.item[sel & x.user_kept], minlength=n_i)
+        cap_u, cap_i = settings.max_interactions_per_user, settings.max_users_per_item
+        stats[name] = {
+            "events": int(before.get(name, 0) + new.get(name, 0)),
+            "users": int((per_user > 0).sum()),
+            "items": int((np.bincount(x.item[sel], minlength=n_i) > 0).sum()),
+            "interactions": int(sel.sum()),
+            "kept": int((sel & x.kept).sum()),
+            "users_capped": int((per_user > cap_u).sum()) if cap_u else 0,
+            "items_capped": int((survivors > cap_i).sum()) if cap_i else 0,
+        }
+    return stats
+
+
+def _keyed(t: pa.Table | None, key: list[str], value: pa.Array | None = None) -> pa.Table:
+    if t is None:
+        return pa.table({"key": pa.array([], pa.string()), "item": pa.array([], pa.string()),
+                         "value": pa.array([], pa.string())})
+    k = t[key[0]] if len(key) == 1 else pc.binary_join_element_wise(*[t[c] for c in key], "\x00")
+    return pa.table({"key": k, "item": t["item"], "value": value})
+
+
+def _changed_items(old: Path, new: Path) -> pa.Array:
+    """Items whose document differs between two models (indicator lists, properties,
+    rankings), including items in one of them only."""
+    changed = []
+    for part, key, value in (
+        ("indicators", ["indicator", "item"], lambda t: pc.binary_join(t["correlators"], "\x1f")),
+        ("properties", ["item", "name"], lambda t: pc.binary_join(t["values"], "\x1f")),
+        ("rankings", ["item"], lambda t: pc.binary_join_element_wise(
+            *[pc.cast(t[c], pa.string()) for c in ("popular", "trending", "hot")], "\x1f")),
+    ):
+        a, b = (_read_dataset(m / part) for m in (old, new))
+        a = _keyed(a, key, value(a) if a is not None else None)
+        b = _keyed(b, key, value(b) if b is not None else None)
+        j = a.join(b, "key", join_type="full outer", left_suffix="_a", right_suffix="_b",
+                   coalesce_keys=True)
+        differ = pc.fill_null(pc.not_equal(j["value_a"], j["value_b"]), True)
+        changed.append(pc.coalesce(j["item_a"], j["item_b"]).filter(differ))
+    return pc.unique(pa.chunked_array([c for ch in changed for c in ch.chunks], type=pa.string()))

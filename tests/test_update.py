@@ -1,0 +1,188 @@
+"""`cooccur update` equals a full retrain: train(base) + update(deltas...) == train(all).
+
+Generated PIO events with caps small enough that users and items cross them; random
+splits into a base and 1, 2 or 5 delta batches (new users, new items, evictions),
+one split whose deltas bring no new user (N unchanged: only touched rows re-scored).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from indicators.job import train
+from indicators.settings import IndicatorSettings, TrainSettings
+from indicators.update import StateError, update
+
+pytestmark = pytest.mark.spark
+
+SETTINGS = dict(
+    primary="buy",
+    indicators=[IndicatorSettings("buy", max_correlators=6), IndicatorSettings("view", max_correlators=8),
+                IndicatorSettings("cart", max_correlators=5, min_llr=0.5)],
+    max_interactions_per_user=7,
+    max_users_per_item=9,
+    seed=5,
+    rankings={"window": "20 days"},
+)
+
+
+def settings() -> TrainSettings:
+    s = dict(SETTINGS)
+    from indicators.settings import RankingSettings
+
+    s["rankings"] = RankingSettings(**s["rankings"])
+    return TrainSettings(**s)
+
+
+def generate(seed: int = 0, n: int = 1500) -> list[dict]:
+    """Skewed users and items, so caps bite; item $set/$unset/$delete events; distinct times."""
+    rng = random.Random(seed)
+    events = []
+    for k in range(n):
+        user = f"u{int(rng.paretovariate(1.2)) % 70}"
+        item = f"i{int(rng.paretovariate(1.0)) % 45}"
+        event = rng.choices(["buy", "view", "cart", "other"], [3, 6, 2, 1])[0]
+        events.append({"event": event, "entityType": "user", "entityId": user,
+                       "targetEntityType": "item", "targetEntityId": item})
+        if k % 15 == 0:
+            target = f"i{rng.randrange(45)}"
+            kind = rng.choices(["$set", "$unset", "$delete"], [6, 1, 1])[0]
+            props = {"category": [rng.choice("abc")], "color": rng.choice(["red", "blue"])}
+            e = {"event": kind, "entityType": "item", "entityId": target}
+            if kind != "$delete":
+                e["properties"] = props if kind == "$set" else {"color": None}
+            events.append(e)
+    for k, e in enumerate(events):  # one second apart: no ties
+        e["eventTime"] = f"2026-03-{1 + k // 86400:02d}T{(k // 3600) % 24:02d}:{(k // 60) % 60:02d}:{k % 60:02d}Z"
+    return events
+
+
+def write(path: Path, events: list[dict]) -> str:
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    return str(path)
+
+
+def read_model(model: Path) -> dict:
+    """Everything a model says about items, in comparable form."""
+    ind = pq.ParquetDataset(sorted((model / "indicators").glob("*.parquet"))).read().to_pylist()
+    rank = pq.read_table(model / "rankings").to_pylist()
+    props = pq.read_table(model / "properties").to_pylist()
+    manifest = json.loads((model / "manifest.json").read_text())
+    return {
+        "indicators": {(r["indicator"], r["item"]): (r["correlators"], r["scores"]) for r in ind},
+        "rankings": {r["item"]: (r["popular"], r["trending"], r["hot"]) for r in rank},
+        "properties": {(r["item"], r["name"]): r["values"] for r in props},
+        "users": manifest["counts"]["users"],
+        "actions": {a: {k: v for k, v in s.items()} for a, s in manifest["counts"]["actions"].items()},
+        "newest": manifest["newest_event"],
+    }
+
+
+def assert_same_model(got: dict, want: dict) -> None:
+    assert got["indicators"].keys() == want["indicators"].keys()
+    for key, (ids, scores) in want["indicators"].items():
+        g_ids, g_scores = got["indicators"][key]
+        assert g_ids == ids, key
+        np.testing.assert_allclose(g_scores, scores, rtol=0, atol=1e-9, err_msg=str(key))
+    for part in ("rankings", "properties", "users", "actions", "newest"):
+        assert got[part] == want[part], part
+
+
+@pytest.fixture(scope="module")
+def events():
+    return generate()
+
+
+@pytest.fixture(scope="module")
+def full(spark, events, tmp_path_factory):
+    d = tmp_path_factory.mktemp("full")
+    train(spark, [write(d / "all.jsonl", events)], settings(), d / "model")
+    return read_model(d / "model")
+
+
+def split(events: list[dict], batches: int, seed: int, base_share: float = 0.6) -> list[list[dict]]:
+    """Random split: base first, then `batches` deltas, each event in exactly one part."""
+    rng = random.Random(seed)
+    part = [0 if rng.random() < base_share else 1 + rng.randrange(batches) for _ in events]
+    return [[e for e, p in zip(events, part, strict=True) if p == k] for k in range(batches + 1)]
+
+
+@pytest.mark.parametrize("batches,seed", [(1, 1), (2, 2), (5, 3)])
+def test_update_equals_full_retrain(spark, events, full, tmp_path, batches, seed):
+    parts = split(events, batches, seed)
+    model = tmp_path / "model"
+    train(spark, [write(tmp_path / "p0.jsonl", parts[0])], settings(), model)
+    base = read_model(model)
+    assert base["users"] < full["users"]  # the deltas bring new users
+    reports = []
+    for k, delta in enumerate(parts[1:], start=1):
+        reports.append(update(spark, model, [write(tmp_path / f"p{k}.jsonl", delta)]))
+    assert_same_model(read_model(model), full)
+    # The splits exercised what they should: new users and items, evictions by both caps.
+    assert sum(r.new_users for r in reports) == full["users"] - base["users"]
+    assert any(full["actions"][a]["users_capped"] > base["actions"][a]["users_capped"] for a in full["actions"])
+    assert any(full["actions"][a]["items_capped"] > base["actions"][a]["items_capped"] for a in full["actions"])
+    assert any(full["actions"][a]["items"] > base["actions"][a]["items"] for a in full["actions"])
+
+
+def test_update_without_new_users_rescores_only_touched_rows(spark, events, tmp_path):
+    """Deltas of known users keep N: only rows whose counts moved are re-scored."""
+    rng = random.Random(9)
+    users = sorted({e["entityId"] for e in events if e["entityType"] == "user" and e["event"] != "other"})
+    seen = {(e["entityId"], e["event"], e.get("targetEntityId")) for e in events}
+    deltas = [[], []]
+    for k in range(60):  # new (user, item) pairs of light users, some with new items
+        user, event = rng.choice(users[:20]), rng.choice(["buy", "view", "cart"])
+        item = f"i{rng.randrange(60)}"
+        if (user, event, item) not in seen:
+            seen.add((user, event, item))
+            deltas[k % 2].append({"event": event, "entityType": "user", "entityId": user,
+                                  "targetEntityType": "item", "targetEntityId": item,
+                                  "eventTime": f"2026-04-01T00:00:{k:02d}Z"})
+    model, full = tmp_path / "model", tmp_path / "full"
+    train(spark, [write(tmp_path / "base.jsonl", events)], settings(), model)
+    train(spark, [write(tmp_path / "all.jsonl", events + deltas[0] + deltas[1])], settings(), full)
+    reports = [update(spark, model, [write(tmp_path / f"d{k}.jsonl", d)]) for k, d in enumerate(deltas)]
+    assert [r.new_users for r in reports] == [0, 0]
+    assert_same_model(read_model(model), read_model(full))
+    n_rows = {a: v["items"] for a, v in reports[-1].indicators.items()}
+    rescored = [(r.rescored[a], n_rows[a]) for r in reports for a in r.rescored]
+    assert max(n for n, _ in rescored) > 0 and all(n < rows for n, rows in rescored)
+
+
+def test_update_writes_a_new_model_beside_the_base(spark, events, tmp_path):
+    parts = split(events, 1, 4)
+    base = tmp_path / "base"
+    train(spark, [write(tmp_path / "p0.jsonl", parts[0])], settings(), base)
+    before = json.loads((base / "manifest.json").read_text())
+    report = update(spark, base, [write(tmp_path / "p1.jsonl", parts[1])], tmp_path / "next")
+    after = json.loads((tmp_path / "next" / "manifest.json").read_text())
+    assert json.loads((base / "manifest.json").read_text()) == before  # the base is untouched
+    assert after["base_model_id"] == before["model_id"] != after["model_id"] == report.model_id
+    assert after["state"]["generation"] == 1
+    changed = set(pq.read_table(tmp_path / "next" / "changed").column("item").to_pylist())
+    assert report.changed_items == len(changed) > 0
+    # Every item outside `changed` has the same document in both models.
+    old, new = read_model(base), read_model(tmp_path / "next")
+    for part in ("indicators", "properties"):
+        for key in old[part].keys() | new[part].keys():
+            item = key[1] if part == "indicators" else key[0]
+            if item not in changed:
+                assert (old[part].get(key) or [None])[0] == (new[part].get(key) or [None])[0], key
+    for item in old["rankings"].keys() | new["rankings"].keys():
+        if item not in changed:
+            assert old["rankings"].get(item) == new["rankings"].get(item)
+
+
+def test_model_without_state_is_refused(spark, events, tmp_path):
+    s = settings()
+    s.save_state = False
+    train(spark, [write(tmp_path / "p0.jsonl", events[:300])], s, tmp_path / "model")
+    with pytest.raises(StateError, match="without its counting state"):
+        update(spark, tmp_path / "model", [write(tmp_path / "p1.jsonl", events[300:400])])
