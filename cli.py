@@ -12,6 +12,7 @@ import logging
 import sys
 import tomllib
 from dataclasses import fields, is_dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -555,6 +556,79 @@ def events_prune_cmd(ctx, keep, backend, data_dir, name, events_path):
         click.echo(f"{action}: removed {n} events older than {retention[action]:g} days")
 
 
+# --------------------------------------------------------------------------- update
+@main.command("update")
+@click.argument("model_dir", type=click.Path())
+@click.argument("events", nargs=-1)
+@click.option("--from-store", is_flag=True,
+              help="Add the event store's events newer than the model (instead of EVENTS files).")
+@click.option("-o", "--out", "out", type=click.Path(file_okay=False),
+              help="Write the updated model here (default: replace MODEL_DIR atomically).")
+@click.option("--rejects", type=click.Path(dir_okay=False),
+              help="Write bad rows here (JSON lines) and go on; without it, bad rows fail the run.")
+@click.option("--format", "input_format",
+              type=click.Choice(["auto", "csv", "tsv", "jsonl", "parquet"]), help="Format of EVENTS.")
+@click.option("--json", "as_json", is_flag=True, help="Print the update report as JSON.")
+@_index_options
+@_events_option
+@click.pass_context
+@fail_cleanly
+def update_cmd(ctx, model_dir, events, from_store, out, rejects, input_format, as_json,
+               backend, data_dir, name, events_path):
+    """Fold new events into MODEL_DIR: the result equals `cooccur train` on all events, at a
+    fraction of its cost (docs/model-format.md, state/). Then `cooccur index MODEL_DIR
+    --changed-only` rewrites only the item documents that changed."""
+    import tempfile
+    from dataclasses import asdict, replace
+
+    from indicators.update import model_settings, read_manifest, run_update
+
+    if bool(events) == from_store:
+        raise ConfigError("give new EVENTS files or --from-store (one of them)")
+    manifest = read_manifest(Path(model_dir))
+    input_settings = None
+    if input_format:
+        input_settings = replace(model_settings(manifest).input, format=input_format)
+    on_stage = lambda line: click.echo(line, err=True)  # noqa: E731
+    with tempfile.TemporaryDirectory(prefix="cooccur-update-") as tmp:
+        store_mark = None
+        if from_store:
+            from query.eventstore import EventStore
+
+            settings = _event_settings(ctx, _index_settings(ctx, backend=backend, data_dir=data_dir, name=name),
+                                       events_path)
+            if not Path(settings.path).is_file():
+                raise ConfigError(f"{settings.path}: no event store there")
+            mark = manifest.get("event_store") or {}
+            same_store = mark.get("path") == str(Path(settings.path).resolve())
+            newest = manifest.get("newest_event")
+            after_ms = None
+            if newest and not same_store:
+                after_ms = int(datetime.fromisoformat(newest.replace("Z", "+00:00")).timestamp() * 1000)
+            path = Path(tmp) / "events.jsonl"
+            with open(path, "w", encoding="utf-8") as f:
+                export = EventStore(settings.path).export_since(
+                    f, mark.get("rowid") if same_store else None, after_ms)
+            if export.user_events == 0 and same_store:
+                click.echo(f"no new events in {settings.path} since row {mark.get('rowid')}: model unchanged", err=True)
+                if as_json:
+                    echo_json({"updated": False})
+                return
+            events = (str(path),)
+            store_mark = {"path": str(Path(settings.path).resolve()), "rowid": export.last_rowid}
+        report = run_update(model_dir, list(events), out, input_settings=input_settings, rejects=rejects,
+                            on_stage=on_stage, event_store=store_mark)
+    if as_json:
+        echo_json({"updated": True, **asdict(report)})
+        return
+    c = report.input
+    click.echo(f"input: {c['rows']:,} rows = {c['accepted']:,} accepted + {c['rejected']:,} rejected"
+               + (f" (written to {report.rejects_file})" if report.rejects_file else ""))
+    click.echo(f"users: {report.users:,} ({report.new_users:+,}); changed item documents: "
+               f"{report.changed_items:,}")
+    click.echo(f"model: {report.model_dir} ({report.seconds:.1f} s)")
+
+
 # --------------------------------------------------------------------------- serve
 # (HTTP service)
 @main.command("serve")
@@ -562,25 +636,53 @@ def events_prune_cmd(ctx, keep, backend, data_dir, name, events_path):
 @click.option("--port", type=int, help="TCP port (default: [serve] port, else 8000; 0 = any free port).")
 @click.option("--workers", type=int, help="Worker threads (default: [serve] workers, else 8).")
 @click.option("--token", envvar="COOCCUR_TOKEN", help="Token required for writes (POST /events.json).")
+@click.option("--refresh-every", metavar="DURATION",
+              help="Every DURATION (e.g. '5 min'), fold stored events into --model and re-index "
+                   "the changed documents, in the background.")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False),
+              help="The model --refresh-every updates (trained with its state, the default).")
 @_index_options
 @_events_option
 @click.pass_context
 @fail_cleanly
-def serve_cmd(ctx, host, port, workers, token, backend, data_dir, name, events_path):
+def serve_cmd(ctx, host, port, workers, token, refresh_every, model_dir, backend, data_dir, name, events_path):
     """Serve POST /queries.json, POST /events.json, GET /health and GET /stats."""
+    from query.refresh import Refresher
     from query.service import serve
     from query.settings import ServeSettings
 
     settings = build_settings(ServeSettings, config_of(ctx).get("serve"), "serve",
                               host=host, port=port, workers=workers, token=token)
+    refresher = None
+    if refresh_every or model_dir:
+        if not (refresh_every and model_dir):
+            raise ConfigError("--refresh-every and --model go together")
+        from indicators.settings import parse_duration
+
+        try:
+            every = parse_duration(refresh_every).total_seconds()
+        except ValueError as e:
+            raise ConfigError(f"--refresh-every: {e}") from None
+        if not Path(model_dir, "manifest.json").is_file():
+            raise ConfigError(f"--model {model_dir}: not a model directory (run `cooccur train` first)")
+        root = ctx.find_root().obj
+        flags = lambda **kv: [a for k, v in kv.items() if v for a in (f"--{k.replace('_', '-')}", str(v))]  # noqa: E731
+        refresher = Refresher(
+            str(Path(model_dir).resolve()), every,
+            cli_options=["-c", str(Path(root["config_path"]).resolve())] if root.get("config_path") else [],
+            index_options=flags(backend=backend, data_dir=data_dir and Path(data_dir).resolve(), name=name),
+            events_options=flags(events=events_path and Path(events_path).resolve()),
+        )
     rec, events = _open_recommender(ctx, backend, data_dir, name, events_path)
 
     def ready(h: str, p: int) -> None:
         auth = "token required for writes" if settings.token else "no token: writes are open"
         click.echo(f"cooccur serving on http://{h}:{p} with {settings.workers} threads ({auth})", err=True)
+        if refresher is not None:
+            click.echo(f"refreshing {refresher.model_dir} every {refresh_every} from the event store", err=True)
 
     try:
-        serve(rec, settings, events, on_ready=ready)
+        serve(rec, settings, events, on_ready=ready, refresher=refresher)
     except (OSError, ValueError) as e:
         raise click.ClickException(
             f"cannot listen on {settings.host}:{settings.port}: {e.strerror if isinstance(e, OSError) else e}"

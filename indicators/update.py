@@ -181,10 +181,12 @@ def update(
     input_settings: InputSettings | None = None,
     rejects: str | os.PathLike | None = None,
     on_stage: Callable[[str], None] | None = None,
+    event_store: dict | None = None,
 ) -> UpdateReport:
     """Add the events in `paths` to the model in `model_dir`, writing the updated model to
     `out` (default: in place, atomically). The model's own settings apply; `input_settings`
-    only says how to read the new files (default: the model's)."""
+    only says how to read the new files (default: the model's). `event_store` (where the
+    events came from and up to which row) is kept in the manifest for the next update."""
     model = Path(model_dir)
     manifest = read_manifest(model)
     settings = model_settings(manifest)
@@ -196,7 +198,7 @@ def update(
     )
     c = delta.input
     stages.done("read", f"{c['rows']:,} new rows: {c['accepted']:,} accepted, {c['rejected']:,} rejected")
-    report = fold(model, manifest, delta, Path(out) if out else model, stages)
+    report = fold(model, manifest, delta, Path(out) if out else model, stages, event_store)
     report.rejects_file = rejects_file
     report.seconds = round(time.perf_counter() - started, 3)
     return report
@@ -210,6 +212,7 @@ def run_update(
     input_settings: InputSettings | None = None,
     rejects: str | os.PathLike | None = None,
     on_stage: Callable[[str], None] | None = None,
+    event_store: dict | None = None,
 ) -> UpdateReport:
     """The update's entry point: check the model and Java, start Spark to read, update."""
     manifest = read_manifest(Path(model_dir))
@@ -220,7 +223,7 @@ def run_update(
     spark = build_spark_session(settings.spark_master, settings.spark_options)
     try:
         return update(spark, model_dir, paths, out, input_settings=input_settings,
-                      rejects=rejects, on_stage=on_stage)
+                      rejects=rejects, on_stage=on_stage, event_store=event_store)
     finally:
         if owned:
             spark.stop()
@@ -449,7 +452,8 @@ def _read_dataset(path: Path, columns: list[str] | None = None) -> pa.Table:
     return pq.ParquetDataset(files).read(columns=columns) if files else None
 
 
-def fold(model: Path, manifest: dict, delta: Delta, out: Path, stages: Stages) -> UpdateReport:
+def fold(model: Path, manifest: dict, delta: Delta, out: Path, stages: Stages,
+         event_store: dict | None = None) -> UpdateReport:
     """Add read events to a model's state and write the updated model to `out`."""
     settings = model_settings(manifest)
     actions = settings.actions
@@ -574,6 +578,8 @@ def fold(model: Path, manifest: dict, delta: Delta, out: Path, stages: Stages) -
             "update": {k: v for k, v in asdict(report).items() if k not in ("timings", "model_dir")},
             "timings": report.timings,
         }
+        if event_store is not None:
+            m["event_store"] = event_store
         (tmp / "manifest.json").write_text(json.dumps(m, indent=2, default=str) + "\n")
         replace_dir(tmp, out)
     except BaseException:

@@ -59,6 +59,16 @@ CREATE TABLE IF NOT EXISTS item_deleted (
 """
 
 
+@dataclass(frozen=True)
+class Export:
+    """What an export wrote: lines, user events among them, the last event row id (the
+    watermark of the next `export_since`)."""
+
+    lines: int
+    user_events: int
+    last_rowid: int
+
+
 def now_ms() -> int:
     return int(_time.time() * 1000)
 
@@ -303,11 +313,19 @@ class EventStore:
     def export(self, out: TextIO) -> int:
         """Write everything as PredictionIO JSON lines, oldest first; returns lines written.
         Item properties come as one `$set` / `$unset` per property at its latest time."""
+        return self.export_since(out).lines
+
+    def export_since(self, out: TextIO, after_rowid: int | None = None, after_ms: int | None = None) -> Export:
+        """Like `export`, but only the user events stored after a watermark: a row id from
+        an earlier export (exact), else a time (events after it). Item properties and
+        deletes always come whole: they are compacted to the latest per item, and applying
+        the latest again changes nothing. Returns lines written and the new watermark."""
         conn = self._conn()
         n = 0
         # One read transaction: a consistent snapshot even while the service writes.
         conn.execute("BEGIN")
         try:
+            last = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM events").fetchone()[0]
             for item, t in conn.execute("SELECT item, time FROM item_deleted ORDER BY time, item"):
                 out.write(json.dumps(Event("$delete", "item", item, t).to_json()) + "\n")
                 n += 1
@@ -320,14 +338,20 @@ class EventStore:
                     e = Event("$set", "item", item, t, properties={name: json.loads(value)})
                 out.write(json.dumps(e.to_json()) + "\n")
                 n += 1
+            where, args = "rowid <= ?", [last]
+            if after_rowid is not None:
+                where, args = where + " AND rowid > ?", args + [after_rowid]
+            elif after_ms is not None:
+                where, args = where + " AND time > ?", args + [after_ms]
+            users = 0
             for user, action, item, t in conn.execute(
-                "SELECT user, action, item, time FROM events ORDER BY time, rowid"
+                f"SELECT user, action, item, time FROM events WHERE {where} ORDER BY time, rowid", args
             ):
                 out.write(json.dumps(Event(action, "user", user, t, "item", item).to_json()) + "\n")
-                n += 1
+                users += 1
         finally:
             conn.execute("COMMIT")
-        return n
+        return Export(lines=n + users, user_events=users, last_rowid=last)
 
     def stats(self) -> dict[str, Any]:
         conn = self._conn()

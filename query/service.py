@@ -25,6 +25,7 @@ from indexer.errors import BackendUnavailable, IndexerError, UnsupportedQuery
 from .errors import BadRequest, QueryError
 from .eventstore import parse_events
 from .recommender import Recommender
+from .refresh import Refresher
 from .settings import EventSettings, ServeSettings
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class App:
         self._counts: Counter[str] = Counter()
         self._latency_ms: deque[float] = deque(maxlen=10_000)
         self.last_prune: dict[str, Any] | None = None
+        self.refresher: Refresher | None = None
 
     # ------------------------------------------------------------------ WSGI
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -188,6 +190,8 @@ class App:
             out["events"] = self.rec.events.stats()
         if self.last_prune is not None:
             out["last_prune"] = self.last_prune
+        if self.refresher is not None:
+            out["refresh"] = self.refresher.as_json()
         return out
 
     def prune(self, retention: dict[str, float]) -> dict[str, int]:
@@ -234,9 +238,11 @@ def make_server(app: App, host: str, port: int, threads: int, max_body_bytes: in
 
 
 def serve(recommender: Recommender, settings: ServeSettings, events: EventSettings | None = None,
-          on_ready: Callable[[str, int], None] | None = None) -> None:
-    """Run the service until interrupted."""
+          on_ready: Callable[[str, int], None] | None = None, refresher: Refresher | None = None) -> None:
+    """Run the service until interrupted (with `refresher`, also keep the model and the
+    index fresh from the event store)."""
     app = App(recommender, settings)
+    app.refresher = refresher
     server = make_server(app, settings.host, settings.port, settings.workers, settings.max_body_bytes)
     pruner = None
     if events is not None and events.retention and events.prune_interval > 0 and recommender.events is not None:
@@ -245,9 +251,13 @@ def serve(recommender: Recommender, settings: ServeSettings, events: EventSettin
         pruner.start()
     if on_ready is not None:
         on_ready(server.effective_host, server.effective_port)
+    if refresher is not None:
+        refresher.start()
     try:
         server.run()
     finally:
+        if refresher is not None:
+            refresher.stop()
         if pruner is not None:
             pruner.stop()
         server.close()

@@ -1,0 +1,114 @@
+"""Keep a deployment fresh with no operator: `cooccur serve --refresh-every DURATION`.
+
+Every interval: `cooccur update MODEL --from-store` folds the events the service stored
+since the last run into the model, then `cooccur index MODEL --changed-only` rewrites
+the item documents that changed into a new index version and switches to it (a full
+`cooccur index` when the current version was not built from the model's base). Each
+runs in a child process: Spark (and its memory) stays out of the serving process, and a
+failed run leaves the model and the current index version as they were; the next tick
+tries again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RefreshStatus:
+    """The last refresh, as GET /stats shows it."""
+
+    runs: int = 0
+    failures: int = 0
+    last_started: str | None = None
+    last_seconds: float | None = None
+    last_result: str | None = None
+    """updated (N documents changed), unchanged (no new events), or failed: reason."""
+
+
+class Refresher(threading.Thread):
+    """Runs update + index every `every` seconds until stopped."""
+
+    def __init__(self, model_dir: str, every: float, cli_options: Sequence[str] = (),
+                 index_options: Sequence[str] = (), events_options: Sequence[str] = (),
+                 timeout: float = 3600.0) -> None:
+        """`cli_options` go before the command (e.g. -c CONFIG); `index_options` (--backend,
+        --data-dir, --name) and `events_options` (--events) after it: the service's index
+        and event store."""
+        super().__init__(name="cooccur-refresher", daemon=True)
+        self.model_dir = model_dir
+        self.every = every
+        self.cli_options = list(cli_options)
+        self.index_options = list(index_options)
+        self.events_options = list(events_options)
+        self.timeout = timeout
+        self.status = RefreshStatus()
+        self.stopped = threading.Event()
+
+    def _cooccur(self, *args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "cli", *self.cli_options, *args, *self.index_options]
+        if args[0] == "update":
+            cmd += self.events_options
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout)
+
+    @staticmethod
+    def _reason(done: subprocess.CompletedProcess) -> str:
+        errors = [line for line in done.stderr.splitlines() if line.startswith(("Error:", "Hint:"))]
+        return " ".join(errors) or (done.stderr.strip().splitlines() or ["no output"])[-1]
+
+    def run_once(self) -> RefreshStatus:
+        """One refresh now; its outcome is also logged and kept in `status`."""
+        s = self.status
+        s.runs += 1
+        s.last_started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        t = time.perf_counter()
+        try:
+            s.last_result = self._refresh()
+        except (OSError, subprocess.SubprocessError, ValueError) as e:
+            s.last_result = f"failed: {e}"
+        if s.last_result.startswith("failed"):
+            s.failures += 1
+            log.warning("refresh %s", s.last_result)
+        else:
+            log.info("refresh: %s", s.last_result)
+        s.last_seconds = round(time.perf_counter() - t, 3)
+        return s
+
+    def _refresh(self) -> str:
+        done = self._cooccur("update", self.model_dir, "--from-store", "--json")
+        if done.returncode != 0:
+            return f"failed: update: {self._reason(done)}"
+        report = json.loads(done.stdout)
+        if not report.get("updated"):
+            return "unchanged (no new events)"
+        if report.get("changed_items", 0) == 0:
+            return "updated (no document changed)"
+        done = self._cooccur("index", self.model_dir, "--changed-only")
+        how = "changed only"
+        if done.returncode != 0:
+            # The current version is not the base of this model (first refresh after a
+            # full train, or someone indexed another model): index it whole.
+            log.info("index --changed-only refused (%s); indexing the whole model", self._reason(done))
+            done, how = self._cooccur("index", self.model_dir), "full index"
+        if done.returncode != 0:
+            return f"failed: index: {self._reason(done)}"
+        return f"updated ({report['changed_items']} documents changed, {how})"
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every):
+            self.run_once()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def as_json(self) -> dict:
+        return {"every_seconds": self.every, "model": self.model_dir, **asdict(self.status)}

@@ -1,0 +1,132 @@
+"""`cooccur update` through click: from files, from the event store, clean errors; and the
+background refresh of `cooccur serve --refresh-every` (real child processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from query.eventstore import EventStore, parse_events
+from query.refresh import Refresher
+
+pytestmark = pytest.mark.spark
+
+CONFIG = '[train]\nprimary = "purchase"\n[[train.indicators]]\nname = "purchase"\n' \
+         '[[train.indicators]]\nname = "view"\n'
+
+
+def rows(users: range, day: int) -> str:
+    return "".join(f"u{u},{e},i{(u * 7 + k) % 13},2026-01-{day:02d}T00:{k:02d}:00Z\n"
+                   for u in users for k, e in enumerate(["purchase", "view", "view", "purchase", "view"]))
+
+
+def run(*args, config: Path):
+    return CliRunner().invoke(main, ["-c", str(config), *map(str, args)], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def base_model(spark, tmp_path_factory):
+    """A model trained on users 0-29 (trained once; each test updates a copy)."""
+    d = tmp_path_factory.mktemp("base")
+    (d / "base.csv").write_text("user,event,item,time\n" + rows(range(30), 1))
+    (d / "c.toml").write_text(CONFIG)
+    r = run("train", d / "base.csv", "-o", d / "model", config=d / "c.toml")
+    assert r.exit_code == 0, r.output
+    return d / "model"
+
+
+@pytest.fixture
+def trained(base_model, tmp_path):
+    """A config, a copy of the base model, and a CSV of new events (users 25-39)."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(CONFIG + f'[index]\ndata_dir = "{tmp_path / "data"}"\n')
+    (tmp_path / "new.csv").write_text("user,event,item,time\n" + rows(range(25, 40), 2))
+    shutil.copytree(base_model, tmp_path / "model")
+    return cfg, tmp_path
+
+
+def add(d: Path, events: list[dict]) -> None:
+    """Store events as the HTTP service does."""
+    (d / "data").mkdir(exist_ok=True)
+    EventStore(str(d / "data" / "events.db")).insert(parse_events(events))
+
+
+def manifest(model: Path) -> dict:
+    return json.loads((model / "manifest.json").read_text())
+
+
+def test_update_from_files_reports_and_replaces_the_model(trained):
+    cfg, d = trained
+    base_id = manifest(d / "model")["model_id"]
+    r = run("update", d / "model", d / "new.csv", config=cfg)
+    assert r.exit_code == 0, r.output
+    assert "input: 75 rows = 75 accepted + 0 rejected" in r.stdout
+    assert "users: 40 (+10)" in r.stdout
+    m = manifest(d / "model")
+    assert m["base_model_id"] == base_id and m["counts"]["users"] == 40
+
+
+def test_update_from_the_event_store_keeps_a_watermark(trained):
+    cfg, d = trained
+    add(d, [{"event": "purchase", "entityType": "user", "entityId": f"u{u}", "targetEntityType": "item",
+             "targetEntityId": item, "eventTime": "2026-01-03T00:00:00Z"}
+            for u in (50, 51) for item in ("i1", "i2")])
+    r = run("update", d / "model", "--from-store", "--json", config=cfg)
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["updated"] and report["new_users"] == 2 and report["input"]["user_events"] == 4
+    assert manifest(d / "model")["event_store"]["rowid"] == 4
+    again = run("update", d / "model", "--from-store", "--json", config=cfg)
+    assert json.loads(again.stdout) == {"updated": False}
+    assert "no new events" in again.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    ((), "give new EVENTS files or --from-store"),
+    (("{d}/new.csv", "--from-store"), "give new EVENTS files or --from-store"),
+    (("--from-store", "--events", "{d}/missing.db"), "no event store there"),
+])
+def test_wrong_arguments_fail_cleanly(trained, args, message):
+    cfg, d = trained
+    r = run("update", d / "model", *[a.format(d=d) for a in args], config=cfg)
+    assert r.exit_code == 1 and message in r.output and "Traceback" not in r.output
+
+
+def test_a_model_without_state_is_refused_with_a_hint(trained):
+    cfg, d = trained
+    r = run("update", d / "nowhere", d / "new.csv", config=cfg)
+    assert r.exit_code == 1 and "no manifest.json" in r.output and "Hint: train the model" in r.output
+
+
+def test_refresher_updates_and_reindexes_in_child_processes(trained):
+    """What `serve --refresh-every` runs each tick: a real update + index --changed-only."""
+    cfg, d = trained
+    assert run("index", d / "model", config=cfg).exit_code == 0
+    add(d, [{"event": "view", "entityType": "user", "entityId": "u3", "targetEntityType": "item",
+             "targetEntityId": "i99", "eventTime": "2026-01-03T00:00:00Z"}])
+    env_path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = f"{Path(__file__).resolve().parents[1]}{os.pathsep}{env_path}"
+    try:
+        refresher = Refresher(str(d / "model"), 60, cli_options=["-c", str(cfg)])
+        first = refresher.run_once().last_result
+        assert first.startswith("updated (") and first.endswith("changed only)"), first
+        assert refresher.run_once().last_result == "unchanged (no new events)"
+    finally:
+        os.environ["PYTHONPATH"] = env_path
+    r = run("indexes", config=cfg)
+    assert manifest(d / "model")["model_id"] in r.stdout
+    hits = run("recommend", "--item", "i3", "--json", config=cfg)
+    assert hits.exit_code == 0
+
+
+def test_refresher_reports_a_failed_update(tmp_path):
+    refresher = Refresher(str(tmp_path / "nowhere"), 60)
+    status = refresher.run_once()
+    assert status.failures == 1 and status.last_result.startswith("failed: update: Error:")
+    assert "no manifest.json" in status.last_result
