@@ -40,8 +40,8 @@ from pyspark.sql import functions as F
 from scipy import sparse
 
 from .columns import run_ranks, sorted_codes
-from .cooccurrence import IndicatorSpec, pair_table, score_rows
-from .downsample import binarize, sample_hash
+from .cooccurrence import IndicatorSpec, pair_table, score_rows, write_pairs
+from .downsample import sample_hash
 from .errors import BadInput, JobError
 from .job import (
     MODEL_FORMAT,
@@ -157,11 +157,15 @@ def read_delta(spark: SparkSession, paths: list[str], settings: TrainSettings,
         if rejects is None:
             raise BadInput(c.rejected, c.rows, data.first_rejected())
         rejects_file = write_rejects(data, Path(rejects))
-    interactions = binarize(data.events, settings.actions).withColumn(
-        "h", sample_hash(settings.seed)).toArrow()
+    # One collect for both uses: the new events are few, the Spark jobs are what costs.
     ranked_actions = settings.rankings.events or [settings.primary]
-    ranked = data.events.where(F.col("event").isin(*ranked_actions)).select(
-        "item", F.unix_micros("time").alias("time_us")).toArrow()
+    events = data.events.where(F.col("event").isin(*settings.actions, *ranked_actions)).select(
+        F.col("event").alias("action"), "user", "item", F.unix_micros("time").alias("time_us"),
+        sample_hash(settings.seed).alias("h"),
+    ).toArrow()
+    interactions = events.filter(pc.is_in(events["action"], pa.array(settings.actions))).select(
+        ["action", "user", "item", "h"])
+    ranked = events.filter(pc.is_in(events["action"], pa.array(ranked_actions))).select(["item", "time_us"])
     changes = property_changes(data.item_events, gen=generation).toArrow()
     newest = max((e.last_us for e in data.per_event.values() if e.last_us is not None), default=None)
     data.events.unpersist()
@@ -357,6 +361,20 @@ def _dictionary_codes(column: pa.ChunkedArray, value_set: pa.Array, where: Path)
     return mapped.to_numpy(zero_copy_only=False).astype(np.int64)[indices]
 
 
+def _csr_from_runs(rows: np.ndarray, cols: np.ndarray, data: np.ndarray, n: int) -> sparse.csr_matrix:
+    """An n x n CSR matrix from entries where each row's entries are one contiguous run with
+    sorted columns, rows in any order (as the pair files hold them): an O(nnz) scatter
+    instead of the sort scipy's COO conversion does."""
+    indptr = np.r_[0, np.cumsum(np.bincount(rows, minlength=n))]
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, np.int64)
+    dest = np.repeat(indptr[rows[starts]] - starts, np.diff(np.r_[starts, len(rows)])) + np.arange(len(rows))
+    indices, values = np.empty(len(rows), np.int32), np.empty(len(rows), np.int64)
+    indices[dest], values[dest] = cols, data
+    m = sparse.csr_matrix((values, indices, indptr), shape=(n, n))
+    m.has_sorted_indices = True
+    return m
+
+
 def _load_pairs(model: Path, actions: list[str], items: pa.Array) -> _Pairs:
     files = sorted((model / "state" / "pairs").glob("*.parquet"))
     n = len(items)
@@ -370,15 +388,16 @@ def _load_pairs(model: Path, actions: list[str], items: pa.Array) -> _Pairs:
         ind = _dictionary_codes(t["indicator"], names, f)
         a = _dictionary_codes(t["a"], items, f)
         b = _dictionary_codes(t["b"], items, f)
-        k11 = t["k11"].to_numpy().astype(np.int64)
+        k11 = t["k11"].to_numpy()
         file_of[a] = f_id
-        for i in np.unique(ind):
-            sel = ind == i
-            parts[i].append((a[sel], b[sel], k11[sel]))
+        # A file holds its indicators one after another, each sorted by (a, b).
+        bounds = np.flatnonzero(np.r_[True, ind[1:] != ind[:-1], True])
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            parts[ind[lo]].append((a[lo:hi], b[lo:hi], k11[lo:hi]))
     matrices = []
     for p in parts:
         a, b, k = (np.concatenate(c) for c in zip(*p, strict=True)) if p else (np.zeros(0, np.int64),) * 3
-        matrices.append(sparse.csr_matrix((k, (a, b)), shape=(n, n)))
+        matrices.append(_csr_from_runs(a, b, k, n))
     return _Pairs(matrices, file_of, files)
 
 
@@ -399,10 +418,13 @@ def _write_pairs(pairs: _Pairs, changed_rows: np.ndarray, actions: list[str], it
         tables = []
         for act, c in zip(actions, pairs.matrices, strict=True):
             sub = c[rows]
-            cols = np.unique(sub.indices)
-            sub = sparse.csr_matrix((sub.data, np.searchsorted(cols, sub.indices), sub.indptr), shape=(len(rows), len(cols)))
+            used = np.zeros(len(items), dtype=bool)
+            used[sub.indices] = True
+            cols = np.flatnonzero(used)
+            local = np.cumsum(used) - 1  # global code -> position among the used columns
+            sub = sparse.csr_matrix((sub.data, local[sub.indices], sub.indptr), shape=(len(rows), len(cols)))
             tables.append(pair_table(act, items.take(pa.array(rows)), items.take(pa.array(cols)), sub))
-        pq.write_table(pa.concat_tables(tables).unify_dictionaries(), out / name)
+        write_pairs(pa.concat_tables(tables).unify_dictionaries(), out / name)
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -463,7 +485,7 @@ def fold(model: Path, manifest: dict, delta: Delta, out: Path, stages: Stages,
     x = _load_interactions(model, delta.interactions, actions)
     old_kept = x.kept.copy()
     _downsample(x, settings.max_interactions_per_user, settings.max_users_per_item)
-    n_users = len(np.unique(x.user))
+    n_users = len(x.users)  # every user in the dictionary has an interaction
     new_rows = x.action[x.n_old:]
     report = UpdateReport(
         model_dir=str(out), model_id=uuid.uuid4().hex, base_model_id=manifest.get("model_id"),
