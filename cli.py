@@ -12,7 +12,6 @@ import logging
 import sys
 import tomllib
 from dataclasses import fields, is_dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -578,7 +577,6 @@ def update_cmd(ctx, model_dir, events, from_store, out, rejects, input_format, a
     """Fold new events into MODEL_DIR: the result equals `cooccur train` on all events, at a
     fraction of its cost (docs/model-format.md, state/). Then `cooccur index MODEL_DIR
     --changed-only` rewrites only the item documents that changed."""
-    import tempfile
     from dataclasses import asdict, replace
 
     from indicators.update import model_settings, read_manifest, run_update
@@ -590,34 +588,20 @@ def update_cmd(ctx, model_dir, events, from_store, out, rejects, input_format, a
     if input_format:
         input_settings = replace(model_settings(manifest).input, format=input_format)
     on_stage = lambda line: click.echo(line, err=True)  # noqa: E731
-    with tempfile.TemporaryDirectory(prefix="cooccur-update-") as tmp:
-        store_mark = None
-        if from_store:
-            from query.eventstore import EventStore
+    if from_store:
+        from query.refresh import update_from_store
 
-            settings = _event_settings(ctx, _index_settings(ctx, backend=backend, data_dir=data_dir, name=name),
-                                       events_path)
-            if not Path(settings.path).is_file():
-                raise ConfigError(f"{settings.path}: no event store there")
-            mark = manifest.get("event_store") or {}
-            same_store = mark.get("path") == str(Path(settings.path).resolve())
-            newest = manifest.get("newest_event")
-            after_ms = None
-            if newest and not same_store:
-                after_ms = int(datetime.fromisoformat(newest.replace("Z", "+00:00")).timestamp() * 1000)
-            path = Path(tmp) / "events.jsonl"
-            with open(path, "w", encoding="utf-8") as f:
-                export = EventStore(settings.path).export_since(
-                    f, mark.get("rowid") if same_store else None, after_ms)
-            if export.user_events == 0 and same_store:
-                click.echo(f"no new events in {settings.path} since row {mark.get('rowid')}: model unchanged", err=True)
-                if as_json:
-                    echo_json({"updated": False})
-                return
-            events = (str(path),)
-            store_mark = {"path": str(Path(settings.path).resolve()), "rowid": export.last_rowid}
+        settings = _event_settings(ctx, _index_settings(ctx, backend=backend, data_dir=data_dir, name=name),
+                                   events_path)
+        report = update_from_store(model_dir, settings.path, out, on_stage=on_stage)
+        if report is None:
+            click.echo(f"no new events in {settings.path} since the model's: model unchanged", err=True)
+            if as_json:
+                echo_json({"updated": False})
+            return
+    else:
         report = run_update(model_dir, list(events), out, input_settings=input_settings, rejects=rejects,
-                            on_stage=on_stage, event_store=store_mark)
+                            on_stage=on_stage)
     if as_json:
         echo_json({"updated": True, **asdict(report)})
         return

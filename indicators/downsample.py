@@ -11,6 +11,7 @@ user over the cap keeps exactly the cap.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 
 import numpy as np
@@ -35,6 +36,21 @@ MARKED_SCHEMA = (
 def sample_hash(seed: int):
     """The downsampling key of a (user, item) interaction."""
     return F.xxhash64(F.lit(seed).cast("long"), F.col("user"), F.col("item"))
+
+
+def sample_hashes(seed: int, users: list[str], items: list[str]) -> np.ndarray:
+    """`sample_hash` without Spark, for events that arrive without it (`cooccur update
+    --from-store`): Spark's xxhash64 hashes each value with XXH64 seeded by the previous
+    value's hash, starting from 42; the seed is a long (8 bytes, little-endian)."""
+    import xxhash  # only the store path needs it
+
+    start = xxhash.xxh64_intdigest(struct.pack("<q", seed), 42)
+    h64 = xxhash.xxh64_intdigest
+    out = np.fromiter(
+        (h64(i.encode(), h64(u.encode(), start)) for u, i in zip(users, items, strict=True)),
+        dtype=np.uint64, count=len(users),
+    )
+    return out.view(np.int64)
 
 
 def binarize(events: DataFrame, actions: list[str]) -> DataFrame:

@@ -10,6 +10,9 @@ on all events would.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -49,6 +52,45 @@ def property_changes(item_events: DataFrame, gen: int = 0) -> DataFrame:
         F.lit(None).cast("array<string>").alias("values"), *at,
     )
     return changes.unionByName(deletes)
+
+
+def _spark_values(raw) -> list | None:
+    """A property's values as `property_changes` makes them from JSON text (a JSON array
+    stays a list, a scalar becomes a one-element list; non-strings as compact JSON), for
+    properties parsed already."""
+    def text(v):
+        return v if isinstance(v, str) or v is None else json.dumps(v, separators=(",", ":"))
+
+    if isinstance(raw, str) and raw.strip(" ").startswith("["):
+        # Spark parses such a string as a JSON array too (and gets null when it is not one).
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return None
+        if not isinstance(raw, list):
+            return None
+    return [text(v) for v in raw] if isinstance(raw, list) else [text(raw)]
+
+
+def changes_from_pio(item_events: Iterable[tuple[str, str, dict | None, int | None]], gen: int,
+                     source: str) -> pa.Table:
+    """`property_changes` for PredictionIO item events parsed already (event, item,
+    properties, time in microseconds), in input order (`pos`), from `source` (`file`)."""
+    rows: dict[str, list] = {name: [] for name in CHANGES_SCHEMA.names}
+
+    def add(item, kind, name, values, time_us, pos):
+        for key, v in zip(CHANGES_SCHEMA.names, (item, kind, name, values, time_us or 0, gen, source, pos),
+                          strict=True):
+            rows[key].append(v)
+
+    for pos, (event, item, props, time_us) in enumerate(item_events):
+        if event == "$delete":
+            add(item, "delete", None, None, time_us, pos)
+        elif event in ("$set", "$unset"):
+            for name, raw in (props or {}).items():
+                is_set = event == "$set" and raw is not None
+                add(item, "set" if is_set else "unset", name, _spark_values(raw) if is_set else None, time_us, pos)
+    return pa.table(rows, schema=CHANGES_SCHEMA)
 
 
 def _last_per_key(keys: pa.Array) -> np.ndarray:

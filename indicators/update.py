@@ -41,7 +41,7 @@ from scipy import sparse
 
 from .columns import run_ranks, sorted_codes
 from .cooccurrence import IndicatorSpec, pair_table, score_rows, write_pairs
-from .downsample import sample_hash
+from .downsample import sample_hash, sample_hashes
 from .errors import BadInput, JobError
 from .job import (
     MODEL_FORMAT,
@@ -55,7 +55,7 @@ from .job import (
     write_rejects,
 )
 from .llr import LlrTable
-from .properties import property_changes
+from .properties import changes_from_pio, property_changes
 from .rankings import from_micros, micros
 from .reader import expand_paths, read_events
 from .settings import IndicatorSettings, InputSettings, RankingSettings, TrainSettings
@@ -174,6 +174,61 @@ def read_delta(spark: SparkSession, paths: list[str], settings: TrainSettings,
         events={a: e.events for a, e in data.per_event.items()}, newest_us=newest,
         input=c.as_dict(),
     ), rejects_file
+
+
+def delta_from_events(
+    user_events: list[tuple[str, str, str, int]],
+    item_events: list[tuple[str, str, dict | None, int]],
+    settings: TrainSettings,
+    generation: int,
+    source: str,
+) -> Delta:
+    """A Delta from events validated elsewhere (the event store's), without Spark: user
+    events (event, user, item, time_us) and item events (event, item, properties, time_us),
+    in input order. Equal to what `read_delta` makes of the same events as a file."""
+    event, user, item, time_us = (list(c) for c in zip(*user_events, strict=True)) if user_events \
+        else ([], [], [], [])
+    t = pa.table({"action": pa.array(event, pa.string()), "user": pa.array(user, pa.string()),
+                  "item": pa.array(item, pa.string()), "time_us": pa.array(time_us, pa.int64())})
+    mine = pc.is_in(t["action"], pa.array(settings.actions)).to_numpy(zero_copy_only=False)
+    interactions = t.filter(pa.array(mine)).select(["action", "user", "item"])
+    interactions = interactions.append_column("h", pa.array(sample_hashes(
+        settings.seed, interactions["user"].to_pylist(), interactions["item"].to_pylist())))
+    ranked = t.filter(pc.is_in(t["action"], pa.array(settings.rankings.events or [settings.primary])))
+    counts = {}
+    for e in event:
+        counts[e] = counts.get(e, 0) + 1
+    n = len(user_events) + len(item_events)
+    return Delta(
+        interactions=interactions, ranked=ranked.select(["item", "time_us"]),
+        property_changes=changes_from_pio(item_events, generation, source),
+        events=counts, newest_us=max(time_us) if time_us else None,
+        input={"rows": n, "accepted": n, "rejected": 0, "user_events": len(user_events),
+               "item_events": len(item_events), "ignored": 0, "blank_lines": 0, "files": 0},
+    )
+
+
+def update_from_events(
+    model_dir: str | os.PathLike,
+    user_events: list[tuple[str, str, str, int]],
+    item_events: list[tuple[str, str, dict | None, int]],
+    out: str | os.PathLike | None = None,
+    *,
+    source: str = "events",
+    on_stage: Callable[[str], None] | None = None,
+    event_store: dict | None = None,
+) -> UpdateReport:
+    """`update` for events validated already (see `delta_from_events`): no Spark, no JVM."""
+    model = Path(model_dir)
+    manifest = read_manifest(model)
+    stages = Stages(on_stage)
+    started = time.perf_counter()
+    delta = delta_from_events(user_events, item_events, model_settings(manifest),
+                              manifest["state"]["generation"] + 1, source)
+    stages.done("read", f"{len(user_events):,} new user events, {len(item_events):,} item events")
+    report = fold(model, manifest, delta, Path(out) if out else model, stages, event_store)
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
 
 
 def update(

@@ -19,6 +19,7 @@ import sqlite3
 import threading
 import time as _time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -316,42 +317,52 @@ class EventStore:
         return self.export_since(out).lines
 
     def export_since(self, out: TextIO, after_rowid: int | None = None, after_ms: int | None = None) -> Export:
-        """Like `export`, but only the user events stored after a watermark: a row id from
-        an earlier export (exact), else a time (events after it). Item properties and
-        deletes always come whole: they are compacted to the latest per item, and applying
-        the latest again changes nothing. Returns lines written and the new watermark."""
+        """Like `export`, but only the user events stored after a watermark (see
+        `snapshot_since`). Returns lines written and the new watermark."""
+        n = users = 0
+        with self.snapshot_since(after_rowid, after_ms) as (last, events):
+            for e in events:
+                out.write(json.dumps(e.to_json()) + "\n")
+                n += 1
+                users += not e.is_item_change
+        return Export(lines=n, user_events=users, last_rowid=last)
+
+    @contextmanager
+    def snapshot_since(self, after_rowid: int | None = None, after_ms: int | None = None) -> Iterator[tuple[int, Iterator[Event]]]:
+        """(last row id, events) of one consistent snapshot, even while the service writes:
+        every item delete and property (compacted to the latest per item and name, so
+        applying them again changes nothing), then the user events stored after a
+        watermark: a row id from an earlier snapshot (exact), else a time (events after it),
+        else all; oldest first. The last row id is the next watermark."""
         conn = self._conn()
-        n = 0
-        # One read transaction: a consistent snapshot even while the service writes.
         conn.execute("BEGIN")
         try:
             last = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM events").fetchone()[0]
-            for item, t in conn.execute("SELECT item, time FROM item_deleted ORDER BY time, item"):
-                out.write(json.dumps(Event("$delete", "item", item, t).to_json()) + "\n")
-                n += 1
-            for item, name, value, t in conn.execute(
-                "SELECT item, name, value, time FROM item_props ORDER BY time, item, name"
-            ):
-                if value is None:
-                    e = Event("$unset", "item", item, t, properties={name: None})
-                else:
-                    e = Event("$set", "item", item, t, properties={name: json.loads(value)})
-                out.write(json.dumps(e.to_json()) + "\n")
-                n += 1
-            where, args = "rowid <= ?", [last]
-            if after_rowid is not None:
-                where, args = where + " AND rowid > ?", args + [after_rowid]
-            elif after_ms is not None:
-                where, args = where + " AND time > ?", args + [after_ms]
-            users = 0
-            for user, action, item, t in conn.execute(
-                f"SELECT user, action, item, time FROM events WHERE {where} ORDER BY time, rowid", args
-            ):
-                out.write(json.dumps(Event(action, "user", user, t, "item", item).to_json()) + "\n")
-                users += 1
+            yield last, self._events_until(conn, last, after_rowid, after_ms)
         finally:
             conn.execute("COMMIT")
-        return Export(lines=n + users, user_events=users, last_rowid=last)
+
+    @staticmethod
+    def _events_until(conn: sqlite3.Connection, last: int, after_rowid: int | None,
+                      after_ms: int | None) -> Iterator[Event]:
+        for item, t in conn.execute("SELECT item, time FROM item_deleted ORDER BY time, item"):
+            yield Event("$delete", "item", item, t)
+        for item, name, value, t in conn.execute(
+            "SELECT item, name, value, time FROM item_props ORDER BY time, item, name"
+        ):
+            if value is None:
+                yield Event("$unset", "item", item, t, properties={name: None})
+            else:
+                yield Event("$set", "item", item, t, properties={name: json.loads(value)})
+        where, args = "rowid <= ?", [last]
+        if after_rowid is not None:
+            where, args = where + " AND rowid > ?", args + [after_rowid]
+        elif after_ms is not None:
+            where, args = where + " AND time > ?", args + [after_ms]
+        for user, action, item, t in conn.execute(
+            f"SELECT user, action, item, time FROM events WHERE {where} ORDER BY time, rowid", args
+        ):
+            yield Event(action, "user", user, t, "item", item)
 
     def stats(self) -> dict[str, Any]:
         conn = self._conn()

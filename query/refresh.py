@@ -1,5 +1,8 @@
 """Keep a deployment fresh with no operator: `cooccur serve --refresh-every DURATION`.
 
+`update_from_store` folds the event store's new events into a model (`cooccur update
+--from-store`).
+
 Every interval: `cooccur update MODEL --from-store` folds the events the service stored
 since the last run into the model, then `cooccur index MODEL --changed-only` rewrites
 the item documents that changed into a new index version and switches to it (a full
@@ -17,8 +20,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from .errors import EventStoreError
+from .eventstore import EventStore
+from .request import parse_time
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +42,38 @@ class RefreshStatus:
     last_seconds: float | None = None
     last_result: str | None = None
     """updated (N documents changed), unchanged (no new events), or failed: reason."""
+
+
+def update_from_store(model_dir: str | Path, store_path: str | Path, out: str | Path | None = None,
+                      on_stage: Callable[[str], None] | None = None):
+    """Fold the events stored since the model's watermark into the model (no Spark: the
+    store's events are validated already); None when there were none.
+
+    The watermark is the last event row id an update from this store saw (exact); a model
+    trained from files has none yet, so its newest event's time stands in."""
+    from indicators.update import read_manifest, update_from_events
+
+    if not Path(store_path).is_file():
+        raise EventStoreError(str(store_path), "no event store there")
+    store_path = str(Path(store_path).resolve())
+    manifest = read_manifest(Path(model_dir))
+    mark = manifest.get("event_store") or {}
+    after_rowid = mark.get("rowid") if mark.get("path") == store_path else None
+    after_ms = None
+    if after_rowid is None and manifest.get("newest_event"):
+        newest = parse_time(manifest["newest_event"], "newest_event")
+        after_ms = (newest - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    user_events, item_events = [], []
+    with EventStore(store_path).snapshot_since(after_rowid, after_ms) as (last, stored):
+        for e in stored:
+            if e.is_item_change:
+                item_events.append((e.event, e.entity_id, e.properties, e.time_ms * 1000))
+            else:
+                user_events.append((e.event, e.entity_id, e.target_entity_id, e.time_ms * 1000))
+    if not user_events and after_rowid is not None:
+        return None
+    return update_from_events(model_dir, user_events, item_events, out, source=store_path,
+                              on_stage=on_stage, event_store={"path": store_path, "rowid": last})
 
 
 class Refresher(threading.Thread):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 import pyarrow as pa
+import pytest
 
 from indicators import rankings as rk
 from indicators.rankings import rankings

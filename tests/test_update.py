@@ -186,3 +186,37 @@ def test_model_without_state_is_refused(spark, events, tmp_path):
     train(spark, [write(tmp_path / "p0.jsonl", events[:300])], s, tmp_path / "model")
     with pytest.raises(StateError, match="without its counting state"):
         update(spark, tmp_path / "model", [write(tmp_path / "p1.jsonl", events[300:400])])
+
+
+def test_update_from_the_store_equals_the_spark_path_and_a_retrain(spark, events, tmp_path):
+    """The event store's events skip Spark (hashes and property values made in Python);
+    the model equals updating from the same events as a file, and training on them all."""
+    from query.eventstore import EventStore, parse_events
+    from query.refresh import update_from_store
+
+    odd_values = [{"category": ["a", 1, True, 2.5]}, {"size": 3.5}, {"count": 10},
+                  {"label": "[not json"}, {"label": "[\"x\", 2]"}, {"tags": []}, {"flag": False}]
+    extra = [{"event": "$set", "entityType": "item", "entityId": f"i{k}", "properties": props,
+              "eventTime": f"2026-05-01T00:00:{k:02d}Z"} for k, props in enumerate(odd_values)]
+    store = EventStore(str(tmp_path / "events.db"))
+    store.insert(parse_events(events[:900] + extra[:3]))
+
+    def export(path: Path, after_ms=None) -> str:
+        with open(path, "w") as f:
+            store.export_since(f, None, after_ms)
+        return str(path)
+
+    train(spark, [export(tmp_path / "t1.jsonl")], settings(), tmp_path / "base")
+    store.insert(parse_events(events[900:] + extra[3:]))
+    newest = json.loads((tmp_path / "base" / "manifest.json").read_text())["newest_event"]
+    newest_ms = int(__import__("datetime").datetime.fromisoformat(newest.replace("Z", "+00:00")).timestamp() * 1000)
+
+    report = update_from_store(tmp_path / "base", tmp_path / "events.db", tmp_path / "by_store")
+    update(spark, tmp_path / "base", [export(tmp_path / "delta.jsonl", newest_ms)], tmp_path / "by_spark")
+    train(spark, [export(tmp_path / "t2.jsonl")], settings(), tmp_path / "full")
+    by_store, by_spark, full = (read_model(tmp_path / m) for m in ("by_store", "by_spark", "full"))
+    assert_same_model(by_store, by_spark)
+    assert_same_model(by_store, full)
+    assert report.new_users > 0 and ("i1", "size") in full["properties"]
+    assert full["properties"][("i0", "category")] == ["a", "1", "true", "2.5"]
+    assert update_from_store(tmp_path / "by_store", tmp_path / "events.db") is None  # watermark: nothing new
