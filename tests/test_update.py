@@ -220,3 +220,21 @@ def test_update_from_the_store_equals_the_spark_path_and_a_retrain(spark, events
     assert report.new_users > 0 and ("i1", "size") in full["properties"]
     assert full["properties"][("i0", "category")] == ["a", "1", "true", "2.5"]
     assert update_from_store(tmp_path / "by_store", tmp_path / "events.db") is None  # watermark: nothing new
+
+
+def test_python_hashes_equal_spark_xxhash64(spark):
+    """The store path's downsampling hash is Spark's, for any id (unicode, long, empty)."""
+    from pyspark.sql import functions as F
+
+    from indicators.downsample import sample_hash, sample_hashes
+
+    rng = random.Random(3)
+    alphabet = "ab9_-é€😀 "
+    ids = ["", "x", "é", "😀" * 9] + ["".join(rng.choice(alphabet) for _ in range(rng.randrange(70)))
+                                       for _ in range(200)]
+    pairs = list(zip(ids, reversed(ids), strict=True))
+    for seed in (0, -7, 2**40):
+        df = spark.createDataFrame(pairs, "user string, item string")
+        want = [r.h for r in df.select(sample_hash(seed).alias("h")).collect()]
+        got = sample_hashes(seed, [u for u, _ in pairs], [i for _, i in pairs])
+        assert got.tolist() == want
