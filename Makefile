@@ -15,7 +15,8 @@ $(BIN)/cooccur: pyproject.toml
 setup: $(BIN)/cooccur
 
 # The main job end to end on the bundled sample: store the events, train on them, index
-# into the embedded backend, recommend for a known user and for a brand-new one.
+# into the embedded backend, recommend for a known user and for a brand-new one; then add
+# new events incrementally (update + index --changed-only) and ask about a new item.
 COOCCUR := $(BIN)/cooccur -c sample/cooccur.toml
 demo: setup
 	rm -rf $(DEMO_DIR)
@@ -26,6 +27,11 @@ demo: setup
 	$(COOCCUR) recommend --user u1 --num 5
 	@echo "--- a brand-new user who viewed i3, i7 and i12 (inline history, no retrain):"
 	$(COOCCUR) recommend --history-json '{"view": ["i3", "i7", "i12"]}' --num 5
+	@echo "--- new events arrive; fold them into the model (no retrain) and re-index what changed:"
+	$(COOCCUR) events import sample/new-events.jsonl
+	$(COOCCUR) update $(DEMO_DIR)/model --from-store
+	$(COOCCUR) index $(DEMO_DIR)/model --changed-only
+	$(COOCCUR) recommend --item i200 --num 5
 
 test: setup
 	$(BIN)/ruff check .
