@@ -224,7 +224,6 @@ def test_update_from_the_store_equals_the_spark_path_and_a_retrain(spark, events
 
 def test_python_hashes_equal_spark_xxhash64(spark):
     """The store path's downsampling hash is Spark's, for any id (unicode, long, empty)."""
-    from pyspark.sql import functions as F
 
     from indicators.downsample import sample_hash, sample_hashes
 
