@@ -529,6 +529,41 @@ def _read_dataset(path: Path, columns: list[str] | None = None) -> pa.Table:
     return pq.ParquetDataset(files).read(columns=columns) if files else None
 
 
+def _rescore(model: Path, settings: TrainSettings, pairs: _Pairs, counts: np.ndarray,
+             old_counts: np.ndarray, changed_rows: np.ndarray, items: pa.Array, n_users: int,
+             n_before: int) -> tuple[pa.Table, dict]:
+    """The updated indicators and the rows re-scored per indicator: every row when N
+    changed (it is in every LLR); else the rows whose k11, own count or any correlator's
+    count changed, the others kept from the base model."""
+    n = len(items)
+    table = LlrTable(n_users)
+    a_counts = counts[:n]
+    old_tables = _read_dataset(model / "indicators")
+    new_tables, rescored = [], {}
+    for i, ind in enumerate(settings.indicators):
+        c = pairs.matrices[i]
+        b_counts, old_b = counts[i * n:(i + 1) * n], old_counts[i * n:(i + 1) * n]
+        if n_users != n_before:
+            rescore = np.ones(n, dtype=bool)
+        else:
+            rescore = changed_rows | (a_counts != old_counts[:n])
+            moved = np.flatnonzero(b_counts != old_b)
+            if len(moved):
+                entry_rows = np.repeat(np.arange(n), np.diff(c.indptr))
+                rescore[entry_rows[np.isin(c.indices, moved)]] = True
+            if old_tables is not None:
+                kept = old_tables.filter(pc.equal(old_tables["indicator"], ind.name))
+                gone = items.take(pa.array(np.flatnonzero(rescore)))
+                new_tables.append(kept.filter(pc.invert(pc.is_in(kept["item"], value_set=gone))))
+        rows = np.flatnonzero(rescore & (np.diff(c.indptr) > 0))
+        r, col, s = _score(c, rows, a_counts, b_counts, table,
+                           IndicatorSpec(ind.name, ind.max_correlators, ind.min_llr))
+        rescored[ind.name] = len(rows)
+        new_tables.append(_indicator_rows(ind.name, r, col, s, items))
+    schema = new_tables[-1].schema
+    return pa.concat_tables([t.select(schema.names).cast(schema) for t in new_tables]), rescored
+
+
 def fold(model: Path, manifest: dict, delta: Delta, out: Path, stages: Stages,
          event_store: dict | None = None) -> UpdateReport:
     """Add read events to a model's state and write the updated model to `out`."""
@@ -566,32 +601,8 @@ def fold(model: Path, manifest: dict, delta: Delta, out: Path, stages: Stages,
     stages.done("count", f"{len(changed_users):,} users' pairs recounted; "
                 f"{int(changed_rows.sum()):,} primary items' counts changed")
 
-    table = LlrTable(n_users)
-    a_counts = counts[:n]
-    old_tables = _read_dataset(model / "indicators")
-    new_tables = []
-    for i, ind in enumerate(settings.indicators):
-        c = pairs.matrices[i]
-        b_counts, old_b = counts[i * n:(i + 1) * n], old_counts[i * n:(i + 1) * n]
-        if n_users != n_before:
-            rescore = np.ones(n, dtype=bool)
-        else:
-            rescore = changed_rows | (a_counts != old_counts[:n])
-            moved = np.flatnonzero(b_counts != old_b)
-            if len(moved):
-                entry_rows = np.repeat(np.arange(n), np.diff(c.indptr))
-                rescore[entry_rows[np.isin(c.indices, moved)]] = True
-        rows = np.flatnonzero(rescore & (np.diff(c.indptr) > 0))
-        r, col, s = _score(c, rows, a_counts, b_counts, table,
-                           IndicatorSpec(ind.name, ind.max_correlators, ind.min_llr))
-        report.rescored[ind.name] = len(rows)
-        kept_old = old_tables.filter(pc.equal(old_tables["indicator"], ind.name)) if old_tables is not None else None
-        if kept_old is not None and n_users == n_before:
-            gone = x.items.take(pa.array(np.flatnonzero(rescore)))
-            new_tables.append(kept_old.filter(pc.invert(pc.is_in(kept_old["item"], value_set=gone))))
-        new_tables.append(_indicator_rows(ind.name, r, col, s, x.items))
-    indicators = pa.concat_tables([t.select(["indicator", "item", "correlators", "scores"]).cast(
-        new_tables[-1].schema) for t in new_tables])
+    indicators, report.rescored = _rescore(
+        model, settings, pairs, counts, old_counts, changed_rows, x.items, n_users, n_before)
     for ind in actions:
         sel = indicators.filter(pc.equal(indicators["indicator"], ind))
         report.indicators[ind] = {
@@ -610,6 +621,7 @@ def fold(model: Path, manifest: dict, delta: Delta, out: Path, stages: Stages,
         pq.write_table(indicators, tmp / "indicators" / "part-00000.parquet")
         _write_pairs(pairs, np.flatnonzero(changed_rows), actions, x.items, tmp / "state" / "pairs", generation)
         _write_interactions(x, actions, tmp / "state" / "interactions")
+        stages.done("write", "indicators, pair counts and interactions")
 
         newest_us = max(filter(None, [_us(manifest.get("newest_event")), delta.newest_us]), default=None)
         ranked = pa.concat_tables([
