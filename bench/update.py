@@ -380,8 +380,15 @@ def freshness(every: str, rounds: int, work: Path, limit_s: float = 600.0) -> di
     --refresh-every EVERY --model MODEL. Per round, a new user likes two new items A and B
     through POST /events.json (a co-occurrence no model has), then POST /queries.json with
     the inline history {like: [A]} is polled every 0.5 s until B is a personal result.
-    Round 1 follows a full train (its refresh indexes the whole model); later rounds take
-    the `index --changed-only` path."""
+    Each post waits a seeded random pause in [0, EVERY) first, so posts land at different
+    points of the refresh cycle (the refresher sleeps EVERY between the end of one run and
+    the start of the next)."""
+    import random
+
+    from indicators.settings import parse_duration
+
+    every_s = parse_duration(every).total_seconds()
+    rng = random.Random(0)
     ds = DATASETS["movielens"]
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -413,6 +420,8 @@ def freshness(every: str, rounds: int, work: Path, limit_s: float = 600.0) -> di
         threading.Thread(target=lambda: [None for _ in server.stderr], daemon=True).start()
         for k in range(1, rounds + 1):
             a, b, user = f"fresh{k}-a", f"fresh{k}-b", f"fresh{k}-user"
+            pause = rng.uniform(0, every_s)
+            time.sleep(pause)
             now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
             posted = time.perf_counter()
             _http(f"{url}/events.json", [
@@ -427,12 +436,20 @@ def freshness(every: str, rounds: int, work: Path, limit_s: float = 600.0) -> di
                     break
                 time.sleep(0.5)
             refresh = _http(f"{url}/stats").get("refresh", {})
-            rnd = {"round": k, "seconds_to_visible": seen, "polls": polls, "version": res.get("version"),
+            rnd = {"round": k, "pause_before_post": round(pause, 2), "seconds_to_visible": seen, "polls": polls, "version": res.get("version"),
                    "refresh": {key: refresh.get(key) for key in ("runs", "failures", "last_seconds", "last_result")}}
             print(f"    freshness round {k}: {rnd}", file=sys.stderr)
             out["rounds"].append(rnd)
             if seen is None:
                 break
+        seen_s = [r["seconds_to_visible"] for r in out["rounds"] if r["seconds_to_visible"] is not None]
+        refresh_s = [r["refresh"]["last_seconds"] for r in out["rounds"] if r["refresh"].get("last_seconds")]
+        out["summary"] = {
+            "rounds_seen": len(seen_s), "rounds": len(out["rounds"]),
+            "seconds_min": min(seen_s, default=None), "seconds_median": statistics.median(seen_s) if seen_s else None,
+            "seconds_max": max(seen_s, default=None),
+            "refresh_run_seconds_median": statistics.median(refresh_s) if refresh_s else None,
+        }
     finally:
         server.terminate()
         try:
@@ -496,12 +513,28 @@ def markdown(doc: dict) -> str:
         s, c = r["state"], r["save_state_cost"]
         ex = r["shares"].get(f"{EXACT_SHARE:g}", {}).get("exact", {})
         exact = (f"{'yes' if ex.get('ok') else 'NO'}: {ex.get('rows_compared', 0):,} rows, "
-                 f"{ex.get('correlators_compared', 0):,} ids, max |diff| {ex.get('max_score_diff')}") if ex else ""
+                 f"{ex.get('correlators_compared', 0):,} ids, max score diff {ex.get('max_score_diff')}") if ex else ""
         lines.append(
             f"| {name} | {s['state_mb']} ({s['pairs_mb']} + {s['interactions_mb']} + {s['other_state_mb']}) "
             f"| {s['pair_rows']:,} | {s['interaction_rows']:,} | {s['model_mb']} | {c['seconds_false']} "
             f"| {c['seconds_true']} | {c['ratio_true_over_false']} | {exact} |")
+    fr = doc.get("freshness")
+    if fr:
+        lines += ["", f"Freshness ({fr['dataset']}, `--refresh-every {fr['refresh_every']}`):", "",
+                  "| round | pause before post s | seconds until visible | refresh run s (as /stats read it) "
+                  "| refresh result |", "|---:|---:|---:|---:|---|"]
+        lines += [f"| {r['round']} | {r['pause_before_post']} | {r['seconds_to_visible']} "
+                  f"| {r['refresh']['last_seconds']} | {r['refresh']['last_result']} |" for r in fr["rounds"]]
     return "\n".join(lines)
+
+
+def code_version() -> dict:
+    """The commit measured and the tracked files that differed from it (others edit the
+    same working tree while a benchmark runs)."""
+    git = lambda *args: subprocess.run(["git", "-C", str(REPO), *args], capture_output=True,  # noqa: E731
+                                       text=True).stdout.strip()
+    return {"git_commit": git("rev-parse", "HEAD"),
+            "git_modified": git("diff", "--name-only", "HEAD").splitlines()}
 
 
 def main() -> None:
@@ -550,7 +583,7 @@ def main() -> None:
     conf.update(dict(kv.split("=", 1) for kv in a.conf))
     sampler = RssSampler()
     spark = build_spark_session(a.master, conf, app_name="cooccur-bench-update")
-    info = machine_info(spark, a.master, conf)
+    info = {**machine_info(spark, a.master, conf), **code_version()}
     results: dict[str, dict] = {}
     work_root = DATA / ".bench-update"
     shutil.rmtree(work_root, ignore_errors=True)
