@@ -308,17 +308,28 @@ class _Interactions:
 
 
 def _codes(old: pa.ChunkedArray, new: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
-    both = pa.chunked_array(old.chunks + new.chunks, type=pa.string())
-    return sorted_codes(both)
+    """Codes (old rows, then new) in one sorted dictionary of the ids. The old column is
+    dictionary-encoded (read so): only its few distinct ids are sorted and looked up, never
+    the millions of rows."""
+    if old.num_chunks:
+        dictionary = old.chunk(0).dictionary
+        indices = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in old.chunks])
+    else:
+        dictionary, indices = pa.array([], pa.string()), np.zeros(0, np.int64)
+    values = pa.concat_arrays([dictionary.cast(pa.string()), pc.unique(new.combine_chunks().cast(pa.string()))])
+    value_codes, ids = sorted_codes(values)
+    new_codes = pc.index_in(new, value_set=ids).to_numpy(zero_copy_only=False)
+    return np.concatenate([value_codes[:len(dictionary)][indices], new_codes]).astype(np.int64), ids
 
 
 def _load_interactions(model: Path, delta: pa.Table, actions: list[str]) -> _Interactions:
-    old = pq.read_table(model / "state" / "interactions")
+    old = pq.read_table(model / "state" / "interactions",
+                        read_dictionary=["action", "user", "item"]).unify_dictionaries()
     user, users = _codes(old["user"], delta["user"])
     item, items = _codes(old["item"], delta["item"])
     names = pa.array(actions, pa.string())
     action = np.concatenate([
-        pc.index_in(old["action"], value_set=names).to_numpy(zero_copy_only=False),
+        pc.index_in(old["action"].cast(pa.string()), value_set=names).to_numpy(zero_copy_only=False),
         pc.index_in(delta["action"], value_set=names).to_numpy(zero_copy_only=False),
     ]).astype(np.int64)
     h = np.concatenate([old["h"].to_numpy(), delta["h"].to_numpy()]).astype(np.int64)
@@ -327,7 +338,7 @@ def _load_interactions(model: Path, delta: pa.Table, actions: list[str]) -> _Int
     key = (action * len(users) + user) * len(items) + item
     _, first = np.unique(key[n_old:], return_index=True)
     fresh = n_old + np.sort(first)
-    fresh = fresh[~np.isin(key[fresh], key[:n_old])]
+    fresh = fresh[~pc.is_in(pa.array(key[fresh]), value_set=pa.array(key[:n_old])).to_numpy(zero_copy_only=False)]
     rows = np.r_[np.arange(n_old), fresh]
     pad = np.zeros(len(fresh), dtype=bool)
     return _Interactions(
@@ -338,6 +349,13 @@ def _load_interactions(model: Path, delta: pa.Table, actions: list[str]) -> _Int
     )
 
 
+def _member(values: np.ndarray, wanted: np.ndarray, size: int) -> np.ndarray:
+    """values in wanted, for codes below `size`: a table lookup, O(n) (np.isin sorts)."""
+    table = np.zeros(size, dtype=bool)
+    table[wanted] = True
+    return table[values]
+
+
 def _rank_within(groups: np.ndarray, rows: np.ndarray, *tie_keys: np.ndarray) -> np.ndarray:
     """`rows` sorted by (group, *tie_keys) and each one's rank inside its group."""
     order = np.lexsort(tuple(k[rows] for k in reversed(tie_keys)) + (groups[rows],))
@@ -345,7 +363,7 @@ def _rank_within(groups: np.ndarray, rows: np.ndarray, *tie_keys: np.ndarray) ->
     return rows, run_ranks(groups[rows])[0]
 
 
-def _downsample(x: _Interactions, cap_user: int, cap_item: int) -> None:
+def _downsample(x: _Interactions, cap_user: int, cap_item: int, n_actions: int) -> None:
     """Recompute the caps where new rows can change them (the job's order: user cap by
     (hash, item), then item cap by (hash, user) among what the user cap kept). A user's
     old rows that lost before lose again: new rows only raise the bar."""
@@ -354,11 +372,11 @@ def _downsample(x: _Interactions, cap_user: int, cap_item: int) -> None:
     if cap_user == 0:
         x.user_kept[:] = True
     else:
-        touched = np.isin(by_user, np.unique(by_user[x.n_old:]))
+        touched = _member(by_user, by_user[x.n_old:], len(x.users) * n_actions)
         rows, rank = _rank_within(by_user, np.flatnonzero(touched), x.h, x.item)
         x.user_kept[rows] = rank < cap_user
     by_item = x.action * len(x.items) + x.item
-    touched = np.isin(by_item, np.unique(by_item[x.user_kept != old_user_kept]))
+    touched = _member(by_item, by_item[x.user_kept != old_user_kept], len(x.items) * n_actions)
     x.kept[touched] = False
     rows, rank = _rank_within(by_item, np.flatnonzero(touched & x.user_kept), x.h, x.user)
     x.kept[rows] = True if cap_item == 0 else rank < cap_item
@@ -376,7 +394,7 @@ def _pair_deltas(x: _Interactions, old_kept: np.ndarray, n_actions: int) -> tupl
     """dC = A_new'B_new - A_old'B_old per indicator action, over the users whose kept
     interactions changed (no one else's rows of A or B moved); and those users."""
     changed = np.unique(x.user[x.kept != old_kept])
-    mine = np.isin(x.user, changed)
+    mine = _member(x.user, changed, len(x.users))
     compact = np.searchsorted(changed, x.user)
     n = len(changed)
 
@@ -550,7 +568,7 @@ def _rescore(model: Path, settings: TrainSettings, pairs: _Pairs, counts: np.nda
             moved = np.flatnonzero(b_counts != old_b)
             if len(moved):
                 entry_rows = np.repeat(np.arange(n), np.diff(c.indptr))
-                rescore[entry_rows[np.isin(c.indices, moved)]] = True
+                rescore[entry_rows[_member(c.indices, moved, n)]] = True
             if old_tables is not None:
                 kept = old_tables.filter(pc.equal(old_tables["indicator"], ind.name))
                 gone = items.take(pa.array(np.flatnonzero(rescore)))
@@ -574,7 +592,7 @@ def fold(model: Path, manifest: dict, delta: Delta, out: Path, stages: Stages,
 
     x = _load_interactions(model, delta.interactions, actions)
     old_kept = x.kept.copy()
-    _downsample(x, settings.max_interactions_per_user, settings.max_users_per_item)
+    _downsample(x, settings.max_interactions_per_user, settings.max_users_per_item, len(actions))
     n_users = len(x.users)  # every user in the dictionary has an interaction
     new_rows = x.action[x.n_old:]
     report = UpdateReport(
@@ -682,13 +700,18 @@ def _us(iso: str | None) -> int | None:
 
 
 def _write_interactions(x: _Interactions, actions: list[str], path: Path) -> None:
+    """Dictionary-encoded ids: the ids are written once, the rows as codes."""
     path.mkdir()
+
+    def encoded(codes: np.ndarray, ids: pa.Array) -> pa.DictionaryArray:
+        return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), ids)
+
     pq.write_table(pa.table({
-        "action": pa.array(actions, pa.string()).take(pa.array(x.action)),
-        "user": x.users.take(pa.array(x.user)),
-        "item": x.items.take(pa.array(x.item)),
+        "action": encoded(x.action, pa.array(actions, pa.string())),
+        "user": encoded(x.user, x.users),
+        "item": encoded(x.item, x.items),
         "h": x.h, "user_kept": x.user_kept, "kept": x.kept,
-    }), path / "part-00000.parquet")
+    }), path / "part-00000.parquet", compression="zstd", write_statistics=False)
 
 
 def _action_stats(x: _Interactions, settings: TrainSettings, before: dict, new: dict) -> dict:
