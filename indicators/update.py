@@ -356,11 +356,16 @@ def _member(values: np.ndarray, wanted: np.ndarray, size: int) -> np.ndarray:
     return table[values]
 
 
-def _rank_within(groups: np.ndarray, rows: np.ndarray, *tie_keys: np.ndarray) -> np.ndarray:
-    """`rows` sorted by (group, *tie_keys) and each one's rank inside its group."""
+def _rank_within(groups: np.ndarray, rows: np.ndarray, cap: int, *tie_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Of `rows`, those in groups larger than `cap` sorted by (group, *tie_keys), and each
+    one's rank inside its group; rows of groups within the cap are all kept, unsorted
+    (rank 0), since no order can drop them."""
+    sizes = np.bincount(groups[rows])
+    big = sizes[groups[rows]] > cap
+    small, rows = rows[~big], rows[big]
     order = np.lexsort(tuple(k[rows] for k in reversed(tie_keys)) + (groups[rows],))
     rows = rows[order]
-    return rows, run_ranks(groups[rows])[0]
+    return np.r_[small, rows], np.r_[np.zeros(len(small), np.int64), run_ranks(groups[rows])[0]]
 
 
 def _downsample(x: _Interactions, cap_user: int, cap_item: int, n_actions: int) -> None:
@@ -373,38 +378,41 @@ def _downsample(x: _Interactions, cap_user: int, cap_item: int, n_actions: int) 
         x.user_kept[:] = True
     else:
         touched = _member(by_user, by_user[x.n_old:], len(x.users) * n_actions)
-        rows, rank = _rank_within(by_user, np.flatnonzero(touched), x.h, x.item)
+        rows, rank = _rank_within(by_user, np.flatnonzero(touched), cap_user, x.h, x.item)
         x.user_kept[rows] = rank < cap_user
     by_item = x.action * len(x.items) + x.item
     touched = _member(by_item, by_item[x.user_kept != old_user_kept], len(x.items) * n_actions)
     x.kept[touched] = False
-    rows, rank = _rank_within(by_item, np.flatnonzero(touched & x.user_kept), x.h, x.user)
-    x.kept[rows] = True if cap_item == 0 else rank < cap_item
-
-
-def _matrix(x: _Interactions, mask: np.ndarray, user_rows: np.ndarray, n_users: int) -> sparse.csr_matrix:
-    rows = np.flatnonzero(mask)
-    return sparse.csr_matrix(
-        (np.ones(len(rows), dtype=np.int64), (user_rows[rows], x.item[rows])),
-        shape=(n_users, len(x.items)),
-    )
+    if cap_item == 0:
+        x.kept[touched & x.user_kept] = True
+    else:
+        rows, rank = _rank_within(by_item, np.flatnonzero(touched & x.user_kept), cap_item, x.h, x.user)
+        x.kept[rows] = rank < cap_item
 
 
 def _pair_deltas(x: _Interactions, old_kept: np.ndarray, n_actions: int) -> tuple[list, np.ndarray]:
     """dC = A_new'B_new - A_old'B_old per indicator action, over the users whose kept
-    interactions changed (no one else's rows of A or B moved); and those users."""
-    changed = np.unique(x.user[x.kept != old_kept])
+    interactions changed (no one else's rows of A or B moved); and those users.
+
+    With dA = A_new - A_old (entries +-1, few): dC = A_old'dB + dA'B_new, which touches
+    each changed user's interactions once per change instead of all their pairs twice."""
+    flipped = x.kept != old_kept
+    changed = np.unique(x.user[flipped])
     mine = _member(x.user, changed, len(x.users))
     compact = np.searchsorted(changed, x.user)
     n = len(changed)
 
-    def m(kept: np.ndarray, action: int) -> sparse.csr_matrix:
-        return _matrix(x, mine & kept & (x.action == action), compact, n)
+    def m(mask: np.ndarray, action: int, sign: np.ndarray | None = None) -> sparse.csr_matrix:
+        rows = np.flatnonzero(mine & mask & (x.action == action))
+        data = np.ones(len(rows), dtype=np.int64) if sign is None else sign[rows]
+        return sparse.csr_matrix((data, (compact[rows], x.item[rows])), shape=(n, len(x.items)))
 
-    a_new, a_old = m(x.kept, 0).T.tocsr(), m(old_kept, 0).T.tocsr()
+    sign = np.where(x.kept, 1, -1).astype(np.int64)  # +1 entered the kept set, -1 left it
+    a_old_t = m(old_kept, 0).T.tocsr()
+    d_a_t = m(flipped, 0, sign).T.tocsr()
     deltas = []
     for act in range(n_actions):
-        d = (a_new @ m(x.kept, act) - a_old @ m(old_kept, act)).tocoo()
+        d = (a_old_t @ m(flipped, act, sign) + d_a_t @ m(x.kept, act)).tocoo()
         keep = d.data != 0
         if act == 0:
             keep &= d.row != d.col  # an item is not its own correlator
