@@ -583,10 +583,9 @@ def update_cmd(ctx, model_dir, events, from_store, out, rejects, input_format, a
 
     if bool(events) == from_store:
         raise ConfigError("give new EVENTS files or --from-store (one of them)")
-    manifest = read_manifest(Path(model_dir))
     input_settings = None
     if input_format:
-        input_settings = replace(model_settings(manifest).input, format=input_format)
+        input_settings = replace(model_settings(read_manifest(Path(model_dir))).input, format=input_format)
     on_stage = lambda line: click.echo(line, err=True)  # noqa: E731
     if from_store:
         from query.refresh import update_from_store
@@ -647,8 +646,11 @@ def serve_cmd(ctx, host, port, workers, token, refresh_every, model_dir, backend
             every = parse_duration(refresh_every).total_seconds()
         except ValueError as e:
             raise ConfigError(f"--refresh-every: {e}") from None
-        if not Path(model_dir, "manifest.json").is_file():
-            raise ConfigError(f"--model {model_dir}: not a model directory (run `cooccur train` first)")
+        if every < 1:
+            raise ConfigError(f"--refresh-every {refresh_every}: at least 1 second")
+        from indicators.state import read_manifest
+
+        read_manifest(Path(model_dir))  # a model with its state, or a clear error now
         root = ctx.find_root().obj
         flags = lambda **kv: [a for k, v in kv.items() if v for a in (f"--{k.replace('_', '-')}", str(v))]  # noqa: E731
         refresher = Refresher(

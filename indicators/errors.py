@@ -41,7 +41,7 @@ class BadRow:
 class BadInput(JobError):
     """Input rows were rejected and the run was not told to go on (--rejects)."""
 
-    hint = "fix the rows, or pass --rejects PATH to write them there and train on the rest"
+    hint = "fix the rows, or pass --rejects PATH to write them there and go on with the rest"
 
     def __init__(self, rejected: int, total: int, first: list[BadRow]) -> None:
         shown = "; ".join(str(r) for r in first[:5])

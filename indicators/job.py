@@ -38,10 +38,10 @@ from .rankings import from_micros, kept_since, rankings
 from .reader import EventInput, expand_paths, read_events
 from .settings import TrainSettings, parse_duration
 from .spark import check_java
+from .state import MODEL_FORMAT
 
 log = logging.getLogger(__name__)
 
-MODEL_FORMAT = "cooccur-model/1"
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 # Input events per partition: bounds each Python worker's arrays. A block also receives
 # copies of its users' other interactions, and more blocks mean more copies: two per core

@@ -42,9 +42,8 @@ from scipy import sparse
 from .columns import run_ranks, sorted_codes
 from .cooccurrence import IndicatorSpec, pair_table, score_rows, write_pairs
 from .downsample import sample_hash, sample_hashes
-from .errors import BadInput, JobError
+from .errors import BadInput
 from .job import (
-    MODEL_FORMAT,
     Stages,
     build_spark_session,
     iso,
@@ -55,26 +54,17 @@ from .job import (
     write_rejects,
 )
 from .llr import LlrTable
-from .properties import changes_from_pio, property_changes
+from .properties import CHANGES_SCHEMA, changes_from_pio, property_changes
 from .rankings import from_micros, micros
 from .reader import expand_paths, read_events
-from .settings import IndicatorSettings, InputSettings, RankingSettings, TrainSettings
+from .settings import InputSettings, TrainSettings
 from .spark import check_java
+from .state import StateError, model_settings, read_manifest, read_state, writing
 
 log = logging.getLogger(__name__)
 
 # Pairs scored per chunk: bounds the LLR temporaries (about 40 bytes a pair).
 SCORE_CHUNK = 4_000_000
-
-
-class StateError(JobError):
-    """The model has no usable counting state."""
-
-    def __init__(self, path: str, problem: str) -> None:
-        super().__init__(
-            f"{path}: {problem}",
-            hint="train the model again with `cooccur train` (save_state = true, the default)",
-        )
 
 
 @dataclass
@@ -116,35 +106,6 @@ class UpdateReport:
     seconds: float = 0.0
 
 
-def model_settings(manifest: dict) -> TrainSettings:
-    """The TrainSettings a model was trained with (an update must use the same)."""
-    s = dict(manifest["settings"])
-    s["indicators"] = [IndicatorSettings(**i) for i in s["indicators"]]
-    s["input"] = InputSettings(**s["input"])
-    s["rankings"] = RankingSettings(**s["rankings"])
-    return TrainSettings(**s)
-
-
-def read_manifest(model: Path) -> dict:
-    """The manifest of a model with state, or a StateError saying what is missing."""
-    path = model / "manifest.json"
-    if not path.is_file():
-        raise StateError(str(model), "not a model directory (no manifest.json)")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise StateError(str(path), f"invalid JSON at line {e.lineno}: {e.msg}") from None
-    if manifest.get("format") != MODEL_FORMAT:
-        raise StateError(str(path), f"format {manifest.get('format')!r}, expected {MODEL_FORMAT!r}")
-    state = manifest.get("state") or {}
-    if not state.get("pairs"):
-        raise StateError(str(model), "the model was trained without its counting state (state/)")
-    for part in ("interactions", "pairs", "ranking_events.parquet", "property_changes.parquet"):
-        if not (model / "state" / part).exists():
-            raise StateError(str(model / "state"), f"missing {part}")
-    return manifest
-
-
 def read_delta(spark: SparkSession, paths: list[str], settings: TrainSettings,
                input_settings: InputSettings, generation: int,
                rejects: str | os.PathLike | None) -> tuple[Delta, str | None]:
@@ -168,7 +129,6 @@ def read_delta(spark: SparkSession, paths: list[str], settings: TrainSettings,
     ranked = events.filter(pc.is_in(events["action"], pa.array(ranked_actions))).select(["item", "time_us"])
     changes = property_changes(data.item_events, gen=generation).toArrow()
     newest = max((e.last_us for e in data.per_event.values() if e.last_us is not None), default=None)
-    data.events.unpersist()
     return Delta(
         interactions=interactions, ranked=ranked, property_changes=changes,
         events={a: e.events for a, e in data.per_event.items()}, newest_us=newest,
@@ -220,13 +180,15 @@ def update_from_events(
 ) -> UpdateReport:
     """`update` for events validated already (see `delta_from_events`): no Spark, no JVM."""
     model = Path(model_dir)
-    manifest = read_manifest(model)
-    stages = Stages(on_stage)
-    started = time.perf_counter()
-    delta = delta_from_events(user_events, item_events, model_settings(manifest),
-                              manifest["state"]["generation"] + 1, source)
-    stages.done("read", f"{len(user_events):,} new user events, {len(item_events):,} item events")
-    report = fold(model, manifest, delta, Path(out) if out else model, stages, event_store)
+    target = Path(out) if out else model
+    with writing(target):
+        manifest = read_manifest(model)
+        stages = Stages(on_stage)
+        started = time.perf_counter()
+        delta = delta_from_events(user_events, item_events, model_settings(manifest),
+                                  manifest["state"]["generation"] + 1, source)
+        stages.done("read", f"{len(user_events):,} new user events, {len(item_events):,} item events")
+        report = fold(model, manifest, delta, target, stages, event_store)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
@@ -247,17 +209,19 @@ def update(
     only says how to read the new files (default: the model's). `event_store` (where the
     events came from and up to which row) is kept in the manifest for the next update."""
     model = Path(model_dir)
-    manifest = read_manifest(model)
-    settings = model_settings(manifest)
-    stages = Stages(on_stage)
-    started = time.perf_counter()
-    delta, rejects_file = read_delta(
-        spark, paths, settings, input_settings or settings.input,
-        manifest["state"]["generation"] + 1, rejects,
-    )
-    c = delta.input
-    stages.done("read", f"{c['rows']:,} new rows: {c['accepted']:,} accepted, {c['rejected']:,} rejected")
-    report = fold(model, manifest, delta, Path(out) if out else model, stages, event_store)
+    target = Path(out) if out else model
+    with writing(target):
+        manifest = read_manifest(model)
+        settings = model_settings(manifest)
+        stages = Stages(on_stage)
+        started = time.perf_counter()
+        delta, rejects_file = read_delta(
+            spark, paths, settings, input_settings or settings.input,
+            manifest["state"]["generation"] + 1, rejects,
+        )
+        c = delta.input
+        stages.done("read", f"{c['rows']:,} new rows: {c['accepted']:,} accepted, {c['rejected']:,} rejected")
+        report = fold(model, manifest, delta, target, stages, event_store)
     report.rejects_file = rejects_file
     report.seconds = round(time.perf_counter() - started, 3)
     return report
@@ -323,8 +287,8 @@ def _codes(old: pa.ChunkedArray, new: pa.ChunkedArray) -> tuple[np.ndarray, pa.A
 
 
 def _load_interactions(model: Path, delta: pa.Table, actions: list[str]) -> _Interactions:
-    old = pq.read_table(model / "state" / "interactions",
-                        read_dictionary=["action", "user", "item"]).unify_dictionaries()
+    old = read_state(model / "state" / "interactions",
+                     read_dictionary=["action", "user", "item"]).unify_dictionaries()
     user, users = _codes(old["user"], delta["user"])
     item, items = _codes(old["item"], delta["item"])
     names = pa.array(actions, pa.string())
@@ -463,7 +427,7 @@ def _load_pairs(model: Path, actions: list[str], items: pa.Array) -> _Pairs:
     file_of = np.full(n, -1, dtype=np.int64)
     names = pa.array(actions, pa.string())
     for f_id, f in enumerate(files):
-        t = pq.read_table(f, read_dictionary=["indicator", "a", "b"]).unify_dictionaries()
+        t = read_state(f, read_dictionary=["indicator", "a", "b"]).unify_dictionaries()
         if t.num_rows == 0:
             continue
         ind = _dictionary_codes(t["indicator"], names, f)
@@ -550,9 +514,14 @@ def _indicator_rows(name: str, rows, cols, scores, items: pa.Array) -> pa.Table:
     })
 
 
-def _read_dataset(path: Path, columns: list[str] | None = None) -> pa.Table:
+def _read_dataset(path: Path, columns: list[str] | None = None) -> pa.Table | None:
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-    return pq.ParquetDataset(files).read(columns=columns) if files else None
+    if not files:
+        return None
+    try:
+        return pq.ParquetDataset(files).read(columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise StateError(str(path), f"unreadable Parquet ({e})") from None
 
 
 def _rescore(model: Path, settings: TrainSettings, pairs: _Pairs, counts: np.ndarray,
@@ -651,14 +620,14 @@ def fold(model: Path, manifest: dict, delta: Delta, out: Path, stages: Stages,
 
         newest_us = max(filter(None, [_us(manifest.get("newest_event")), delta.newest_us]), default=None)
         ranked = pa.concat_tables([
-            pq.read_table(model / "state" / "ranking_events.parquet"),
+            read_state(model / "state" / "ranking_events.parquet"),
             delta.ranked.select(["item", "time_us"]).cast(pa.schema([("item", pa.string()), ("time_us", pa.int64())])),
         ])
         first_us = pc.min(ranked["time_us"]).as_py()
         n_ranked = write_rankings(ranked, settings, from_micros(newest_us), from_micros(first_us), tmp)
         changes = pa.concat_tables([
-            pq.read_table(model / "state" / "property_changes.parquet"),
-            delta.property_changes.select(pq.read_schema(model / "state" / "property_changes.parquet").names),
+            read_state(model / "state" / "property_changes.parquet"),
+            delta.property_changes.select(CHANGES_SCHEMA.names),
         ], promote_options="permissive")
         names, n_props = write_properties(changes, tmp)
         stages.done("rankings", f"{n_ranked:,} items ranked; {n_props:,} items with properties {names}")
@@ -683,7 +652,8 @@ def fold(model: Path, manifest: dict, delta: Delta, out: Path, stages: Stages,
             "newest_event": report.newest_event,
             "state": {"pairs": True, "users": n_users, "generation": generation},
             "counts": {
-                "input": counts_before.get("input"),
+                # Every row read, by the training and every update since.
+                "input": {k: (counts_before.get("input") or {}).get(k, 0) + v for k, v in delta.input.items()},
                 "users": n_users,
                 "actions": _action_stats(x, settings, events_before, delta.events),
                 "indicators": report.indicators,

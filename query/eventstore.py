@@ -38,7 +38,10 @@ EVENT_KEYS = {
 DAY_MS = 86_400_000
 
 SCHEMA = """
+-- AUTOINCREMENT: a row id is never reused, even after pruning, so `cooccur update
+-- --from-store` can use the last one it saw as its watermark.
 CREATE TABLE IF NOT EXISTS events (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
     user   TEXT NOT NULL,
     action TEXT NOT NULL,
     item   TEXT NOT NULL,
@@ -57,7 +60,22 @@ CREATE TABLE IF NOT EXISTS item_deleted (
     item TEXT PRIMARY KEY,
     time INTEGER NOT NULL
 );
+-- item_changes counts stored item changes: updates see whether any came since their last.
+CREATE TABLE IF NOT EXISTS counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO counters VALUES ('item_changes', 0);
 """
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """Where a snapshot of the store ended: the last event row id, and how many item
+    changes had been stored."""
+
+    rowid: int
+    item_changes: int
 
 
 @dataclass(frozen=True)
@@ -236,13 +254,14 @@ class EventStore:
                             report.ignored += 1
                         elif self._apply_item_event(conn, e):
                             report.item_changes.append(e)
+                            conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'item_changes'")
                         continue
                     rows.append((e.entity_id, e.event, e.target_entity_id or "", e.time_ms))
                     if len(rows) >= 10_000:
-                        conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
+                        conn.executemany("INSERT INTO events (user, action, item, time) VALUES (?, ?, ?, ?)", rows)
                         report.stored += len(rows)
                         rows.clear()
-                conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
+                conn.executemany("INSERT INTO events (user, action, item, time) VALUES (?, ?, ?, ?)", rows)
                 report.stored += len(rows)
                 conn.execute("COMMIT")
             except BaseException:
@@ -320,25 +339,32 @@ class EventStore:
         """Like `export`, but only the user events stored after a watermark (see
         `snapshot_since`). Returns lines written and the new watermark."""
         n = users = 0
-        with self.snapshot_since(after_rowid, after_ms) as (last, events):
+        with self.snapshot_since(after_rowid, after_ms) as (mark, events):
             for e in events:
                 out.write(json.dumps(e.to_json()) + "\n")
                 n += 1
                 users += not e.is_item_change
-        return Export(lines=n, user_events=users, last_rowid=last)
+        return Export(lines=n, user_events=users, last_rowid=mark.rowid)
 
     @contextmanager
-    def snapshot_since(self, after_rowid: int | None = None, after_ms: int | None = None) -> Iterator[tuple[int, Iterator[Event]]]:
-        """(last row id, events) of one consistent snapshot, even while the service writes:
+    def snapshot_since(self, after_rowid: int | None = None, after_ms: int | None = None) -> Iterator[tuple[Watermark, Iterator[Event]]]:
+        """(watermark, events) of one consistent snapshot, even while the service writes:
         every item delete and property (compacted to the latest per item and name, so
         applying them again changes nothing), then the user events stored after a
         watermark: a row id from an earlier snapshot (exact), else a time (events after it),
-        else all; oldest first. The last row id is the next watermark."""
+        else all; oldest first. The returned watermark is the next one.
+
+        Stores made before row ids were AUTOINCREMENT can reuse the ids of pruned rows;
+        when the last id is below the given one, the time stands in."""
         conn = self._conn()
         conn.execute("BEGIN")
         try:
             last = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM events").fetchone()[0]
-            yield last, self._events_until(conn, last, after_rowid, after_ms)
+            row = conn.execute("SELECT value FROM counters WHERE name = 'item_changes'").fetchone()
+            if after_rowid is not None and last < after_rowid:
+                log.warning("event row ids went back (%d < %d): reading events by time instead", last, after_rowid)
+                after_rowid = None
+            yield Watermark(last, row[0] if row else 0), self._events_until(conn, last, after_rowid, after_ms)
         finally:
             conn.execute("COMMIT")
 

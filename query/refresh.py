@@ -51,29 +51,37 @@ def update_from_store(model_dir: str | Path, store_path: str | Path, out: str | 
 
     The watermark is the last event row id an update from this store saw (exact); a model
     trained from files has none yet, so its newest event's time stands in."""
-    from indicators.update import read_manifest, update_from_events
+    from indicators.state import writing
 
     if not Path(store_path).is_file():
         raise EventStoreError(str(store_path), "no event store there")
-    store_path = str(Path(store_path).resolve())
-    manifest = read_manifest(Path(model_dir))
+    with writing(Path(out or model_dir)):  # the watermark read and the update, as one
+        return _fold_new_events(Path(model_dir), str(Path(store_path).resolve()), out, on_stage)
+
+
+def _fold_new_events(model_dir: Path, store_path: str, out, on_stage):
+    from indicators.state import read_manifest
+    from indicators.update import update_from_events
+
+    manifest = read_manifest(model_dir)
     mark = manifest.get("event_store") or {}
-    after_rowid = mark.get("rowid") if mark.get("path") == store_path else None
+    same_store = mark.get("path") == store_path
+    after_rowid = mark.get("rowid") if same_store else None
     after_ms = None
-    if after_rowid is None and manifest.get("newest_event"):
+    if manifest.get("newest_event"):
         newest = parse_time(manifest["newest_event"], "newest_event")
         after_ms = (newest - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
     user_events, item_events = [], []
-    with EventStore(store_path).snapshot_since(after_rowid, after_ms) as (last, stored):
+    with EventStore(store_path).snapshot_since(after_rowid, after_ms) as (now, stored):
         for e in stored:
             if e.is_item_change:
                 item_events.append((e.event, e.entity_id, e.properties, e.time_ms * 1000))
             else:
                 user_events.append((e.event, e.entity_id, e.target_entity_id, e.time_ms * 1000))
-    if not user_events and after_rowid is not None:
+    if same_store and not user_events and now.item_changes == mark.get("item_changes"):
         return None
-    return update_from_events(model_dir, user_events, item_events, out, source=store_path,
-                              on_stage=on_stage, event_store={"path": store_path, "rowid": last})
+    return update_from_events(model_dir, user_events, item_events, out, source=store_path, on_stage=on_stage,
+                              event_store={"path": store_path, "rowid": now.rowid, "item_changes": now.item_changes})
 
 
 class Refresher(threading.Thread):
@@ -131,8 +139,8 @@ class Refresher(threading.Thread):
         report = json.loads(done.stdout)
         if not report.get("updated"):
             return "unchanged (no new events)"
-        if report.get("changed_items", 0) == 0:
-            return "updated (no document changed)"
+        # Index even when no document changed: the new version records the new model, so
+        # the next --changed-only finds its base.
         done = self._cooccur("index", self.model_dir, "--changed-only")
         how = "changed only"
         if done.returncode != 0:

@@ -129,4 +129,54 @@ def test_refresher_reports_a_failed_update(tmp_path):
     refresher = Refresher(str(tmp_path / "nowhere"), 60)
     status = refresher.run_once()
     assert status.failures == 1 and status.last_result.startswith("failed: update: Error:")
-    assert "no manifest.json" in status.last_result
+    assert "no event store there" in status.last_result
+
+
+def test_item_changes_alone_update_the_model(trained):
+    cfg, d = trained
+    add(d, [{"event": "purchase", "entityType": "user", "entityId": "u1", "targetEntityType": "item",
+             "targetEntityId": "i1", "eventTime": "2026-01-03T00:00:00Z"}])
+    assert json.loads(run("update", d / "model", "--from-store", "--json", config=cfg).stdout)["updated"]
+    add(d, [{"event": "$set", "entityType": "item", "entityId": "i2", "properties": {"color": "red"},
+             "eventTime": "2026-01-04T00:00:00Z"}])
+    r = run("update", d / "model", "--from-store", "--json", config=cfg)
+    assert json.loads(r.stdout)["changed_items"] == 1
+    assert manifest(d / "model")["properties"] == ["color"]
+
+
+def test_corrupt_state_and_a_busy_model_fail_cleanly(trained):
+    import fcntl
+
+    cfg, d = trained
+    add(d, [{"event": "view", "entityType": "user", "entityId": "u1", "targetEntityType": "item",
+             "targetEntityId": "i1", "eventTime": "2026-01-03T00:00:00Z"}])
+    with open(d / ".model.lock", "w") as other_writer:  # as another process would hold it
+        fcntl.flock(other_writer, fcntl.LOCK_EX)
+        r = run("update", d / "model", "--from-store", config=cfg)
+    assert r.exit_code == 1 and "another update is writing this model now" in r.output
+    (d / "model" / "state" / "property_changes.parquet").write_bytes(b"not parquet")
+    r = run("update", d / "model", "--from-store", config=cfg)
+    assert r.exit_code == 1 and "property_changes.parquet: unreadable Parquet" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_a_model_half_replaced_by_a_killed_update_is_put_back(trained):
+    cfg, d = trained
+    (d / "model").rename(d / ".model.old-12345")
+    add(d, [{"event": "view", "entityType": "user", "entityId": "u1", "targetEntityType": "item",
+             "targetEntityId": "i1", "eventTime": "2026-01-03T00:00:00Z"}])
+    r = run("update", d / "model", "--from-store", config=cfg)
+    assert r.exit_code == 0, r.output
+    assert not (d / ".model.old-12345").exists() and manifest(d / "model")["state"]["generation"] == 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--refresh-every", "0 s", "--model", "{d}/model"), "at least 1 second"),
+    (("--refresh-every", "soon", "--model", "{d}/model"), "cannot read duration"),
+    (("--refresh-every", "5 s"), "--refresh-every and --model go together"),
+    (("--refresh-every", "5 s", "--model", "{d}"), "no manifest.json"),
+])
+def test_serve_refresh_options_are_checked_before_serving(trained, args, message):
+    cfg, d = trained
+    r = run("serve", "--port", "0", *[a.format(d=d) for a in args], config=cfg)
+    assert r.exit_code == 1 and message in r.output and "Traceback" not in r.output

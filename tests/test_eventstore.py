@@ -170,3 +170,37 @@ def test_import_file_errors(store, tmp_path):
     p.write_text("who,what\n")
     with pytest.raises(EventFileError, match="lacks column"):
         import_events(store, p)
+
+
+def test_snapshots_after_a_watermark_survive_pruning(store):
+    """Row ids are never reused, so events stored after a prune are after the watermark."""
+    store.insert(parse_events([ev("u", "view", f"i{k}", "1970-01-02T00:00:00Z") for k in range(5)]))
+    with store.snapshot_since() as (mark, events):
+        assert len(list(events)) == 5
+    assert store.prune({"view": 1}, now=1_000 * DAY) == {"view": 5}
+    store.insert(parse_events([ev("u", "view", f"n{k}", "1972-09-25T00:00:00Z") for k in range(3)]))
+    with store.snapshot_since(mark.rowid) as (after, events):
+        assert [e.target_entity_id for e in events] == ["n0", "n1", "n2"]
+    assert after.rowid == 8 and after.item_changes == 0
+
+
+def test_snapshot_of_an_old_store_whose_ids_went_back_reads_by_time(tmp_path):
+    """A store made before AUTOINCREMENT reuses pruned ids: the time watermark takes over."""
+    conn = sqlite3.connect(tmp_path / "old.db")
+    conn.execute("CREATE TABLE events (user TEXT NOT NULL, action TEXT NOT NULL, item TEXT NOT NULL, "
+                 "time INTEGER NOT NULL)")
+    conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", [("u", "view", "new", 5 * DAY), ("u", "view", "x", DAY)])
+    conn.commit()
+    store = EventStore(tmp_path / "old.db")
+    with store.snapshot_since(after_rowid=9, after_ms=2 * DAY) as (mark, events):
+        assert [e.target_entity_id for e in events] == ["new"] and mark.rowid == 2
+
+
+def test_item_changes_are_counted(store):
+    store.insert(parse_events([{"event": "$set", "entityType": "item", "entityId": "i1",
+                                "properties": {"c": "a"}, "eventTime": "2025-01-01T00:00:00Z"},
+                               {"event": "$set", "entityType": "item", "entityId": "i1",
+                                "properties": {"c": "old"}, "eventTime": "2024-01-01T00:00:00Z"}]))
+    with store.snapshot_since() as (mark, events):
+        assert mark.item_changes == 1  # the older $set changed nothing
+        assert [e.event for e in events] == ["$set"]

@@ -1,0 +1,101 @@
+"""The saved counting state of a model (state/, docs/model-format.md): checking it and
+reading the settings it was made with. No pyspark here: serving checks models too."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import JobError
+from .settings import IndicatorSettings, InputSettings, RankingSettings, TrainSettings
+
+MODEL_FORMAT = "cooccur-model/1"
+
+
+class StateError(JobError):
+    """The model has no usable counting state."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(
+            f"{path}: {problem}",
+            hint="train the model again with `cooccur train` (save_state = true, the default)",
+        )
+
+
+_HELD: set[str] = set()
+
+
+@contextmanager
+def writing(model: Path) -> Iterator[None]:
+    """Hold the model directory's writer lock (a file beside it): two updates of one model
+    at a time would lose one. Re-entrant within a process. A model left half-replaced by
+    a killed writer (renamed aside before the new one is renamed in) is put back first."""
+    key = str(model.resolve())
+    if key in _HELD:
+        yield
+        return
+    model.parent.mkdir(parents=True, exist_ok=True)
+    with open(model.parent / f".{model.name}.lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StateError(str(model), "another update is writing this model now") from None
+        _HELD.add(key)
+        try:
+            aside = sorted(model.parent.glob(f".{model.name}.old-*"))
+            if aside and not model.exists():
+                os.replace(aside[-1], model)
+            yield
+        finally:
+            _HELD.discard(key)
+
+
+def read_state(path: Path, **options) -> pa.Table:
+    """A state table (file or directory), or a StateError naming it when it is unreadable."""
+    try:
+        return pq.read_table(path, **options)
+    except (pa.ArrowException, OSError) as e:
+        raise StateError(str(path), f"unreadable Parquet ({e})") from None
+
+
+def model_settings(manifest: dict) -> TrainSettings:
+    """The TrainSettings a model was trained with (an update must use the same)."""
+    s = dict(manifest["settings"])
+    s["indicators"] = [IndicatorSettings(**i) for i in s["indicators"]]
+    s["input"] = InputSettings(**s["input"])
+    s["rankings"] = RankingSettings(**s["rankings"])
+    return TrainSettings(**s)
+
+
+def read_manifest(model: Path) -> dict:
+    """The manifest of a model with state, or a StateError saying what is missing."""
+    path = model / "manifest.json"
+    if not path.is_file():
+        raise StateError(str(model), "not a model directory (no manifest.json)")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise StateError(str(path), f"invalid JSON at line {e.lineno}: {e.msg}") from None
+    if manifest.get("format") != MODEL_FORMAT:
+        raise StateError(str(path), f"format {manifest.get('format')!r}, expected {MODEL_FORMAT!r}")
+    state = manifest.get("state") or {}
+    if not isinstance(state, dict) or not state.get("pairs"):
+        raise StateError(str(model), "the model was trained without its counting state (state/)")
+    if not all(
+            isinstance(state.get(k), int) and state[k] >= 0 for k in ("users", "generation")):
+        raise StateError(str(path), "`state` needs whole numbers `users` and `generation`")
+    if not isinstance(manifest.get("settings"), dict) or not isinstance(manifest.get("indicators"), list):
+        raise StateError(str(path), "no `settings` / `indicators` (training did not finish?)")
+    for part in ("interactions", "pairs", "ranking_events.parquet", "property_changes.parquet"):
+        if not (model / "state" / part).exists():
+            raise StateError(str(model / "state"), f"missing {part}")
+    return manifest
+
+
