@@ -12,6 +12,9 @@ from .settings import IndexSettings
 
 logger = logging.getLogger(__name__)
 
+MAX_ES_CHANGED = 50_000
+"""Above this many changed items, `--changed-only` on Elasticsearch indexes the whole model."""
+
 
 def index_model(
     model_dir: str | Path,
@@ -33,6 +36,14 @@ def index_model(
         # model-side checks first: they need no backend
         changes = read_changes(model, schema)
         backend = open_backend(settings)
+        n_changed = len(changes.documents) + len(changes.deleted)
+        if settings.backend == "elasticsearch" and n_changed > MAX_ES_CHANGED:
+            # The copy excludes the changed ids in one `ids` query, bounded by the cluster's
+            # index.max_terms_count (65,536 by default); past that a full index is as cheap.
+            logger.info("%d changed items: more than %d, indexing the whole model instead",
+                        n_changed, MAX_ES_CHANGED)
+            return backend.create_version(
+                schema, iter_documents(model, schema), progress=progress, model_id=model.model_id)
         logger.info(
             "indexing %d changed items of %s (%d documents, %d deletions) into the %s backend (%s)",
             len(changes.documents) + len(changes.deleted), model.path, len(changes.documents),

@@ -474,3 +474,24 @@ def test_es_live_changed_only_equals_a_full_index(models, es_url):
             names = list(b.client.indices.get(index=f"{a}_*").body)
             if names:
                 b.client.options(ignore_status=404).indices.delete(index=",".join(names))
+
+
+def test_es_many_changes_index_the_whole_model(models, monkeypatch):
+    """Past MAX_ES_CHANGED ids the copy's exclusion query would hit max_terms_count."""
+    import indexer.run as run
+
+    calls = []
+
+    class Backend:
+        def create_version(self, schema, documents, progress=None, model_id=None):
+            calls.append(("full", sorted(d["id"] for d in documents), model_id))
+
+        def update_version(self, schema, changes, progress=None):
+            calls.append(("changed only",))
+
+    monkeypatch.setattr(run, "open_backend", lambda settings: Backend())
+    for limit, want in ((1, "full"), (1000, "changed only")):
+        monkeypatch.setattr(run, "MAX_ES_CHANGED", limit)
+        run.index_model(models[1], IndexSettings(backend="elasticsearch"), changed_only=True)
+        assert calls[-1][0] == want
+    assert calls[0][2] == "m2" and len(calls[0][1]) > 3
