@@ -62,14 +62,15 @@ def _top_candidates(row: np.ndarray, score: np.ndarray, n_rows: int, k: int) -> 
 
 def score_rows(
     c: sparse.csr_matrix, a_counts: np.ndarray, b_counts: np.ndarray, table: LlrTable,
-    spec: IndicatorSpec,
+    spec: IndicatorSpec, col_rank: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The top correlators of every row of a co-occurrence matrix, by LLR.
 
-    `c` holds k11 per (a, b) with sorted column indices, and columns in item-id order, so
-    ties break by item id; self pairs are already gone. Returns (row, col, score), rows
-    ascending, each row's entries best first. Shared by the job and `cooccur update`, so
-    an update scores exactly as a full run does."""
+    `c` holds k11 per (a, b) with sorted column indices; self pairs are already gone. Ties
+    break by item id: by column when columns are in id order, else by `col_rank` (each
+    column's position in id order). Returns (row, col, score), rows ascending, each row's
+    entries best first. Shared by the job and `cooccur update`, so an update scores
+    exactly as a full run does."""
     row = np.repeat(np.arange(c.shape[0]), np.diff(c.indptr))
     col, k11 = c.indices.astype(np.int64), c.data
     score = table.scores(
@@ -81,45 +82,51 @@ def score_rows(
         row, col, score = row[ok], col[ok], score[ok]
     keep = _top_candidates(row, score, c.shape[0], spec.max_correlators)
     row, col, score = row[keep], col[keep], score[keep]
-    # Rows come sorted, and within a row columns in id order; a stable sort by score keeps
-    # that order among equal scores, so ties break by item id.
-    order = np.lexsort((-score, row))
+    # Rows come sorted, and within a row columns in id order (or ranked so); a stable sort
+    # by score keeps that order among equal scores, so ties break by item id.
+    order = np.lexsort((-score, row) if col_rank is None else (col_rank[col], -score, row))
     row, col, score = row[order], col[order], score[order]
     keep = run_ranks(row)[0] < spec.max_correlators
     return row[keep], col[keep], score[keep]
 
 
-def pair_table(indicator: str, a_items: pa.Array, b_items: pa.Array, c: sparse.csr_matrix) -> pa.Table:
-    """k11 of every co-occurring pair, as saved in the model's state/pairs/ (dictionary-encoded
-    item ids: the pairs outnumber the items by orders of magnitude)."""
-    c = c.tocsr()
-    c.sort_indices()
-    n = c.nnz
-    rows = np.repeat(np.arange(c.shape[0], dtype=np.int32), np.diff(c.indptr))
+@dataclass(frozen=True)
+class PairState:
+    """Where blocks save their pair counts, and the model's item codes (state/items.parquet:
+    the position of each item id) that the files use."""
+
+    directory: str
+    items: pa.Array
+
+
+def pair_table(indicator: int, a_codes: np.ndarray, b_codes: np.ndarray, c: sparse.csr_matrix) -> pa.Table:
+    """k11 of every co-occurring pair of `c` (rows a, columns b, sorted), as saved in the
+    model's state/pairs/: the indicator's position and the items' codes, integers only
+    (the pairs outnumber the items by orders of magnitude)."""
+    rows = np.repeat(np.arange(c.shape[0]), np.diff(c.indptr))
     return pa.table({
-        "indicator": pa.DictionaryArray.from_arrays(
-            pa.array(np.zeros(n, dtype=np.int32)), pa.array([indicator], pa.string())),
-        "a": pa.DictionaryArray.from_arrays(pa.array(rows), a_items),
-        "b": pa.DictionaryArray.from_arrays(pa.array(c.indices.astype(np.int32)), b_items),
+        "indicator": pa.array(np.full(c.nnz, indicator, dtype=np.int8)),
+        "a": pa.array(a_codes[rows].astype(np.int32)),
+        "b": pa.array(b_codes[c.indices].astype(np.int32)),
         "k11": pa.array(c.data.astype(np.int32)),
     })
 
 
 def write_pairs(table: pa.Table, path: str) -> None:
-    """Save pair counts: no column statistics (min/max of millions of dictionary strings cost
-    more than the encoding) and zstd (reads back fastest, smallest)."""
-    pq.write_table(table, path, compression="zstd", write_statistics=False)
+    """Save pair counts: lz4 (zstd reads back several times slower) and no column
+    statistics (nothing filters on them)."""
+    pq.write_table(table, path, compression="lz4", write_statistics=False)
 
 
 def _block_indicators(
     primary: int, specs: list[IndicatorSpec], actions: list[int], n_users: int,
-    pairs_dir: str | None = None,
+    pair_state: PairState | None = None,
 ):
     """Complete rows of A'B for the primary items of one partition, LLR, top-k per item.
 
     The partition holds its primary items' (role A) interactions and every interaction
     of every user who has one of them (role B), so each row of A'B is complete here.
-    With `pairs_dir`, the partition also saves its pair counts there (the state that
+    With `pair_state`, the partition also saves its pair counts (the state that
     `cooccur update` adds new events to)."""
     names = pa.array([s.name for s in specs], type=pa.string())
 
@@ -161,8 +168,9 @@ def _block_indicators(
                 keep = c.col != a_as_b[c.row]
                 c = sparse.csr_matrix((c.data[keep], (c.row[keep], c.col[keep])), shape=c.shape)
             c.sort_indices()
-            if pairs_dir is not None:
-                pairs.append(pair_table(specs[ind].name, a_dict, b_dict, c))
+            if pair_state is not None:
+                code = lambda d: pc.index_in(d, value_set=pair_state.items).to_numpy(zero_copy_only=False)  # noqa: E731
+                pairs.append(pair_table(ind, code(a_dict), code(b_dict), c))
             row, col, score = score_rows(c, a_counts, b_counts, table, specs[ind])
             out_ind.append(np.full(len(row), ind))
             out_row.append(row)
@@ -173,7 +181,7 @@ def _block_indicators(
 
             part = TaskContext.get().partitionId() if TaskContext.get() else 0
             # Named by partition: a retried task overwrites its own file, never adds one.
-            write_pairs(pa.concat_tables(pairs).unify_dictionaries(), f"{pairs_dir}/part-{part:05d}.parquet")
+            write_pairs(pa.concat_tables(pairs), f"{pair_state.directory}/part-{part:05d}.parquet")
         ind_all = np.concatenate(out_ind)
         if len(ind_all) == 0:
             return
@@ -200,7 +208,7 @@ def indicators(
     specs: list[IndicatorSpec],
     n_users: int,
     partitions: int,
-    pairs_dir: str | None = None,
+    pair_state: PairState | None = None,
 ) -> DataFrame:
     """LLR indicators from downsampled interactions (action, user, item, item_users).
 
@@ -209,7 +217,7 @@ def indicators(
     have one of its items (role B): at most `partitions` copies of each interaction are
     shuffled, instead of every partial pair count. `specs` lists the indicators in output
     order (the primary's first); one row per (indicator, item) with a correlator. With
-    `pairs_dir` (a local or shared directory), every block also saves its pair counts."""
+    `pair_state` (a local or shared directory), every block also saves its pair counts."""
     actions = [primary] + [s.name for s in specs if s.name != primary]
     action_id = F.lit(-1)
     for i, act in enumerate(actions):
@@ -224,5 +232,5 @@ def indicators(
     )
     ind_actions = [actions.index(s.name) for s in specs]
     return both.repartition(partitions, "block").mapInArrow(
-        _block_indicators(0, specs, ind_actions, n_users, pairs_dir), INDICATORS_SCHEMA
+        _block_indicators(0, specs, ind_actions, n_users, pair_state), INDICATORS_SCHEMA
     )

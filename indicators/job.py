@@ -30,7 +30,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.storagelevel import StorageLevel
 
-from .cooccurrence import IndicatorSpec, indicators
+from .cooccurrence import IndicatorSpec, PairState, indicators
 from .downsample import binarize, downsample
 from .errors import BadInput, JobError, SparkOutOfMemory
 from .properties import current_properties, property_changes
@@ -292,16 +292,20 @@ def _write_indicators(
     """Write the indicators (and, with save_state, the interactions and pair counts);
     per indicator, items and correlators written."""
     specs = [IndicatorSpec(i.name, i.max_correlators, i.min_llr) for i in settings.indicators]
-    pairs_dir = None
+    pair_state = None
     if settings.save_state:
         kept.select("action", "user", "item", "h", "user_kept", "kept").write.parquet(
             str(model / "state" / "interactions"))
-        pairs_dir = model / "state" / "pairs"
-        pairs_dir.mkdir()
+        # The items' codes in the pair files: positions in this list, sorted by id (an
+        # update appends new items, so codes never change).
+        items = kept.select("item").distinct().toArrow()["item"].combine_chunks()
+        items = items.take(pc.array_sort_indices(items))
+        pq.write_table(pa.table({"item": items}), model / "state" / "items.parquet")
+        (model / "state" / "pairs").mkdir()
+        pair_state = PairState(str((model / "state" / "pairs").resolve()), items)
     path = model / "indicators"
     indicators(
-        kept.where("kept"), settings.primary, specs, n_users, partitions,
-        None if pairs_dir is None else str(pairs_dir.resolve()),
+        kept.where("kept"), settings.primary, specs, n_users, partitions, pair_state,
     ).write.parquet(str(path))
     # Counted by Spark where the files are: the correlator lists never reach the driver.
     counted = {

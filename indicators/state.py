@@ -93,7 +93,7 @@ def read_manifest(model: Path) -> dict:
         raise StateError(str(path), "`state` needs whole numbers `users` and `generation`")
     if not isinstance(manifest.get("settings"), dict) or not isinstance(manifest.get("indicators"), list):
         raise StateError(str(path), "no `settings` / `indicators` (training did not finish?)")
-    for part in ("interactions", "pairs", "ranking_events.parquet", "property_changes.parquet"):
+    for part in ("interactions", "items.parquet", "pairs", "ranking_events.parquet", "property_changes.parquet"):
         if not (model / "state" / part).exists():
             raise StateError(str(model / "state"), f"missing {part}")
     return manifest

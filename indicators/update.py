@@ -257,8 +257,8 @@ def run_update(
 
 @dataclass
 class _Interactions:
-    """All distinct interactions, old rows first, with global codes (dictionaries sorted by
-    id, so code order is id order and ties break as in the job)."""
+    """All distinct interactions, old rows first, with codes: users sorted by id (code
+    order is id order), items as the pair files code them."""
 
     action: np.ndarray
     user: np.ndarray
@@ -268,6 +268,9 @@ class _Interactions:
     kept: np.ndarray
     users: pa.Array
     items: pa.Array
+    """The model's items: state/items.parquet, new ones appended (codes never change)."""
+    item_rank: np.ndarray
+    """Each item code's position in id order: ties break by id, as in the job."""
     n_old: int
 
 
@@ -286,11 +289,31 @@ def _codes(old: pa.ChunkedArray, new: pa.ChunkedArray) -> tuple[np.ndarray, pa.A
     return np.concatenate([value_codes[:len(dictionary)][indices], new_codes]).astype(np.int64), ids
 
 
+def _item_codes(model: Path, old: pa.ChunkedArray, new: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array, np.ndarray]:
+    """Codes of the old rows' and the new rows' items in the model's item list with new
+    items appended (sorted among themselves); the list; each code's rank in id order."""
+    known = read_state(model / "state" / "items.parquet")["item"].combine_chunks()
+    fresh = pc.unique(new.combine_chunks())
+    fresh = fresh.filter(pc.invert(pc.is_in(fresh, value_set=known)))
+    items = pa.concat_arrays([known, fresh.take(pc.array_sort_indices(fresh))])
+    dictionary = old.chunk(0).dictionary if old.num_chunks else pa.array([], pa.string())
+    mapped = pc.index_in(dictionary, value_set=items)
+    if mapped.null_count:
+        raise StateError(str(model / "state"), "interactions name items that items.parquet does not have")
+    indices = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in old.chunks]) \
+        if old.num_chunks else np.zeros(0, np.int64)
+    codes = np.concatenate([mapped.to_numpy(zero_copy_only=False).astype(np.int64)[indices],
+                            pc.index_in(new, value_set=items).to_numpy(zero_copy_only=False)])
+    rank = np.empty(len(items), dtype=np.int64)
+    rank[pc.array_sort_indices(items).to_numpy()] = np.arange(len(items))
+    return codes.astype(np.int64), items, rank
+
+
 def _load_interactions(model: Path, delta: pa.Table, actions: list[str]) -> _Interactions:
     old = read_state(model / "state" / "interactions",
                      read_dictionary=["action", "user", "item"]).unify_dictionaries()
     user, users = _codes(old["user"], delta["user"])
-    item, items = _codes(old["item"], delta["item"])
+    item, items, item_rank = _item_codes(model, old["item"], delta["item"])
     names = pa.array(actions, pa.string())
     action = np.concatenate([
         pc.index_in(old["action"].cast(pa.string()), value_set=names).to_numpy(zero_copy_only=False),
@@ -309,7 +332,7 @@ def _load_interactions(model: Path, delta: pa.Table, actions: list[str]) -> _Int
         action=action[rows], user=user[rows], item=item[rows], h=h[rows],
         user_kept=np.r_[old["user_kept"].to_numpy(), pad],
         kept=np.r_[old["kept"].to_numpy(), pad],
-        users=users, items=items, n_old=n_old,
+        users=users, items=items, item_rank=item_rank, n_old=n_old,
     )
 
 
@@ -342,7 +365,7 @@ def _downsample(x: _Interactions, cap_user: int, cap_item: int, n_actions: int) 
         x.user_kept[:] = True
     else:
         touched = _member(by_user, by_user[x.n_old:], len(x.users) * n_actions)
-        rows, rank = _rank_within(by_user, np.flatnonzero(touched), cap_user, x.h, x.item)
+        rows, rank = _rank_within(by_user, np.flatnonzero(touched), cap_user, x.h, x.item_rank[x.item])
         x.user_kept[rows] = rank < cap_user
     by_item = x.action * len(x.items) + x.item
     touched = _member(by_item, by_item[x.user_kept != old_user_kept], len(x.items) * n_actions)
@@ -394,18 +417,6 @@ class _Pairs:
     files: list[Path]
 
 
-def _dictionary_codes(column: pa.ChunkedArray, value_set: pa.Array, where: Path) -> np.ndarray:
-    """Codes in `value_set` of a dictionary-encoded column, mapping each dictionary once."""
-    if column.num_chunks == 0:
-        return np.zeros(0, dtype=np.int64)
-    dictionary = column.chunk(0).dictionary
-    mapped = pc.index_in(dictionary, value_set=value_set)
-    if mapped.null_count:
-        raise StateError(str(where), "pair counts name items the interactions do not have")
-    indices = np.concatenate([ch.indices.to_numpy(zero_copy_only=False) for ch in column.chunks])
-    return mapped.to_numpy(zero_copy_only=False).astype(np.int64)[indices]
-
-
 def _csr_from_runs(rows: np.ndarray, cols: np.ndarray, data: np.ndarray, n: int) -> sparse.csr_matrix:
     """An n x n CSR matrix from entries where each row's entries are one contiguous run with
     sorted columns, rows in any order (as the pair files hold them): an O(nnz) scatter
@@ -420,20 +431,17 @@ def _csr_from_runs(rows: np.ndarray, cols: np.ndarray, data: np.ndarray, n: int)
     return m
 
 
-def _load_pairs(model: Path, actions: list[str], items: pa.Array) -> _Pairs:
+def _load_pairs(model: Path, n_actions: int, n_items: int) -> _Pairs:
     files = sorted((model / "state" / "pairs").glob("*.parquet"))
-    n = len(items)
-    parts: list[list[tuple]] = [[] for _ in actions]
-    file_of = np.full(n, -1, dtype=np.int64)
-    names = pa.array(actions, pa.string())
+    parts: list[list[tuple]] = [[] for _ in range(n_actions)]
+    file_of = np.full(n_items, -1, dtype=np.int64)
     for f_id, f in enumerate(files):
-        t = read_state(f, read_dictionary=["indicator", "a", "b"]).unify_dictionaries()
+        t = read_state(f)
         if t.num_rows == 0:
             continue
-        ind = _dictionary_codes(t["indicator"], names, f)
-        a = _dictionary_codes(t["a"], items, f)
-        b = _dictionary_codes(t["b"], items, f)
-        k11 = t["k11"].to_numpy()
+        ind, a, b, k11 = (t[c].to_numpy() for c in ("indicator", "a", "b", "k11"))
+        if max(int(a.max()), int(b.max())) >= n_items or int(ind.max()) >= n_actions:
+            raise StateError(str(f), "pair counts name items or indicators the model does not have")
         file_of[a] = f_id
         # A file holds its indicators one after another, each sorted by (a, b).
         bounds = np.flatnonzero(np.r_[True, ind[1:] != ind[:-1], True])
@@ -442,12 +450,11 @@ def _load_pairs(model: Path, actions: list[str], items: pa.Array) -> _Pairs:
     matrices = []
     for p in parts:
         a, b, k = (np.concatenate(c) for c in zip(*p, strict=True)) if p else (np.zeros(0, np.int64),) * 3
-        matrices.append(_csr_from_runs(a, b, k, n))
+        matrices.append(_csr_from_runs(a, b, k, n_items))
     return _Pairs(matrices, file_of, files)
 
 
-def _write_pairs(pairs: _Pairs, changed_rows: np.ndarray, actions: list[str], items: pa.Array,
-                 out: Path, generation: int) -> None:
+def _write_pairs(pairs: _Pairs, changed_rows: np.ndarray, out: Path, generation: int) -> None:
     """Rewrite the pair files that hold a changed row (rows new to the model go to a new
     file); link the others unchanged."""
     out.mkdir(parents=True)
@@ -459,17 +466,10 @@ def _write_pairs(pairs: _Pairs, changed_rows: np.ndarray, actions: list[str], it
     fresh = changed_rows[pairs.file_of[changed_rows] == -1]
     if len(fresh):
         groups.append((f"part-g{generation:05d}.parquet", fresh))
+    identity = np.arange(pairs.matrices[0].shape[1])
     for name, rows in groups:
-        tables = []
-        for act, c in zip(actions, pairs.matrices, strict=True):
-            sub = c[rows]
-            used = np.zeros(len(items), dtype=bool)
-            used[sub.indices] = True
-            cols = np.flatnonzero(used)
-            local = np.cumsum(used) - 1  # global code -> position among the used columns
-            sub = sparse.csr_matrix((sub.data, local[sub.indices], sub.indptr), shape=(len(rows), len(cols)))
-            tables.append(pair_table(act, items.take(pa.array(rows)), items.take(pa.array(cols)), sub))
-        write_pairs(pa.concat_tables(tables).unify_dictionaries(), out / name)
+        tables = [pair_table(i, rows, identity, c[rows]) for i, c in enumerate(pairs.matrices)]
+        write_pairs(pa.concat_tables(tables), out / name)
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -481,7 +481,7 @@ def _link(src: Path, dst: Path) -> None:
 
 
 def _score(c: sparse.csr_matrix, rows: np.ndarray, a_counts, b_counts, table: LlrTable,
-           spec: IndicatorSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           spec: IndicatorSpec, col_rank: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """score_rows over the given rows, in chunks of about SCORE_CHUNK pairs."""
     out_r, out_c, out_s = [], [], []
     lengths = np.diff(c.indptr)[rows]
@@ -493,7 +493,7 @@ def _score(c: sparse.csr_matrix, rows: np.ndarray, a_counts, b_counts, table: Ll
         chunk = rows[start:end]
         sub = c[chunk]
         sub.sort_indices()
-        r, col, s = score_rows(sub, a_counts[chunk], b_counts, table, spec)
+        r, col, s = score_rows(sub, a_counts[chunk], b_counts, table, spec, col_rank)
         out_r.append(chunk[r])
         out_c.append(col)
         out_s.append(s)
@@ -525,8 +525,8 @@ def _read_dataset(path: Path, columns: list[str] | None = None) -> pa.Table | No
 
 
 def _rescore(model: Path, settings: TrainSettings, pairs: _Pairs, counts: np.ndarray,
-             old_counts: np.ndarray, changed_rows: np.ndarray, items: pa.Array, n_users: int,
-             n_before: int) -> tuple[pa.Table, dict]:
+             old_counts: np.ndarray, changed_rows: np.ndarray, items: pa.Array, item_rank: np.ndarray,
+             n_users: int, n_before: int) -> tuple[pa.Table, dict]:
     """The updated indicators and the rows re-scored per indicator: every row when N
     changed (it is in every LLR); else the rows whose k11, own count or any correlator's
     count changed, the others kept from the base model."""
@@ -552,7 +552,7 @@ def _rescore(model: Path, settings: TrainSettings, pairs: _Pairs, counts: np.nda
                 new_tables.append(kept.filter(pc.invert(pc.is_in(kept["item"], value_set=gone))))
         rows = np.flatnonzero(rescore & (np.diff(c.indptr) > 0))
         r, col, s = _score(c, rows, a_counts, b_counts, table,
-                           IndicatorSpec(ind.name, ind.max_correlators, ind.min_llr))
+                           IndicatorSpec(ind.name, ind.max_correlators, ind.min_llr), item_rank)
         rescored[ind.name] = len(rows)
         new_tables.append(_indicator_rows(ind.name, r, col, s, items))
     schema = new_tables[-1].schema
@@ -582,7 +582,7 @@ def fold(model: Path, manifest: dict, delta: Delta, out: Path, stages: Stages,
 
     deltas, changed_users = _pair_deltas(x, old_kept, len(actions))
     report.changed_users = len(changed_users)
-    pairs = _load_pairs(model, actions, x.items)
+    pairs = _load_pairs(model, len(actions), len(x.items))
     n = len(x.items)
     counts = np.bincount(x.action[x.kept] * n + x.item[x.kept], minlength=len(actions) * n)
     old_counts = np.bincount(x.action[old_kept] * n + x.item[old_kept], minlength=len(actions) * n)
@@ -597,7 +597,7 @@ def fold(model: Path, manifest: dict, delta: Delta, out: Path, stages: Stages,
                 f"{int(changed_rows.sum()):,} primary items' counts changed")
 
     indicators, report.rescored = _rescore(
-        model, settings, pairs, counts, old_counts, changed_rows, x.items, n_users, n_before)
+        model, settings, pairs, counts, old_counts, changed_rows, x.items, x.item_rank, n_users, n_before)
     for ind in actions:
         sel = indicators.filter(pc.equal(indicators["indicator"], ind))
         report.indicators[ind] = {
@@ -614,7 +614,8 @@ def fold(model: Path, manifest: dict, delta: Delta, out: Path, stages: Stages,
     try:
         (tmp / "indicators").mkdir()
         pq.write_table(indicators, tmp / "indicators" / "part-00000.parquet")
-        _write_pairs(pairs, np.flatnonzero(changed_rows), actions, x.items, tmp / "state" / "pairs", generation)
+        _write_pairs(pairs, np.flatnonzero(changed_rows), tmp / "state" / "pairs", generation)
+        pq.write_table(pa.table({"item": x.items}), tmp / "state" / "items.parquet")
         _write_interactions(x, actions, tmp / "state" / "interactions")
         stages.done("write", "indicators, pair counts and interactions")
 
