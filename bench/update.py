@@ -518,6 +518,12 @@ def markdown(doc: dict) -> str:
             f"| {name} | {s['state_mb']} ({s['pairs_mb']} + {s['interactions_mb']} + {s['other_state_mb']}) "
             f"| {s['pair_rows']:,} | {s['interaction_rows']:,} | {s['model_mb']} | {c['seconds_false']} "
             f"| {c['seconds_true']} | {c['ratio_true_over_false']} | {exact} |")
+    lines.append("")
+    for name, m in doc.get("machine_runs", {}).items():
+        code = (f"commit {m['git_commit'][:7]}" + (f" + working-tree edits of {', '.join(m['git_modified'])}"
+                                                   if m.get("git_modified") else "")) if m.get("git_commit") else "commit not recorded"
+        lines.append(f"- {name}: {m['date']}, {code}; load average {m['load_average_before']} before, "
+                     f"{m.get('load_average_after')} after; {doc['datasets'][name].get('repeat', '?')} timed run(s) per cell.")
     fr = doc.get("freshness")
     if fr:
         lines += ["", f"Freshness ({fr['dataset']}, `--refresh-every {fr['refresh_every']}`):", "",
