@@ -526,7 +526,9 @@ def markdown(doc: dict) -> str:
                      f"{m.get('load_average_after')} after; {doc['datasets'][name].get('repeat', '?')} timed run(s) per cell.")
     fr = doc.get("freshness")
     if fr:
-        lines += ["", f"Freshness ({fr['dataset']}, `--refresh-every {fr['refresh_every']}`):", "",
+        code = f", commit {fr['git_commit'][:7]}" if fr.get("git_commit") else ""
+        lines += ["", f"Freshness ({fr['dataset']}, `--refresh-every {fr['refresh_every']}`{code}, load average "
+                  f"{fr.get('load_average')}):", "",
                   "| round | pause before post s | seconds until visible | refresh run s (as /stats read it) "
                   "| refresh result |", "|---:|---:|---:|---:|---|"]
         lines += [f"| {r['round']} | {r['pause_before_post']} | {r['seconds_to_visible']} "
@@ -570,7 +572,8 @@ def main() -> None:
     if a.freshness:
         ensure_data(DATASETS["movielens"])
         work = DATA / ".bench-update" / "freshness"
-        result = {**freshness(a.freshness, a.rounds, work), "load_average": round(os.getloadavg()[0], 2)}
+        result = {**freshness(a.freshness, a.rounds, work), "load_average": round(os.getloadavg()[0], 2),
+                  **code_version()}
         shutil.rmtree(work, ignore_errors=True)
         doc = json.loads(a.out.read_text()) if a.out.exists() else {}
         doc["freshness"] = result
