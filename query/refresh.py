@@ -119,6 +119,7 @@ class Refresher(threading.Thread):
         s = self.status
         s.runs += 1
         s.last_started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        s.last_result, s.last_seconds = "running", None
         t = time.perf_counter()
         try:
             s.last_result = self._refresh()
