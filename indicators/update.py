@@ -202,12 +202,10 @@ def update(
     input_settings: InputSettings | None = None,
     rejects: str | os.PathLike | None = None,
     on_stage: Callable[[str], None] | None = None,
-    event_store: dict | None = None,
 ) -> UpdateReport:
     """Add the events in `paths` to the model in `model_dir`, writing the updated model to
     `out` (default: in place, atomically). The model's own settings apply; `input_settings`
-    only says how to read the new files (default: the model's). `event_store` (where the
-    events came from and up to which row) is kept in the manifest for the next update."""
+    only says how to read the new files (default: the model's)."""
     model = Path(model_dir)
     target = Path(out) if out else model
     with writing(target):
@@ -221,7 +219,7 @@ def update(
         )
         c = delta.input
         stages.done("read", f"{c['rows']:,} new rows: {c['accepted']:,} accepted, {c['rejected']:,} rejected")
-        report = fold(model, manifest, delta, target, stages, event_store)
+        report = fold(model, manifest, delta, target, stages)
     report.rejects_file = rejects_file
     report.seconds = round(time.perf_counter() - started, 3)
     return report
@@ -235,21 +233,20 @@ def run_update(
     input_settings: InputSettings | None = None,
     rejects: str | os.PathLike | None = None,
     on_stage: Callable[[str], None] | None = None,
-    event_store: dict | None = None,
 ) -> UpdateReport:
     """The update's entry point: check the model and Java, start Spark to read, update."""
-    manifest = read_manifest(Path(model_dir))
-    settings = model_settings(manifest)
-    check_java()
-    expand_paths(paths, (input_settings or settings.input).format)
-    owned = SparkSession.getActiveSession() is None
-    spark = build_spark_session(settings.spark_master, settings.spark_options)
-    try:
-        return update(spark, model_dir, paths, out, input_settings=input_settings,
-                      rejects=rejects, on_stage=on_stage, event_store=event_store)
-    finally:
-        if owned:
-            spark.stop()
+    with writing(Path(out or model_dir)):
+        settings = model_settings(read_manifest(Path(model_dir)))
+        check_java()
+        expand_paths(paths, (input_settings or settings.input).format)
+        owned = SparkSession.getActiveSession() is None
+        spark = build_spark_session(settings.spark_master, settings.spark_options)
+        try:
+            return update(spark, model_dir, paths, out, input_settings=input_settings,
+                          rejects=rejects, on_stage=on_stage)
+        finally:
+            if owned:
+                spark.stop()
 
 
 # --- the fold: numpy from here on -------------------------------------------------
