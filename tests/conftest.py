@@ -28,3 +28,24 @@ def es_url() -> str:
     if not url:
         pytest.skip("COOCCUR_ES_URL is not set: no live Elasticsearch cluster to test against")
     return url
+
+
+@pytest.fixture
+def sleeps(monkeypatch) -> list[float]:
+    """time.sleep calls of the test's thread, recorded instead of slept (backoff and polling
+    of the Elasticsearch helpers, which call the time module's sleep). Other threads (Spark's,
+    servers') still sleep: patched to a no-op they would spin into the record."""
+    import threading
+    import time
+
+    calls: list[float] = []
+    real_sleep, test_thread = time.sleep, threading.current_thread()
+
+    def sleep(seconds: float) -> None:
+        if threading.current_thread() is test_thread:
+            calls.append(seconds)
+        else:
+            real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    return calls

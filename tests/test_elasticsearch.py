@@ -178,16 +178,6 @@ DOCS = [
 ]
 
 
-@pytest.fixture
-def sleeps(monkeypatch):
-    """time.sleep calls (recorded, not slept): the bulk helper's and the transport's backoff."""
-    import elasticsearch.helpers.actions as actions
-
-    calls: list[float] = []
-    monkeypatch.setattr(actions.time, "sleep", calls.append)
-    return calls
-
-
 # --------------------------------------------------------------------------- mapping
 def test_mapping_and_settings_for_a_small_schema():
     body = build_index_body(SCHEMA, settings(shards=1, replicas=0))

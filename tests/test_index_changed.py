@@ -301,15 +301,6 @@ def es_changes(models):
     return schema, read_changes(model, schema)
 
 
-@pytest.fixture
-def sleeps(monkeypatch):
-    import indexer.elasticsearch as es
-
-    calls: list[float] = []
-    monkeypatch.setattr(es.time, "sleep", calls.append)
-    return calls
-
-
 def test_es_exact_request_sequence(models, sleeps):
     task_path = "/_tasks/node1(:|%3A)42"
     rec = Recorder([
