@@ -579,10 +579,13 @@ def update_cmd(ctx, model_dir, events, from_store, out, rejects, input_format, a
     --changed-only` rewrites only the item documents that changed."""
     from dataclasses import asdict, replace
 
-    from indicators.update import model_settings, read_manifest, run_update
+    from indicators.state import model_settings, read_manifest
+    from indicators.update import run_update
 
     if bool(events) == from_store:
         raise ConfigError("give new EVENTS files or --from-store (one of them)")
+    if from_store and (rejects or input_format):
+        raise ConfigError("--rejects and --format are for EVENTS files (the store's events are valid already)")
     input_settings = None
     if input_format:
         input_settings = replace(model_settings(read_manifest(Path(model_dir))).input, format=input_format)
