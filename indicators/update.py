@@ -271,16 +271,21 @@ class _Interactions:
     n_old: int
 
 
+def _dictionary_parts(column: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
+    """(ids, row indices into them) of a dictionary-encoded column whose chunks share one
+    dictionary (a table read with read_dictionary, then unify_dictionaries)."""
+    if not column.num_chunks:
+        return pa.array([], pa.string()), np.zeros(0, np.int64)
+    indices = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in column.chunks])
+    return column.chunk(0).dictionary, indices
+
+
 def _codes(old: pa.ChunkedArray, new: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     """Codes (old rows, then new) in one sorted dictionary of the ids. The old column is
     dictionary-encoded (read so): only its few distinct ids are sorted and looked up, never
     the millions of rows."""
-    if old.num_chunks:
-        dictionary = old.chunk(0).dictionary
-        indices = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in old.chunks])
-    else:
-        dictionary, indices = pa.array([], pa.string()), np.zeros(0, np.int64)
-    values = pa.concat_arrays([dictionary.cast(pa.string()), pc.unique(new.combine_chunks().cast(pa.string()))])
+    dictionary, indices = _dictionary_parts(old)
+    values = pa.concat_arrays([dictionary, pc.unique(new.combine_chunks())])
     value_codes, ids = sorted_codes(values)
     new_codes = pc.index_in(new, value_set=ids).to_numpy(zero_copy_only=False)
     return np.concatenate([value_codes[:len(dictionary)][indices], new_codes]).astype(np.int64), ids
@@ -293,12 +298,10 @@ def _item_codes(model: Path, old: pa.ChunkedArray, new: pa.ChunkedArray) -> tupl
     fresh = pc.unique(new.combine_chunks())
     fresh = fresh.filter(pc.invert(pc.is_in(fresh, value_set=known)))
     items = pa.concat_arrays([known, fresh.take(pc.array_sort_indices(fresh))])
-    dictionary = old.chunk(0).dictionary if old.num_chunks else pa.array([], pa.string())
+    dictionary, indices = _dictionary_parts(old)
     mapped = pc.index_in(dictionary, value_set=items)
     if mapped.null_count:
         raise StateError(str(model / "state"), "interactions name items that items.parquet does not have")
-    indices = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in old.chunks]) \
-        if old.num_chunks else np.zeros(0, np.int64)
     codes = np.concatenate([mapped.to_numpy(zero_copy_only=False).astype(np.int64)[indices],
                             pc.index_in(new, value_set=items).to_numpy(zero_copy_only=False)])
     rank = np.empty(len(items), dtype=np.int64)
@@ -530,7 +533,8 @@ def _rescore(model: Path, settings: TrainSettings, pairs: _Pairs, counts: np.nda
     n = len(items)
     table = LlrTable(n_users)
     a_counts = counts[:n]
-    old_tables = _read_dataset(model / "indicators")
+    # Rows not re-scored keep the base model's; with a new N every row is re-scored.
+    old_tables = _read_dataset(model / "indicators") if n_users == n_before else None
     new_tables, rescored = [], {}
     for i, ind in enumerate(settings.indicators):
         c = pairs.matrices[i]
