@@ -36,7 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -256,6 +256,41 @@ def spark_deadline(spark, seconds: float):
 # --------------------------------------------------------------------------- methods
 
 
+def timed_runs(label: str, run, repeat: int, sampler: RssSampler, *, spark=None,
+               prepare=None) -> tuple[dict, object]:
+    """One warm-up call of `run`, then `repeat` timed calls (repeat 0: the warm-up is the
+    only run); the median seconds and per-stage timings (the reports' `timings`), the peak
+    memory; and the last report. `prepare` runs untimed before each call; with `spark`,
+    each call gets TIMEOUT_S (Timeout propagates, with the finished runs as `.runs`)."""
+    runs, sections, warm, report = [], [], None, None
+    for i in range(repeat + 1):
+        if prepare is not None:
+            prepare()
+        deadline = spark_deadline(spark, TIMEOUT_S) if spark is not None else nullcontext()
+        try:
+            with sampler.section() as sec, deadline:
+                t = time.perf_counter()
+                report = run()
+                seconds = time.perf_counter() - t
+        except Timeout as e:
+            e.runs = runs  # the runs that finished, for the record
+            raise
+        print(f"{label} {'warm-up' if i == 0 else f'run {i}'}: {seconds:.1f} s {report.timings}",
+              file=sys.stderr)
+        if i == 0:
+            warm = round(seconds, 3)
+        if i or repeat == 0:
+            runs.append({"seconds": round(seconds, 3), "stages": report.timings})
+            sections.append(sec)
+    return {
+        "seconds": round(statistics.median(r["seconds"] for r in runs), 3),
+        "warmup_seconds": warm,
+        "stages": {k: round(statistics.median(r["stages"][k] for r in runs), 3) for k in runs[0]["stages"]},
+        "runs": runs,
+        "memory": merge_sections(sections),
+    }, report
+
+
 def run_cooccur(spark, ds: Dataset, repeat: int, sampler: RssSampler, out: Path, caps: int = 500) -> dict:
     """Warm-up run, then `repeat` timed runs of train(); median total and per-stage times."""
     from indicators.job import train
@@ -268,29 +303,14 @@ def run_cooccur(spark, ds: Dataset, repeat: int, sampler: RssSampler, out: Path,
         max_users_per_item=caps,
         spark_master=spark.sparkContext.master,
     )
-    runs, sections, report = [], [], None
     try:
-        for i in range(repeat + 1):
-            with sampler.section() as sec, spark_deadline(spark, TIMEOUT_S):
-                t = time.perf_counter()
-                report = train(spark, ds.paths, settings, out, on_stage=lambda _line: None)
-                seconds = time.perf_counter() - t
-            print(f"  cooccur {'warm-up' if i == 0 else f'run {i}'}: {seconds:.1f} s {report.timings}",
-                  file=sys.stderr)
-            if i == 0:
-                warm = round(seconds, 3)
-            if i or repeat == 0:  # repeat 0 (parity runs): the warm-up is the only run
-                runs.append({"seconds": round(seconds, 3), "stages": report.timings})
-                sections.append(sec)
+        figures, report = timed_runs(
+            "  cooccur", lambda: train(spark, ds.paths, settings, out, on_stage=lambda _line: None),
+            repeat, sampler, spark=spark)
     except Timeout as e:
-        return {"timeout": True, "error": str(e), "timeout_s": TIMEOUT_S, "runs": runs}
-    stages = {k: round(statistics.median(r["stages"][k] for r in runs), 3) for k in runs[0]["stages"]}
+        return {"timeout": True, "error": str(e), "timeout_s": TIMEOUT_S, "runs": e.runs}
     return {
-        "seconds": round(statistics.median(r["seconds"] for r in runs), 3),
-        "warmup_seconds": warm,
-        "stages": stages,
-        "runs": runs,
-        "memory": merge_sections(sections),
+        **figures,
         "counts": {"users": report.users, "actions": report.actions, "indicators": report.indicators},
         "caps": caps,
     }
@@ -633,6 +653,20 @@ def _dataset_rows(name: str, r: dict) -> list[tuple]:
     return rows
 
 
+def write_results(out: Path, info: dict, results: dict, *, merge: bool) -> dict:
+    """Write the JSON of a benchmark run; with `merge`, keep what `out` has of other
+    datasets (and its other top-level figures), each dataset with its own machine info."""
+    doc = {"machine": info, "datasets": results, "machine_runs": {n: info for n in results}}
+    if merge and out.exists():
+        old = json.loads(out.read_text())
+        doc = {**old, **doc,
+               "datasets": {**old.get("datasets", {}), **results},
+               "machine_runs": {**old.get("machine_runs", {}), **doc["machine_runs"]}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    return doc
+
+
 def table_rows(results: dict) -> list[tuple]:
     """(dataset, events, method, seconds, ratio to the ALS fit, peak MB) rows."""
     return [row for name, r in results.items() for row in _dataset_rows(name, r)]
@@ -738,16 +772,7 @@ def main() -> None:
         spark.stop()
         sampler.stop()
     info["load_average_after"] = round(os.getloadavg()[0], 2)
-    doc = {"machine": info, "datasets": results}
-    if a.merge and a.out.exists():
-        old = json.loads(a.out.read_text())
-        doc["datasets"] = {**old.get("datasets", {}), **results}
-        doc["machine_runs"] = {**old.get("machine_runs", {}),
-                               **{n: info for n in results}}
-    else:
-        doc["machine_runs"] = {n: info for n in results}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(doc, indent=2) + "\n")
+    doc = write_results(a.out, info, results, merge=a.merge)
     print()
     print_table(table_rows(doc["datasets"]))
     print(f"\nwrote {a.out}")

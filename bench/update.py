@@ -61,8 +61,8 @@ from bench.train import (  # noqa: E402  (REPO must be on the path first)
     Timeout,
     ensure_data,
     machine_info,
-    merge_sections,
-    spark_deadline,
+    timed_runs,
+    write_results,
 )
 
 RESULTS = REPO / "bench" / "results" / "update.json"
@@ -143,30 +143,12 @@ def timed_train(spark, paths: list[str], settings, out: Path, repeat: int, sampl
     """One warm-up train, then `repeat` timed; median seconds and per-stage timings."""
     from indicators.job import train
 
-    runs, sections = [], []
     try:
-        for i in range(repeat + 1):
-            with sampler.section() as sec, spark_deadline(spark, TIMEOUT_S):
-                t = time.perf_counter()
-                report = train(spark, paths, settings, out, on_stage=_quiet)
-                seconds = time.perf_counter() - t
-            print(f"    {label} {'warm-up' if i == 0 else f'run {i}'}: {seconds:.1f} s {report.timings}",
-                  file=sys.stderr)
-            if i == 0:
-                warm = round(seconds, 3)
-            else:
-                runs.append({"seconds": round(seconds, 3), "stages": report.timings})
-                sections.append(sec)
+        figures, report = timed_runs(f"    {label}", lambda: train(spark, paths, settings, out, on_stage=_quiet),
+                                     repeat, sampler, spark=spark)
     except Timeout as e:
-        return {"timeout": True, "error": str(e), "timeout_s": TIMEOUT_S, "runs": runs}
-    return {
-        "seconds": round(statistics.median(r["seconds"] for r in runs), 3),
-        "warmup_seconds": warm,
-        "stages": {k: round(statistics.median(r["stages"][k] for r in runs), 3) for k in runs[0]["stages"]},
-        "runs": runs,
-        "memory": merge_sections(sections),
-        "users": report.users,
-    }
+        return {"timeout": True, "error": str(e), "timeout_s": TIMEOUT_S, "runs": e.runs}
+    return {**figures, "users": report.users}
 
 
 def timed_update(spark, base_model: Path, delta: Path, work: Path, repeat: int,
@@ -176,28 +158,16 @@ def timed_update(spark, base_model: Path, delta: Path, work: Path, repeat: int,
     the last updated model."""
     from indicators.update import update
 
-    runs, sections = [], []
     model = work / "updated"
-    for i in range(repeat + 1):
+
+    def fresh_copy() -> None:
         shutil.rmtree(model, ignore_errors=True)
         shutil.copytree(base_model, model)
-        with sampler.section() as sec:
-            t = time.perf_counter()
-            report = update(spark, model, [str(delta)], on_stage=_quiet)
-            seconds = time.perf_counter() - t
-        print(f"    update {'warm-up' if i == 0 else f'run {i}'}: {seconds:.1f} s {report.timings}",
-              file=sys.stderr)
-        if i == 0:
-            warm = round(seconds, 3)
-        else:
-            runs.append({"seconds": round(seconds, 3), "stages": report.timings})
-            sections.append(sec)
+
+    figures, report = timed_runs("    update", lambda: update(spark, model, [str(delta)], on_stage=_quiet),
+                                 repeat, sampler, prepare=fresh_copy)
     return {
-        "seconds": round(statistics.median(r["seconds"] for r in runs), 3),
-        "warmup_seconds": warm,
-        "stages": {k: round(statistics.median(r["stages"][k] for r in runs), 3) for k in runs[0]["stages"]},
-        "runs": runs,
-        "memory": merge_sections(sections),
+        **figures,
         "report": {
             "users": report.users,
             "new_users": report.new_users,
@@ -605,16 +575,8 @@ def main() -> None:
         spark.stop()
         sampler.stop()
     info["load_average_after"] = round(os.getloadavg()[0], 2)
-    doc = {"machine": info, "datasets": results}
-    if a.merge and a.out.exists():
-        old = json.loads(a.out.read_text())
-        doc = {**old, **doc}  # e.g. the freshness figures of an earlier --freshness run
-        doc["datasets"] = {**old.get("datasets", {}), **results}
-        doc["machine_runs"] = {**old.get("machine_runs", {}), **{n: info for n in results}}
-    else:
-        doc["machine_runs"] = {n: info for n in results}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(doc, indent=2) + "\n")
+    # --merge keeps the other datasets and, e.g., the freshness figures of an earlier run.
+    doc = write_results(a.out, info, results, merge=a.merge)
     print()
     print_table(table_rows(doc["datasets"]))
     print(f"\nwrote {a.out}")
