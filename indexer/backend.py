@@ -14,7 +14,8 @@ from .errors import ChangedOnlyRefused
 
 Document = dict[str, Any]
 """An item document: {"id": str, <keyword field>: [str, ...], <date field>: str (ISO-8601),
-<number field>: float}. Keyword fields are arrays; a missing field means no value."""
+<number field>: float, <feature field>: {feature name: float > 0}}. Keyword fields are
+arrays; a missing field means no value. Feature names contain no dots (indexer.features)."""
 
 
 @dataclass(frozen=True)
@@ -24,9 +25,15 @@ class IndexSchema:
     keyword_fields: tuple[str, ...]
     date_fields: tuple[str, ...] = ()
     number_fields: tuple[str, ...] = ()
+    feature_fields: tuple[str, ...] = ()
+    """`rank_features` fields: per document {feature name: positive float} (docs/search.md)."""
 
     def all_fields(self) -> tuple[str, ...]:
-        return ("id", *self.keyword_fields, *self.date_fields, *self.number_fields)
+        return ("id", *self.keyword_fields, *self.date_fields, *self.number_fields, *self.feature_fields)
+
+
+SCHEMA_GROUPS = ("keyword_fields", "date_fields", "number_fields", "feature_fields")
+"""The field groups of an IndexSchema, in order."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +134,7 @@ def check_update_base(
     if version_schema is None:
         raise ChangedOnlyRefused("schema", f"the current version {version} does not record its fields")
     diffs = []
-    for group in ("keyword_fields", "date_fields", "number_fields"):
+    for group in SCHEMA_GROUPS:
         old, new = set(getattr(version_schema, group)), set(getattr(schema, group))
         if old != new:
             kind = group.split("_")[0]

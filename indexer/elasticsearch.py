@@ -275,11 +275,14 @@ def bulk_actions(index: str, documents: Iterable[Document]) -> Iterator[dict[str
 
 
 def _schema_to_meta(schema: IndexSchema) -> dict[str, list[str]]:
-    return {
+    meta = {
         "keyword_fields": list(schema.keyword_fields),
         "date_fields": list(schema.date_fields),
         "number_fields": list(schema.number_fields),
     }
+    if schema.feature_fields:  # without them, the same _meta as before feature fields existed
+        meta["feature_fields"] = list(schema.feature_fields)
+    return meta
 
 
 def _schema_from_meta(data: Any) -> IndexSchema | None:
@@ -287,7 +290,9 @@ def _schema_from_meta(data: Any) -> IndexSchema | None:
         return None
     try:
         return IndexSchema(
-            tuple(data["keyword_fields"]), tuple(data["date_fields"]), tuple(data["number_fields"])
+            tuple(data["keyword_fields"]), tuple(data["date_fields"]), tuple(data["number_fields"]),
+            # indices written before feature fields existed have none
+            tuple(data.get("feature_fields", ())),
         )
     except (KeyError, TypeError):
         return None

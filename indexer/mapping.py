@@ -4,9 +4,9 @@ The JSON file is the mapping as Elasticsearch sees it, with placeholders that ar
 from the config and the model's schema at index time:
 
 - a string value `"{{shards}}"` / `"{{replicas}}"` is replaced by the configured number;
-- a key `"{{keyword_fields}}"` / `"{{date_fields}}"` / `"{{number_fields}}"` under
-  `mappings.properties` is a template expanded into one entry per field of that group of
-  the schema (indexer.backend.IndexSchema).
+- a key `"{{keyword_fields}}"` / `"{{date_fields}}"` / `"{{number_fields}}"` /
+  `"{{feature_fields}}"` under `mappings.properties` is a template expanded into one entry
+  per field of that group of the schema (indexer.backend.IndexSchema).
 
 Anything else is passed through unchanged, so the file can be tuned (e.g. more settings)
 without touching code. Building is a pure function of (file contents, schema, settings).
@@ -21,7 +21,7 @@ from typing import Any
 
 import mappings
 
-from .backend import IndexSchema
+from .backend import SCHEMA_GROUPS, IndexSchema
 from .errors import IndexerError
 from .settings import ElasticsearchSettings
 
@@ -33,6 +33,7 @@ _FIELD_PLACEHOLDERS = {
     "{{keyword_fields}}": "keyword_fields",
     "{{date_fields}}": "date_fields",
     "{{number_fields}}": "number_fields",
+    "{{feature_fields}}": "feature_fields",
 }
 
 
@@ -66,7 +67,7 @@ def load_template(path: str | Path = ITEMS_MAPPING) -> dict[str, Any]:
 
 def _check_field_names(schema: IndexSchema) -> None:
     seen: dict[str, str] = {"id": "id"}
-    for group in ("keyword_fields", "date_fields", "number_fields"):
+    for group in SCHEMA_GROUPS:
         for name in getattr(schema, group):
             if not name or name.startswith("_"):
                 # Leading underscores are Elasticsearch's metadata fields (_id, _source ...).
@@ -119,7 +120,7 @@ def build_index_body(
         for name in getattr(schema, group):
             # A field written out explicitly in the file wins over its group's template.
             props.setdefault(name, copy.deepcopy(spec))
-    for group in ("keyword_fields", "date_fields", "number_fields"):
+    for group in SCHEMA_GROUPS:
         if getattr(schema, group) and group not in expanded:
             missing = [n for n in getattr(schema, group) if n not in props]
             if missing:

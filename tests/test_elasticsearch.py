@@ -30,6 +30,8 @@ from indexer.elasticsearch import (
     ElasticsearchBackend,
     ElasticsearchError,
     IndexState,
+    _schema_from_meta,
+    _schema_to_meta,
     alias_actions,
     bulk_actions,
     prune_choices,
@@ -219,6 +221,36 @@ def test_mapping_meta_and_shards_from_settings():
 def test_mapping_rejects_bad_field_names(schema, problem):
     with pytest.raises(MappingError, match=problem):
         build_index_body(schema, settings())
+
+
+def test_mapping_of_rank_features_fields():
+    schema = IndexSchema(("purchase",), number_fields=("prior",), feature_fields=("purchase_w", "view_w"))
+    props = build_index_body(schema, settings())["mappings"]["properties"]
+    assert props == {
+        "id": {"type": "keyword", "doc_values": True},
+        "purchase": {"type": "keyword", "doc_values": False},
+        "prior": {"type": "float", "doc_values": True},
+        "purchase_w": {"type": "rank_features"},
+        "view_w": {"type": "rank_features"},
+    }
+    # without feature fields, the template adds nothing
+    assert "rank_features" not in json.dumps(build_index_body(SCHEMA, settings()))
+    with pytest.raises(MappingError, match="also in keyword_fields"):
+        build_index_body(IndexSchema(("purchase",), feature_fields=("purchase",)), settings())
+    tpl = load_template()
+    del tpl["mappings"]["properties"]["{{feature_fields}}"]
+    with pytest.raises(MappingError, match=r"no \{\{feature_fields\}\} template for fields \['purchase_w', 'view_w'\]"):
+        build_index_body(schema, settings(), tpl)
+    build_index_body(IndexSchema(("purchase",)), settings(), tpl)  # not needed without feature fields
+
+
+def test_mapping_meta_schema_with_feature_fields():
+    schema = IndexSchema(("purchase",), number_fields=("prior",), feature_fields=("purchase_w",))
+    assert _schema_from_meta(_schema_to_meta(schema)) == schema
+    # indices written before feature fields existed: the same _meta as then, read back without any
+    assert _schema_to_meta(SCHEMA) == {"keyword_fields": ["purchase", "view", "category"],
+                                       "date_fields": ["availableDate"], "number_fields": ["popular", "trending", "hot"]}
+    assert _schema_from_meta(_schema_to_meta(SCHEMA)) == SCHEMA
 
 
 def test_mapping_template_errors(tmp_path):
