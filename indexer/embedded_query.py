@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Protocol
@@ -25,6 +25,7 @@ from .errors import UnsupportedQuery
 K1 = np.float32(1.2)
 B = np.float32(0.75)
 ONE = np.float32(1.0)
+FLOAT32_MAX = np.float32(np.finfo(np.float32).max)
 MAX_RESULT_WINDOW = 10_000
 """Elasticsearch's index.max_result_window default: from + size beyond it is an error."""
 DATE_MISSING = np.iinfo(np.int64).min
@@ -119,6 +120,24 @@ class IndexView(Protocol):
         """Live doc slots of these ids (unknown ids are skipped)."""
         ...
 
+    def feature_postings(
+        self, field: str, features: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Live doc slots having each feature of a rank_features field, concatenated, the
+        count per feature, and the float32 feature values (as Lucene decodes them) aligned
+        with the slots."""
+        ...
+
+
+class ScoringError(UnsupportedQuery):
+    """A supported query whose scoring fails for a matching document, where Elasticsearch
+    fails the search too: a `field_value_factor` without a value and without `missing`, a
+    modifier giving a negative value, a NaN or negative function_score."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(path, problem)
+        self.hint = "give the function a `missing` value or a modifier defined for every value"
+
 
 @dataclass(frozen=True)
 class SortKey:
@@ -207,6 +226,68 @@ def _parse_sort(sort: Any, schema: IndexSchema) -> tuple[SortKey, ...]:
     return tuple(keys)
 
 
+# ------------------------------------------------------------------ rank_feature functions
+LINEAR, SATURATION, LOG = "linear", "saturation", "log"
+_RANK_FUNCTIONS = (LINEAR, SATURATION, LOG)
+
+
+def rank_feature_scores(function: str, parameter: np.ndarray, weight: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """float32 scores of Lucene 8.7's FeatureField functions (arrays broadcast), `value` the
+    decoded (quantized) feature value, `weight` the query's boost, `parameter` the pivot
+    (saturation) or the scaling factor (log), all float32:
+
+        linear      w * S                             (float)
+        saturation  w * (1 - pivot / (S + pivot))     (float, in this order)
+        log         (float) (w * Math.log(a + S))     (a + S in float, then double)
+    """
+    if function == LINEAR:
+        return weight * value
+    if function == SATURATION:
+        return weight * (ONE - parameter / (value + parameter))
+    return (weight.astype(np.float64) * np.log((parameter + value).astype(np.float64))).astype(np.float32)
+
+
+# ------------------------------------------------------------------ field_value_factor
+_MODIFIERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    # Elasticsearch's FieldValueFactorFunction.Modifier, in double
+    "none": lambda n: n,
+    "log": np.log10,
+    "log1p": lambda n: np.log10(n + 1),
+    "log2p": lambda n: np.log10(n + 2),
+    "ln": np.log,
+    "ln1p": np.log1p,
+    "ln2p": lambda n: np.log1p(n + 1),
+    "square": lambda n: n * n,  # Math.pow(n, 2)
+    "sqrt": np.sqrt,
+    "reciprocal": lambda n: 1.0 / n,
+}
+_COMBINE: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    # Elasticsearch's CombineFunction (boost_mode): query score and min(function, max_boost), in double
+    "multiply": lambda q, f: q * f,
+    "replace": lambda q, f: f,
+    "sum": lambda q, f: q + f,
+    "avg": lambda q, f: (f + q) / 2.0,
+    "max": np.maximum,
+    "min": np.minimum,
+}
+
+
+_FeatureClause = tuple[str, str, str, np.float32, float, np.float32]
+"""A rank_feature clause: (rank_features field, feature, function, its float32 parameter,
+the clause's boost, the boost passed down to it)."""
+
+
+@dataclass
+class _Deferred:
+    """A ScoringError for some documents, raised only if one of them is in the result (ES
+    raises when it scores such a document, and it scores only the documents that match)."""
+
+    path: str
+    slots: np.ndarray
+    message: Callable[[int], str]
+    """The message for the i-th of `slots`."""
+
+
 class Evaluator:
     """Evaluates one query tree against one IndexView."""
 
@@ -214,7 +295,12 @@ class Evaluator:
         self.view = view
         self.schema = view.schema
         self.keywords = {"id", *view.schema.keyword_fields}
+        self.features = frozenset(view.schema.feature_fields)
         self.now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        self._functions: dict[tuple[str, int], tuple[str, np.float32]] = {}
+        """Parsed rank_feature functions by (kind, id of the parameters object): the body is
+        alive (and unchanged) while it is evaluated, and a builder shares one object."""
+        self._deferred: list[_Deferred] = []
 
     # ------------------------------------------------------------------ entry points
     def run(self, query: Any, path: str = "query") -> tuple[np.ndarray, np.ndarray]:
@@ -222,7 +308,21 @@ class Evaluator:
         res = self.eval(query, path, ONE, scoring=True)
         mask = res.mask if self.view.live is None else res.mask & self.view.live
         score = res.score if res.score is not None else np.zeros(self.view.n, np.float32)
+        if self._deferred:
+            self._raise_deferred(mask, score)
         return mask, score
+
+    def _raise_deferred(self, mask: np.ndarray, score: np.ndarray) -> None:
+        """Raise the ScoringError of the first matching document (in doc = id order) whose
+        score failed: its NaN score reached the result."""
+        failed = np.flatnonzero(mask & np.isnan(score))
+        if failed.size == 0:
+            return
+        first = failed[np.argmin(self.view.id_rank[failed])]
+        for d in self._deferred:  # innermost first: the order Elasticsearch evaluates them
+            where = np.flatnonzero(d.slots == first)
+            if where.size:
+                raise ScoringError(d.path, d.message(int(where[0])))
 
     def eval(self, node: Any, path: str, boost: np.float32, scoring: bool) -> _Result:
         if not isinstance(node, dict) or len(node) != 1:
@@ -233,7 +333,7 @@ class Evaluator:
             raise UnsupportedQuery(
                 f"{path}.{kind}",
                 "unsupported query type (supported: bool, term, terms, ids, range, "
-                "constant_score, exists, match_all)",
+                "constant_score, exists, match_all, rank_feature, function_score)",
             )
         return fn(spec, f"{path}.{kind}", boost, scoring)
 
@@ -313,6 +413,239 @@ class Evaluator:
                 sums += np.bincount(docs, weights=np.repeat(per_term.astype(np.float64), lengths), minlength=n)
         return counts, sums
 
+    def _batch(self, terms: list, features: list, scoring: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Matching-clause counts per slot and summed (float64) scores of term and
+        rank_feature clauses."""
+        counts, sums = self._term_batch(terms, scoring)
+        if features:
+            self._feature_batch(features, scoring, counts, sums)
+        return counts, sums
+
+    # ------------------------------------------------------------------ rank_feature
+    def _feature_batch(self, clauses: list[_FeatureClause], scoring: bool,
+                       counts: np.ndarray, sums: np.ndarray | None) -> None:
+        """Add the matching-clause counts and float64 scores of rank_feature clauses:
+        the postings of a field in one gather, the scores in a few array operations."""
+        n = self.view.n
+        by_field: dict[str, list[_FeatureClause]] = {}
+        for clause in clauses:
+            by_field.setdefault(clause[0], []).append(clause)
+        for field, items in by_field.items():
+            docs, lengths, values = self.view.feature_postings(field, [c[1] for c in items])
+            if docs.size == 0:
+                continue
+            counts += np.bincount(docs, minlength=n)
+            if scoring:
+                sums += np.bincount(docs, weights=self._feature_scores(items, lengths, values), minlength=n)
+
+    @staticmethod
+    def _feature_scores(items: list[_FeatureClause], lengths: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """float64 of each posting's float32 rank_feature score."""
+        with np.errstate(over="ignore"):
+            # BoostQuery: the clause's boost times the one passed down, in float32
+            boosts = np.array([c[4] for c in items], np.float32) * np.array([c[5] for c in items], np.float32)
+        weights = np.repeat(boosts, lengths)
+        params = np.repeat(np.array([c[3] for c in items], np.float32), lengths)
+        kinds = {c[2] for c in items}
+        if len(kinds) == 1:
+            return rank_feature_scores(kinds.pop(), params, weights, values).astype(np.float64)
+        out = np.empty(values.size, np.float64)
+        per_posting = np.repeat(np.array([_RANK_FUNCTIONS.index(c[2]) for c in items], np.int8), lengths)
+        for kind in kinds:
+            m = per_posting == _RANK_FUNCTIONS.index(kind)
+            out[m] = rank_feature_scores(kind, params[m], weights[m], values[m])
+        return out
+
+    def _rank_feature_clause(self, spec: Any, path: str, boost: np.float32) -> _FeatureClause:
+        """The _FeatureClause of a rank_feature query. As Elasticsearch's
+        RankFeatureQueryBuilder: `field` is `<field>.<feature>`, split at the last dot; the
+        boost is the FeatureQuery's weight (a BoostQuery around it).
+
+        A builder sends a thousand of these in one bool: well-formed ones take a few dict
+        look-ups (the function's parameters are checked once per parameter object), and
+        anything else goes through _rank_feature_checked for the precise error."""
+        if type(spec) is dict:
+            name = spec.get("field")
+            if type(name) is str:
+                field, _, feature = name.rpartition(".")
+                if field in self.features:
+                    kind = params = None
+                    for key, value in spec.items():
+                        if key in _RANK_FUNCTIONS and kind is None:
+                            kind, params = key, value
+                        elif key != "field" and key != "boost":
+                            kind = None
+                            break
+                    raw = spec.get("boost", 1.0)
+                    if kind is not None and (type(raw) is float or type(raw) is int) and raw >= 0:
+                        fn = self._functions.get((kind, id(params)))
+                        if fn is None:
+                            fn = self._functions[(kind, id(params))] = self._rank_function(
+                                kind, params, f"{path}.{kind}")
+                        return field, feature, fn[0], fn[1], raw, boost
+        return self._rank_feature_checked(spec, path, boost)
+
+    def _rank_feature_checked(self, spec: Any, path: str, boost: np.float32) -> _FeatureClause:
+        if type(spec) is not dict:
+            raise UnsupportedQuery(path, "expected an object")
+        name = spec.get("field")
+        if type(name) is not str:
+            raise UnsupportedQuery(f"{path}.field", f"expected `<rank_features field>.<feature>`, got {name!r}")
+        field, dot, feature = name.rpartition(".")
+        if field not in self.features:
+            if name in self.features:
+                problem = f"{name!r} is a rank_features field: name one of its features, `{name}.<feature>`"
+            else:
+                problem = f"{name!r} is not a feature of a rank_features field of this index"
+            raise UnsupportedQuery(f"{path}.field", problem)
+        kind = None
+        for key in spec:
+            if key != "field" and key != "boost":
+                if kind is not None or key not in _RANK_FUNCTIONS:
+                    kind = None
+                    break
+                kind = key
+        if kind is None:
+            self._rank_feature_keys(spec, path)  # raises the precise error
+        fn = self._rank_function(kind, spec[kind], f"{path}.{kind}")
+        return field, feature, fn[0], fn[1], float(self._boost(spec, path, ONE)), boost
+
+    @staticmethod
+    def _rank_feature_keys(spec: dict, path: str) -> None:
+        functions = [k for k in spec if k in (*_RANK_FUNCTIONS, "sigmoid")]
+        for key in spec:
+            if key not in ("field", "boost", *_RANK_FUNCTIONS, "sigmoid"):
+                raise UnsupportedQuery(f"{path}.{key}", "unsupported option (supported: field, boost, "
+                                                        "linear, saturation, log)")
+        if len(functions) > 1:
+            raise UnsupportedQuery(path, "can only specify one of [log], [saturation], [sigmoid] and [linear]")
+        if functions == ["sigmoid"]:
+            raise UnsupportedQuery(f"{path}.sigmoid", "the sigmoid function is not supported "
+                                                      "(supported: linear, saturation, log)")
+        raise UnsupportedQuery(path, "give the function explicitly: linear, saturation with a pivot, or log; "
+                                     "Elasticsearch's default (saturation with a pivot computed from "
+                                     "index statistics) is not supported")
+
+    @staticmethod
+    def _rank_function(kind: str, params: Any, path: str) -> tuple[str, np.float32]:
+        """(function, float32 parameter), checked as Lucene's FeatureField factories do."""
+        if not isinstance(params, dict):
+            raise UnsupportedQuery(path, "expected an object")
+        allowed = {LINEAR: set(), SATURATION: {"pivot"}, LOG: {"scaling_factor"}}[kind]
+        for key in params:
+            if key not in allowed:
+                raise UnsupportedQuery(f"{path}.{key}", f"unsupported option (supported: {sorted(allowed)})")
+        if kind == LINEAR:
+            return kind, np.float32(0)
+        name = "pivot" if kind == SATURATION else "scaling_factor"
+        if name not in params:
+            if kind == SATURATION:
+                raise UnsupportedQuery(path, "give the pivot: Elasticsearch's default pivot, computed from "
+                                             "index statistics, is not supported")
+            raise UnsupportedQuery(path, "[scaling_factor] is required")
+        raw = params[name]
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raise UnsupportedQuery(f"{path}.{name}", f"expected a number, got {raw!r}")
+        with np.errstate(over="ignore"):
+            value = np.float32(raw)  # Elasticsearch parses both as float
+        if kind == SATURATION and not (value > 0 and np.isfinite(value)):
+            raise UnsupportedQuery(f"{path}.pivot", f"pivot must be > 0, got: {raw!r}")
+        if kind == LOG and not (value >= 1 and np.isfinite(value)):
+            raise UnsupportedQuery(f"{path}.scaling_factor", f"scalingFactor must be >= 1, got: {raw!r}")
+        return kind, value
+
+    def _q_rank_feature(self, spec: Any, path: str, boost: np.float32, scoring: bool) -> _Result:
+        clause = self._rank_feature_clause(spec, path, boost)
+        counts, sums = self._batch([], [clause], scoring)
+        return _Result(counts > 0, None if sums is None else sums.astype(np.float32))
+
+    # ------------------------------------------------------------------ function_score
+    def _q_function_score(self, spec: Any, path: str, boost: np.float32, scoring: bool) -> _Result:
+        """Elasticsearch's function_score with one field_value_factor function (no filter):
+        its FunctionScoreQuery with CombineFunction `boost_mode`. The function_score's boost
+        is passed down to its query (FunctionScoreQuery.createWeight), not applied after."""
+        if not isinstance(spec, dict):
+            raise UnsupportedQuery(path, "expected an object")
+        self._check_keys(spec, path, {"query", "field_value_factor", "boost_mode", "max_boost", "boost"})
+        if "field_value_factor" not in spec:
+            raise UnsupportedQuery(path, "only one `field_value_factor` function is supported")
+        boost = self._boost(spec, path, boost)
+        mode = spec.get("boost_mode", "multiply")
+        if not isinstance(mode, str) or mode.lower() not in _COMBINE:
+            raise UnsupportedQuery(f"{path}.boost_mode", f"expected one of {list(_COMBINE)}, got {mode!r}")
+        mode = mode.lower()
+        max_boost = spec.get("max_boost", float(FLOAT32_MAX))
+        if isinstance(max_boost, bool) or not isinstance(max_boost, (int, float)) or math.isnan(max_boost):
+            raise UnsupportedQuery(f"{path}.max_boost", f"expected a number, got {max_boost!r}")
+        field, factor, modifier, missing = self._field_value_factor(
+            spec["field_value_factor"], f"{path}.field_value_factor")
+        query = spec.get("query", {"match_all": {}})
+        if not scoring:
+            # no scores wanted: Elasticsearch runs just the query
+            return self.eval(query, f"{path}.query", ONE, scoring=False)
+        # `replace` ignores the query's score: Elasticsearch does not compute it
+        inner = self.eval(query, f"{path}.query", boost, scoring=mode != "replace")
+        slots = np.flatnonzero(inner.mask)
+        value = self.view.numbers(field)[slots].astype(np.float64)  # float doc values, as double
+        absent = np.isnan(value)
+        if missing is not None:
+            value[absent] = missing
+            absent[:] = False
+        with np.errstate(all="ignore"):
+            result = _MODIFIERS[modifier](value * np.float64(factor))
+            q = inner.score[slots].astype(np.float64) if inner.score is not None else np.zeros(slots.size)
+            with np.errstate(over="ignore"):
+                combined = _COMBINE[mode](q, np.minimum(result, np.float64(np.float32(max_boost))))
+            combined = combined.astype(np.float32)
+        negative = ~absent & (result < 0)
+        invalid = ~absent & ~negative & ((combined < 0) | np.isnan(combined))
+        if absent.any() or negative.any() or invalid.any():
+            self._defer(path, field, modifier, slots, value, result, combined, absent, negative, invalid)
+            combined[absent | negative | invalid] = np.nan
+        score = np.zeros(self.view.n, np.float32)
+        score[slots] = combined
+        return _Result(inner.mask, score)
+
+    def _field_value_factor(self, spec: Any, path: str) -> tuple[str, np.float32, str, float | None]:
+        """(number field, float32 factor, modifier, missing as double or None)."""
+        if not isinstance(spec, dict):
+            raise UnsupportedQuery(path, "expected an object")
+        self._check_keys(spec, path, {"field", "factor", "modifier", "missing"})
+        field = spec.get("field")
+        if field not in self.schema.number_fields:
+            raise UnsupportedQuery(f"{path}.field", f"{field!r} is not a number field of this index")
+        factor = spec.get("factor", 1.0)
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or math.isnan(factor):
+            raise UnsupportedQuery(f"{path}.factor", f"expected a number, got {factor!r}")
+        modifier = spec.get("modifier", "none")
+        if not isinstance(modifier, str) or modifier.lower() not in _MODIFIERS:
+            raise UnsupportedQuery(f"{path}.modifier", f"expected one of {list(_MODIFIERS)}, got {modifier!r}")
+        missing = spec.get("missing")
+        if missing is not None and (isinstance(missing, bool) or not isinstance(missing, (int, float))):
+            raise UnsupportedQuery(f"{path}.missing", f"expected a number, got {missing!r}")
+        with np.errstate(over="ignore"):
+            f32 = np.float32(factor)  # parsed as a float, missing as a double
+        return field, f32, modifier.lower(), None if missing is None else float(missing)
+
+    def _defer(self, path, field, modifier, slots, value, result, combined, absent, negative, invalid) -> None:
+        if absent.any():
+            self._deferred.append(_Deferred(
+                f"{path}.field_value_factor", slots[absent],
+                lambda i: f"Missing value for field [{field}] (give `missing`)"))
+        if negative.any():
+            hint = {"ln": "; consider using ln1p or ln2p instead of ln to avoid negative scores",
+                    "log": "; consider using log1p or log2p instead of log to avoid negative scores"}.get(modifier, "")
+            r, v = result[negative], value[negative]
+            self._deferred.append(_Deferred(
+                f"{path}.field_value_factor", slots[negative],
+                lambda i: f"field value function must not produce negative scores, but got: "
+                          f"[{r[i]!r}] for field value: [{v[i]!r}]{hint}"))
+        if invalid.any():
+            c = combined[invalid]
+            self._deferred.append(_Deferred(
+                path, slots[invalid],
+                lambda i: f"function score query returned an invalid score: {float(c[i])!r}"))
+
     def _term_clause(self, spec: Any, path: str, boost: np.float32) -> tuple[str, str, np.float32]:
         field, value = self._one_field(spec, path, set())
         fpath = f"{path}.{field}"
@@ -359,6 +692,9 @@ class Evaluator:
             raise UnsupportedQuery(path, "expected an object")
         self._check_keys(spec, path, {"field", "boost"})
         field = spec.get("field")
+        if field in self.features:
+            # as Elasticsearch's RankFeaturesFieldType.existsQuery
+            raise UnsupportedQuery(f"{path}.field", "[rank_features] fields do not support [exists] queries")
         if field not in self.schema.all_fields():
             raise UnsupportedQuery(f"{path}.field", f"{field!r} is not a field of this index")
         boost = self._boost(spec, path, boost)
@@ -427,11 +763,11 @@ class Evaluator:
         mask = np.ones(n, bool)
         total = np.zeros(n, np.float64) if scoring else None
 
-        # must: every clause matches; term clauses are batched over the posting lists.
-        must_terms, must_other = self._split_terms(must, f"{path}.must", boost)
-        if must_terms:
-            counts, sums = self._term_batch(must_terms, scoring)
-            mask &= counts == len(must_terms)
+        # must: every clause matches; term and rank_feature clauses are batched over the postings.
+        must_terms, must_features, must_other = self._split_terms(must, f"{path}.must", boost)
+        if must_terms or must_features:
+            counts, sums = self._batch(must_terms, must_features, scoring)
+            mask &= counts == len(must_terms) + len(must_features)
             if scoring:
                 total += sums
         for p, q in must_other:
@@ -446,9 +782,8 @@ class Evaluator:
 
         # should: count matching clauses per document for minimum_should_match.
         if should:
-            should_terms, should_other = self._split_terms(should, f"{path}.should", boost)
-            matched, sums = self._term_batch(should_terms, scoring) if should_terms else (
-                np.zeros(n, np.int64), np.zeros(n, np.float64) if scoring else None)
+            should_terms, should_features, should_other = self._split_terms(should, f"{path}.should", boost)
+            matched, sums = self._batch(should_terms, should_features, scoring)
             for p, q in should_other:
                 r = self.eval(q, p, boost, scoring)
                 matched += r.mask
@@ -464,14 +799,17 @@ class Evaluator:
         return _Result(mask, np.where(mask, total, 0).astype(np.float32))
 
     def _split_terms(self, clauses: list[Any], path: str, boost: np.float32):
-        """Term clauses (batched over posting lists) apart from the other clauses."""
-        terms, other = [], []
+        """Term and rank_feature clauses (batched over posting lists) apart from the others."""
+        terms, features, other = [], [], []
         keywords = self.keywords
         boosts: dict[Any, np.float32] = {}
         for i, q in enumerate(clauses):
             # fast path for well-formed term clauses: a 500-item history over two fields makes
             # 1000 of them, and per-clause Python overhead would dominate the search
             spec = q.get("term") if type(q) is dict and len(q) == 1 else None
+            if spec is None and type(q) is dict and len(q) == 1 and "rank_feature" in q:
+                features.append(self._rank_feature_clause(q["rank_feature"], f"{path}[{i}].rank_feature", boost))
+                continue
             if type(spec) is dict and len(spec) == 1:
                 ((field, value),) = spec.items()
                 if field in keywords:
@@ -491,7 +829,7 @@ class Evaluator:
                 terms.append(self._term_clause(q["term"], f"{p}.term", boost))
             else:
                 other.append((p, q))
-        return terms, other
+        return terms, features, other
 
     @staticmethod
     def _min_should_match(spec: dict, path: str, n_should: int, has_required: bool) -> int:

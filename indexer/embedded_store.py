@@ -11,6 +11,11 @@ A version directory holds (all written once, then never changed, except overlay.
     k<i>.dl.npy               int32 distinct values per slot (0 = no value) for docCount / sumDocFreq
     d<i>.npy                  int64 epoch ms per slot (DATE_MISSING when absent)
     n<i>.npy                  float32 per slot (NaN when absent)
+    f<i>.names.npy            <U  sorted distinct feature names of rank_features field i
+    f<i>.indptr.npy           int64 CSR row pointers: documents of feature t = indices[indptr[t]:indptr[t+1]]
+    f<i>.indices.npy          int32 slots, ascending within each feature
+    f<i>.values.npy           float32 feature values aligned with indices, as Lucene scores
+                              them (indexer.features.quantize: 9 significant bits)
     overlay.jsonl             append-only live changes: {"op": "upsert", "doc": ...} / {"op": "delete", "id": ...}
 
 Arrays are loaded memory-mapped, so opening a version is cheap and the pages are shared
@@ -22,6 +27,7 @@ are computed over live documents only.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -34,6 +40,7 @@ import numpy as np
 
 from .backend import Document, IndexSchema
 from .embedded_query import DATE_MISSING, parse_date
+from .features import check_features, quantize
 
 FORMAT = "cooccur-embedded/1"
 OVERLAY = "overlay.jsonl"
@@ -47,6 +54,7 @@ def check_document(doc: Any, schema: IndexSchema) -> str | None:
     if not isinstance(doc.get("id"), str) or not doc["id"]:
         return "id must be a non-empty string"
     keywords, dates, numbers = set(schema.keyword_fields), set(schema.date_fields), set(schema.number_fields)
+    features = schema.feature_fields
     for name, value in doc.items():
         if name == "id" or value is None:
             continue
@@ -64,6 +72,10 @@ def check_document(doc: Any, schema: IndexSchema) -> str | None:
         elif name in numbers:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 return f"{name}: expected a finite number, got {value!r}"
+        elif name in features:
+            problem = check_features(value)
+            if problem is not None:
+                return f"{name}: {problem}"
         else:
             return f"{name}: not a field of the index (fields: {', '.join(schema.all_fields())})"
     return None
@@ -78,6 +90,9 @@ class Segment:
     """field -> (terms, indptr, indices, dl)."""
     dates: dict[str, np.ndarray]
     numbers: dict[str, np.ndarray]
+    features: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = dataclasses.field(
+        default_factory=dict)
+    """rank_features field -> (names, indptr, indices, values)."""
 
     @property
     def n(self) -> int:
@@ -113,22 +128,51 @@ def build_segment(docs: Sequence[Document], schema: IndexSchema) -> Segment:
         for f in schema.number_fields
     }
     ids = np.array([d["id"] for d in docs], dtype=str) if docs else np.array([], "<U1")
-    return Segment(ids, keyword, dates, numbers)
+    features = {f: _feature_column(docs, f) for f in schema.feature_fields}
+    return Segment(ids, keyword, dates, numbers, features)
 
 
-def csr(term_ids: dict[str, int], rows: np.ndarray, cols: np.ndarray, dl: np.ndarray):
-    """Sorted term dictionary + CSR postings from (term id, slot) pairs."""
+def _feature_column(docs: Sequence[Document], name: str):
+    """(names, indptr, indices, quantized values) of one rank_features field."""
+    flat: list[str] = []
+    values: list[float] = []
+    per_doc = np.zeros(len(docs), np.int64)
+    for slot, doc in enumerate(docs):
+        features = doc.get(name)
+        if features:
+            if None in features.values():  # Elasticsearch skips null features
+                features = {k: v for k, v in features.items() if v is not None}
+            per_doc[slot] = len(features)
+            flat.extend(features)
+            values.extend(features.values())
+    feature_ids: dict[str, int] = dict.fromkeys(flat, 0)
+    for i, feature in enumerate(feature_ids):
+        feature_ids[feature] = i
+    rows = np.fromiter(map(feature_ids.__getitem__, flat), np.int64, len(flat))
+    cols = np.repeat(np.arange(len(docs), dtype=np.int32), per_doc)
+    names, indptr, order = _csr(feature_ids, rows, cols)
+    vals = quantize(np.array(values, np.float64)) if values else np.zeros(0, np.float32)
+    return names, indptr, cols[order].astype(np.int32), vals[order]
+
+
+def _csr(term_ids: dict[str, int], rows: np.ndarray, cols: np.ndarray):
+    """(sorted terms, CSR row pointers, the order putting the (term id, slot) pairs in CSR order)."""
     terms = np.array(list(term_ids), dtype=str) if term_ids else np.array([], "<U1")
     by_name = np.argsort(terms, kind="stable")
     rank = np.empty(len(terms), np.int64)
     rank[by_name] = np.arange(len(terms))
     sorted_rows = rank[rows] if rows.size else rows
     order = np.lexsort((cols, sorted_rows))
-    indices = cols[order].astype(np.int32)
     counts = np.bincount(sorted_rows, minlength=len(terms)) if rows.size else np.zeros(len(terms), np.int64)
     indptr = np.zeros(len(terms) + 1, np.int64)
     np.cumsum(counts, out=indptr[1:])
-    return terms[by_name], indptr, indices, dl
+    return terms[by_name], indptr, order
+
+
+def csr(term_ids: dict[str, int], rows: np.ndarray, cols: np.ndarray, dl: np.ndarray):
+    """Sorted term dictionary + CSR postings from (term id, slot) pairs."""
+    terms, indptr, order = _csr(term_ids, rows, cols)
+    return terms, indptr, cols[order].astype(np.int32), dl
 
 
 def lookup(sorted_values: np.ndarray, wanted: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -143,6 +187,12 @@ def lookup(sorted_values: np.ndarray, wanted: Sequence[str]) -> tuple[np.ndarray
 
 def gather(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Concatenated postings of CSR rows and the length of each."""
+    positions, lengths = gather_positions(indptr, rows)
+    return indices[positions].astype(np.int64), lengths
+
+
+def gather_positions(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in the CSR arrays of the concatenated postings of rows, and the length of each."""
     starts = indptr[rows]
     lengths = indptr[rows + 1] - starts
     total = int(lengths.sum())
@@ -150,7 +200,7 @@ def gather(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[n
         return np.zeros(0, np.int64), lengths
     # position k of the output belongs to row r: start[r] + (k - first output position of r)
     offsets = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
-    return indices[offsets + np.arange(total)].astype(np.int64), lengths
+    return offsets + np.arange(total), lengths
 
 
 # --------------------------------------------------------------------------- on disk
@@ -165,6 +215,8 @@ def write_segment(directory: Path, segment: Segment, schema: IndexSchema) -> dic
     """Write the columns of a (base) segment; returns the field -> file number map."""
     save_array(directory, "ids.npy", segment.ids)
     files: dict[str, Any] = {"keyword": {}, "date": {}, "number": {}}
+    if schema.feature_fields:  # (versions without feature fields keep the older meta.json)
+        files["feature"] = {}
     for i, field in enumerate(schema.keyword_fields):
         terms, indptr, indices, dl = segment.keyword[field]
         for part, arr in (("terms", terms), ("indptr", indptr), ("indices", indices), ("dl", dl)):
@@ -176,20 +228,29 @@ def write_segment(directory: Path, segment: Segment, schema: IndexSchema) -> dic
     for i, field in enumerate(schema.number_fields):
         save_array(directory, f"n{i}.npy", segment.numbers[field])
         files["number"][field] = i
+    for i, field in enumerate(schema.feature_fields):
+        names, indptr, indices, values = segment.features[field]
+        for part, arr in (("names", names), ("indptr", indptr), ("indices", indices), ("values", values)):
+            save_array(directory, f"f{i}.{part}.npy", arr)
+        files["feature"][field] = i
     return files
 
 
 def schema_to_json(schema: IndexSchema) -> dict[str, list[str]]:
-    return {
+    data = {
         "keyword_fields": list(schema.keyword_fields),
         "date_fields": list(schema.date_fields),
         "number_fields": list(schema.number_fields),
     }
+    if schema.feature_fields:  # without them, the same meta.json as before feature fields existed
+        data["feature_fields"] = list(schema.feature_fields)
+    return data
 
 
 def schema_from_json(data: dict[str, list[str]]) -> IndexSchema:
     return IndexSchema(
-        tuple(data["keyword_fields"]), tuple(data["date_fields"]), tuple(data["number_fields"])
+        tuple(data["keyword_fields"]), tuple(data["date_fields"]), tuple(data["number_fields"]),
+        tuple(data.get("feature_fields", ())),  # versions written before feature fields have none
     )
 
 
@@ -216,7 +277,11 @@ class BaseVersion:
         }
         dates = {f: load(f"d{i}.npy") for f, i in files["date"].items()}
         numbers = {f: load(f"n{i}.npy") for f, i in files["number"].items()}
-        self.segment = Segment(load("ids.npy"), keyword, dates, numbers)
+        features = {
+            f: tuple(load(f"f{i}.{p}.npy") for p in ("names", "indptr", "indices", "values"))
+            for f, i in files.get("feature", {}).items()
+        }
+        self.segment = Segment(load("ids.npy"), keyword, dates, numbers, features)
         self.offsets = load("docs.off.npy")
         self._docs_fd = os.open(directory / "docs.jsonl", os.O_RDONLY)
 
@@ -319,29 +384,46 @@ class Snapshot:
             slots = [self.slots_of_ids([t]) for t in terms]
             lengths = np.array([len(s) for s in slots], np.int64)
             return (np.concatenate(slots) if slots else np.zeros(0, np.int64)), lengths
-        parts = [self._segment_postings(self.base.segment, field, terms, 0)]
+        docs, lengths, _ = self._postings(lambda seg: seg.keyword[field], terms)
+        return docs, lengths
+
+    def feature_postings(
+        self, field: str, features: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Live doc slots having each feature of a rank_features field, concatenated, the
+        count per feature, and the (quantized float32) feature values aligned with the slots."""
+        return self._postings(lambda seg: seg.features[field], features, with_values=True)
+
+    def _postings(self, columns, terms: Sequence[str], with_values: bool = False):
+        parts = [self._segment_postings(columns(self.base.segment), terms, 0, with_values)]
         if self.extra is not None:
-            parts.append(self._segment_postings(self.extra, field, terms, self.n_base))
-        docs = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+            parts.append(self._segment_postings(columns(self.extra), terms, self.n_base, with_values))
+        docs, values = parts[0][0], parts[0][2]
         if len(parts) > 1:
             # keep postings grouped per term: interleave base and overlay runs term by term
             owners = np.concatenate([np.repeat(np.arange(len(terms)), p[1]) for p in parts])
-            docs = docs[np.argsort(owners, kind="stable")]
+            order = np.argsort(owners, kind="stable")
+            docs = np.concatenate([p[0] for p in parts])[order]
+            if with_values:
+                values = np.concatenate([p[2] for p in parts])[order]
         lengths = sum(p[1] for p in parts)
         if self.live is not None and docs.size:
             keep = self.live[docs]
             owners = np.repeat(np.arange(len(terms)), lengths)
             docs = docs[keep]
+            if with_values:
+                values = values[keep]
             lengths = np.bincount(owners[keep], minlength=len(terms)).astype(np.int64)
-        return docs, lengths
+        return docs, lengths, values
 
     @staticmethod
-    def _segment_postings(seg: Segment, field: str, terms: Sequence[str], offset: int):
-        t, indptr, indices, _ = seg.keyword[field]
+    def _segment_postings(columns, terms: Sequence[str], offset: int, with_values: bool):
+        t, indptr, indices, rest = columns
         pos, found = lookup(t, terms)
         lengths = np.zeros(len(terms), np.int64)
-        docs, lengths[found] = gather(indptr, indices, pos[found])
-        return docs + offset, lengths
+        positions, lengths[found] = gather_positions(indptr, pos[found])
+        values = rest[positions] if with_values else None
+        return indices[positions].astype(np.int64) + offset, lengths, values
 
     def slots_of_ids(self, ids: Sequence[str]) -> np.ndarray:
         pos, found = lookup(self.base.segment.ids, list(ids))

@@ -6,17 +6,22 @@ float64; the backend mirrors Lucene's float32, hence the 1e-6 relative tolerance
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from indexer.backend import IndexSchema
 from indexer.embedded import EmbeddedBackend, IndexBusy, NoEarlierVersion
+from indexer.embedded_query import ScoringError
+from indexer.embedded_store import schema_from_json, schema_to_json
 from indexer.errors import BackendUnavailable, DocumentsFailed, UnsupportedQuery
+from indexer.features import decode_feature, encode_feature, quantize
 
 K1, B = 1.2, 0.75
 
@@ -397,3 +402,304 @@ def test_one_writer_at_a_time(backend, tmp_path):
     with backend._writer_lock(), pytest.raises(IndexBusy):
         other.rollback()
     other.create_version(SCHEMA, DOCS)  # released
+
+
+# --------------------------------------------------------------------------- feature names and values
+@pytest.mark.parametrize(("name", "encoded"), [
+    ("i0042", "i0042"),  # ordinary ids are their own feature names
+    ("", ""),
+    ("a.b", "a%2Eb"),
+    ("v1.2.3", "v1%2E2%2E3"),
+    ("100%", "100%25"),
+    ("%2E", "%252E"),  # an id that looks encoded stays distinct
+    ("x.%.y%25", "x%2E%25%2Ey%2525"),
+    ("été.ß/日本", "été%2Eß/日本"),
+])
+def test_feature_names_round_trip(name, encoded):
+    assert encode_feature(name) == encoded
+    assert "." not in encoded
+    assert decode_feature(encoded) == name
+
+
+@pytest.mark.parametrize("bad", ["a%2", "%zz", "a%2e", "a.b"])
+def test_decode_refuses_what_encode_never_makes(bad):
+    with pytest.raises(ValueError):
+        decode_feature(bad)
+
+
+def test_quantize_keeps_nine_significant_bits_truncated():
+    """FeatureField indexes Float.floatToIntBits(v) >>> 15 and scores intBitsToFloat(freq << 15)."""
+    cases = [
+        (1.0, 0x3F800000, 1.0),
+        (3.0, 0x40400000, 3.0),
+        (0.1, 0x3DCCCCCD, 0.099853515625),  # 0x3DCC8000 = 1.59765625 * 2**-4 = 409 / 4096
+        (1000.7, 0x447A2CCD, 1000.0),  # 0x447A0000: above 512 the step is 2
+        (1 + 2**-8, 0x3F808000, 1 + 2**-8),  # the smallest step above 1 survives
+        (1 + 2**-8 - 2**-20, 0x3F807FF8, 1.0),  # just below it: truncated, not rounded up
+        (1 + 1.5 * 2**-8, 0x3F80C000, 1 + 2**-8),  # halfway: truncated, not rounded to even
+        (2.0**-126, 0x00800000, 2.0**-126),  # Float.MIN_NORMAL
+        (float(np.finfo(np.float32).max), 0x7F7FFFFF, float(np.uint32(0x7F7F8000).view(np.float32))),
+    ]
+    values = np.array([v for v, _, _ in cases])
+    assert np.array(values, np.float32).view(np.uint32).tolist() == [b for _, b, _ in cases]
+    got = quantize(values)
+    assert got.dtype == np.float32
+    assert got.tolist() == [q for _, _, q in cases]
+    assert (got.view(np.uint32) & 0x7FFF).tolist() == [0] * len(cases)
+    assert quantize(np.zeros(0)).shape == (0,)
+
+
+# --------------------------------------------------------------------------- rank_feature, function_score
+FSCHEMA = IndexSchema(("purchase",), number_fields=("prior",), feature_fields=("purchase_w",))
+FDOCS = [
+    # purchase_w holds each correlator's weight; "y.z" is encoded as the feature name "y%2Ez"
+    {"id": "a", "purchase": ["x", "y.z"], "purchase_w": {"x": 0.1, "y%2Ez": 3.0}, "prior": 2.0},
+    {"id": "b", "purchase": ["x"], "purchase_w": {"x": 1000.7}},
+    {"id": "c", "purchase": ["y.z"], "purchase_w": {"y%2Ez": 5.0}, "prior": 0.5},
+    {"id": "d", "purchase": ["w"], "prior": 4.0},
+]
+X_A = 409 / 4096  # doc a's x = 0.1, as FeatureField keeps it (test above): 0.099853515625
+X_B = 1000.0  # doc b's x = 1000.7, likewise
+
+
+@pytest.fixture
+def fbackend(tmp_path):
+    b = EmbeddedBackend(tmp_path, "items", keep_versions=3)
+    b.create_version(FSCHEMA, FDOCS)
+    return b
+
+
+def rf(feature, boost=None, **function):
+    spec = {"field": f"purchase_w.{feature}", **(function or {"linear": {}})}
+    if boost is not None:
+        spec["boost"] = boost
+    return {"rank_feature": spec}
+
+
+def test_rank_feature_linear_scores_the_quantized_value(fbackend):
+    assert scores(fbackend, rf("x")) == {"b": X_B, "a": X_A}  # exact: float32 of those values
+    assert scores(fbackend, rf("x", 3)) == {"b": 3000.0, "a": 3 * X_A}  # 1227 / 4096, exact
+    assert scores(fbackend, rf("y%2Ez")) == {"c": 5.0, "a": 3.0}
+    assert scores(fbackend, rf("nope")) == {}
+
+
+def test_rank_feature_saturation_and_log(fbackend):
+    # saturation: w * (1 - pivot / (S + pivot)); Lucene's float32 arithmetic gives the numbers
+    # asserted exactly (tests/test_lucene_parity.py reads the same ones from Lucene)
+    got = scores(fbackend, rf("x", 2, saturation={"pivot": 1}))
+    assert got == pytest.approx({"b": 2 * 1000 / 1001, "a": 2 * 409 / (409 + 4096)}, rel=1e-6)
+    assert got == {"b": float(np.float32(1.998002052307129)), "a": float(np.float32(0.18157601356506348))}
+    # log: w * ln(scaling_factor + S)
+    assert scores(fbackend, rf("y%2Ez", log={"scaling_factor": 1})) == pytest.approx(
+        {"c": math.log(6), "a": math.log(4)}, rel=1e-6)
+    assert scores(fbackend, rf("y%2Ez", 0.5, log={"scaling_factor": 2.0})) == pytest.approx(
+        {"c": 0.5 * math.log(7), "a": 0.5 * math.log(5)}, rel=1e-6)
+
+
+def test_rank_feature_clauses_in_a_bool_count_for_minimum_should_match(fbackend):
+    should = [rf("x"), {"term": {"purchase": "x"}}, rf("y%2Ez", 2)]
+    bm25_x = bm25(FDOCS, "purchase", "x")
+    assert scores(fbackend, {"bool": {"should": should}}) == pytest.approx(
+        {"a": X_A + bm25_x + 6.0, "b": X_B + bm25_x, "c": 10.0}, rel=1e-6)
+    # a matches 3 clauses, b 2, c 1
+    assert set(scores(fbackend, {"bool": {"should": should, "minimum_should_match": 2}})) == {"a", "b"}
+    assert set(scores(fbackend, {"bool": {"should": should, "minimum_should_match": 3}})) == {"a"}
+    # in must: every rank_feature clause must match; the scores add up
+    assert scores(fbackend, {"bool": {"must": [rf("x"), rf("y%2Ez")]}}) == {"a": pytest.approx(X_A + 3.0)}
+    # filter context: a mask, no score
+    assert scores(fbackend, {"bool": {"filter": [rf("y%2Ez")]}}) == {"a": 0.0, "c": 0.0}
+    # the same feature twice counts twice, as two Lucene clauses do
+    assert scores(fbackend, {"bool": {"should": [rf("x"), rf("x", 2)], "minimum_should_match": 2}}) == {
+        "b": 3000.0, "a": pytest.approx(3 * X_A)}
+
+
+def test_rank_feature_mixed_functions_in_one_bool(fbackend):
+    should = [rf("x", log={"scaling_factor": 1}), rf("y%2Ez", 2), rf("x", saturation={"pivot": 5})]
+    assert scores(fbackend, {"bool": {"should": should}}) == pytest.approx({
+        "a": math.log(1 + X_A) + 6.0 + X_A / (X_A + 5),
+        "b": math.log(1 + X_B) + X_B / (X_B + 5),
+        "c": 10.0,
+    }, rel=1e-6)
+
+
+def fs(query, boost=None, boost_mode=None, **fvf):
+    """function_score of `query` with field_value_factor {"field": "prior", **fvf}."""
+    spec = {"query": query, "field_value_factor": {"field": "prior", **fvf}}
+    if boost_mode is not None:
+        spec["boost_mode"] = boost_mode
+    if boost is not None:
+        spec["boost"] = boost
+    return {"function_score": spec}
+
+
+def test_function_score_multiplies_by_the_prior(fbackend):
+    # a: 409/4096 * prior 2; b has no prior: `missing` 1
+    assert scores(fbackend, fs(rf("x"), missing=1.0)) == {"b": 1000.0, "a": 2 * X_A}
+    assert scores(fbackend, fs(rf("x"), missing=0.25)) == {"b": 250.0, "a": 2 * X_A}
+    # factor and modifier apply to the value (in double), then the product is rounded to float
+    assert scores(fbackend, fs(rf("x"), missing=1, factor=2, modifier="sqrt")) == pytest.approx(
+        {"b": 1000 * math.sqrt(2), "a": X_A * 2}, rel=1e-6)
+    assert scores(fbackend, fs(rf("x"), missing=3, modifier="log1p")) == pytest.approx(
+        {"b": 1000 * math.log10(4), "a": X_A * math.log10(3)}, rel=1e-6)
+    assert scores(fbackend, fs(rf("x"), missing=3, modifier="reciprocal")) == pytest.approx(
+        {"b": 1000 / 3, "a": X_A / 2}, rel=1e-6)
+    # BM25 terms around, with boosts, as the query builder sends them
+    personal = {"bool": {"should": [{"term": {"purchase": {"value": "x", "boost": 2.0}}}], "minimum_should_match": 1}}
+    body = {"bool": {"must": [fs(personal, missing=1.0)], "should": [{"terms": {"purchase": ["y.z"], "boost": 5}}],
+                     "must_not": [{"ids": {"values": ["d"]}}]}}
+    bm25_x = bm25(FDOCS, "purchase", "x", 2.0)
+    assert scores(fbackend, body) == pytest.approx({"a": 2 * bm25_x + 5, "b": bm25_x}, rel=1e-6)
+
+
+def test_function_score_boost_modes_and_boost(fbackend):
+    """Elasticsearch passes the function_score's boost to its query: multiply and sum see a
+    boosted query score, replace ignores it."""
+    q = rf("x")
+    got = {mode: scores(fbackend, fs(q, missing=1.0, boost_mode=mode)) for mode in
+           ("multiply", "replace", "sum", "avg", "max", "min")}
+    assert got == {
+        "multiply": {"b": 1000.0, "a": 2 * X_A},
+        "replace": {"a": 2.0, "b": 1.0},
+        "sum": {"b": 1001.0, "a": pytest.approx(2 + X_A)},
+        "avg": {"b": 500.5, "a": pytest.approx((2 + X_A) / 2)},
+        "max": {"b": 1000.0, "a": 2.0},
+        "min": {"b": 1.0, "a": X_A},
+    }
+    assert scores(fbackend, fs(q, 3, missing=1.0)) == {"b": 3000.0, "a": 6 * X_A}
+    assert scores(fbackend, fs(q, 3, missing=1.0, boost_mode="sum")) == pytest.approx(
+        {"b": 3001.0, "a": 3 * X_A + 2}, rel=1e-7)
+    assert scores(fbackend, fs(q, 3, missing=1.0, boost_mode="replace")) == {"a": 2.0, "b": 1.0}
+    # max_boost caps the function's value
+    spec = fs(q, missing=1.0)
+    spec["function_score"]["max_boost"] = 1.5
+    assert scores(fbackend, spec) == {"b": 1000.0, "a": 1.5 * X_A}
+    # an outer boost reaches the inner query too
+    assert scores(fbackend, {"bool": {"must": [fs(q, missing=1.0)], "boost": 2}}) == {"b": 2000.0, "a": 4 * X_A}
+
+
+def test_function_score_errors_like_elasticsearch_only_for_scored_documents(fbackend):
+    # b has no prior and no `missing` is given
+    with pytest.raises(ScoringError, match=r"Missing value for field \[prior\]") as err:
+        fbackend.search({"query": fs(rf("x"))})
+    assert err.value.path == "query.function_score.field_value_factor"
+    # ... but Elasticsearch never scores b when the bool excludes it, nor in filter context
+    assert scores(fbackend, {"bool": {"must": [fs(rf("x"))], "must_not": [{"ids": {"values": ["b"]}}]}}) == {
+        "a": 2 * X_A}
+    assert scores(fbackend, {"bool": {"filter": [fs(rf("x"))]}}) == {"a": 0.0, "b": 0.0}
+    # ln of c's prior 0.5 is negative
+    with pytest.raises(ScoringError, match=r"must not produce negative scores.*0\.5.*ln1p"):
+        fbackend.search({"query": fs(rf("y%2Ez"), modifier="ln")})
+    assert scores(fbackend, fs(rf("y%2Ez"), modifier="ln2p")) == pytest.approx(
+        {"a": 3 * math.log(4), "c": 5 * math.log(2.5)}, rel=1e-6)
+    # sqrt of a negative value: NaN, which Elasticsearch refuses as a score
+    with pytest.raises(ScoringError, match="invalid score: nan") as err:
+        fbackend.search({"query": fs(rf("y%2Ez"), factor=-1, modifier="sqrt")})
+    assert err.value.path == "query.function_score"
+
+
+@pytest.mark.parametrize(("query", "path", "problem"), [
+    ({"rank_feature": {"field": "purchase_w.x"}}, "query.rank_feature", "default"),
+    ({"rank_feature": {"field": "nope.x", "linear": {}}}, "query.rank_feature.field", "not a feature"),
+    ({"rank_feature": {"field": "purchase.x", "linear": {}}}, "query.rank_feature.field", "not a feature"),
+    ({"rank_feature": {"field": "purchase_w", "linear": {}}}, "query.rank_feature.field", "name one of its"),
+    ({"rank_feature": {"field": "purchase_w.x", "saturation": {}}}, "query.rank_feature.saturation", "pivot"),
+    ({"rank_feature": {"field": "purchase_w.x", "linear": {}, "log": {"scaling_factor": 2}}},
+     "query.rank_feature", "only specify one"),
+    ({"rank_feature": {"field": "purchase_w.x", "sigmoid": {"pivot": 1, "exponent": 2}}},
+     "query.rank_feature.sigmoid", "not supported"),
+    (rf("x", saturation={"pivot": 0}), "query.rank_feature.saturation.pivot", "must be > 0"),
+    (rf("x", log={"scaling_factor": 0.5}), "query.rank_feature.log.scaling_factor", "must be >= 1"),
+    (rf("x", log={}), "query.rank_feature.log", "scaling_factor"),
+    (rf("x", linear={"factor": 2}), "query.rank_feature.linear.factor", "unsupported option"),
+    (rf("x", -1), "query.rank_feature.boost", "non-negative"),
+    ({"bool": {"should": [rf("x"), {"rank_feature": {"field": "purchase_w.x"}}]}},
+     "query.bool.should[1].rank_feature", "default"),
+    ({"bool": {"must": [rf("x"), rf("y", True)]}}, "query.bool.must[1].rank_feature.boost", "non-negative"),
+    ({"exists": {"field": "purchase_w"}}, "query.exists.field", "do not support [exists]"),
+    ({"term": {"purchase_w": "x"}}, "query.term.purchase_w", "not a keyword field"),
+    (fs(rf("x"), field="nope"), "query.function_score.field_value_factor.field", "not a number field"),
+    (fs(rf("x"), field="purchase"), "query.function_score.field_value_factor.field", "not a number field"),
+    (fs(rf("x"), modifier="cube"), "query.function_score.field_value_factor.modifier", "expected one of"),
+    (fs(rf("x"), factor="2"), "query.function_score.field_value_factor.factor", "number"),
+    (fs(rf("x"), boost_mode="first"), "query.function_score.boost_mode", "expected one of"),
+    ({"function_score": {"query": rf("x"), "functions": []}}, "query.function_score.functions", "unsupported"),
+    ({"function_score": {"query": rf("x")}}, "query.function_score", "field_value_factor"),
+])
+def test_rank_feature_and_function_score_errors_name_the_path(fbackend, query, path, problem):
+    with pytest.raises(UnsupportedQuery) as err:
+        fbackend.search({"query": query})
+    assert err.value.path == path
+    assert problem in str(err.value)
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ({"x": 0}, "positive normal float"),
+    ({"x": -1.5}, "positive normal float"),
+    ({"x": 1e-39}, "positive normal float"),  # a float32 subnormal
+    ({"x": float("inf")}, "must be finite"),
+    ({"x": 1e39}, "must be finite"),  # beyond float32
+    ({"x": float("nan")}, "must be finite"),
+    ({"x": "1"}, "strictly positive float"),
+    ({"x": True}, "strictly positive float"),
+    ({"x.y": 1.0}, "do not support dots in feature names but found [x.y]"),
+    (["x"], "must be json objects"),
+])
+def test_feature_values_are_checked_like_lucene(tmp_path, value, problem):
+    b = EmbeddedBackend(tmp_path, "items")
+    with pytest.raises(DocumentsFailed, match="purchase_w") as err:
+        b.create_version(FSCHEMA, [{"id": "z", "purchase_w": value}])
+    assert problem in str(err.value)
+
+
+def test_feature_fields_stored_and_changed_live(fbackend, tmp_path):
+    # a null feature is skipped, as Elasticsearch does; the smallest normal float is accepted
+    fbackend.upsert([{"id": "e", "purchase_w": {"x": None, "y%2Ez": 2.0**-126}}])
+    fbackend.upsert([{"id": "b", "purchase_w": {"x": 7.0}}, {"id": "d", "purchase_w": {"x": 2.5, "w": 1.0}}])
+    fbackend.delete(["a"])
+    other = EmbeddedBackend(tmp_path, "items")
+    assert scores(other, rf("x")) == {"b": 7.0, "d": 2.5}
+    assert scores(other, rf("y%2Ez")) == {"c": 5.0, "e": 2.0**-126}
+    assert scores(other, {"bool": {"should": [rf("x"), rf("w", 2)]}}) == {"b": 7.0, "d": 4.5}
+    # after the overlay is compacted by a new version, the same
+    other.create_version(FSCHEMA, [FDOCS[2], {"id": "b", "purchase_w": {"x": 7.0}},
+                                   {"id": "d", "purchase_w": {"x": 2.5, "w": 1.0}}])
+    assert scores(other, {"bool": {"should": [rf("x"), rf("w", 2)]}}) == {"b": 7.0, "d": 4.5}
+
+
+def test_schema_without_feature_fields_keeps_the_older_format(tmp_path):
+    schema = IndexSchema(("purchase",), number_fields=("prior",))
+    assert schema_to_json(schema) == {"keyword_fields": ["purchase"], "date_fields": [], "number_fields": ["prior"]}
+    assert schema_from_json(schema_to_json(schema)) == schema  # meta.json written before: no key
+    assert schema_from_json(schema_to_json(FSCHEMA)) == FSCHEMA
+    assert FSCHEMA.all_fields() == ("id", "purchase", "prior", "purchase_w")
+    b = EmbeddedBackend(tmp_path, "items")
+    b.create_version(schema, [{"id": "a", "purchase": ["x"]}])
+    meta = json.loads((tmp_path / "items" / b.versions()[0].name / "meta.json").read_text())
+    assert "feature" not in meta["files"] and "feature_fields" not in meta["schema"]
+    with pytest.raises(UnsupportedQuery, match="not a feature"):
+        b.search({"query": rf("x")})
+
+
+def test_large_weighted_history_query(tmp_path):
+    """500 history items over 2 weighted fields, mixed with term clauses: one batched pass."""
+    rnd = np.random.default_rng(3)
+    docs = []
+    for k in range(600):
+        doc = {"id": f"i{k:03d}", "purchase": [f"i{(k * 7 + j) % 600:03d}" for j in range(5)]}
+        doc["purchase_w"] = {c: float(rnd.uniform(0.5, 50)) for c in doc["purchase"]}
+        docs.append(doc)
+    schema = IndexSchema(("purchase",), feature_fields=("purchase_w",))
+    b = EmbeddedBackend(tmp_path, "items")
+    b.create_version(schema, docs)
+    history = [f"i{k:03d}" for k in range(0, 1000, 2)]
+    should = [{"rank_feature": {"field": f"purchase_w.{h}", "saturation": {"pivot": 10.0}, "boost": 1.5}}
+              for h in history] + [{"term": {"purchase": {"value": h, "boost": 0.3}}} for h in history]
+    got = scores(b, {"bool": {"should": should, "minimum_should_match": 1}}, size=1000)
+    expected = {}
+    for d in docs:
+        weights = quantize(np.array([d["purchase_w"][t] for t in d["purchase"] if t in history])).astype(float)
+        s = float(sum(1.5 * w / (w + 10) for w in weights))
+        s += sum(bm25(docs, "purchase", t, 0.3) for t in set(d["purchase"]) if t in history)
+        if s:
+            expected[d["id"]] = s
+    assert got == pytest.approx(expected, rel=1e-6)
