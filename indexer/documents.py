@@ -13,10 +13,32 @@ import pyarrow.parquet as pq
 
 from .backend import ChangeSet, Document, IndexSchema
 from .errors import ChangedOnlyRefused, ModelDirError
+from .features import MIN_NORMAL, encode_feature
 
 MODEL_FORMAT = "cooccur-model/1"
 RANKINGS = ("popular", "trending", "hot")
-RESERVED = ("id", *RANKINGS)
+PRIOR = "prior"
+"""Number field: the item's popularity prior (docs/search.md, "Popularity prior")."""
+WEIGHTS_SUFFIX = "_w"
+RESERVED = ("id", *RANKINGS, PRIOR)
+
+
+def weights_field(indicator: str) -> str:
+    """The `rank_features` field holding an indicator's correlator weights (LLR scores)."""
+    return indicator + WEIGHTS_SUFFIX
+
+
+@dataclass(frozen=True)
+class Prior:
+    """How a document's `prior` is computed from its ranking ([index] prior_*)."""
+
+    ranking: str = "popular"
+    exponent: float = 0.5
+    floor: float = 1.0
+
+    def value(self, ranking: float | None) -> float:
+        """max(ranking, floor) ** exponent; items without the ranking count as floor."""
+        return max(ranking or 0.0, self.floor) ** self.exponent
 
 
 @dataclass(frozen=True)
@@ -71,16 +93,21 @@ def open_model(path: str | Path) -> Model:
             raise ModelDirError(str(manifest_path), f"`{key}` must be a non-empty string, not {manifest[key]!r}")
     clash = set(manifest["indicators"]) & set(manifest.get("properties", []))
     clash |= (set(manifest["indicators"]) | set(manifest.get("properties", []))) & set(RESERVED)
+    clash |= {weights_field(i) for i in manifest["indicators"]} & set(manifest.get("properties", []))
     if clash:
         raise ModelDirError(str(root), f"field name(s) used twice: {sorted(clash)}")
     return Model(root, manifest)
 
 
-def schema_for(model: Model, date_fields: tuple[str, ...] = ()) -> IndexSchema:
-    """The index schema of a model: indicators and non-date properties are keyword fields."""
+def schema_for(model: Model, date_fields: tuple[str, ...] = (), *, weights: bool = True) -> IndexSchema:
+    """The index schema of a model: indicators and non-date properties are keyword fields,
+    the rankings and the prior number fields; with `weights`, one `rank_features` field of
+    correlator weights per indicator."""
     dates = tuple(f for f in date_fields if f in model.properties)
     keywords = tuple(model.indicators) + tuple(p for p in model.properties if p not in dates)
-    return IndexSchema(keyword_fields=keywords, date_fields=dates, number_fields=RANKINGS)
+    features = tuple(weights_field(i) for i in model.indicators) if weights else ()
+    return IndexSchema(keyword_fields=keywords, date_fields=dates, number_fields=(*RANKINGS, PRIOR),
+                       feature_fields=features)
 
 
 def _read(path: Path, columns: list[str], only: Set[str] | None = None):
@@ -96,14 +123,21 @@ def _read(path: Path, columns: list[str], only: Set[str] | None = None):
         raise ModelDirError(str(path), f"unreadable Parquet: {e}") from None
 
 
-def iter_documents(model: Model, schema: IndexSchema, only: Set[str] | None = None) -> Iterator[Document]:
+def iter_documents(
+    model: Model, schema: IndexSchema, only: Set[str] | None = None, prior: Prior | None = None
+) -> Iterator[Document]:
     """One document per item found anywhere in the model, in item-id order.
 
     Items that appear only as properties or only in rankings still get a document, so
-    business rules and backfill can return them. Dates keep their first value.
+    business rules and backfill can return them. Dates keep their first value. Every
+    document gets its `prior` (when the schema has it) and, for feature fields of the
+    schema, its correlators' LLR scores ({encoded correlator id: LLR}; correlators scoring
+    0 have no weight: rank_features values must be positive).
     With `only`, just the documents of those items (an item of `only` that the model does
     not have gets none).
     """
+    prior = prior or Prior()
+    features = set(schema.feature_fields)
     docs: dict[str, Document] = {}
 
     def doc(item: str) -> Document:
@@ -112,8 +146,14 @@ def iter_documents(model: Model, schema: IndexSchema, only: Set[str] | None = No
             d = docs[item] = {"id": item}
         return d
 
-    for row in _read(model.path / "indicators", ["indicator", "item", "correlators"], only):
-        doc(row["item"])[row["indicator"]] = list(row["correlators"])
+    for row in _read(model.path / "indicators", ["indicator", "item", "correlators", "scores"], only):
+        d = doc(row["item"])
+        d[row["indicator"]] = list(row["correlators"])
+        if weights_field(row["indicator"]) in features:
+            weights = {encode_feature(c): s for c, s in zip(row["correlators"], row["scores"], strict=True)
+                       if s >= MIN_NORMAL}
+            if weights:
+                d[weights_field(row["indicator"])] = weights
     dates = set(schema.date_fields)
     for row in _read(model.path / "properties", ["item", "name", "values"], only):
         values = list(row["values"] or [])
@@ -124,8 +164,12 @@ def iter_documents(model: Model, schema: IndexSchema, only: Set[str] | None = No
         d = doc(row["item"])
         for r in RANKINGS:
             d[r] = float(row[r] or 0.0)
+    with_prior = PRIOR in schema.number_fields
     for item in sorted(docs):
-        yield docs[item]
+        d = docs[item]
+        if with_prior:
+            d[PRIOR] = prior.value(d.get(prior.ranking))
+        yield d
 
 
 def changed_items(model: Model) -> set[str]:
@@ -150,7 +194,7 @@ def changed_items(model: Model) -> set[str]:
     return set(items.to_pylist())
 
 
-def read_changes(model: Model, schema: IndexSchema) -> ChangeSet:
+def read_changes(model: Model, schema: IndexSchema, prior: Prior | None = None) -> ChangeSet:
     """The documents an updated model changes relative to its base model: the new
     documents of the changed items, and the changed items it has no document for."""
     if model.base_model_id is None:
@@ -160,6 +204,6 @@ def read_changes(model: Model, schema: IndexSchema) -> ChangeSet:
             "not `cooccur update`)",
         )
     items = changed_items(model)
-    documents = list(iter_documents(model, schema, only=items)) if items else []
+    documents = list(iter_documents(model, schema, only=items, prior=prior)) if items else []
     present = {d["id"] for d in documents}
     return ChangeSet(model.base_model_id, model.model_id, documents, sorted(items - present))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .backend import IndexReport, ProgressFn
 from .backends import open_backend
-from .documents import iter_documents, open_model, read_changes, schema_for
+from .documents import Prior, iter_documents, open_model, read_changes, schema_for
 from .settings import IndexSettings
 
 logger = logging.getLogger(__name__)
@@ -31,10 +31,11 @@ def index_model(
     documents as a full index of the model, for a fraction of the reading and writing).
     Refusals raise indexer.errors.ChangedOnlyRefused before anything is written."""
     model = open_model(model_dir)
-    schema = schema_for(model, tuple(settings.date_fields))
+    schema = schema_for(model, tuple(settings.date_fields), weights=settings.correlator_weights)
+    prior = Prior(settings.prior_ranking, settings.prior_exponent, settings.prior_floor)
     if changed_only:
         # model-side checks first: they need no backend
-        changes = read_changes(model, schema)
+        changes = read_changes(model, schema, prior)
         backend = open_backend(settings)
         n_changed = len(changes.documents) + len(changes.deleted)
         if settings.backend == "elasticsearch" and n_changed > MAX_ES_CHANGED:
@@ -43,7 +44,8 @@ def index_model(
             logger.info("%d changed items: more than %d, indexing the whole model instead",
                         n_changed, MAX_ES_CHANGED)
             return backend.create_version(
-                schema, iter_documents(model, schema), progress=progress, model_id=model.model_id)
+                schema, iter_documents(model, schema, prior=prior), progress=progress,
+                model_id=model.model_id)
         logger.info(
             "indexing %d changed items of %s (%d documents, %d deletions) into the %s backend (%s)",
             len(changes.documents) + len(changes.deleted), model.path, len(changes.documents),
@@ -53,5 +55,5 @@ def index_model(
     backend = open_backend(settings)
     logger.info("indexing %s into the %s backend (%s)", model.path, settings.backend, settings.name)
     return backend.create_version(
-        schema, iter_documents(model, schema), progress=progress, model_id=model.model_id
+        schema, iter_documents(model, schema, prior=prior), progress=progress, model_id=model.model_id
     )

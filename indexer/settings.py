@@ -59,6 +59,17 @@ class IndexSettings:
     """Versions kept after a switch (the current one included); older ones are removed."""
     date_fields: list[str] = field(default_factory=lambda: ["availableDate", "expireDate", "date"])
     """Item properties indexed as dates (all other properties are keyword arrays)."""
+    prior_ranking: str = "popular"
+    """Ranking behind each document's `prior` field (popular, trending or hot): the query
+    multiplies an item's personal score by it (docs/search.md, "Popularity prior")."""
+    prior_exponent: float = 0.5
+    """prior = max(ranking, prior_floor) ** prior_exponent; 0 makes every prior 1 (no prior).
+    Chosen on validation splits (docs/evaluation.md); a change needs a re-index."""
+    prior_floor: float = 1.0
+    """Ranking value of items with a lower one or none (new items, no events in the window)."""
+    correlator_weights: bool = True
+    """Also index each indicator's correlator LLR scores as a `rank_features` field
+    `<indicator>_w`, so `[query] scoring = "weights"` can score by them."""
     elasticsearch: ElasticsearchSettings = field(default_factory=ElasticsearchSettings)
     """Connection and bulk settings: [index.elasticsearch]."""
 
@@ -69,3 +80,11 @@ class IndexSettings:
             raise ValueError(f"backend must be 'embedded' or 'elasticsearch', not {self.backend!r}")
         if self.keep_versions < 1:
             raise ValueError("keep_versions must be at least 1")
+        if self.prior_ranking not in ("popular", "trending", "hot"):
+            raise ValueError(f"prior_ranking must be popular, trending or hot, not {self.prior_ranking!r}")
+        for key in ("prior_exponent", "prior_floor"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+                raise ValueError(f"{key} must be a finite number >= 0, not {value!r}")
+        if self.prior_floor <= 0 and self.prior_exponent > 0:
+            raise ValueError("prior_floor must be > 0 (a prior of 0 would hide items)")

@@ -724,11 +724,14 @@ def _keyed(t: pa.Table | None, key: list[str], value: pa.Array | None = None) ->
 
 
 def _changed_items(old: Path, new: Path) -> pa.Array:
-    """Items whose document differs between two models (indicator lists, properties,
-    rankings), including items in one of them only."""
+    """Items whose document differs between two models (indicator lists and their scores,
+    properties, rankings), including items in one of them only."""
     changed = []
     for part, key, value in (
-        ("indicators", ["indicator", "item"], lambda t: pc.binary_join(t["correlators"], "\x1f")),
+        # scores too: they are the documents' correlator weights
+        ("indicators", ["indicator", "item"], lambda t: pc.binary_join_element_wise(
+            pc.binary_join(t["correlators"], "\x1f"),
+            pc.binary_join(pc.cast(t["scores"], pa.list_(pa.string())), "\x1f"), "\x1e")),
         ("properties", ["item", "name"], lambda t: pc.binary_join(t["values"], "\x1f")),
         ("rankings", ["item"], lambda t: pc.binary_join_element_wise(
             *[pc.cast(t[c], pa.string()) for c in ("popular", "trending", "hot")], "\x1f")),

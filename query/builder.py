@@ -4,11 +4,17 @@ The same body goes to the embedded backend and to Elasticsearch (docs/api.md, "T
 
     {"size": num,
      "query": {"bool": {
-        "must":     [{"bool": {"should": [<personal term clauses>], "minimum_should_match": 1}}],
+        "must":     [{"function_score": {                                  # popularity_prior
+                        "query": {"bool": {"should": [<personal clauses>], "minimum_should_match": 1}},
+                        "field_value_factor": {"field": "prior", "missing": 1.0},
+                        "boost_mode": "multiply"}}],
         "should":   [{"terms": {<field>: [values], "boost": bias}}],     # rules with bias > 0
         "filter":   [{"terms": ...} (bias < 0), {"range": ...} (dates)],
         "must_not": [{"ids": {"values": [excluded]}}, {"terms": ...} (bias == 0)]}},
-     "sort": [{"_score": {"order": "desc"}}, {"id": {"order": "asc"}}]}
+     "sort": [{"_score": {"order": "desc"}}, {"popular": {"order": "desc"}}, {"id": {"order": "asc"}}]}
+
+A personal clause is a BM25 `term` clause on the indicator field ({field: {value, boost}})
+or, with scoring = weights, a `rank_feature` clause on the correlator's LLR.
 
 Why the personal clauses sit in a nested `must` bool with minimum_should_match 1: a `terms`
 boost scores a constant on every item having the value, and a bool with a filter makes its
@@ -23,11 +29,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from indexer.documents import PRIOR, weights_field
+from indexer.features import encode_feature
+
 from .request import QueryRequest, Rule
 from .settings import QuerySettings
 
 Body = dict[str, Any]
-SCORE_SORT = [{"_score": {"order": "desc"}}, {"id": {"order": "asc"}}]
+
+
+def score_sort(ranking: str) -> list[Body]:
+    """Score, then the ranking (the Universal Recommender's tie-break), then id."""
+    return [{"_score": {"order": "desc"}}, {ranking: {"order": "desc"}}, {"id": {"order": "asc"}}]
 
 
 def effective_rules(request_rules: Iterable[Rule], config_rules: Iterable[Mapping[str, Any]]) -> list[Rule]:
@@ -52,25 +65,25 @@ def excluded_ids(request: QueryRequest, blacklisted: Iterable[str], settings: Qu
     return sorted(ids)
 
 
-def personal_clauses(
+def personal_terms(
     request: QueryRequest,
     history: Mapping[str, Sequence[str]],
     item_docs: Mapping[str, Mapping[str, Any]],
     indicators: Mapping[str, float],
     history_decay: float = 1.0,
-) -> list[Body]:
-    """One boosted `term` clause per (indicator field, value): the user's history first (newest
+) -> list[tuple[str, str, float]]:
+    """(indicator field, value, boost) per personal clause: the user's history first (newest
     first), then the item's and the item set's correlators. A (field, value) pair appears once
     (its first, i.e. the user's, boost) so a value in both history and context is not doubled.
     The k-th newest history item of an action (k = 0, 1, ...) has its boost times
     history_decay ** k, so recent events can weigh more than old ones."""
-    clauses: list[Body] = []
+    terms: list[tuple[str, str, float]] = []
     seen: set[tuple[str, str]] = set()
 
     def add(field: str, value: str, boost: float) -> None:
         if (field, value) not in seen:
             seen.add((field, value))
-            clauses.append({"term": {field: {"value": value, "boost": boost}}})
+            terms.append((field, value, boost))
 
     for field, boost in indicators.items():
         for k, value in enumerate(history.get(field, ())):
@@ -82,6 +95,27 @@ def personal_clauses(
             doc = item_docs.get(item) or {}
             for value in doc.get(field) or ():
                 add(field, value, boost * bias)
+    return terms
+
+
+def personal_clauses(
+    terms: Iterable[tuple[str, str, float]], settings: QuerySettings, weighted: Iterable[str] = ()
+) -> list[Body]:
+    """One clause per personal term: a BM25 `term` clause on the indicator field, or, for the
+    fields in `weighted`, a `rank_feature` clause on the correlator's weight in the field's
+    `<indicator>_w` rank_features (docs/search.md): the items listing the value as a
+    correlator score f(LLR) times the boost."""
+    weighted = set(weighted)
+    function = {"linear": {}, "saturation": {"pivot": settings.weight_parameter},
+                "log": {"scaling_factor": settings.weight_parameter}}[settings.weight_function]
+    clauses: list[Body] = []
+    for field, value, boost in terms:
+        if field in weighted:
+            clauses.append({"rank_feature": {
+                "field": f"{weights_field(field)}.{encode_feature(value)}",
+                settings.weight_function: function, "boost": boost}})
+        else:
+            clauses.append({"term": {field: {"value": value, "boost": boost}}})
     return clauses
 
 
@@ -142,17 +176,26 @@ def build_query(
     excluded: Sequence[str],
     now: str,
     num: int,
+    weighted: Iterable[str] = (),
+    prior: bool = False,
 ) -> Body | None:
     """The personal query body, or None when there is nothing personal to ask (no history,
-    no item context): then only backfill can answer."""
-    personal = personal_clauses(request, history, item_docs, indicators, settings.history_decay)
-    if not personal:
+    no item context): then only backfill can answer. `weighted`: indicator fields scored by
+    correlator weights; `prior`: multiply the personal part by each item's `prior`."""
+    terms = personal_terms(request, history, item_docs, indicators, settings.history_decay)
+    if not terms:
         return None
     should, filters, must_not = rule_clauses(request, settings, now)
     if excluded:
         must_not = [{"ids": {"values": list(excluded)}}, *must_not]
-    must = [{"bool": {"should": personal, "minimum_should_match": 1}}]
-    return {"size": num, "query": _bool(must, should, filters, must_not), "sort": SCORE_SORT}
+    personal: Body = {"bool": {"should": personal_clauses(terms, settings, weighted), "minimum_should_match": 1}}
+    if prior:
+        # Only the personal part: rule boosts stay additive, as in the Universal Recommender.
+        # `missing`: documents added live (an item `$set` before its first training) have no prior.
+        personal = {"function_score": {
+            "query": personal, "field_value_factor": {"field": PRIOR, "missing": 1.0}, "boost_mode": "multiply"}}
+    return {"size": num, "query": _bool([personal], should, filters, must_not),
+            "sort": score_sort(settings.tie_ranking)}
 
 
 def build_backfill(

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from indexer.backend import Backend, Document, Hit, IndexSchema
+from indexer.documents import PRIOR, weights_field
 from indexer.errors import BackendUnavailable
 
 from .builder import (
@@ -22,7 +23,7 @@ from .builder import (
     build_query,
     effective_rules,
     excluded_ids,
-    personal_clauses,
+    personal_terms,
 )
 from .errors import BadRequest
 from .eventstore import Event, EventStore, InsertReport
@@ -89,6 +90,21 @@ class Recommender:
         except BackendUnavailable:
             return None
 
+    def scoring_for(self, indicators: Mapping[str, float]) -> tuple[list[str], bool]:
+        """(indicator fields scored by correlator weights, whether to apply the prior), as
+        configured, less what the current index lacks (an index built without weights, or
+        before priors existed) when the backend can tell."""
+        weighted = [f for f in indicators if self.settings.scoring_of(f) == "weights"]
+        prior = self.settings.popularity_prior
+        schema = self.index_schema()
+        if schema is not None:
+            lacking = [f for f in weighted if weights_field(f) not in schema.feature_fields]
+            if lacking:
+                log.debug("index has no correlator weights for %s: term scoring", lacking)
+                weighted = [f for f in weighted if f not in lacking]
+            prior = prior and PRIOR in schema.number_fields
+        return weighted, prior
+
     def check_rules(self, request: QueryRequest) -> None:
         """Rules on fields the index does not have are the client's mistake: say which."""
         schema = self.index_schema()
@@ -138,9 +154,10 @@ class Recommender:
         version: str | None = None
         scores: list[ItemScore] = []
         queries: list[dict[str, Any]] = []
+        weighted, prior = self.scoring_for(indicators)
         body = build_query(
             request, history, item_docs, self.settings,
-            indicators=indicators, excluded=excluded, now=now, num=num,
+            indicators=indicators, excluded=excluded, now=now, num=num, weighted=weighted, prior=prior,
         )
         if body is not None:
             queries.append(body)
@@ -195,10 +212,9 @@ class Recommender:
         item_docs: Mapping[str, Document], indicators: Mapping[str, float],
     ) -> dict[str, set[str]]:
         wanted: dict[str, set[str]] = {}
-        for clause in personal_clauses(request, history, item_docs, indicators,
-                                       self.settings.history_decay):
-            ((field, spec),) = clause["term"].items()
-            wanted.setdefault(field, set()).add(spec["value"])
+        for field, value, _ in personal_terms(request, history, item_docs, indicators,
+                                              self.settings.history_decay):
+            wanted.setdefault(field, set()).add(value)
         return wanted
 
     def _docs_of(self, hits: Iterable[Hit]) -> dict[str, Document]:
@@ -220,7 +236,8 @@ class Recommender:
     def check_events(self, events: Sequence[Event]) -> None:
         """Refuse item properties that would overwrite what the model owns (id, rankings,
         indicator fields); raises `BadRequest` naming the event's index and property."""
-        reserved = {"id", *RANKINGS, *(self.settings.indicators or {}), self.primary}
+        indicators = [*(self.settings.indicators or {}), self.primary]
+        reserved = {"id", *RANKINGS, PRIOR, *indicators, *map(weights_field, indicators)}
         for i, e in enumerate(events):
             if e.is_item_change and e.properties:
                 for name in e.properties:

@@ -9,6 +9,8 @@ from typing import Any
 from .errors import SettingsError
 
 RANKINGS = ("popular", "trending", "hot")
+SCORINGS = ("terms", "weights")
+WEIGHT_FUNCTIONS = ("linear", "saturation", "log")
 
 
 @dataclass
@@ -23,10 +25,28 @@ class QuerySettings:
     """The primary action (default: the first indicator)."""
     max_query_events: int = 100
     """Most recent distinct items per action taken from a user's history."""
-    history_decay: float = 0.9
+    history_decay: float = 1.0
     """Boost factor per step back in a user's history: the k-th newest item of an action
-    weighs history_decay ** k (1.0 = every event alike). 0.9 was best on a validation
-    split of MovieLens (docs/evaluation.md)."""
+    weighs history_decay ** k (1.0 = every event alike). Below 1 favours what a user did
+    last (next-item prediction) over their whole taste: run `cooccur tune`
+    (docs/evaluation.md, "Recency or taste")."""
+    scoring: str | dict[str, str] = "weights"
+    """How a history item scores the items that list it as a correlator: `terms` (a BM25
+    `term` clause on the indicator field: rarer correlators weigh more) or `weights` (a
+    `rank_feature` clause on the indexed LLR of that correlator, `[index]
+    correlator_weights`); one for all indicators or a table per indicator, e.g.
+    {like = "weights", view = "terms"} (unlisted ones: terms). The shipped defaults
+    (weights, log, prior 0.5, history_decay 1) were chosen on validation splits of two
+    protocols (bench/defaults.py, docs/evaluation.md)."""
+    weight_function: str = "log"
+    """With `weights`: linear (w = LLR), saturation (LLR / (LLR + weight_parameter)) or log
+    (ln(weight_parameter + LLR)), times the history item's boost (Elasticsearch's rank_feature)."""
+    weight_parameter: float = 1.0
+    """The saturation pivot or the log scaling factor (must make the log positive: >= 1)."""
+    popularity_prior: bool = True
+    """Multiply each item's personal score by its indexed `prior` (popularity **
+    `[index] prior_exponent`): among items the history points to, well-supported ones first.
+    Rule boosts stay additive (docs/search.md)."""
     num: int = 20
     """Results when a request gives no `num`."""
     max_num: int = 1000
@@ -60,6 +80,18 @@ class QuerySettings:
         if isinstance(self.history_decay, bool) or not isinstance(self.history_decay, int | float) \
                 or not 0 < self.history_decay <= 1:
             raise SettingsError("history_decay", f"must be a number in (0, 1], not {self.history_decay!r}")
+        scorings = self.scoring.values() if isinstance(self.scoring, dict) else [self.scoring]
+        for value in scorings:
+            if value not in SCORINGS:
+                raise SettingsError("scoring", f"must be one of {', '.join(SCORINGS)} (or a table of them), "
+                                    f"not {value!r}")
+        if self.weight_function not in WEIGHT_FUNCTIONS:
+            raise SettingsError("weight_function",
+                                f"must be one of {', '.join(WEIGHT_FUNCTIONS)}, not {self.weight_function!r}")
+        p = self.weight_parameter
+        if isinstance(p, bool) or not isinstance(p, int | float) or not 0 < p < float("inf") \
+                or (self.weight_function == "log" and p < 1):
+            raise SettingsError("weight_parameter", f"must be a finite number > 0 (>= 1 for log), not {p!r}")
         if self.backfill not in (*RANKINGS, "none"):
             raise SettingsError("backfill", f"must be one of {', '.join(RANKINGS)}, none; not {self.backfill!r}")
         for key in ("max_query_events", "num", "max_num", "max_excluded"):
@@ -76,6 +108,17 @@ class QuerySettings:
             self.rules = [r.as_dict() for r in parse_rules(self.rules, "rules")]
         except BadRequest as e:  # a settings error naming the config key
             raise SettingsError(e.field, e.problem) from None
+
+    def scoring_of(self, indicator: str) -> str:
+        """`terms` or `weights` for this indicator field."""
+        if isinstance(self.scoring, dict):
+            return self.scoring.get(indicator, "terms")
+        return self.scoring
+
+    @property
+    def tie_ranking(self) -> str:
+        """The ranking that breaks score ties (then id): the backfill's, else popular."""
+        return self.backfill if self.backfill != "none" else "popular"
 
     def effective_primary(self) -> str | None:
         if self.primary:

@@ -62,9 +62,11 @@ def test_index_then_list_then_rollback(runner, tmp_path):
     backend = EmbeddedBackend(data, "items")
     docs = backend.get(["a", "c", "d"])
     assert docs["a"] == {"id": "a", "purchase": ["b", "c"], "view": ["c"], "category": ["books", "new"],
-                         "popular": 5.0, "trending": 1.0, "hot": 0.0}
+                         "popular": 5.0, "trending": 1.0, "hot": 0.0, "prior": pytest.approx(5 ** 0.5),
+                         "purchase_w": {"b": 3.0, "c": 1.0}, "view_w": {"c": 1.5}}
     assert docs["c"]["availableDate"] == "2026-01-01T00:00:00Z"  # a date field, not a keyword array
-    assert docs["d"] == {"id": "d", "category": ["film"]}  # property-only items get a document
+    # property-only items get a document (prior: the floor, 1)
+    assert docs["d"] == {"id": "d", "category": ["film"], "prior": 1.0}
     hits = backend.search({"query": {"range": {"availableDate": {"lte": "2026-06-01"}}}}).hits
     assert [h.id for h in hits] == ["c"]
 

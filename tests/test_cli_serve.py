@@ -39,8 +39,9 @@ def test_serve_process(tmp_path):
         assert call("POST", "/events.json", ev)[0] == 401
         assert call("POST", "/events.json", ev, {"Authorization": "Bearer tok"})[0] == 201
         status, body = call("POST", "/queries.json", {"user": "u", "num": 2})
-        # No [query] indicators configured: the user's actions that are index fields count.
-        assert status == 200 and [s["item"] for s in body["itemScores"]] == ["i1", "i2"]
+        # No [query] indicators configured: the user's actions that are index fields count;
+        # i1 and i2 tie on purchase:a, popularity orders them (i2 9 > i1 5).
+        assert status == 200 and [s["item"] for s in body["itemScores"]] == ["i2", "i1"]
         conn.close()
     finally:
         proc.send_signal(signal.SIGINT)

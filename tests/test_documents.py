@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from indexer.documents import iter_documents, open_model, schema_for
+from indexer.documents import Prior, iter_documents, open_model, schema_for
 from indexer.errors import ModelDirError
 
 
@@ -42,14 +42,48 @@ def test_every_item_gets_one_document(tmp_path):
         ],
     )
     model = open_model(root)
-    schema = schema_for(model, ("expireDate", "availableDate"))
+    schema = schema_for(model, ("expireDate", "availableDate"), weights=False)
     assert schema.keyword_fields == ("buy", "view", "category")
     assert schema.date_fields == ("expireDate",)
-    assert list(iter_documents(model, schema)) == [
-        {"id": "a", "buy": ["b", "c"], "view": ["x"], "expireDate": "2026-01-01T00:00:00Z"},
-        {"id": "p", "category": ["c1", "c2"]},
-        {"id": "r", "popular": 4.0, "trending": 1.0, "hot": -1.0},
+    assert schema.number_fields == ("popular", "trending", "hot", "prior")
+    assert schema.feature_fields == ()
+    # prior = max(popular, 1) ** 0.5: 1 for items without a ranking
+    assert list(iter_documents(model, schema, prior=Prior("popular", 0.5, 1.0))) == [
+        {"id": "a", "buy": ["b", "c"], "view": ["x"], "expireDate": "2026-01-01T00:00:00Z", "prior": 1.0},
+        {"id": "p", "category": ["c1", "c2"], "prior": 1.0},
+        {"id": "r", "popular": 4.0, "trending": 1.0, "hot": -1.0, "prior": 2.0},
     ]
+
+
+def test_correlator_weights_and_prior_known_answer(tmp_path):
+    root = write_model(
+        tmp_path / "m",
+        indicators=[
+            # a correlator scoring 0 has no weight (rank_features values must be positive);
+            # ids with dots are encoded as feature names
+            {"indicator": "buy", "item": "a", "correlators": ["b.1", "c", "z"], "scores": [3.5, 1.25, 0.0]},
+            {"indicator": "view", "item": "b.1", "correlators": ["a%"], "scores": [2.0]},
+        ],
+        rankings=[{"item": "a", "popular": 9.0, "trending": -3.0, "hot": 0.0},
+                  {"item": "b.1", "popular": 0.0, "trending": 8.0, "hot": 0.0}],
+    )
+    model = open_model(root)
+    schema = schema_for(model)
+    assert schema.feature_fields == ("buy_w", "view_w")
+    docs = list(iter_documents(model, schema, prior=Prior("popular", 0.5, 1.0)))
+    assert docs[0]["buy"] == ["b.1", "c", "z"]
+    assert docs[0]["buy_w"] == {"b%2E1": 3.5, "c": 1.25}
+    assert docs[1]["view_w"] == {"a%25": 2.0}
+    assert [d["prior"] for d in docs] == [3.0, 1.0]  # sqrt(9); popular 0 counts as the floor 1
+    # trending ** 1 with floor 2: -3 -> 2, 8 -> 8; exponent 0 gives every item 1
+    assert [d["prior"] for d in iter_documents(model, schema, prior=Prior("trending", 1.0, 2.0))] == [2.0, 8.0]
+    assert [d["prior"] for d in iter_documents(model, schema, prior=Prior("popular", 0.0, 1.0))] == [1.0, 1.0]
+
+
+def test_weights_field_clashing_with_a_property_is_named(tmp_path):
+    manifest = {"format": "cooccur-model/1", "indicators": ["buy"], "properties": ["buy_w"]}
+    with pytest.raises(ModelDirError, match="used twice"):
+        open_model(write_model(tmp_path / "m", manifest=manifest))
 
 
 @pytest.mark.parametrize(
@@ -59,6 +93,7 @@ def test_every_item_gets_one_document(tmp_path):
         ({"format": "cooccur-model/1"}, "no `indicators` list"),
         ({"format": "cooccur-model/1", "indicators": ["buy"], "properties": ["buy"]}, "used twice"),
         ({"format": "cooccur-model/1", "indicators": ["popular"]}, "used twice"),
+        ({"format": "cooccur-model/1", "indicators": ["prior"]}, "used twice"),
     ],
 )
 def test_bad_manifests_are_named(tmp_path, manifest, problem):

@@ -297,15 +297,18 @@ def test_bulk_actions_for_a_small_model(tmp_path):
     schema = schema_for(model, ("availableDate",))
     actions = list(bulk_actions("items_v", iter_documents(model, schema)))
     zero = {"popular": 0.0, "trending": 0.0, "hot": 0.0}
+    # correlator weights (LLR) as rank_features; prior = max(popular, 1) ** 0.5
     assert actions == [
         {"_op_type": "index", "_index": "items_v", "_id": "a", "_source": {
-            "id": "a", "purchase": ["b", "c"], "view": ["c"], "category": ["x", "y"],
-            "popular": 3.0, "trending": 1.0, "hot": 0.0}},
-        {"_op_type": "index", "_index": "items_v", "_id": "b", "_source": {"id": "b", "purchase": ["a"]}},
+            "id": "a", "purchase": ["b", "c"], "purchase_w": {"b": 2.5, "c": 1.0}, "view": ["c"],
+            "view_w": {"c": 0.7}, "category": ["x", "y"], "popular": 3.0, "trending": 1.0, "hot": 0.0,
+            "prior": pytest.approx(3 ** 0.5)}},
+        {"_op_type": "index", "_index": "items_v", "_id": "b", "_source": {
+            "id": "b", "purchase": ["a"], "purchase_w": {"a": 2.5}, "prior": 1.0}},
         {"_op_type": "index", "_index": "items_v", "_id": "d", "_source": {
-            "id": "d", "category": ["z"], "availableDate": "2026-01-02T00:00:00Z"}},
+            "id": "d", "category": ["z"], "availableDate": "2026-01-02T00:00:00Z", "prior": 1.0}},
         {"_op_type": "index", "_index": "items_v", "_id": "e", "_source": {
-            "id": "e", **zero, "popular": 1.0, "hot": -1.0}},
+            "id": "e", **zero, "popular": 1.0, "hot": -1.0, "prior": 1.0}},
     ]
     # Every field of every document is in the strict mapping.
     props = build_index_body(schema, settings())["mappings"]["properties"]

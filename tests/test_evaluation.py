@@ -230,25 +230,26 @@ def test_run_variants_ranks_and_scores_by_hand(tmp_path):
         backend, prepared, default_variants("like", ["like", "view"]), [1, 3], progress=calls.append)}
     assert list(results) == ["popularity", "primary/ours", "primary/ur", "all/ours", "all/ur"]
     assert calls == [1, 1]
-    # u1 (like a): b and c match `like: a` with equal BM25 scores -> by id b, c; backfill d.
+    # u1 (like a): b and c match `like: a` with equal BM25 scores -> by popularity c (5), b (1),
+    #   as the UR breaks ties; backfill d.
     #   UR-style: both score 1 (constant), popularity breaks the tie: c (5), b (1); then d.
     #   popularity: a is seen -> d (10), c (5), b (1).      relevant {c}
     # u2 (like z): d matches; backfill a, c (b is less popular). relevant {b}: no hit anywhere.
     ours, ur, pop = results["primary/ours"].metrics[3], results["primary/ur"].metrics[3], \
         results["popularity"].metrics[3]
-    assert ours.map == pytest.approx((1 / 2 + 0) / 2)
+    assert ours.map == pytest.approx((1 + 0) / 2)
     assert ur.map == pytest.approx((1 + 0) / 2)
     assert pop.map == pytest.approx((1 / 2 + 0) / 2)
-    assert ours.ndcg == pytest.approx(L2_3 / 2)
+    assert ours.ndcg == pytest.approx(1 / 2)
     assert ours.precision == pytest.approx((1 / 3) / 2) and ours.hit_rate == 0.5
     assert ours.coverage == pytest.approx(1.0)  # {b, c, d} | {d, a, c}
     # all indicators: d also matches `view: a` for u1. BM25 scores it below b and c (view's
-    # idf and length norm: 0.288 vs 0.524), so ours keeps [b, c, d]; UR-style gives every
-    # match the same constant and popularity decides: [d, c, b]. Both put c second.
-    assert results["all/ours"].metrics[3].map == pytest.approx((1 / 2 + 0) / 2)
+    # idf and length norm: 0.288 vs 0.524), so ours keeps [c, b, d]; UR-style gives every
+    # match the same constant and popularity decides: [d, c, b].
+    assert results["all/ours"].metrics[3].map == pytest.approx((1 + 0) / 2)
     assert results["all/ur"].metrics[3].map == pytest.approx((1 / 2 + 0) / 2)
     assert results["all/ur"].metrics[1].hit_rate == 0.0  # d first: a miss at k = 1
-    assert results["all/ours"].metrics[1].hit_rate == 0.0  # b first (ties by id)
+    assert results["all/ours"].metrics[1].hit_rate == 0.5  # c first (ties by popularity)
     assert results["primary/ur"].metrics[1].hit_rate == 0.5  # c first for u1
     assert results["popularity"].scoring == "popularity" and results["all/ur"].indicators == ["like", "view"]
 

@@ -134,9 +134,11 @@ def test_changes_of_the_update_model(models):
     changes = read_changes(model, schema)
     assert (changes.base_model_id, changes.model_id) == ("m1", "m2")
     assert changes.documents == [
-        {"id": "b", "purchase": ["a", "c"], "category": ["film"], "popular": 2.0, "trending": 0.0, "hot": 0.0},
-        {"id": "e", "category": ["games"]},
-        {"id": "f", "purchase": ["a"], "popular": 3.0, "trending": 0.0, "hot": 0.0},
+        {"id": "b", "purchase": ["a", "c"], "purchase_w": {"a": 1.0, "c": 1.0}, "category": ["film"],
+         "popular": 2.0, "trending": 0.0, "hot": 0.0, "prior": pytest.approx(2 ** 0.5)},
+        {"id": "e", "category": ["games"], "prior": 1.0},
+        {"id": "f", "purchase": ["a"], "purchase_w": {"a": 1.0}, "popular": 3.0, "trending": 0.0, "hot": 0.0,
+         "prior": pytest.approx(3 ** 0.5)},
     ]
     assert changes.deleted == ["d"]
     # `only` yields exactly the full documents of those items
@@ -272,7 +274,8 @@ def test_cli_flag(models, tmp_path):
 
 # --------------------------------------------------------------------------- Elasticsearch (offline)
 SCHEMA_META = {"keyword_fields": ["purchase", "view", "category"], "date_fields": ["availableDate"],
-               "number_fields": ["popular", "trending", "hot"]}
+               "number_fields": ["popular", "trending", "hot", "prior"],
+               "feature_fields": ["purchase_w", "view_w"]}
 TASK = "node1:42"
 
 

@@ -7,7 +7,8 @@ from query.request import parse_query
 from query.settings import QuerySettings
 
 NOW = "2026-01-10T00:00:00.000Z"
-SORT = [{"_score": {"order": "desc"}}, {"id": {"order": "asc"}}]
+# Ties break by popularity (the backfill ranking), then id, as in the Universal Recommender.
+SORT = [{"_score": {"order": "desc"}}, {"popular": {"order": "desc"}}, {"id": {"order": "asc"}}]
 
 
 def term(field, value, boost):
@@ -20,13 +21,13 @@ def test_user_history_body_known_answer():
     history = {"purchase": ["a", "b"], "view": ["c", "a"], "rate": ["x"]}
     body = build_query(req, history, {}, settings, indicators=settings.indicators,
                        excluded=["a", "b", "z"], now=NOW, num=4)
-    # Newest first; the default history_decay 0.9 weighs the k-th newest 0.9 ** k.
+    # Newest first; the default history_decay 1.0 weighs every event alike.
     assert body == {
         "size": 4,
         "query": {"bool": {
             "must": [{"bool": {"should": [
-                term("purchase", "a", 1.0), term("purchase", "b", 0.9),
-                term("view", "c", 0.5), term("view", "a", 0.45),
+                term("purchase", "a", 1.0), term("purchase", "b", 1.0),
+                term("view", "c", 0.5), term("view", "a", 0.5),
             ], "minimum_should_match": 1}}],
             "must_not": [{"ids": {"values": ["a", "b", "z"]}}],
         }},
@@ -137,3 +138,57 @@ def test_history_decay_must_be_in_unit_interval():
     for bad in (0, 1.5, -0.1, True):
         with pytest.raises(SettingsError, match="history_decay"):
             QuerySettings(history_decay=bad)
+
+
+def test_weighted_fields_query_rank_features_and_the_prior_wraps_the_personal_part():
+    settings = QuerySettings(indicators={"purchase": 1.0, "view": 0.5}, history_decay=0.5,
+                             scoring={"purchase": "weights"}, weight_function="saturation", weight_parameter=4.0,
+                             backfill="trending")
+    req = parse_query({"user": "u1", "fields": [{"name": "category", "values": ["c"], "bias": 2}]})
+    history = {"purchase": ["a.1", "b%"], "view": ["c"]}
+    body = build_query(req, history, {}, settings, indicators=settings.indicators, excluded=["a.1"], now=NOW,
+                       num=3, weighted=["purchase"], prior=True)
+    assert body == {
+        "size": 3,
+        "query": {"bool": {
+            "must": [{"function_score": {
+                "query": {"bool": {"should": [
+                    # feature names encode '.' and '%' (Elasticsearch splits the field at the last dot)
+                    {"rank_feature": {"field": "purchase_w.a%2E1", "saturation": {"pivot": 4.0}, "boost": 1.0}},
+                    {"rank_feature": {"field": "purchase_w.b%25", "saturation": {"pivot": 4.0}, "boost": 0.5}},
+                    term("view", "c", 0.5),
+                ], "minimum_should_match": 1}},
+                "field_value_factor": {"field": "prior", "missing": 1.0},
+                "boost_mode": "multiply"}}],
+            # the rule boost stays outside the prior: additive, as in the UR
+            "should": [{"terms": {"category": ["c"], "boost": 2.0}}],
+            "must_not": [{"ids": {"values": ["a.1"]}}],
+        }},
+        "sort": [{"_score": {"order": "desc"}}, {"trending": {"order": "desc"}}, {"id": {"order": "asc"}}],
+    }
+
+
+def test_weight_functions_render_as_rank_feature_functions():
+    from query.builder import personal_clauses
+
+    terms = [("like", "x", 2.0)]
+    for function, param, expected in (("linear", 1.0, {}), ("log", 3.0, {"scaling_factor": 3.0}),
+                                      ("saturation", 7.0, {"pivot": 7.0})):
+        settings = QuerySettings(weight_function=function, weight_parameter=param)
+        assert personal_clauses(terms, settings, ["like"]) == [
+            {"rank_feature": {"field": "like_w.x", function: expected, "boost": 2.0}}]
+        assert personal_clauses(terms, settings) == [term("like", "x", 2.0)]
+
+
+def test_scoring_settings_are_checked():
+    import pytest
+
+    from query.errors import SettingsError
+
+    assert QuerySettings(scoring={"a": "weights"}).scoring_of("a") == "weights"
+    assert QuerySettings(scoring={"a": "weights"}).scoring_of("b") == "terms"
+    for bad in ({"scoring": "bm25"}, {"scoring": {"a": "x"}}, {"weight_function": "exp"},
+                {"weight_function": "log", "weight_parameter": 0.5}, {"weight_parameter": 0},
+                {"weight_parameter": float("inf")}):
+        with pytest.raises(SettingsError):
+            QuerySettings(**bad)

@@ -34,9 +34,9 @@ def items(resp):
 def test_known_user_personal_then_backfill(rec):
     rec.ingest(parse_events([ev("u", "purchase", "a")]))
     resp = rec.recommend({"user": "u", "num": 5})
-    # i1 and i2 both hold purchase:a -> equal scores, id breaks the tie; then popular backfill
-    # without the purchased "a".
-    assert items(resp) == ["i1", "i2", "i4", "b", "i3"]
+    # i1 and i2 both hold purchase:a -> equal scores, popularity breaks the tie (i2 9 > i1 5),
+    # as in the UR; then popular backfill without the purchased "a".
+    assert items(resp) == ["i2", "i1", "i4", "b", "i3"]
     assert resp.item_scores[0].score == pytest.approx(PURCHASE_A, rel=1e-6)
     assert resp.item_scores[1].score == pytest.approx(PURCHASE_A, rel=1e-6)
     assert [s.source for s in resp.item_scores] == [
@@ -44,7 +44,7 @@ def test_known_user_personal_then_backfill(rec):
         {"backfill": "popular"}, {"backfill": "popular"}, {"backfill": "popular"},
     ]
     assert resp.version and resp.version.startswith("v")
-    assert resp.to_json()["itemScores"][0] == {"item": "i1", "score": resp.item_scores[0].score,
+    assert resp.to_json()["itemScores"][0] == {"item": "i2", "score": resp.item_scores[0].score,
                                                "source": {"personal": ["purchase"]}}
 
 
@@ -138,7 +138,7 @@ def test_live_item_changes(rec):
     assert rec.backend.get(["new1"]) == {"new1": {"id": "new1", "category": ["x"]}}
     resp = rec.recommend({"history": {"purchase": ["a"]}, "num": 10,
                           "fields": [{"name": "category", "values": ["x"], "bias": -1}]})
-    assert items(resp) == ["i1", "i2", "i5", "new1"]
+    assert items(resp) == ["i2", "i1", "i5", "new1"]  # i1 and i2 tie: popularity first
     assert rec.events.item_properties("new1") == {"category": "x", "shape": "round"}
     with pytest.raises(BadRequest, match="properties.purchase"):
         rec.ingest(parse_events({"event": "$set", "entityType": "item", "entityId": "i1",
