@@ -685,35 +685,38 @@ def serve_cmd(ctx, host, port, workers, token, refresh_every, model_dir, backend
 
 # --------------------------------------------------------------------------- evaluate
 # (offline evaluation: split, train, index, query, score; docs/evaluation.md)
-@main.command("evaluate")
-@click.argument("events", nargs=-1, required=True)
-@click.option("--split", "split_text", default="time-fraction:0.8", show_default=True,
-              help="time:DATE, time-fraction:F, leave-last:N (per user) or random:F (per user).")
-@click.option("-k", "ks", type=int, multiple=True, help="Metrics at k, repeatable (default 10).")
-@click.option("--primary", help="Primary action: the held-out items scored (default: [train] primary).")
-@click.option("--indicator", "indicators", multiple=True,
-              help="Indicator action, repeatable, primary first (default: [train] indicators).")
-@click.option("--users", "max_users", type=int, help="Evaluate at most N users (a seeded sample).")
-@click.option("--split-seed", type=int, default=0, show_default=True,
-              help="Seed of the random split and of the user sample.")
-@click.option("--format", "input_format",
-              type=click.Choice(["auto", "csv", "tsv", "jsonl", "parquet"]), help="Input format.")
-@click.option("--master", "spark_master", help="Spark master (default local[*]).")
-@click.option("--conf", "spark_conf", multiple=True, metavar="KEY=VALUE", help="Spark setting, repeatable.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
-@click.option("--out", "out", type=click.Path(dir_okay=False), help="Also write the JSON report to this file.")
-@click.pass_context
-@fail_cleanly
-def evaluate_cmd(ctx, events, split_text, ks, primary, indicators, max_users, split_seed, input_format,
-                 spark_master, spark_conf, as_json, out):
-    """Measure recommendation quality on EVENTS: train on the earlier part of a split, query
-    each test user with their training history (as the live service would), score the
-    held-out primary-action items. Variants: popularity; primary indicator only vs all
-    indicators; our scoring vs UR-style scoring."""
-    import contextlib
+def _split_options(fn):
+    """The options `evaluate` and `tune` share: the split, k, the actions, users, Spark."""
+    for option in reversed([
+        click.argument("events", nargs=-1, required=True),
+        click.option("--split", "split_text", default="time-fraction:0.8", show_default=True,
+                     help="time:DATE, time-fraction:F, leave-last:N (per user) or random:F (per user)."),
+        click.option("-k", "ks", type=int, multiple=True, help="Metrics at k, repeatable (default 10)."),
+        click.option("--primary", help="Primary action: the held-out items scored (default: [train] primary)."),
+        click.option("--indicator", "indicators", multiple=True,
+                     help="Indicator action, repeatable, primary first (default: [train] indicators)."),
+        click.option("--users", "max_users", type=int, help="Evaluate at most N users (a seeded sample)."),
+        click.option("--split-seed", type=int, default=0, show_default=True,
+                     help="Seed of the random split and of the user sample."),
+        click.option("--format", "input_format",
+                     type=click.Choice(["auto", "csv", "tsv", "jsonl", "parquet"]), help="Input format."),
+        click.option("--master", "spark_master", help="Spark master (default local[*])."),
+        click.option("--conf", "spark_conf", multiple=True, metavar="KEY=VALUE", help="Spark setting, repeatable."),
+        click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table."),
+        click.option("--out", "out", type=click.Path(dir_okay=False), help="Also write the JSON report to this file."),
+    ]):
+        fn = option(fn)
+    return fn
 
-    from query.evaluation import EvaluationError, format_table, parse_split, run_evaluation
-    from query.settings import QuerySettings
+
+def _split_settings(ctx, split_text, split_seed, max_users, primary, indicators, spark_conf, input_format,
+                    spark_master):
+    """(split, [train], [index], [query] for evaluation) of `evaluate` / `tune`. Queries use
+    the configured scoring, prior and caps, but boost 1 per indicator and no rules, so the
+    variants stay comparable."""
+    from dataclasses import replace
+
+    from query.evaluation import EvaluationError, parse_split
 
     split = parse_split(split_text, split_seed)
     if max_users is not None and max_users < 1:
@@ -721,27 +724,97 @@ def evaluate_cmd(ctx, events, split_text, ks, primary, indicators, max_users, sp
     settings = _train_settings(ctx, primary=primary, indicators=indicators, spark_conf=spark_conf,
                                input_format=input_format, spark_master=spark_master,
                                max_correlators=None, min_llr=None)
-    q = _query_settings(ctx)
-    # Every variant queries with boost 1 per indicator and no rules, so they stay comparable;
-    # the caps and the backfill ranking are the service's.
-    query_settings = QuerySettings(max_query_events=q.max_query_events, max_excluded=q.max_excluded,
-                                   backfill=q.backfill, history_decay=q.history_decay)
+    query_settings = replace(_query_settings(ctx), indicators=None, primary=None, rules=[],
+                             blacklist_actions=None, available_date_field=None, expire_date_field=None)
+    return split, settings, _index_settings(ctx), query_settings
+
+
+def _write_report(data: dict[str, Any], out: str | None) -> None:
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(data, indent=2) + "\n")
+
+
+@main.command("evaluate")
+@_split_options
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Also draw precision@k and MAP@k for k = 1..20 per variant into this image (PNG/SVG).")
+@click.pass_context
+@fail_cleanly
+def evaluate_cmd(ctx, events, split_text, ks, primary, indicators, max_users, split_seed, input_format,
+                 spark_master, spark_conf, as_json, out, plot_path):
+    """Measure recommendation quality on EVENTS: train on the earlier part of a split, query
+    each test user with their training history (as the live service would), score the
+    held-out primary-action items. Variants: popularity; primary indicator only vs all
+    indicators; our scoring vs UR-style scoring.
+
+    Example: cooccur evaluate ratings.csv --split leave-last:5 -k 10 -k 20 --plot eval.png
+    """
+    import contextlib
+
+    from query.evaluation import format_table, run_evaluation
+
+    split, settings, index_settings, query_settings = _split_settings(
+        ctx, split_text, split_seed, max_users, primary, indicators, spark_conf, input_format, spark_master)
+    wanted = sorted(set(ks or (10,)) | (set(range(1, 21)) if plot_path else set()))
     with contextlib.ExitStack() as stack:
         def progress(total: int):
             bar = stack.enter_context(click.progressbar(length=total, label="querying users", file=sys.stderr))
             return bar.update
 
-        report = run_evaluation(list(events), settings, split, ks or (10,), query_settings=query_settings,
-                                max_users=max_users, progress=progress,
+        report = run_evaluation(list(events), settings, split, wanted, query_settings=query_settings,
+                                index_settings=index_settings, max_users=max_users, progress=progress,
                                 on_stage=lambda line: click.echo(line, err=True))
+    if plot_path:
+        from query.plots import plot_report
+
+        plot_report(report, plot_path)
+        click.echo(f"wrote {plot_path}", err=True)
+        report = report.only_ks(ks or (10,))
     data = report.to_json()
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(data, indent=2) + "\n")
+    _write_report(data, out)
     if as_json:
         echo_json(data)
     else:
         click.echo(format_table(report))
+
+
+@main.command("tune")
+@_split_options
+@click.option("--rounds", type=int, default=3, show_default=True,
+              help="Rounds of the coordinate search at most (it stops when a round changes nothing).")
+@click.option("-o", "--toml", "toml_path", type=click.Path(dir_okay=False),
+              help="Write the chosen settings as a config fragment (TOML) to this file.")
+@click.pass_context
+@fail_cleanly
+def tune_cmd(ctx, events, split_text, ks, primary, indicators, max_users, split_seed, input_format,
+             spark_master, spark_conf, as_json, out, rounds, toml_path):
+    """Choose scoring, popularity prior, history decay, query length and min LLR for EVENTS on
+    a validation split carved from the training part only (never the test part); print the
+    chosen settings' validation and test metrics beside the defaults'.
+
+    Example: cooccur tune ratings.csv --split leave-last:5 -o tuned.toml
+    """
+    from query.evaluation import EvaluationError
+    from query.tuning import format_tuning, run_tuning
+
+    if rounds < 1:
+        raise EvaluationError(f"--rounds {rounds}: must be at least 1")
+    split, settings, index_settings, query_settings = _split_settings(
+        ctx, split_text, split_seed, max_users, primary, indicators, spark_conf, input_format, spark_master)
+    report = run_tuning(list(events), settings, split, ks or (10,), index=index_settings, query=query_settings,
+                        max_users=max_users, rounds=rounds, on_stage=lambda line: click.echo(line, err=True))
+    _write_report(report.to_json(), out)
+    if toml_path:
+        Path(toml_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(toml_path).write_text(report.toml())
+        click.echo(f"wrote {toml_path}", err=True)
+    if as_json:
+        echo_json(report.to_json())
+    else:
+        click.echo(format_tuning(report))
+        if not toml_path:
+            click.echo("\n" + report.toml())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from indexer.backend import Backend
 
-from .builder import SCORE_SORT, build_backfill
+from .builder import build_backfill, score_sort
 from .errors import QueryError
 from .request import QueryRequest
 from .settings import QuerySettings
@@ -35,6 +35,7 @@ from .settings import QuerySettings
 if TYPE_CHECKING:  # type hints only: serving never imports pyspark
     from pyspark.sql import DataFrame, SparkSession
 
+    from indexer.settings import IndexSettings
     from indicators.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -307,21 +308,42 @@ def prepare_split(
 ) -> PreparedSplit:
     """Read and validate the events (bad rows fail the run, as in `cooccur train`), split
     them, write the training part for the job, and collect the test users' data."""
-    from pyspark.sql import functions as F
-    from pyspark.storagelevel import StorageLevel
+    user_events, item_events = read_checked(spark, paths, settings)
+    return prepare_events(spark, user_events, item_events, settings, split, workdir, max_users=max_users)
 
+
+def read_checked(spark: SparkSession, paths: Sequence[str], settings: TrainSettings) -> tuple[DataFrame, DataFrame]:
+    """(user events, item property events) of the inputs; any bad row fails the run."""
     from indicators.errors import BadInput
     from indicators.reader import read_events
 
-    workdir = Path(workdir)
     data = read_events(spark, list(paths), settings.input)
     if data.counts.rejected:
         raise BadInput(data.counts.rejected, data.counts.rows, data.first_rejected())
+    return data.events, data.item_events
+
+
+def prepare_events(
+    spark: SparkSession,
+    user_events: DataFrame,
+    item_events: DataFrame,
+    settings: TrainSettings,
+    split: Split,
+    workdir: str | Path,
+    *,
+    max_users: int | None = None,
+) -> PreparedSplit:
+    """prepare_split on events already read: split, write the training part, collect the
+    test users' data. The tuner passes a training part here to carve its validation split."""
+    from pyspark.sql import functions as F
+    from pyspark.storagelevel import StorageLevel
+
+    workdir = Path(workdir)
     primary, actions = settings.primary, settings.actions
-    marked, detail = split_events(data.events, split, primary)
+    marked, detail = split_events(user_events, split, primary)
     events = marked.persist(StorageLevel.MEMORY_AND_DISK)
     train_input = workdir / "train-events"
-    _write_training_input(events.where(~F.col("test")), data.item_events, train_input)
+    _write_training_input(events.where(~F.col("test")), item_events, train_input)
 
     train, test = events.where(~F.col("test")), events.where(F.col("test"))
     train_primary = train.where(F.col("event") == primary).select("user", "item").distinct()
@@ -396,26 +418,37 @@ def train_and_index(
     prepared: PreparedSplit,
     settings: TrainSettings,
     *,
+    index_settings: IndexSettings | None = None,
+    model_name: str = "model",
     on_stage: Callable[[str], None] | None = None,
 ) -> tuple[Backend, dict[str, float]]:
     """Train the indicator job on the training part and index it into a temporary embedded
-    backend under the work directory; returns the backend and the seconds each step took."""
-    from indexer.embedded import EmbeddedBackend
-    from indexer.run import index_model
-    from indexer.settings import IndexSettings
+    backend under the work directory; returns the backend and the seconds each step took.
+    `index_settings`: the document settings ([index] prior_*, correlator_weights)."""
     from indicators.job import train
     from indicators.settings import InputSettings
 
     t0 = time.perf_counter()
     job_settings = replace(settings, input=InputSettings(format="jsonl"))
-    model = prepared.workdir / "model"
+    model = prepared.workdir / model_name
     train(spark, [str(prepared.train_input)], job_settings, model, on_stage=on_stage)
     t1 = time.perf_counter()
-    index_settings = IndexSettings(backend="embedded", data_dir=str(prepared.workdir / "index"), keep_versions=1)
-    index_model(model, index_settings)
+    backend = index_temporary(model, prepared.workdir / f"{model_name}-index", index_settings)
     t2 = time.perf_counter()
-    backend = EmbeddedBackend(index_settings.data_dir, index_settings.name, keep_versions=1)
     return backend, {"train": round(t1 - t0, 3), "index": round(t2 - t1, 3)}
+
+
+def index_temporary(model: Path, data_dir: Path, index_settings: IndexSettings | None = None) -> Backend:
+    """Index a model into a fresh embedded backend at data_dir (one version kept) and open it;
+    the document settings come from `index_settings` (its backend and location are ignored)."""
+    from indexer.embedded import EmbeddedBackend
+    from indexer.run import index_model
+    from indexer.settings import IndexSettings
+
+    base = index_settings or IndexSettings()
+    local = replace(base, backend="embedded", data_dir=str(data_dir), keep_versions=1)
+    index_model(model, local)
+    return EmbeddedBackend(local.data_dir, local.name, keep_versions=1)
 
 
 # =========================================================================== query variants
@@ -459,8 +492,7 @@ def ur_style_body(
     query: dict[str, Any] = {"must": [{"bool": {"should": clauses, "minimum_should_match": 1}}]}
     if excluded:
         query["must_not"] = [{"ids": {"values": list(excluded)}}]
-    sort = [SCORE_SORT[0], {"popular": {"order": "desc"}}, SCORE_SORT[1]]
-    return {"size": num, "query": {"bool": query}, "sort": sort, "_source": False}
+    return {"size": num, "query": {"bool": query}, "sort": score_sort("popular"), "_source": False}
 
 
 def ur_style_recommend(
@@ -499,9 +531,11 @@ def recommend_for(
 ) -> list[str]:
     """One user's ranked item ids under a variant. `ours` goes through the Recommender with
     an inline history, exactly as a live request would; `seen` (the user's primary items)
-    is excluded as the event store's blacklist would exclude it."""
+    is excluded as the event store's blacklist would exclude it. Indicator boosts come from
+    `settings.indicators` where it names the field, else 1."""
     excluded = list(seen)[: settings.max_excluded]
-    fields = {f: 1.0 for f in variant.indicators}
+    boosts = settings.indicators or {}
+    fields = {f: boosts.get(f, 1.0) for f in variant.indicators}
     if variant.scoring == "ur" or not fields:
         return ur_style_recommend(backend, history, fields, excluded, num, settings)
     from .recommender import Recommender
@@ -586,6 +620,12 @@ class EvaluationReport:
     variants: list[VariantResult]
     timings: dict[str, float]
 
+    def only_ks(self, ks: Iterable[int]) -> EvaluationReport:
+        """The same report with the metrics at these k only."""
+        keep = sorted(set(ks))
+        variants = [replace(v, metrics={k: v.metrics[k] for k in keep}) for v in self.variants]
+        return replace(self, ks=keep, variants=variants)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "split": self.split, "primary": self.primary, "indicators": self.indicators, "k": self.ks,
@@ -602,6 +642,7 @@ def evaluate(
     ks: Sequence[int] = (10,),
     *,
     query_settings: QuerySettings | None = None,
+    index_settings: IndexSettings | None = None,
     variants: Sequence[Variant] | None = None,
     max_users: int | None = None,
     workdir: str | Path | None = None,
@@ -631,7 +672,8 @@ def evaluate(
                 f"split {split}: no user has both training history and held-out {settings.primary!r} items "
                 f"({_skipped_text(prepared.skipped)})",
                 hint="move the split (an earlier date, a larger test fraction) or check --primary")
-        backend, timings = train_and_index(spark, prepared, settings, on_stage=on_stage)
+        backend, timings = train_and_index(spark, prepared, settings, index_settings=index_settings,
+                                           on_stage=on_stage)
         prepared.events.unpersist()
         chosen = list(variants) if variants else default_variants(settings.primary, settings.actions)
         callback = progress(len(prepared.relevant)) if progress else None
