@@ -7,6 +7,11 @@ first at most `max_interactions_per_user` items per (user, action), then at most
 `max_users_per_item` users per (item, action) among what the first cap kept. Mahout's
 sampleDownAndBinarize divides ints, so a user over its cap can lose everything; here a
 user over the cap keeps exactly the cap.
+
+Before both caps, `min_events_per_user` leaves out (`held`) every interaction of the users
+with fewer primary events than that (raw events, repeats included: the Universal
+Recommender's minEventsPerUser). The user pass sees all of a user's rows at once, so this
+costs no extra shuffle.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -23,13 +29,13 @@ from .columns import concat, run_ranks, sorted_codes
 
 USER_CAPPED_SCHEMA = (
     "action string, user string, item string, h long, user_kept boolean, user_capped boolean, "
-    "first_user boolean, first_user_action boolean"
+    "first_user boolean, first_user_action boolean, held boolean, primary_events long"
 )
 MARKED_SCHEMA = (
     "action string, user string, item string, h long, user_kept boolean, kept boolean, "
     "item_users long, "
     "user_capped boolean, item_capped boolean, first_user boolean, first_user_action boolean, "
-    "first_item boolean"
+    "first_item boolean, held boolean, primary_events long"
 )
 
 
@@ -60,9 +66,10 @@ def binarize(events: DataFrame, actions: list[str]) -> DataFrame:
     )
 
 
-def _user_cap(cap: int):
-    """Per partition of users: drop repeats, keep the `cap` smallest (hash, item) per
-    (user, action), mark first rows for counting."""
+def _user_cap(cap: int, primary: str | None = None, minimum: int = 0):
+    """Per partition of users: count each user's primary events (with `minimum`), drop
+    repeats, hold out the users below `minimum`, keep the `cap` smallest (hash, item) per
+    (user, action) of the others, mark first rows for counting."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         t = concat(batches)
@@ -72,6 +79,9 @@ def _user_cap(cap: int):
         action, actions = sorted_codes(t["action"])
         item, items = sorted_codes(t["item"])
         n_action, n_item = len(actions), len(items)
+        if minimum:
+            is_primary = pc.equal(actions, primary).to_numpy(zero_copy_only=False)[action]
+            primary_events = np.bincount(user[is_primary], minlength=int(user.max()) + 1)
         group = user.astype(np.int64) * n_action + action
         _, first = np.unique(group * n_item + item, return_index=True)  # binarize
         t, group, item = t.take(pa.array(first)), group[first], item[first]
@@ -80,19 +90,27 @@ def _user_cap(cap: int):
         t, group = t.take(pa.array(order)), group[order]
         rank, size = run_ranks(group)
         user_sorted = group // n_action
+        if minimum:
+            events = primary_events[user_sorted]
+            held = events < minimum
+        else:
+            events, held = np.zeros(len(group), np.int64), np.zeros(len(group), bool)
         yield pa.RecordBatch.from_arrays(
             [
                 t["action"].combine_chunks(), t["user"].combine_chunks(),
                 t["item"].combine_chunks(), t["h"].combine_chunks(),
-                pa.array((rank < cap) | (cap == 0)),
-                pa.array((size > cap) & (cap > 0)),
+                pa.array(((rank < cap) | (cap == 0)) & ~held),
+                pa.array((size > cap) & (cap > 0) & ~held),
                 pa.array(np.r_[True, user_sorted[1:] != user_sorted[:-1]]),
                 pa.array(rank == 0),
+                pa.array(held),
+                pa.array(events.astype(np.int64)),
             ],
             schema=pa.schema([
                 ("action", pa.string()), ("user", pa.string()), ("item", pa.string()),
                 ("h", pa.int64()), ("user_kept", pa.bool_()), ("user_capped", pa.bool_()),
                 ("first_user", pa.bool_()), ("first_user_action", pa.bool_()),
+                ("held", pa.bool_()), ("primary_events", pa.int64()),
             ]),
         )
 
@@ -113,9 +131,11 @@ def _item_cap(cap: int):
         n_action = len(actions)
         group = item.astype(np.int64) * n_action + action
         user_kept = t["user_kept"].to_numpy(zero_copy_only=False)
-        # Rows the user cap dropped sort last, so ranks count only kept ones first.
-        order = np.lexsort((user, t["h"].to_numpy(), ~user_kept, group))
-        t, group, user_kept = t.take(pa.array(order)), group[order], user_kept[order]
+        held = t["held"].to_numpy(zero_copy_only=False)
+        # Rows the user cap dropped sort last, so ranks count only kept ones first; held
+        # rows after those, so a group's first row is a counted user's when there is one.
+        order = np.lexsort((user, t["h"].to_numpy(), ~user_kept, held, group))
+        t, group, user_kept, held = t.take(pa.array(order)), group[order], user_kept[order], held[order]
         rank, _ = run_ranks(group)
         starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
         sizes = np.diff(np.r_[starts, len(group)])
@@ -130,7 +150,7 @@ def _item_cap(cap: int):
                 t["user_capped"].combine_chunks(),
                 pa.array((kept_in_group > cap) & (cap > 0)),
                 t["first_user"].combine_chunks(), t["first_user_action"].combine_chunks(),
-                pa.array(rank == 0),
+                pa.array((rank == 0) & ~held), pa.array(held), t["primary_events"].combine_chunks(),
             ],
             schema=pa.schema([
                 ("action", pa.string()), ("user", pa.string()), ("item", pa.string()),
@@ -138,6 +158,7 @@ def _item_cap(cap: int):
                 ("kept", pa.bool_()), ("item_users", pa.int64()), ("user_capped", pa.bool_()),
                 ("item_capped", pa.bool_()), ("first_user", pa.bool_()),
                 ("first_user_action", pa.bool_()), ("first_item", pa.bool_()),
+                ("held", pa.bool_()), ("primary_events", pa.int64()),
             ]),
         )
 
@@ -145,7 +166,8 @@ def _item_cap(cap: int):
 
 
 def downsample(
-    interactions: DataFrame, seed: int, max_per_user: int, max_per_item: int, partitions: int
+    interactions: DataFrame, seed: int, max_per_user: int, max_per_item: int, partitions: int,
+    primary: str | None = None, min_events_per_user: int = 0,
 ) -> DataFrame:
     """Mark which interactions the caps keep; every distinct interaction comes out once.
 
@@ -153,12 +175,15 @@ def downsample(
     `kept`; `item_users` = users kept for (action, item);
     `user_capped` / `item_capped` (the user or item had more than its cap); and, to count
     without distinct aggregations, `first_user` (one row per user over all actions),
-    `first_user_action` (one per (user, action)), `first_item` (one per (action, item)).
-    Two shuffles (by user, then by item), each followed by a vectorised pass in numpy."""
+    `first_user_action` (one per (user, action)), `first_item` (one per (action, item)
+    among the users counted); `held`: the user has fewer than `min_events_per_user` events
+    of `primary` (`primary_events`, counted with `min_events_per_user` only) and is left out
+    (never kept, capped or first of an item). Two shuffles (by user, then by item), each
+    followed by a vectorised pass in numpy."""
     by_user = (
         interactions.withColumn("h", sample_hash(seed))
         .repartition(partitions, "user")
-        .mapInArrow(_user_cap(max_per_user), USER_CAPPED_SCHEMA)
+        .mapInArrow(_user_cap(max_per_user, primary, min_events_per_user), USER_CAPPED_SCHEMA)
     )
     return by_user.repartition(partitions, "action", "item").mapInArrow(
         _item_cap(max_per_item), MARKED_SCHEMA

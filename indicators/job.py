@@ -57,6 +57,9 @@ class TrainReport:
     input: dict
     actions: dict = field(default_factory=dict)
     users: int = 0
+    """N: the users counted (the LLR's total)."""
+    users_left_out: int = 0
+    """Users with an indicator event but fewer primary events than min_events_per_user."""
     indicators: dict = field(default_factory=dict)
     rankings: int = 0
     properties: int = 0
@@ -199,7 +202,7 @@ def _train(
     partitions = max(
         2 * spark.sparkContext.defaultParallelism, math.ceil(events_in / ROWS_PER_PARTITION)
     )
-    n_users, action_stats, kept = _interactions(data, settings, partitions)
+    n_users, report.users_left_out, action_stats, marked = _interactions(data, settings, partitions)
     report.users = n_users
     report.actions = action_stats
     summary = "; ".join(
@@ -207,7 +210,11 @@ def _train(
         f"{s['kept']:,}/{s['interactions']:,} interactions kept"
         for a, s in action_stats.items()
     )
-    stages.done("downsample", f"{n_users:,} users; {summary}")
+    left_out = ""
+    if settings.min_events_per_user:
+        left_out = (f" ({report.users_left_out:,} left out: fewer than {settings.min_events_per_user} "
+                    f"{settings.primary} events)")
+    stages.done("downsample", f"{n_users:,} users{left_out}; {summary}")
     missing = [a for a in actions if action_stats[a]["events"] == 0]
     if action_stats[settings.primary]["events"] == 0:
         raise JobError(
@@ -225,6 +232,11 @@ def _train(
         # beside the co-occurrence job and fill the cores it leaves idle between stages.
         state = tmp / "state"
         state.mkdir()
+        if settings.min_events_per_user and settings.save_state:
+            held = marked.where("held")
+            held.select("action", "user", "item", "h").write.parquet(str(state / "held_interactions"))
+            held.where("first_user").select("user", "primary_events").write.parquet(str(state / "held_users"))
+        kept = marked.where(~F.col("held")) if settings.min_events_per_user else marked
         with ThreadPoolExecutor(max_workers=2) as pool:
             rank_job = pool.submit(_timed, _write_rankings, data, settings, tmp)
             props_job = pool.submit(_timed, _write_properties, data, tmp)
@@ -234,7 +246,7 @@ def _train(
             stages.done("indicators", "; ".join(
                 f"{i}: {v['items']:,} items, {v['correlators']:,} correlators"
                 for i, v in report.indicators.items()), seconds)
-            kept.unpersist()
+            marked.unpersist()
             seconds, (report.rankings, report.newest_event) = rank_job.result()
             stages.done("rankings", f"{report.rankings:,} items ranked "
                         f"(window {settings.rankings.window or 'all'})", seconds)
@@ -256,6 +268,7 @@ def _train(
             "counts": {
                 "input": report.input,
                 "users": n_users,
+                "users_left_out": report.users_left_out,
                 "actions": report.actions,
                 "indicators": report.indicators,
                 "rankings": report.rankings,
@@ -374,8 +387,9 @@ def _write_properties(data: EventInput, model: Path) -> tuple[list[str], int]:
 
 def _interactions(
     data: EventInput, settings: TrainSettings, partitions: int
-) -> tuple[int, dict, DataFrame]:
-    """N users, per-action input counts and what the caps keep, and the kept interactions.
+) -> tuple[int, int, dict, DataFrame]:
+    """N users, the users min_events_per_user leaves out, per-action input counts and what
+    the caps keep, and the marked interactions (`held` rows: those left out).
 
     One job: the downsampling windows mark first rows, so counting needs no distinct
     aggregation."""
@@ -386,21 +400,26 @@ def _interactions(
         settings.max_interactions_per_user,
         settings.max_users_per_item,
         partitions,
+        settings.primary,
+        settings.min_events_per_user,
     ).persist(StorageLevel.MEMORY_AND_DISK)
     flag = lambda c: F.sum(F.col(c).cast("int"))  # noqa: E731
+    counted = ~F.col("held")
     rows = {
         r["action"]: r
         for r in marked.groupBy("action").agg(
-            F.count(F.lit(1)).alias("interactions"),
+            F.sum(counted.cast("int")).alias("interactions"),
             flag("kept").alias("kept"),
-            flag("first_user").alias("first_users"),
-            flag("first_user_action").alias("users"),
+            F.sum((F.col("first_user") & counted).cast("int")).alias("first_users"),
+            F.sum((F.col("first_user") & F.col("held")).cast("int")).alias("held_users"),
+            F.sum((F.col("first_user_action") & counted).cast("int")).alias("users"),
             flag("first_item").alias("items"),
             F.sum((F.col("first_user_action") & F.col("user_capped")).cast("int")).alias("users_capped"),
             F.sum((F.col("first_item") & F.col("item_capped")).cast("int")).alias("items_capped"),
         ).collect()
     }
     n_users = sum(r["first_users"] for r in rows.values())
+    left_out = sum(r["held_users"] for r in rows.values())
     stats = {}
     for a in actions:
         r, ev = rows.get(a), data.per_event.get(a)
@@ -409,7 +428,7 @@ def _interactions(
             **{k: (r[k] if r else 0) for k in
                ("users", "items", "interactions", "kept", "users_capped", "items_capped")},
         }
-    return n_users, stats, marked
+    return n_users, left_out, stats, marked
 
 
 def write_rejects(data: EventInput, path: Path) -> str:

@@ -88,6 +88,13 @@ class TrainSettings:
     """Per user and action, keep at most this many items (Mahout's default 500); 0 = no cap."""
     max_users_per_item: int = 500
     """Per item and action, keep at most this many users (applied after the user cap); 0 = no cap."""
+    min_events_per_user: int = 0
+    """Users with fewer primary-action events than this are left out of the counting: none
+    of their events (of any indicator action) count, and N, the users in the LLR, leaves
+    them out (the Universal Recommender's minEventsPerUser: raw events, repeats included,
+    before downsampling). 0 = everyone counts, N = users with an event of any indicator
+    action; 1 = only users with a primary event count, the UR's N (docs/ur-migration.md).
+    Rankings still count every event."""
     seed: int = 0
     """Seed of the downsampling hash: same seed, same model."""
     save_state: bool = True
@@ -127,6 +134,9 @@ class TrainSettings:
         for cap in ("max_interactions_per_user", "max_users_per_item"):
             if getattr(self, cap) < 0:
                 raise ValueError(f"{cap} must be >= 0 (0 = no cap)")
+        m = self.min_events_per_user
+        if isinstance(m, bool) or not isinstance(m, int) or m < 0:
+            raise ValueError(f"min_events_per_user must be a whole number >= 0 (0 = no minimum), not {m!r}")
 
     @property
     def actions(self) -> list[str]:

@@ -93,7 +93,10 @@ def read_manifest(model: Path) -> dict:
         raise StateError(str(path), "`state` needs whole numbers `users` and `generation`")
     if not isinstance(manifest.get("settings"), dict) or not isinstance(manifest.get("indicators"), list):
         raise StateError(str(path), "no `settings` / `indicators` (training did not finish?)")
-    for part in ("interactions", "items.parquet", "pairs", "ranking_events.parquet", "property_changes.parquet"):
+    parts = ["interactions", "items.parquet", "pairs", "ranking_events.parquet", "property_changes.parquet"]
+    if manifest["settings"].get("min_events_per_user"):
+        parts += ["held_interactions", "held_users"]
+    for part in parts:
         if not (model / "state" / part).exists():
             raise StateError(str(model / "state"), f"missing {part}")
     return manifest

@@ -93,6 +93,11 @@ class UpdateReport:
     input: dict
     users: int = 0
     new_users: int = 0
+    """Users counted now and not before: new ones, and admitted ones."""
+    admitted_users: int = 0
+    """Users left out before (fewer primary events than min_events_per_user) who reached it:
+    their earlier interactions count from now on, as in a retrain."""
+    users_left_out: int = 0
     new_interactions: dict = field(default_factory=dict)
     changed_users: int = 0
     rescored: dict = field(default_factory=dict)
@@ -250,6 +255,63 @@ def run_update(
 
 
 # --- the fold: numpy from here on -------------------------------------------------
+
+INTERACTION_SCHEMA = pa.schema([("action", pa.string()), ("user", pa.string()),
+                                ("item", pa.string()), ("h", pa.int64())])
+HELD_USERS_SCHEMA = pa.schema([("user", pa.string()), ("primary_events", pa.int64())])
+
+
+@dataclass
+class _Held:
+    """min_events_per_user's side of an update: the new interactions that count, and what
+    stays left out (state/held_interactions, state/held_users)."""
+
+    counted: pa.Table
+    """action, user, item, h: new interactions of counted users, and all interactions of the
+    users admitted now (they enter the counting as new users would)."""
+    rows: pa.Table
+    users: pa.Table
+    admitted: int
+
+
+def _admit(model: Path, new: pa.Table, settings: TrainSettings) -> _Held:
+    """Split new interactions by min_events_per_user. A user counts once their primary
+    events (raw, repeats included, as training counts them) reach the minimum; counts only
+    grow, so a counted user stays counted. A user reaching it now is admitted with every
+    interaction held so far: the counting sees them as a new user, which is what a
+    retrain on all events would see."""
+    state = model / "state"
+    new = new.select(INTERACTION_SCHEMA.names).cast(INTERACTION_SCHEMA)
+    held = read_state(state / "held_interactions").select(INTERACTION_SCHEMA.names).cast(INTERACTION_SCHEMA)
+    held_users = read_state(state / "held_users").select(HELD_USERS_SCHEMA.names).cast(HELD_USERS_SCHEMA)
+    counted_before, _ = _dictionary_parts(read_state(
+        state / "interactions", columns=["user"], read_dictionary=["user"]).unify_dictionaries()["user"])
+
+    primary = new.filter(pc.equal(new["action"], settings.primary))
+    per_user = primary.group_by("user").aggregate([("user", "count")])
+    # Candidates: every user not counted yet who has a held or a new interaction.
+    users = pc.unique(pa.chunked_array([held_users["user"], new["user"]], type=pa.string()).combine_chunks())
+    users = users.filter(pc.invert(pc.is_in(users, value_set=counted_before)))
+
+    def lookup(table: pa.Table, column: str) -> np.ndarray:
+        at = pc.index_in(users, value_set=table["user"])
+        return pc.fill_null(pc.take(table[column], at), 0).to_numpy(zero_copy_only=False).astype(np.int64) \
+            if table.num_rows else np.zeros(len(users), np.int64)
+
+    events = lookup(held_users, "primary_events") + lookup(per_user, "user_count")
+    reached = events >= settings.min_events_per_user
+    admitted, still = users.filter(pa.array(reached)), users.filter(pa.array(~reached))
+    keep_held = pc.is_in(held["user"], value_set=still)
+    new_held = pc.is_in(new["user"], value_set=still)
+    rows = pa.concat_tables([held.filter(keep_held), new.filter(new_held)])
+    # One row per (action, user, item): h is a function of (user, item), repeats agree on it.
+    rows = rows.group_by(["action", "user", "item"]).aggregate([("h", "min")]).rename_columns(
+        ["action", "user", "item", "h"]).select(INTERACTION_SCHEMA.names)
+    counted = pa.concat_tables([held.filter(pc.is_in(held["user"], value_set=admitted)),
+                                new.filter(pc.invert(new_held))])
+    return _Held(counted=counted, rows=rows,
+                 users=pa.table({"user": still, "primary_events": pa.array(events[~reached], pa.int64())}),
+                 admitted=len(admitted))
 
 
 @dataclass
@@ -568,7 +630,8 @@ def fold(model: Path, manifest: dict, delta: Delta, out: Path, stages: Stages,
     generation = manifest["state"]["generation"] + 1
     n_before = manifest["state"]["users"]
 
-    x = _load_interactions(model, delta.interactions, actions)
+    held = _admit(model, delta.interactions, settings) if settings.min_events_per_user else None
+    x = _load_interactions(model, held.counted if held else delta.interactions, actions)
     old_kept = x.kept.copy()
     _downsample(x, settings.max_interactions_per_user, settings.max_users_per_item, len(actions))
     n_users = len(x.users)  # every user in the dictionary has an interaction
@@ -578,7 +641,12 @@ def fold(model: Path, manifest: dict, delta: Delta, out: Path, stages: Stages,
         input=delta.input, users=n_users, new_users=n_users - n_before,
         new_interactions={a: int((new_rows == i).sum()) for i, a in enumerate(actions)},
     )
-    stages.done("downsample", f"{len(new_rows):,} new interactions, {report.new_users:,} new users; "
+    left_out = ""
+    if held is not None:
+        report.admitted_users, report.users_left_out = held.admitted, held.users.num_rows
+        left_out = (f" ({report.admitted_users:,} reached min_events_per_user; "
+                    f"{report.users_left_out:,} users left out)")
+    stages.done("downsample", f"{len(new_rows):,} new interactions, {report.new_users:,} new users{left_out}; "
                 f"{int((x.kept != old_kept).sum()):,} kept flags changed")
 
     deltas, changed_users = _pair_deltas(x, old_kept, len(actions))
@@ -618,6 +686,10 @@ def fold(model: Path, manifest: dict, delta: Delta, out: Path, stages: Stages,
         _write_pairs(pairs, np.flatnonzero(changed_rows), tmp / "state" / "pairs", generation)
         pq.write_table(pa.table({"item": x.items}), tmp / "state" / "items.parquet")
         _write_interactions(x, actions, tmp / "state" / "interactions")
+        if held is not None:
+            for name, table in (("held_interactions", held.rows), ("held_users", held.users)):
+                (tmp / "state" / name).mkdir()
+                pq.write_table(table, tmp / "state" / name / "part-00000.parquet", compression="zstd")
         stages.done("write", "indicators, pair counts and interactions")
 
         newest_us = max(filter(None, [_us(manifest.get("newest_event")), delta.newest_us]), default=None)
@@ -657,6 +729,7 @@ def fold(model: Path, manifest: dict, delta: Delta, out: Path, stages: Stages,
                 # Every row read, by the training and every update since.
                 "input": {k: (counts_before.get("input") or {}).get(k, 0) + v for k, v in delta.input.items()},
                 "users": n_users,
+                "users_left_out": report.users_left_out,
                 "actions": _action_stats(x, settings, events_before, delta.events),
                 "indicators": report.indicators,
                 "rankings": n_ranked,

@@ -203,3 +203,75 @@ def test_memory_failures_name_the_setting_to_raise(monkeypatch, tmp_path, failur
     with pytest.raises(SparkOutOfMemory) as e:
         job.train(None, [], TrainSettings(), tmp_path / "m")
     assert setting in e.value.hint
+
+
+# u2 bought `a` twice: the UR counts raw events (two), not distinct items (one).
+MIN_EVENTS_CSV = """user,event,item,time
+u1,buy,a,2026-01-01T00:00:01Z
+u1,buy,b,2026-01-01T00:00:02Z
+u1,view,x,2026-01-01T00:00:03Z
+u2,buy,a,2026-01-01T00:00:04Z
+u2,buy,a,2026-01-01T00:00:05Z
+u2,view,x,2026-01-01T00:00:06Z
+u3,buy,b,2026-01-01T00:00:07Z
+u3,view,y,2026-01-01T00:00:08Z
+u4,view,x,2026-01-01T00:00:09Z
+u4,view,y,2026-01-01T00:00:10Z
+u5,buy,c,2026-01-01T00:00:11Z
+u5,buy,d,2026-01-01T00:00:12Z
+u5,view,z,2026-01-01T00:00:13Z
+"""
+
+
+def g2(k11, k12, k21, k22) -> float:
+    """Textbook G^2 = 2 sum O ln(O / E) of a 2x2 table (E = row total x column total / N)."""
+    table = np.array([[k11, k12], [k21, k22]], dtype=float)
+    expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / table.sum()
+    nz = table > 0
+    return float(2 * (table[nz] * np.log(table[nz] / expected[nz])).sum())
+
+
+@pytest.mark.parametrize("minimum, n_users, left_out, view_tables", [
+    # Everyone with an indicator event counts: N = 5. a: u1 u2; b: u1 u3; c, d, z: u5;
+    # x: u1 u2 u4; y: u3 u4.
+    (0, 5, 0, {"a": {"x": (2, 0, 1, 2)},
+               "b": {"x": (1, 1, 2, 1), "y": (1, 1, 1, 2)},
+               "c": {"z": (1, 0, 0, 4)}, "d": {"z": (1, 0, 0, 4)}}),
+    # The UR's N: users with a primary event. u4 (views only) is out: N = 4; x: u1 u2; y: u3.
+    (1, 4, 1, {"a": {"x": (2, 0, 0, 2)},
+               "b": {"x": (1, 1, 1, 1), "y": (1, 1, 0, 2)},
+               "c": {"z": (1, 0, 0, 3)}, "d": {"z": (1, 0, 0, 3)}}),
+    # Two buy events: u3 (one) is out too, u2 (`a` twice) stays. N = 3; b: u1; y: nobody.
+    (2, 3, 2, {"a": {"x": (2, 0, 0, 1)},
+               "b": {"x": (1, 0, 1, 1)},
+               "c": {"z": (1, 0, 0, 2)}, "d": {"z": (1, 0, 0, 2)}}),
+])
+def test_min_events_per_user_sets_who_counts_and_n(spark, tmp_path, minimum, n_users, left_out, view_tables):
+    """Rows are (k11, k12, k21, k22) of the `view` indicator: users with the primary item
+    and the viewed one, the primary item only, the viewed one only, neither."""
+    path = tmp_path / "events.csv"
+    path.write_text(MIN_EVENTS_CSV)
+    settings = TrainSettings(primary="buy", indicators=[IndicatorSettings("buy"), IndicatorSettings("view")],
+                             min_events_per_user=minimum)
+    report = train(spark, [str(path)], settings, tmp_path / "model")
+    manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
+    assert (report.users, report.users_left_out) == (n_users, left_out)
+    assert manifest["state"]["users"] == manifest["counts"]["users"] == n_users
+    assert manifest["counts"]["users_left_out"] == left_out
+    assert all(sum(t) == n_users for row in view_tables.values() for t in row.values())
+    rows = pq.read_table(tmp_path / "model" / "indicators").to_pylist()
+    got = {r["item"]: dict(zip(r["correlators"], r["scores"], strict=True)) for r in rows if r["indicator"] == "view"}
+    assert got.keys() == view_tables.keys()
+    for item, tables in view_tables.items():
+        assert got[item].keys() == tables.keys(), item
+        for b, table in tables.items():
+            assert got[item][b] == pytest.approx(g2(*table), abs=1e-9), (item, b)
+    # Rankings still count every event (u2 bought `a` twice, u3 bought `b`).
+    rank = {r["item"]: r["popular"] for r in pq.read_table(tmp_path / "model" / "rankings").to_pylist()}
+    assert rank == {"a": 3.0, "b": 2.0, "c": 1.0, "d": 1.0}
+
+
+@pytest.mark.parametrize("value", [-1, True, 1.5, "2"])
+def test_min_events_per_user_must_be_a_whole_number(value):
+    with pytest.raises(ValueError, match="min_events_per_user"):
+        TrainSettings(min_events_per_user=value)

@@ -32,8 +32,8 @@ SETTINGS = dict(
 )
 
 
-def settings() -> TrainSettings:
-    s = dict(SETTINGS)
+def settings(**changes) -> TrainSettings:
+    s = {**SETTINGS, **changes}
     from indicators.settings import RankingSettings
 
     s["rankings"] = RankingSettings(**s["rankings"])
@@ -79,6 +79,7 @@ def read_model(model: Path) -> dict:
         "rankings": {r["item"]: (r["popular"], r["trending"], r["hot"]) for r in rank},
         "properties": {(r["item"], r["name"]): r["values"] for r in props},
         "users": manifest["counts"]["users"],
+        "users_left_out": manifest["counts"].get("users_left_out", 0),
         "actions": {a: {k: v for k, v in s.items()} for a, s in manifest["counts"]["actions"].items()},
         "newest": manifest["newest_event"],
     }
@@ -90,7 +91,7 @@ def assert_same_model(got: dict, want: dict) -> None:
         g_ids, g_scores = got["indicators"][key]
         assert g_ids == ids, key
         np.testing.assert_allclose(g_scores, scores, rtol=0, atol=1e-9, err_msg=str(key))
-    for part in ("rankings", "properties", "users", "actions", "newest"):
+    for part in ("rankings", "properties", "users", "users_left_out", "actions", "newest"):
         assert got[part] == want[part], part
 
 
@@ -237,3 +238,37 @@ def test_python_hashes_equal_spark_xxhash64(spark):
         want = [r.h for r in df.select(sample_hash(seed).alias("h")).collect()]
         got = sample_hashes(seed, [u for u, _ in pairs], [i for _, i in pairs])
         assert got.tolist() == want
+
+
+def test_min_events_per_user_update_equals_full_retrain(spark, events, full, tmp_path):
+    """With min_events_per_user, users below it are left out of the counting; an update
+    admits those who reach it with all their earlier interactions, so base + deltas == a
+    retrain on everything. (The deltas take the path without Spark; min_events_per_user
+    works on the read events, whichever path read them.)"""
+    from datetime import datetime
+
+    from indicators.update import update_from_events
+
+    s = settings(min_events_per_user=3)
+    parts = split(events, 2, 11)
+    # Item events go to the base (times are distinct: properties come out the same).
+    parts[0] += [e for p in parts[1:] for e in p if e["entityType"] == "item"]
+    everything, model = tmp_path / "full", tmp_path / "model"
+    train(spark, [write(tmp_path / "all.jsonl", events)], s, everything)
+    train(spark, [write(tmp_path / "p0.jsonl", parts[0])], s, model)
+    base = read_model(model)
+
+    def us(t: str) -> int:
+        return int(datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() * 1_000_000)
+
+    reports = [update_from_events(model, [(e["event"], e["entityId"], e["targetEntityId"], us(e["eventTime"]))
+                                          for e in part if e["entityType"] == "user"], [], source="store")
+               for part in parts[1:]]
+    want = read_model(everything)
+    assert_same_model(read_model(model), want)
+    # Users crossed the threshold in the updates, others stayed below it throughout.
+    assert all(r.admitted_users > 0 for r in reports)
+    assert want["users_left_out"] > 0 and base["users_left_out"] > 0
+    assert reports[-1].users_left_out == want["users_left_out"]
+    # Without the minimum every user with an indicator event counts.
+    assert want["users"] + want["users_left_out"] == full["users"]
