@@ -85,7 +85,11 @@ def build_settings(cls, section: dict[str, Any] | None, where: str, **overrides)
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(section) - set(known))
     if unknown:
-        raise ConfigError(f"[{where}]: unknown setting(s) {', '.join(unknown)}")
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], list(known), n=1)
+        raise ConfigError(f"[{where}]: unknown setting(s) {', '.join(unknown)}"
+                          + (f" (did you mean {close[0]}?)" if close else ""))
     values: dict[str, Any] = {}
     for name, value in section.items():
         f = known[name]
@@ -126,14 +130,49 @@ def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
     ctx.obj = {"config_path": config_path}
 
 
+CONFIG_SECTIONS: dict[str, str] = {
+    "train": "indicators.settings:TrainSettings",
+    "index": "indexer.settings:IndexSettings",
+    "query": "query.settings:QuerySettings",
+    "events": "query.settings:EventSettings",
+    "serve": "query.settings:ServeSettings",
+}
+"""Every section a config file may have: its settings dataclass ("module:Class", imported
+only when checked; none of them pulls in pyspark)."""
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """The whole file, whatever the command reads: an unknown section or key, or a bad value,
+    is an error naming it (a misspelt [serve] must never drop the write token silently)."""
+    import difflib
+    import importlib
+
+    for name in config:
+        if name not in CONFIG_SECTIONS:
+            close = difflib.get_close_matches(name, list(CONFIG_SECTIONS), n=1)
+            raise ConfigError(f"unknown section [{name}]" + (f": did you mean [{close[0]}]?" if close else "")
+                              + f" (sections: {', '.join(f'[{s}]' for s in CONFIG_SECTIONS)})")
+        if not isinstance(config[name], dict):
+            raise ConfigError(f"{name} = {config[name]!r}: expected a [{name}] section (a table)")
+    for name, where in CONFIG_SECTIONS.items():
+        if name in config:
+            module, cls = where.split(":")
+            build_settings(getattr(importlib.import_module(module), cls), config[name], name)
+
+
 def config_of(ctx: click.Context) -> dict[str, Any]:
-    """The config file of this invocation, loaded once."""
+    """The config file of this invocation, loaded and checked once."""
     obj = ctx.find_root().obj
     if "config" not in obj:
         try:
-            obj["config"] = load_config(obj["config_path"])
-        except ConfigError as e:
-            raise click.ClickException(f"{e}\nHint: {e.hint}") from None
+            config = load_config(obj["config_path"])
+            check_config(config)
+        except _user_errors() as e:
+            where = f"{obj['config_path']}: " if obj.get("config_path") and not str(e).startswith(
+                str(obj["config_path"])) else ""
+            hint = getattr(e, "hint", "")
+            raise click.ClickException(f"{where}{e}" + (f"\nHint: {hint}" if hint else "")) from None
+        obj["config"] = config
     return obj["config"]
 
 
@@ -363,17 +402,23 @@ def doctor_cmd(ctx, backend, data_dir, name, spark):
 # --------------------------------------------------------------------------- query
 # (recommend, events ...)
 def _query_settings(ctx: click.Context):
-    """[query], with indicators defaulting to the training config's (primary first)."""
+    """[query] (indicators it leaves unset come from the served index: `_train_model`)."""
     from query.settings import QuerySettings
 
-    config = config_of(ctx)
-    section = dict(config.get("query") or {})
-    train = config.get("train") or {}
-    if "indicators" not in section and train.get("primary"):
-        names = [train["primary"]] + [i.get("name") for i in train.get("indicators") or []
-                                      if isinstance(i, dict) and i.get("name") != train["primary"]]
-        section["indicators"] = names
-    return build_settings(QuerySettings, section, "query")
+    return build_settings(QuerySettings, config_of(ctx).get("query"), "query")
+
+
+def _train_model(ctx: click.Context):
+    """[train]'s primary and indicators, for serving from an index version that records no
+    model (the index's own, when it has them, win; [query] indicators win over both)."""
+    from query.recommender import ServedModel
+
+    train = config_of(ctx).get("train") or {}
+    if not train.get("primary") and not train.get("indicators"):
+        return None
+    settings = _train_settings(ctx, indicators=(), spark_conf=(), input_format=None,
+                               max_correlators=None, min_llr=None)
+    return ServedModel(settings.primary, tuple(settings.actions), "[train]")
 
 
 def _event_settings(ctx: click.Context, index_settings, path: str | None = None):
@@ -390,7 +435,9 @@ def _events_option(fn):
                         help="Event store file (default: [events] path, else DATA_DIR/events.db).")(fn)
 
 
-def _open_recommender(ctx: click.Context, backend, data_dir, name, events_path):
+def _open_recommender(ctx: click.Context, backend, data_dir, name, events_path, *, check_model: bool = False):
+    """The recommender over the configured index and event store. `check_model` (serve,
+    recommend): configured indicators the served index lacks are an error now."""
     from indexer.backends import open_backend
     from query.eventstore import EventStore
     from query.recommender import Recommender
@@ -398,7 +445,9 @@ def _open_recommender(ctx: click.Context, backend, data_dir, name, events_path):
     index_settings = _index_settings(ctx, backend=backend, data_dir=data_dir, name=name)
     events = _event_settings(ctx, index_settings, events_path)
     rec = Recommender(open_backend(index_settings), EventStore(events.path), _query_settings(ctx),
-                      date_fields=index_settings.date_fields)
+                      date_fields=index_settings.date_fields, fallback_model=_train_model(ctx))
+    if check_model:
+        rec.check_model()
     return rec, events
 
 
@@ -456,7 +505,7 @@ def recommend_cmd(ctx, user, item, item_set, history_json, field_rules, blacklis
     if explain:
         request["explain"] = True
     request = {k: v for k, v in request.items() if v is not None}
-    rec, _ = _open_recommender(ctx, backend, data_dir, name, events_path)
+    rec, _ = _open_recommender(ctx, backend, data_dir, name, events_path, check_model=True)
     response = rec.recommend(request)
     if as_json:
         echo_json(response.to_json())
@@ -662,7 +711,7 @@ def serve_cmd(ctx, host, port, workers, token, refresh_every, model_dir, backend
             index_options=flags(backend=backend, data_dir=data_dir and Path(data_dir).resolve(), name=name),
             events_options=flags(events=events_path and Path(events_path).resolve()),
         )
-    rec, events = _open_recommender(ctx, backend, data_dir, name, events_path)
+    rec, events = _open_recommender(ctx, backend, data_dir, name, events_path, check_model=True)
 
     def ready(h: str, p: int) -> None:
         auth = "token required for writes" if settings.token else "no token: writes are open"

@@ -65,37 +65,95 @@ def excluded_ids(request: QueryRequest, blacklisted: Iterable[str], settings: Qu
     return sorted(ids)
 
 
+def part_biases(request: QueryRequest, settings: QuerySettings) -> tuple[float, float, float]:
+    """(user, item, item set) biases: the request's, else the config's ([query] user_bias ...)."""
+    def pick(value: float | None, default: float) -> float:
+        return default if value is None else value
+
+    return (pick(request.user_bias, settings.user_bias), pick(request.item_bias, settings.item_bias),
+            pick(request.item_set_bias, settings.item_set_bias))
+
+
+def _parts(
+    request: QueryRequest,
+    history: Mapping[str, Sequence[str]],
+    item_docs: Mapping[str, Mapping[str, Any]],
+    indicators: Mapping[str, float],
+    history_decay: float,
+) -> list[tuple[str, list[tuple[str, str, float]]]]:
+    """The three parts of the personal query, each as (part, [(field, value, boost before the
+    part's bias)]): the user's history (newest first; the k-th newest item of an action
+    weighs history_decay ** k), the item's correlators, the item set's correlators."""
+    user = [(field, value, boost * history_decay**k)
+            for field, boost in indicators.items() for k, value in enumerate(history.get(field, ()))]
+    def correlators(items: Sequence[str]) -> list[tuple[str, str, float]]:
+        return [(field, value, boost) for field, boost in indicators.items() for i in items
+                for value in (item_docs.get(i) or {}).get(field) or ()]
+
+    item = correlators([request.item] if request.item else [])
+    return [("user", user), ("item", item), ("itemSet", correlators(request.item_set))]
+
+
 def personal_terms(
     request: QueryRequest,
     history: Mapping[str, Sequence[str]],
     item_docs: Mapping[str, Mapping[str, Any]],
     indicators: Mapping[str, float],
     history_decay: float = 1.0,
+    biases: tuple[float, float, float] | None = None,
 ) -> list[tuple[str, str, float]]:
-    """(indicator field, value, boost) per personal clause: the user's history first (newest
-    first), then the item's and the item set's correlators. A (field, value) pair appears once
-    (its first, i.e. the user's, boost) so a value in both history and context is not doubled.
-    The k-th newest history item of an action (k = 0, 1, ...) has its boost times
-    history_decay ** k, so recent events can weigh more than old ones."""
+    """(indicator field, value, boost) per scoring personal clause: the user's history first
+    (newest first), then the item's and the item set's correlators, each part's boosts
+    multiplied by its bias (userBias, itemBias, itemSetBias; `biases` default to the
+    request's, else 1). A part whose bias is <= 0 scores nothing (< 0: it is a filter, see
+    `part_filters`; 0: left out). A (field, value) pair appears once (its first, i.e. the
+    user's, boost) so a value in both history and context is not doubled."""
+    if biases is None:
+        biases = tuple(1.0 if b is None else b for b in (request.user_bias, request.item_bias,
+                                                            request.item_set_bias))  # type: ignore[assignment]
+    (_, user), (_, item), (_, item_set) = _parts(request, history, item_docs, indicators, history_decay)
+    weighted = [(t, biases[0]) for t in user]
+    # the item's and the item set's correlators field by field, the item's first in each
+    order = {field: n for n, field in enumerate(indicators)}
+    weighted += sorted([(t, biases[1]) for t in item] + [(t, biases[2]) for t in item_set],
+                       key=lambda tb: order[tb[0][0]])
     terms: list[tuple[str, str, float]] = []
     seen: set[tuple[str, str]] = set()
-
-    def add(field: str, value: str, boost: float) -> None:
-        if (field, value) not in seen:
+    for (field, value, boost), bias in weighted:
+        if bias > 0 and (field, value) not in seen:
             seen.add((field, value))
-            terms.append((field, value, boost))
-
-    for field, boost in indicators.items():
-        for k, value in enumerate(history.get(field, ())):
-            add(field, value, boost * request.user_bias * history_decay**k)
-    context = [(request.item, request.item_bias)] if request.item else []
-    context += [(i, request.item_set_bias) for i in request.item_set]
-    for field, boost in indicators.items():
-        for item, bias in context:
-            doc = item_docs.get(item) or {}
-            for value in doc.get(field) or ():
-                add(field, value, boost * bias)
+            terms.append((field, value, boost * bias))
     return terms
+
+
+def part_filters(
+    request: QueryRequest,
+    history: Mapping[str, Sequence[str]],
+    item_docs: Mapping[str, Mapping[str, Any]],
+    indicators: Mapping[str, float],
+    biases: tuple[float, float, float],
+) -> list[Body]:
+    """Filters of the parts with a negative bias (the UR's meaning: that part must match,
+    it no longer scores): only items holding one of the part's (field, value) pairs pass.
+    A negative part with nothing to match (a user without usable history, an item without
+    correlators) matches nothing, as in the UR: no results."""
+    filters: list[Body] = []
+    asked = {"user": bool(request.user or request.history is not None), "item": bool(request.item),
+             "itemSet": bool(request.item_set)}
+    for (name, part), bias in zip(_parts(request, history, item_docs, indicators, 1.0), biases, strict=True):
+        if bias >= 0 or not asked[name]:
+            continue
+        values: dict[str, list[str]] = {}
+        for field, value, _ in part:
+            values.setdefault(field, [])
+            if value not in values[field]:
+                values[field].append(value)
+        if not values:
+            filters.append({"ids": {"values": []}})  # nothing to match: no item passes
+            continue
+        filters.append({"bool": {"should": [{"terms": {f: v}} for f, v in values.items()],
+                                 "minimum_should_match": 1}})
+    return filters
 
 
 def personal_clauses(
@@ -178,14 +236,18 @@ def build_query(
     num: int,
     weighted: Iterable[str] = (),
     prior: bool = False,
+    extra_filters: Sequence[Body] = (),
 ) -> Body | None:
     """The personal query body, or None when there is nothing personal to ask (no history,
     no item context): then only backfill can answer. `weighted`: indicator fields scored by
-    correlator weights; `prior`: multiply the personal part by each item's `prior`."""
-    terms = personal_terms(request, history, item_docs, indicators, settings.history_decay)
+    correlator weights; `prior`: multiply the personal part by each item's `prior`;
+    `extra_filters`: more filters (`part_filters`: parts with a negative bias)."""
+    terms = personal_terms(request, history, item_docs, indicators, settings.history_decay,
+                           part_biases(request, settings))
     if not terms:
         return None
     should, filters, must_not = rule_clauses(request, settings, now)
+    filters = [*extra_filters, *filters]
     if excluded:
         must_not = [{"ids": {"values": list(excluded)}}, *must_not]
     personal: Body = {"bool": {"should": personal_clauses(terms, settings, weighted), "minimum_should_match": 1}}
@@ -206,17 +268,20 @@ def build_backfill(
     excluded: Sequence[str],
     now: str,
     size: int,
+    extra_filters: Sequence[Body] = (),
 ) -> Body:
     """The backfill body: every item passing the same filters and exclusions (plus `excluded`,
     which the caller extends with the personal results), ordered by rule boosts, then by the
     ranking (items without it last), then by id."""
     should, filters, must_not = rule_clauses(request, settings, now)
+    filters = [*extra_filters, *filters]
     if excluded:
         must_not = [{"ids": {"values": list(excluded)}}, *must_not]
     sort = [{"_score": {"order": "desc"}}, {ranking: {"order": "desc"}}, {"id": {"order": "asc"}}]
-    if should and not filters:
+    if not filters:
         # A bool without must/filter requires one should-clause to match (Lucene's pure
         # disjunction, whatever minimum_should_match says): a match_all filter keeps boosts
-        # re-ordering backfill without restricting it.
+        # re-ordering backfill without restricting it. Without boosts it makes every score 0
+        # (an empty bool would be a match_all scoring 1), as the UR's backfill scores.
         filters = [{"match_all": {}}]
     return {"size": size, "query": _bool([], should, filters, must_not), "sort": sort}

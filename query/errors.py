@@ -69,3 +69,21 @@ class EventStoreError(QueryError):
     def __init__(self, path: str, problem: str) -> None:
         super().__init__(f"{path}: {problem}")
         self.path = path
+
+
+class ModelMismatch(QueryError):
+    """The config names indicators the served index version was not built with."""
+
+    def __init__(self, section: str, missing: list[str], version: str | None, served: list[str],
+                 served_source: str) -> None:
+        have = f"{served_source}: {', '.join(served)}" if served else "none recorded"
+        super().__init__(
+            f"[{section}] indicators: {', '.join(repr(m) for m in missing)} "
+            f"{'is not an indicator' if len(missing) == 1 else 'are not indicators'} of the served index "
+            f"version {version} ({have})",
+            hint=f"remove {'it' if len(missing) == 1 else 'them'} from [{section}] indicators (unset, serving "
+                 "uses the indicators of the index's model), or index a model trained with "
+                 f"{'it' if len(missing) == 1 else 'them'}",
+        )
+        self.section = section
+        self.missing = missing

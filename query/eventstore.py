@@ -2,11 +2,16 @@
 every query (a user's newest items per action) and exported for the next `cooccur train`.
 
 Tables:
-  events(user, action, item, time)           user -> item interactions; index (user, action, time)
-  item_props(item, name, value, time)        compacted `$set` / `$unset` history: the latest
+  events(id, user, action, item, time)       user -> item interactions; index (user, action, time)
+  item_props(item, name, value, time, event_id)
+                                             compacted `$set` / `$unset` history: the latest
                                              value per (item, property); value NULL = unset
-  item_deleted(item, time)                   items removed with `$delete`
+  item_deleted(item, time, event_id)         items removed with `$delete`
 Times are integer milliseconds since the epoch (UTC).
+
+Event ids (PredictionIO's `eventId`): a user event's is its row id in decimal (AUTOINCREMENT:
+never reused, even after pruning); an item event's is a UUID (32 hex digits) stored with the
+property values (or the deletion) it set, readable for as long as they are current.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import re
 import sqlite3
 import threading
 import time as _time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,15 +56,17 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_user_action_time ON events (user, action, time);
 CREATE INDEX IF NOT EXISTS events_action_time ON events (action, time);
 CREATE TABLE IF NOT EXISTS item_props (
-    item  TEXT NOT NULL,
-    name  TEXT NOT NULL,
-    value TEXT,
-    time  INTEGER NOT NULL,
+    item     TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    value    TEXT,
+    time     INTEGER NOT NULL,
+    event_id TEXT,
     PRIMARY KEY (item, name)
 );
 CREATE TABLE IF NOT EXISTS item_deleted (
-    item TEXT PRIMARY KEY,
-    time INTEGER NOT NULL
+    item     TEXT PRIMARY KEY,
+    time     INTEGER NOT NULL,
+    event_id TEXT
 );
 -- item_changes counts stored item changes: updates see whether any came since their last.
 CREATE TABLE IF NOT EXISTS counters (
@@ -203,6 +211,8 @@ class InsertReport:
     """Item events that changed the stored properties (newer than what was stored)."""
     ignored: int = 0
     """Property events on non-item entities (users): accepted, not used by the recommender."""
+    event_ids: list[str] = field(default_factory=list)
+    """With `insert(..., with_ids=True)`: each event's id, in the order given."""
 
 
 class EventStore:
@@ -217,9 +227,26 @@ class EventStore:
             conn = self._conn()
             with conn:
                 conn.executescript(SCHEMA)
+            self._migrate(conn)
         except sqlite3.Error as e:  # not a database, unreadable, or locked for too long
             self.close()
             raise EventStoreError(str(self.path), f"not a usable event store: {e}") from None
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        """Stores made before event ids: add the item tables' event_id column, and give the
+        stored values ids of their own."""
+        for table in ("item_props", "item_deleted"):
+            columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+            if "event_id" not in columns:
+                try:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN event_id TEXT")
+                except sqlite3.OperationalError as e:  # another process added it first
+                    if "duplicate column" not in str(e):
+                        raise
+            conn.execute(f"UPDATE {table} SET event_id = lower(hex(randomblob(16))) WHERE event_id IS NULL")
+        conn.execute("CREATE INDEX IF NOT EXISTS item_props_event ON item_props (event_id)")
+        conn.execute("CREATE INDEX IF NOT EXISTS item_deleted_event ON item_deleted (event_id)")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -239,56 +266,77 @@ class EventStore:
             self._local.conn = None
 
     # ------------------------------------------------------------------ writes
-    def insert(self, events: Iterable[Event]) -> InsertReport:
-        """Store events in one transaction; item property events are compacted at once."""
+    def insert(self, events: Iterable[Event], *, with_ids: bool = False) -> InsertReport:
+        """Store events in one transaction; item property events are compacted at once.
+        `with_ids`: also report each event's id (`InsertReport.event_ids`)."""
         report = InsertReport()
         rows: list[tuple[str, str, str, int]] = []
+        slots: list[int] = []  # positions in report.event_ids of the rows not yet written
         conn = self._conn()
+        sql = "INSERT INTO events (user, action, item, time) VALUES (?, ?, ?, ?)"
+
+        def flush() -> None:
+            conn.executemany(sql, rows)
+            if with_ids and rows:
+                # One writer (BEGIN IMMEDIATE): the rows got consecutive ids ending at the largest.
+                last = conn.execute("SELECT MAX(rowid) FROM events").fetchone()[0]
+                for n, slot in enumerate(slots):
+                    report.event_ids[slot] = str(last - len(rows) + 1 + n)
+            report.stored += len(rows)
+            rows.clear()
+            slots.clear()
+
         # One writer at a time inside this process; other processes wait on SQLite's lock.
         with self._write_lock:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for e in events:
                     if e.event in ITEM_EVENTS:
+                        event_id = uuid.uuid4().hex
                         if e.entity_type != "item":
                             report.ignored += 1
-                        elif self._apply_item_event(conn, e):
+                        elif self._apply_item_event(conn, e, event_id):
                             report.item_changes.append(e)
                             conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'item_changes'")
+                        if with_ids:
+                            report.event_ids.append(event_id)
                         continue
                     rows.append((e.entity_id, e.event, e.target_entity_id or "", e.time_ms))
+                    if with_ids:
+                        slots.append(len(report.event_ids))
+                        report.event_ids.append("")
                     if len(rows) >= 10_000:
-                        conn.executemany("INSERT INTO events (user, action, item, time) VALUES (?, ?, ?, ?)", rows)
-                        report.stored += len(rows)
-                        rows.clear()
-                conn.executemany("INSERT INTO events (user, action, item, time) VALUES (?, ?, ?, ?)", rows)
-                report.stored += len(rows)
+                        flush()
+                flush()
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
         return report
 
-    def _apply_item_event(self, conn: sqlite3.Connection, e: Event) -> bool:
+    def _apply_item_event(self, conn: sqlite3.Connection, e: Event, event_id: str | None = None) -> bool:
         """Compact one item event into item_props / item_deleted; False if it is older than
         what is stored (events may arrive out of order)."""
+        event_id = event_id or uuid.uuid4().hex
         deleted = conn.execute("SELECT time FROM item_deleted WHERE item = ?", (e.entity_id,)).fetchone()
         if deleted and deleted[0] > e.time_ms:
             return False
         if e.event == "$delete":
             conn.execute("DELETE FROM item_props WHERE item = ? AND time <= ?", (e.entity_id, e.time_ms))
             conn.execute(
-                "INSERT INTO item_deleted VALUES (?, ?) ON CONFLICT(item) DO UPDATE SET time = excluded.time",
-                (e.entity_id, e.time_ms),
+                "INSERT INTO item_deleted (item, time, event_id) VALUES (?, ?, ?) ON CONFLICT(item) DO UPDATE SET "
+                "time = excluded.time, event_id = excluded.event_id",
+                (e.entity_id, e.time_ms, event_id),
             )
             return True
         changed = False
         for name, value in (e.properties or {}).items():
             stored = None if e.event == "$unset" else json.dumps(value)
             cur = conn.execute(
-                "INSERT INTO item_props VALUES (?, ?, ?, ?) ON CONFLICT(item, name) DO UPDATE SET "
-                "value = excluded.value, time = excluded.time WHERE excluded.time >= item_props.time",
-                (e.entity_id, name, stored, e.time_ms),
+                "INSERT INTO item_props (item, name, value, time, event_id) VALUES (?, ?, ?, ?, ?) ON CONFLICT(item, name) DO UPDATE SET "
+                "value = excluded.value, time = excluded.time, event_id = excluded.event_id "
+                "WHERE excluded.time >= item_props.time",
+                (e.entity_id, name, stored, e.time_ms, event_id),
             )
             changed = changed or cur.rowcount > 0
         return changed
@@ -329,6 +377,90 @@ class EventStore:
             "SELECT name, value FROM item_props WHERE item = ? AND value IS NOT NULL ORDER BY name", (item,)
         )
         return {name: json.loads(value) for name, value in rows}
+
+    # ------------------------------------------------------------------ PredictionIO reads
+    def get_event(self, event_id: str) -> dict[str, Any] | None:
+        """One stored event as PredictionIO's JSON (with `eventId`), or None: a user event by
+        its row id, an item event while what it set is current (a later change of the same
+        property, or a `$delete`, supersedes it)."""
+        conn = self._conn()
+        if event_id.isdigit():
+            row = conn.execute("SELECT id, user, action, item, time FROM events WHERE id = ?",
+                               (int(event_id),)).fetchone()
+            return _user_event_json(*row) if row else None
+        events = self._item_events(conn, "event_id = ?", [event_id])
+        return events[0] if events else None
+
+    def find(self, *, entity_type: str | None = None, entity_id: str | None = None, event: str | None = None,
+             target_entity_type: str | None = None, target_entity_id: str | None = None,
+             start_ms: int | None = None, until_ms: int | None = None, limit: int | None = 20,
+             reverse: bool = False) -> list[dict[str, Any]]:
+        """Stored events matching every given filter, as PredictionIO's JSON, oldest first
+        (`reverse`: newest first), at most `limit` (None: all). PredictionIO's
+        `GET /events.json`: user events, and items' current `$set` / `$unset` / `$delete`."""
+        conn = self._conn()
+        out: list[dict[str, Any]] = []
+        order = "DESC" if reverse else "ASC"
+        if entity_type in (None, "user") and target_entity_type in (None, "item"):
+            where, args = ["1"], []
+            for column, value in (("user", entity_id), ("action", event), ("item", target_entity_id)):
+                if value is not None:
+                    where.append(f"{column} = ?")
+                    args.append(value)
+            if start_ms is not None:
+                where.append("time >= ?")
+                args.append(start_ms)
+            if until_ms is not None:
+                where.append("time < ?")
+                args.append(until_ms)
+            sql = (f"SELECT id, user, action, item, time FROM events WHERE {' AND '.join(where)} "
+                   f"ORDER BY time {order}, id {order}")
+            if limit is not None:
+                sql += f" LIMIT {int(limit)}"
+            out = [{**_user_event_json(*row), "_ms": row[4]} for row in conn.execute(sql, args)]
+        if entity_type in (None, "item") and target_entity_type is None and target_entity_id is None \
+                and (event is None or event in ITEM_EVENTS):
+            where, args = ["1"], []
+            if entity_id is not None:
+                where.append("item = ?")
+                args.append(entity_id)
+            if start_ms is not None:
+                where.append("time >= ?")
+                args.append(start_ms)
+            if until_ms is not None:
+                where.append("time < ?")
+                args.append(until_ms)
+            items = [e for e in self._item_events(conn, " AND ".join(where), args) if event in (None, e["event"])]
+            if items:
+                items.sort(key=lambda e: e["_ms"], reverse=reverse)
+                out = sorted(out + items, key=lambda e: e["_ms"], reverse=reverse)  # stable: ties keep order
+        if limit is not None:
+            out = out[:limit]
+        for e in out:
+            e.pop("_ms", None)
+        return out
+
+    @staticmethod
+    def _item_events(conn: sqlite3.Connection, where: str, args: list[Any]) -> list[dict[str, Any]]:
+        """The current item events matching `where` (over item, time, event_id): one `$set`
+        per event id with the properties it still holds, one `$unset` per event id of unset
+        properties, the `$delete`s."""
+        grouped: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for item, name, value, t, event_id in conn.execute(
+            f"SELECT item, name, value, time, event_id FROM item_props WHERE {where} ORDER BY time, item, name", args
+        ):
+            kind = "$unset" if value is None else "$set"
+            e = grouped.setdefault((event_id, item, kind), {
+                "eventId": event_id, "event": kind, "entityType": "item", "entityId": item,
+                "properties": {}, "eventTime": ms_to_iso(t), "_ms": t})
+            e["properties"][name] = None if value is None else json.loads(value)
+        out = list(grouped.values())
+        for item, t, event_id in conn.execute(
+            f"SELECT item, time, event_id FROM item_deleted WHERE {where} ORDER BY time, item", args
+        ):
+            out.append({"eventId": event_id, "event": "$delete", "entityType": "item", "entityId": item,
+                        "eventTime": ms_to_iso(t), "_ms": t})
+        return out
 
     def export(self, out: TextIO) -> int:
         """Write everything as PredictionIO JSON lines, oldest first; returns lines written.
@@ -400,6 +532,11 @@ class EventStore:
             "items_with_properties": conn.execute("SELECT COUNT(DISTINCT item) FROM item_props").fetchone()[0],
             "deleted_items": conn.execute("SELECT COUNT(*) FROM item_deleted").fetchone()[0],
         }
+
+
+def _user_event_json(rowid: int, user: str, action: str, item: str, t: int) -> dict[str, Any]:
+    return {"eventId": str(rowid), "event": action, "entityType": "user", "entityId": user,
+            "targetEntityType": "item", "targetEntityId": item, "eventTime": ms_to_iso(t)}
 
 
 # ---------------------------------------------------------------------------- import

@@ -14,10 +14,14 @@ from typing import Any
 from .errors import BadRequest
 
 MAX_ID_LENGTH = 512
-# UR request keys accepted (and used) besides the documented ones.
+MAX_RESULT_WINDOW = 10_000
+"""`from` + `num` at most: Elasticsearch's default index.max_result_window (docs/api.md)."""
+# Every Universal Recommender query field (docs/api.md, "Request"), plus cooccur's own
+# `history` and `explain`; `rules` is Harness's name for `fields`.
 KNOWN_KEYS = {
-    "user", "item", "itemSet", "fields", "dateRange", "currentDate", "blacklistItems", "num",
-    "returnSelf", "history", "explain", "userBias", "itemBias", "itemSetBias",
+    "user", "item", "itemSet", "fields", "rules", "dateRange", "currentDate", "blacklistItems", "num",
+    "from", "returnSelf", "eventNames", "withRanks", "history", "explain", "userBias", "itemBias",
+    "itemSetBias",
 }
 
 
@@ -62,9 +66,19 @@ class QueryRequest:
     history: dict[str, tuple[str, ...]] | None = None
     """Inline history {action: [item ids, newest first]}; replaces the event store's."""
     explain: bool = False
-    user_bias: float = 1.0
-    item_bias: float = 1.0
-    item_set_bias: float = 1.0
+    user_bias: float | None = None
+    """None: [query] user_bias. > 0 multiplies the history clauses' boosts, < 0 makes them a
+    filter (the UR's meaning), 0 leaves the user's history out of the query."""
+    item_bias: float | None = None
+    item_set_bias: float | None = None
+    start: int = 0
+    """`from`: the position of the first result returned (pagination)."""
+    event_names: tuple[str, ...] | None = None
+    """`eventNames`: the actions of the user's history this query uses (None: every indicator)."""
+    with_ranks: bool = False
+    """`withRanks`: each item score also carries the item's ranking values."""
+    rules_key: str = "fields"
+    """The request key the rules came in (`fields`, or Harness's `rules`), for error paths."""
 
 
 @dataclass
@@ -74,9 +88,14 @@ class ItemScore:
     source: dict[str, Any]
     """{"personal": [indicators that matched]} or {"backfill": ranking}."""
     explain: dict[str, Any] | None = None
+    ranks: dict[str, float] | None = None
+    """With `withRanks`: {ranking: the item's value} (the UR's `ranks`)."""
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"item": self.item, "score": self.score, "source": self.source}
+        out: dict[str, Any] = {"item": self.item, "score": self.score}
+        if self.ranks is not None:
+            out["ranks"] = self.ranks
+        out["source"] = self.source
         if self.explain is not None:
             out["explain"] = self.explain
         return out
@@ -172,8 +191,16 @@ def parse_rules(value: Any, where: str = "fields") -> list[Rule]:
     return rules
 
 
+def _int(value: Any, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise BadRequest(where, f"must be an integer >= {minimum}, not {value!r}")
+    return value
+
+
 def parse_query(obj: Any, *, max_num: int = 1000) -> QueryRequest:
-    """Validate a JSON query object into a `QueryRequest` (raises `BadRequest`)."""
+    """Validate a JSON query object into a `QueryRequest` (raises `BadRequest`).
+
+    Every field is optional: `{}` asks for popular items (backfill only), as in the UR."""
     if not isinstance(obj, dict):
         raise BadRequest("(body)", "must be a JSON object")
     unknown = sorted(set(obj) - KNOWN_KEYS)
@@ -186,13 +213,14 @@ def parse_query(obj: Any, *, max_num: int = 1000) -> QueryRequest:
         args["item"] = item_id(obj["item"], "item")
     if obj.get("itemSet") is not None:
         args["item_set"] = id_list(obj["itemSet"], "itemSet")
-    if obj.get("fields") is not None:
-        rules = parse_rules(obj["fields"], "fields")
-        names = [r.name for r in rules]
-        for i, n in enumerate(names):
-            if n in names[:i]:
-                raise BadRequest(f"fields[{i}].name", f"{n!r} appears twice")
-        args["rules"] = tuple(rules)
+    if obj.get("fields") is not None and obj.get("rules") is not None:
+        raise BadRequest("rules", "give fields or rules (Harness's name for fields), not both")
+    for key in ("fields", "rules"):
+        if obj.get(key) is not None:
+            # Each entry is its own rule, even on a field named twice (e.g. exclude one
+            # category, exclude another, keep only a third), as in the UR.
+            args["rules"] = tuple(parse_rules(obj[key], key))
+            args["rules_key"] = key
     if obj.get("dateRange") is not None:
         dr = obj["dateRange"]
         if not isinstance(dr, dict):
@@ -214,16 +242,21 @@ def parse_query(obj: Any, *, max_num: int = 1000) -> QueryRequest:
     if obj.get("blacklistItems") is not None:
         args["blacklist_items"] = id_list(obj["blacklistItems"], "blacklistItems")
     if obj.get("num") is not None:
-        num = obj["num"]
-        if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-            raise BadRequest("num", f"must be an integer >= 1, not {num!r}")
+        num = _int(obj["num"], "num", 1)
         if num > max_num:
             raise BadRequest("num", f"{num} exceeds the maximum {max_num}")
         args["num"] = num
+    if obj.get("from") is not None:
+        args["start"] = _int(obj["from"], "from", 0)
+        check_window(args["start"], args.get("num", 1))
     if obj.get("returnSelf") is not None:
         args["return_self"] = _bool(obj["returnSelf"], "returnSelf")
     if obj.get("explain") is not None:
         args["explain"] = _bool(obj["explain"], "explain")
+    if obj.get("withRanks") is not None:
+        args["with_ranks"] = _bool(obj["withRanks"], "withRanks")
+    if obj.get("eventNames") is not None:
+        args["event_names"] = tuple(dict.fromkeys(id_list(obj["eventNames"], "eventNames", allow_empty=False)))
     if obj.get("history") is not None:
         hist = obj["history"]
         if not isinstance(hist, dict):
@@ -233,12 +266,12 @@ def parse_query(obj: Any, *, max_num: int = 1000) -> QueryRequest:
         }
     for key, attr in (("userBias", "user_bias"), ("itemBias", "item_bias"), ("itemSetBias", "item_set_bias")):
         if obj.get(key) is not None:
-            value = _number(obj[key], key)
-            if value <= 0:
-                raise BadRequest(key, f"must be > 0 (it multiplies that part's boosts), not {value!r}")
-            args[attr] = value
-    request = QueryRequest(**args)
-    if not (request.user or request.item or request.item_set or request.history is not None
-            or request.rules):
-        raise BadRequest("user", "a query needs user, item, itemSet, history or fields")
-    return request
+            args[attr] = _number(obj[key], key)
+    return QueryRequest(**args)
+
+
+def check_window(start: int, num: int) -> None:
+    """`from` + `num` within the result window (raises `BadRequest` naming `from`)."""
+    if start + num > MAX_RESULT_WINDOW:
+        raise BadRequest("from", f"from + num = {start + num} exceeds {MAX_RESULT_WINDOW} "
+                                 "(page through at most the first 10,000 results)")

@@ -1,7 +1,12 @@
 """The HTTP service (`cooccur serve`): a plain WSGI application served by waitress.
 
     POST /queries.json        a recommendation request (docs/api.md) -> {"itemScores": [...]}
-    POST /events.json         one PredictionIO event or a JSON array of them (also /batch/events.json)
+    POST /events.json         one PredictionIO event -> 201 {"eventId"}, or a JSON array of them
+                              (all or nothing)
+    POST /batch/events.json   PredictionIO's batch: up to 50 events -> 200 with one
+                              {"status", "eventId" | "message"} per event
+    GET  /events.json         PredictionIO's event query (entityType, entityId, event, limit ...)
+    GET  /events/<id>.json    one stored event
     GET  /health              200 with the index version, 503 without a usable index
     GET  /stats               request counts, query latency percentiles, event store counts
 
@@ -10,9 +15,12 @@ Every error is JSON {"error": ..., "field": ...} with a 4xx/5xx status, never a 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 from collections import Counter, deque
@@ -23,21 +31,28 @@ from urllib.parse import parse_qs
 from indexer.errors import BackendUnavailable, IndexerError, UnsupportedQuery
 
 from .errors import BadRequest, QueryError
-from .eventstore import parse_events
+from .eventstore import parse_event, parse_events
 from .recommender import Recommender
 from .refresh import Refresher
+from .request import parse_time
 from .settings import EventSettings, ServeSettings
 
 log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
 ROUTES = {
-    "/queries.json": "POST",
-    "/events.json": "POST",
-    "/batch/events.json": "POST",
-    "/health": "GET",
-    "/stats": "GET",
+    "/queries.json": ("POST",),
+    "/events.json": ("POST", "GET"),
+    "/batch/events.json": ("POST",),
+    "/health": ("GET",),
+    "/stats": ("GET",),
 }
+EVENT_PATH = re.compile(r"^/events/([^/]+)\.json$")
+MAX_BATCH = 50
+"""Events per POST /batch/events.json at most (PredictionIO's limit)."""
+FIND_PARAMS = ("accessKey", "entityType", "entityId", "event", "targetEntityType", "targetEntityId",
+               "startTime", "untilTime", "limit", "reversed")
+"""The query parameters of GET /events.json (PredictionIO's, less `channel`)."""
 
 
 class HttpError(Exception):
@@ -91,8 +106,9 @@ class App:
             log.exception("internal error on %s %s", method, path)
             status, payload, headers = 500, {"error": "internal error (see the server log)"}, []
         elapsed = (time.perf_counter() - started) * 1000
+        route = path if path in ROUTES else "/events/{id}.json" if EVENT_PATH.match(path) else "(other)"
         with self._lock:
-            self._counts[f"{path if path in ROUTES else '(other)'} {status}"] += 1
+            self._counts[f"{route} {status}"] += 1
             if path == "/queries.json" and status == 200:
                 self._latency_ms.append(elapsed)
         body = json.dumps(payload).encode()
@@ -102,23 +118,98 @@ class App:
         return [body]
 
     def _dispatch(self, path: str, method: str, environ: dict[str, Any]) -> tuple[int, Any]:
-        allowed = ROUTES.get(path)
+        allowed = ROUTES.get(path) or (("GET",) if EVENT_PATH.match(path) else None)
         if allowed is None:
             raise HttpError(404, f"no such endpoint {path} (see docs/api.md)")
-        if method != allowed:
-            raise HttpError(405, f"{path} takes {allowed}, not {method}", headers=[("Allow", allowed)])
+        if method not in allowed:
+            raise HttpError(405, f"{path} takes {' or '.join(allowed)}, not {method}",
+                            headers=[("Allow", ", ".join(allowed))])
         if path == "/queries.json":
             request = self._json(environ)
             return 200, self.rec.recommend(request).to_json()
-        if path in ("/events.json", "/batch/events.json"):
+        if path == "/events.json" and method == "POST":
             self._authorize(environ)
-            events = parse_events(self._json(environ))
-            report = self.rec.ingest(events)
-            return 201, {"stored": report.stored, "itemChanges": len(report.item_changes),
-                         "ignored": report.ignored}
+            body = self._json(environ)
+            events = parse_events(body)
+            report = self.rec.ingest(events, with_ids=True)
+            counts = {"stored": report.stored, "itemChanges": len(report.item_changes), "ignored": report.ignored}
+            if isinstance(body, list):  # cooccur's all-or-nothing batch
+                return 201, {"eventIds": report.event_ids, **counts}
+            return 201, {"eventId": report.event_ids[0], **counts}
+        if path == "/batch/events.json":
+            self._authorize(environ)
+            return 200, self._batch(self._json(environ))
+        if path == "/events.json":
+            self._authorize(environ)
+            return 200, self._find(environ)
+        m = EVENT_PATH.match(path)
+        if m:
+            self._authorize(environ)
+            found = self._store().get_event(m.group(1))
+            if found is None:
+                raise HttpError(404, f"no event {m.group(1)!r} (pruned, superseded, or never stored)", "eventId")
+            return 200, found
         if path == "/health":
             return self._health()
         return 200, self.stats()
+
+    def _batch(self, body: Any) -> list[dict[str, Any]]:
+        """PredictionIO's batch: each event stored or refused on its own (200 with one
+        {"status": 201, "eventId"} or {"status": 400, "message", "field"} per event, in order)."""
+        if not isinstance(body, list):
+            raise HttpError(400, "a batch is a JSON array of events", "(body)")
+        if len(body) > MAX_BATCH:
+            raise HttpError(400, f"Batch request must have less than or equal to {MAX_BATCH} events "
+                                 f"(got {len(body)})", "(body)")
+        results: list[dict[str, Any]] = [{} for _ in body]
+        good, slots = [], []
+        for i, obj in enumerate(body):
+            try:
+                event = parse_event(obj)
+                self.rec.check_events([event])
+            except BadRequest as e:
+                results[i] = {"status": 400, "message": str(e), "field": e.field}
+                continue
+            good.append(event)
+            slots.append(i)
+        if good:
+            report = self.rec.ingest(good, with_ids=True)
+            for i, event_id in zip(slots, report.event_ids, strict=True):
+                results[i] = {"status": 201, "eventId": event_id}
+        return results
+
+    def _store(self):
+        if self.rec.events is None:
+            raise HttpError(404, "this service has no event store", "(path)")
+        return self.rec.events
+
+    def _find(self, environ: dict[str, Any]) -> list[dict[str, Any]]:
+        """GET /events.json: PredictionIO's event query over the store."""
+        params = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        for name in params:
+            if name == "channel":
+                raise BadRequest("channel", "channels are not supported (one event store per service)")
+            if name not in FIND_PARAMS:
+                raise BadRequest(name, f"unknown parameter (supported: {', '.join(FIND_PARAMS)})")
+        one = {name: values[-1] for name, values in params.items()}
+        limit: int | None = 20
+        if "limit" in one:
+            try:
+                limit = int(one["limit"])
+            except ValueError:
+                raise BadRequest("limit", f"must be an integer (-1 = all), not {one['limit']!r}") from None
+            if limit < -1:
+                raise BadRequest("limit", f"must be >= -1 (-1 = all), not {limit}")
+            limit = None if limit == -1 else limit
+        reverse = one.get("reversed", "false").lower()
+        if reverse not in ("true", "false"):
+            raise BadRequest("reversed", f"must be true or false, not {one['reversed']!r}")
+        times = {k: int(parse_time(one[k], k).timestamp() * 1000) if k in one else None
+                 for k in ("startTime", "untilTime")}
+        return self._store().find(
+            entity_type=one.get("entityType"), entity_id=one.get("entityId"), event=one.get("event"),
+            target_entity_type=one.get("targetEntityType"), target_entity_id=one.get("targetEntityId"),
+            start_ms=times["startTime"], until_ms=times["untilTime"], limit=limit, reverse=reverse == "true")
 
     # ------------------------------------------------------------------ helpers
     def _json(self, environ: dict[str, Any]) -> Any:
@@ -155,11 +246,17 @@ class App:
         auth = environ.get("HTTP_AUTHORIZATION", "")
         if auth.startswith("Bearer "):
             given = auth[len("Bearer "):].strip()
+        elif auth.startswith("Basic "):
+            # PredictionIO's other form: the access key as the Basic-auth user name
+            try:
+                given = base64.b64decode(auth[len("Basic "):].strip(), validate=True).decode().split(":")[0]
+            except (binascii.Error, UnicodeDecodeError):
+                given = ""
         else:
             # PredictionIO clients send the key as ?accessKey=...
             given = (parse_qs(environ.get("QUERY_STRING", "")).get("accessKey") or [""])[0]
         if not given or not hmac.compare_digest(given.encode(), token.encode()):
-            raise HttpError(401, "writes need a valid token: Authorization: Bearer <token> or ?accessKey=<token>",
+            raise HttpError(401, "events need a valid token: Authorization: Bearer <token> or ?accessKey=<token>",
                             "Authorization", headers=[("WWW-Authenticate", "Bearer")])
 
     def _health(self) -> tuple[int, Any]:

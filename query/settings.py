@@ -66,6 +66,14 @@ class QuerySettings:
     """Item date field: items expired at `currentDate` are never returned (when set)."""
     return_self: bool = False
     """Default of the request's `returnSelf`."""
+    user_bias: float = 1.0
+    """Default of the request's `userBias` (the UR's engine.json userBias): > 0 multiplies the
+    boosts of the user-history clauses, < 0 turns the user's history into a filter (only items
+    it points to, scored by the rest of the query), 0 leaves the history out of the query."""
+    item_bias: float = 1.0
+    """Default of the request's `itemBias`, the same for the `item`'s correlators."""
+    item_set_bias: float = 1.0
+    """Default of the request's `itemSetBias`, the same for the `itemSet`'s correlators."""
 
     def __post_init__(self) -> None:
         if isinstance(self.indicators, list):
@@ -98,6 +106,12 @@ class QuerySettings:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise SettingsError(key, f"must be an integer >= 0, not {value!r}")
+        for key in ("user_bias", "item_bias", "item_set_bias"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value != value \
+                    or value in (float("inf"), float("-inf")):
+                raise SettingsError(key, f"must be a finite number, not {value!r}")
+            setattr(self, key, float(value))
         if self.num > self.max_num:
             raise SettingsError("num", f"{self.num} exceeds max_num {self.max_num}")
         # Validate config rules with the request validator so both share one definition.

@@ -54,12 +54,21 @@ def test_table_field_rules_and_item_set(env):
     (["--field", "category:x:high"], "not a number"),
     (["--history-json", "{bad"], "--history-json"),
     (["--user", "u", "--num", "0"], "num: must be an integer >= 1"),
-    ([], "a query needs user"),
+    (["--user", "u", "--num", "1"] * 1 + ["--field", "colour:x:1"], "'colour' is not a field of the index"),
 ])
 def test_errors_are_clean(env, args, message):
     result = run(env, *args)
     assert result.exit_code == 1
     assert "Error:" in result.output and message in result.output and "Traceback" not in result.output
+
+
+def test_no_subject_is_popular_items(env):
+    """As the UR's `{}`: popular items (backfill), no error."""
+    result = run(env, "--num", "3", "--json")
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert [s["item"] for s in body["itemScores"]] == ["i4", "i2", "i1"]
+    assert {s["score"] for s in body["itemScores"]} == {0.0}
 
 
 def test_no_index_yet(tmp_path):

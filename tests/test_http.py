@@ -78,7 +78,8 @@ def test_happy_paths(client):
     assert status == 200 and body["status"] == "ok" and body["documents"] == len(DOCS)
     status, body, _ = client.call("POST", "/events.json", [event("u", "purchase", "a"), event("u", "view", "a")],
                                   headers=AUTH)
-    assert (status, body) == (201, {"stored": 2, "itemChanges": 0, "ignored": 0})
+    # cooccur's all-or-nothing array form: the ids are the store's row ids
+    assert (status, body) == (201, {"eventIds": ["1", "2"], "stored": 2, "itemChanges": 0, "ignored": 0})
     status, body, _ = client.call("POST", "/queries.json", {"user": "u", "num": 3})
     assert status == 200
     assert [s["item"] for s in body["itemScores"]] == ["i1", "i2", "i4"]

@@ -103,7 +103,8 @@ def test_backfill_body():
         "sort": [{"_score": {"order": "desc"}}, {"trending": {"order": "desc"}}, {"id": {"order": "asc"}}],
     }
     plain = build_backfill(parse_query({"user": "u"}), settings, ranking="popular", excluded=[], now=NOW, size=2)
-    assert plain["query"] == {"bool": {}}
+    # a filter-only bool: every backfill score is 0, as the UR's (an empty bool would score 1)
+    assert plain["query"] == {"bool": {"filter": [{"match_all": {}}]}}
 
 
 def test_user_bias_and_request_rules_win():

@@ -26,7 +26,6 @@ def test_full_request_parses():
 @pytest.mark.parametrize("body, field", [
     ([], "(body)"),
     ({"usr": "u"}, "usr"),
-    ({}, "user"),
     ({"user": 5}, "user"),
     ({"user": ""}, "user"),
     ({"item": ["i"]}, "item"),
@@ -41,7 +40,8 @@ def test_full_request_parses():
     ({"user": "u", "fields": [{"name": "c", "values": [], "bias": 1}]}, "fields[0].values"),
     ({"user": "u", "fields": [{"name": "c", "values": ["x"], "bias": "high"}]}, "fields[0].bias"),
     ({"user": "u", "fields": [{"name": "c", "values": ["x"], "bias": 1, "boost": 2}]}, "fields[0].boost"),
-    ({"user": "u", "fields": [{"name": "c", "values": ["x"], "bias": 1}] * 2}, "fields[1].name"),
+    ({"user": "u", "fields": [], "rules": []}, "rules"),
+    ({"user": "u", "rules": [{"name": "c", "values": ["x"]}]}, "rules[0].bias"),
     ({"user": "u", "dateRange": {"name": "d"}}, "dateRange"),
     ({"user": "u", "dateRange": {"after": "2025-01-01"}}, "dateRange.name"),
     ({"user": "u", "dateRange": {"name": "d", "before": "yesterday"}}, "dateRange.before"),
@@ -51,7 +51,14 @@ def test_full_request_parses():
     ({"user": "u", "returnSelf": "yes"}, "returnSelf"),
     ({"user": "u", "history": ["a"]}, "history"),
     ({"user": "u", "history": {"view": "a"}}, "history.view"),
-    ({"user": "u", "userBias": -1}, "userBias"),
+    ({"user": "u", "userBias": "1"}, "userBias"),
+    ({"user": "u", "itemBias": True}, "itemBias"),
+    ({"user": "u", "from": -1}, "from"),
+    ({"user": "u", "from": 1.5}, "from"),
+    ({"user": "u", "from": 9999, "num": 2}, "from"),
+    ({"user": "u", "eventNames": []}, "eventNames"),
+    ({"user": "u", "eventNames": ["view", 3]}, "eventNames[1]"),
+    ({"user": "u", "withRanks": 1}, "withRanks"),
     ({"user": "x" * 600}, "user"),
 ])
 def test_bad_requests_name_the_field(body, field):
@@ -59,6 +66,28 @@ def test_bad_requests_name_the_field(body, field):
         parse_query(body, max_num=1000)
     assert e.value.field == field
     assert str(e.value).startswith(field)
+
+
+def test_every_ur_field_parses():
+    """The UR's and Harness's documented query fields are all accepted."""
+    req = parse_query({
+        "user": "u", "userBias": -1, "item": "i", "itemBias": 0, "itemSet": ["a"], "itemSetBias": 2.5,
+        "from": 10, "num": 4, "eventNames": ["view", "view", "purchase"], "withRanks": True,
+        "rules": [{"name": "categories", "values": ["Tablets"], "bias": 0},
+                  {"name": "categories", "values": ["Samsung"], "bias": 0},
+                  {"name": "categories", "values": ["Phones"], "bias": -1}],
+        "dateRange": {"name": "date", "before": "2015-09-15T11:28:45.114-07:00"},
+        "currentDate": "2015-08-15T11:28:45.114-07:00", "blacklistItems": ["x"], "returnSelf": False,
+    })
+    assert (req.user_bias, req.item_bias, req.item_set_bias) == (-1.0, 0.0, 2.5)
+    assert (req.start, req.num, req.with_ranks, req.return_self) == (10, 4, True, False)
+    assert req.event_names == ("view", "purchase")
+    assert [(r.name, r.kind) for r in req.rules] == [
+        ("categories", "exclude"), ("categories", "exclude"), ("categories", "filter")]
+    assert req.rules_key == "rules"
+    # every field is optional: {} asks for popular items
+    assert parse_query({}) == parse_query({"num": None})
+    assert parse_query({"num": 4}).num == 4
 
 
 def test_settings_validate():
