@@ -866,5 +866,45 @@ def tune_cmd(ctx, events, split_text, ks, primary, indicators, max_users, split_
             click.echo("\n" + report.toml())
 
 
+# --------------------------------------------------------------------------- config
+# (config files: conversion from a Universal Recommender engine.json; docs/ur-migration.md)
+@main.group("config")
+def config_group() -> None:
+    """Config files: convert a Universal Recommender engine.json."""
+
+
+@config_group.command("from-engine-json")
+@click.argument("engine_json", type=click.Path())
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False),
+              help="Write the TOML config to this file (default: stdout).")
+@fail_cleanly
+def config_from_engine_json_cmd(engine_json, out):
+    """Convert ENGINE_JSON, a Universal Recommender engine.json (PredictionIO template or
+    Harness), into a cooccur config (TOML) for `cooccur -c`.
+
+    Every parameter not carried over is listed with why, and every one carried over with a
+    different meaning with how, on stderr and as comments atop the TOML
+    (docs/ur-migration.md has the whole table)."""
+    from indexer.settings import IndexSettings
+    from indicators.settings import TrainSettings
+    from query.engine_json import convert_file
+    from query.settings import EventSettings, QuerySettings
+
+    conversion = convert_file(engine_json)
+    text = conversion.toml()
+    loaded = tomllib.loads(text)  # what `cooccur -c` will read: it must load
+    for name, cls in (("train", TrainSettings), ("index", IndexSettings), ("query", QuerySettings),
+                      ("events", EventSettings)):
+        build_settings(cls, loaded.get(name), name)
+    for line in conversion.report():
+        click.echo(line, err=True)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+        click.echo(f"wrote {out}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
