@@ -885,17 +885,11 @@ def config_from_engine_json_cmd(engine_json, out):
     Every parameter not carried over is listed with why, and every one carried over with a
     different meaning with how, on stderr and as comments atop the TOML
     (docs/ur-migration.md has the whole table)."""
-    from indexer.settings import IndexSettings
-    from indicators.settings import TrainSettings
     from query.engine_json import convert_file
-    from query.settings import EventSettings, QuerySettings
 
     conversion = convert_file(engine_json)
     text = conversion.toml()
-    loaded = tomllib.loads(text)  # what `cooccur -c` will read: it must load
-    for name, cls in (("train", TrainSettings), ("index", IndexSettings), ("query", QuerySettings),
-                      ("events", EventSettings)):
-        build_settings(cls, loaded.get(name), name)
+    check_config(tomllib.loads(text))  # loads as `cooccur -c` will read it
     for line in conversion.report():
         click.echo(line, err=True)
     if out:

@@ -232,6 +232,7 @@ class _Converter:
         harness = "algorithm" in engine or "engineId" in engine
         self.c = Conversion(source, "Harness" if harness else "PredictionIO")
         self.actions: list[str] = []
+        self.no_backfill = False
 
     # ---- notes
     def carry(self, param: str, key: str) -> None:
@@ -523,6 +524,7 @@ class _Converter:
         handled = {"eventNames", "indicators", "maxCorrelatorsPerEventType", "maxEventsPerEventType",
                    "maxQueryEvents"}
         query_fields = {f.name for f in fields(QuerySettings)}
+        self.no_backfill = p.get("recsModel") == "collabFiltering"
         date_fields: list[str] = []
         rankings_seen = False
         for key, value in p.items():
@@ -664,10 +666,15 @@ class _Converter:
                                  "computed from it)")
                 continue
             used = True
-            self.c.query["backfill"] = kind
             type_key = next((k for k in ("type", "backfillType") if k in r), None)
-            self.carry(f"{where}.{type_key}" if type_key else where,
-                       "[query] backfill" + ("" if type_key else ' = "popular" (the UR\'s default type)'))
+            if self.no_backfill:
+                self.drop(f"{where}.{type_key}" if type_key else where,
+                          "recsModel is collabFiltering: no backfill (the window and actions below still "
+                          "define cooccur's rankings, which feed its popularity prior)")
+            else:
+                self.c.query["backfill"] = kind
+                self.carry(f"{where}.{type_key}" if type_key else where,
+                           "[query] backfill" + ("" if type_key else ' = "popular" (the UR\'s default type)'))
             if "duration" not in r:
                 self.differ(where, "no duration: the UR counted 3 days (v0.2-0.4) or 3650 days (v0.5+) back; "
                                    "cooccur counts all events unless [train.rankings] window is set")
