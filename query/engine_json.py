@@ -489,7 +489,9 @@ class _Converter:
             for path, v in per_indicator.items():
                 self.differ(path, "[train] max_interactions_per_user and max_users_per_item"
                             + ("" if len(values) == 1 and (cap is None or cap == v) else
-                               f": cooccur has one cap for every action, the largest given ({biggest}) is used"))
+                               f": cooccur has one cap for every action, the largest given ({biggest}) is used")
+                            + "; UR 0.7 also took this many recent events of the action into a user's query "
+                              "([query] max_query_events does that here)")
             cap = biggest
         if cap is not None and cap != 500:
             self.c.train["max_interactions_per_user"] = cap
@@ -505,8 +507,10 @@ class _Converter:
                     length = None
                 else:
                     self.differ(f"{at}.maxQueryEvents",
-                                "[query] max_query_events: the UR takes this many of a user's most recent events "
-                                "over all actions together; cooccur takes this many distinct items per action")
+                                "[query] max_query_events: cooccur takes this many distinct items per action "
+                                "from a user's history; the UR's use changed across versions (up to v0.5 this "
+                                "many recent events over all actions together; v0.7 caps each action at the "
+                                "indicator's maxItemsPerUser, 100 by default)")
         if per_indicator:
             values = set(per_indicator.values())
             length = max(values)
