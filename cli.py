@@ -147,13 +147,16 @@ def check_config(config: dict[str, Any]) -> None:
     import difflib
     import importlib
 
-    for name in config:
+    sections = ", ".join(f"[{s}]" for s in CONFIG_SECTIONS)
+    for name, value in config.items():
+        if name in CONFIG_SECTIONS and not isinstance(value, dict):
+            raise ConfigError(f"{name} = {value!r}: expected a [{name}] section (a table)")
+        if name not in CONFIG_SECTIONS and not isinstance(value, dict):
+            raise ConfigError(f"unknown top-level key {name!r}: settings belong in a section ({sections})")
         if name not in CONFIG_SECTIONS:
             close = difflib.get_close_matches(name, list(CONFIG_SECTIONS), n=1)
             raise ConfigError(f"unknown section [{name}]" + (f": did you mean [{close[0]}]?" if close else "")
-                              + f" (sections: {', '.join(f'[{s}]' for s in CONFIG_SECTIONS)})")
-        if not isinstance(config[name], dict):
-            raise ConfigError(f"{name} = {config[name]!r}: expected a [{name}] section (a table)")
+                              + f" (sections: {sections})")
     for name, where in CONFIG_SECTIONS.items():
         if name in config:
             module, cls = where.split(":")

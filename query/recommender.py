@@ -188,6 +188,12 @@ class Recommender:
         elif model.source == "[train]":
             section, configured = "train", list(model.indicators)
         else:
+            if model.source == "none" and model.version is not None:
+                plan = self.plan(model)
+                log.warning("index version %s records no model (primary, indicators) and the config names "
+                            "none: queries use the user's actions that are index fields, primary %r, "
+                            "blacklisted actions %s; set [query] indicators (or [train]) to say",
+                            model.version, plan.primary, plan.blacklist_actions)
             return model
         if model.source in ("index", "index fields"):
             known: Collection[str] = model.indicators

@@ -204,3 +204,54 @@ def test_item_changes_are_counted(store):
     with store.snapshot_since() as (mark, events):
         assert mark.item_changes == 1  # the older $set changed nothing
         assert [e.event for e in events] == ["$set"]
+
+
+def test_event_ids_are_row_ids_and_never_reused(store):
+    r = store.insert(parse_events([ev("u", "view", "a", "2025-01-01T00:00:00Z"),
+                                   {"event": "$set", "entityType": "item", "entityId": "i", "properties": {"c": 1}},
+                                   {"event": "$set", "entityType": "user", "entityId": "u", "properties": {"c": 1}},
+                                   ev("u", "view", "b", "2025-01-02T00:00:00Z")]), with_ids=True)
+    assert r.event_ids[0] == "1" and r.event_ids[3] == "2"
+    assert len(r.event_ids[1]) == 32 and len(r.event_ids[2]) == 32 and r.event_ids[1] != r.event_ids[2]
+    assert store.get_event("2")["targetEntityId"] == "b"
+    assert store.get_event(r.event_ids[1])["properties"] == {"c": 1}
+    assert store.get_event(r.event_ids[2]) is None  # a user $set is accepted, not stored
+    store.prune({"view": 1})  # removes both views
+    assert store.get_event("2") is None
+    assert store.insert(parse_events(ev("u", "view", "c", "2030-01-01T00:00:00Z")), with_ids=True).event_ids == ["3"]
+    # a later $set of the same property supersedes the first event
+    later = store.insert(parse_events({"event": "$set", "entityType": "item", "entityId": "i",
+                                       "properties": {"c": 2}, "eventTime": "2031-01-01T00:00:00Z"}), with_ids=True)
+    assert store.get_event(r.event_ids[1]) is None
+    assert store.find(entity_type="item") == [{
+        "eventId": later.event_ids[0], "event": "$set", "entityType": "item", "entityId": "i",
+        "properties": {"c": 2}, "eventTime": "2031-01-01T00:00:00.000Z"}]
+    # big inserts (several executemany chunks) get consecutive ids
+    many = [ev("w", "view", f"x{i}", "2030-01-01T00:00:00Z") for i in range(25_000)]
+    ids = store.insert(parse_events(many), with_ids=True).event_ids
+    assert ids == [str(i) for i in range(4, 4 + 25_000)]
+
+
+def test_stores_from_before_event_ids_are_migrated(tmp_path):
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, user TEXT NOT NULL, action TEXT NOT NULL,
+                             item TEXT NOT NULL, time INTEGER NOT NULL);
+        CREATE TABLE item_props (item TEXT NOT NULL, name TEXT NOT NULL, value TEXT, time INTEGER NOT NULL,
+                                 PRIMARY KEY (item, name));
+        CREATE TABLE item_deleted (item TEXT PRIMARY KEY, time INTEGER NOT NULL);
+        INSERT INTO item_props VALUES ('i', 'c', '"x"', 5), ('i', 'd', NULL, 6);
+        INSERT INTO item_deleted VALUES ('gone', 7);
+    """)
+    conn.commit()
+    conn.close()
+    store = EventStore(path)
+    found = store.find(entity_type="item")
+    assert [(e["event"], e["entityId"], e.get("properties")) for e in found] == [
+        ("$set", "i", {"c": "x"}), ("$unset", "i", {"d": None}), ("$delete", "gone", None)]
+    assert all(len(e["eventId"]) == 32 for e in found)
+    assert store.get_event(found[2]["eventId"])["event"] == "$delete"
+    EventStore(path).close()  # opening again changes nothing
+    assert [e["eventId"] for e in EventStore(path).find(entity_type="item")] == [e["eventId"] for e in found]
+    store.close()

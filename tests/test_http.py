@@ -207,3 +207,114 @@ def test_deeply_nested_json_is_a_bad_request(client):
     status, body, _ = client.call("POST", "/queries.json", raw=b"[" * 3000,
                                   headers={"Content-Type": "application/json"})
     assert status == 400 and body["field"] == "(body)"
+
+
+# --------------------------------------------------------------------------- PredictionIO clients
+# As PredictionIO's event server answers them (apache/predictionio EventServer.scala and
+# docs/manual/source/datacollection/eventapi.html.md): POST /events.json -> 201 {"eventId"};
+# POST /batch/events.json (at most 50) -> 200 with one {"status", "eventId" | "message"} per
+# event; GET /events.json and /events/<id>.json with the access key.
+KEY = "?accessKey=" + TOKEN
+
+
+def test_pio_single_event_then_read_it_back(client):
+    status, body, _ = client.call("POST", "/events.json" + KEY, event("u1", "view", "a", "2025-06-01T10:00:00.5Z"))
+    assert status == 201 and isinstance(body["eventId"], str) and body["stored"] == 1
+    status, got, _ = client.call("GET", f"/events/{body['eventId']}.json" + KEY)
+    assert status == 200 and got == {
+        "eventId": body["eventId"], "event": "view", "entityType": "user", "entityId": "u1",
+        "targetEntityType": "item", "targetEntityId": "a", "eventTime": "2025-06-01T10:00:00.500Z"}
+    status, body, _ = client.call("POST", "/events.json" + KEY, {
+        "event": "$set", "entityType": "item", "entityId": "n1", "properties": {"category": ["x"]},
+        "eventTime": "2025-06-01T00:00:00Z"})
+    assert status == 201 and len(body["eventId"]) == 32 and body["itemChanges"] == 1
+    status, got, _ = client.call("GET", f"/events/{body['eventId']}.json" + KEY)
+    assert status == 200 and got["event"] == "$set" and got["properties"] == {"category": ["x"]}
+    assert client.call("GET", "/events/999.json" + KEY)[0] == 404
+    # ids are unique and never reused
+    ids = {client.call("POST", "/events.json" + KEY, event("u1", "view", "b"))[1]["eventId"] for _ in range(3)}
+    assert len(ids) == 3
+
+
+def test_pio_batch_stores_the_good_events_and_reports_each(client, server):
+    _, app = server
+    batch = [
+        event("u2", "purchase", "a", "2025-06-01T00:00:00Z"),
+        {"eve": "view", "entityType": "user", "entityId": "u2", "eventTime": "2015-12-13T21:39:45.618Z"},
+        event("u2", "view", "b", "2025-06-02T00:00:00Z"),
+        {"event": "$set", "entityType": "item", "entityId": "i1", "properties": {"popular": 3}},
+        {"event": "view", "entityType": "user", "entityId": "u2"},
+    ]
+    status, body, _ = client.call("POST", "/batch/events.json" + KEY, batch)
+    assert status == 200 and [r["status"] for r in body] == [201, 400, 201, 400, 400]
+    assert body[0]["eventId"] != body[2]["eventId"]
+    assert body[1]["field"] == "eve" and body[1]["message"].startswith("eve: unknown field")
+    assert body[3]["field"] == "properties.popular" and "reserved" in body[3]["message"]
+    assert body[4]["field"] == "targetEntityId"
+    assert app.rec.events.history("u2", None, 10) == {"purchase": ["a"], "view": ["b"]}
+    status, found, _ = client.call("GET", "/events.json" + KEY + "&entityType=user&entityId=u2")
+    assert status == 200 and [e["eventId"] for e in found] == [body[0]["eventId"], body[2]["eventId"]]
+    # the good ones count at the next query: u2 bought a -> i1, i2
+    assert [s["item"] for s in client.call("POST", "/queries.json", {"user": "u2", "num": 2})[1]["itemScores"]] == [
+        "i2", "i1"]
+
+
+def test_pio_batch_limits(client):
+    small = {"event": "v", "entityType": "user", "entityId": "u", "targetEntityId": "a"}
+    status, body, _ = client.call("POST", "/batch/events.json" + KEY, [small] * 51)
+    assert status == 400 and "less than or equal to 50" in body["error"]
+    assert client.call("POST", "/batch/events.json" + KEY, event("u", "view", "a"))[0] == 400
+    assert client.call("POST", "/batch/events.json" + KEY, [])[:2] == (200, [])
+    assert client.call("POST", "/batch/events.json", [event("u", "view", "a")])[0] == 401
+
+
+def test_array_on_events_json_stays_all_or_nothing(client, server):
+    _, app = server
+    status, body, _ = client.call("POST", "/events.json" + KEY, [event("u3", "view", "a"), {"event": "view"}])
+    assert status == 400 and body["field"] == "[1].entityType"
+    assert app.rec.events.history("u3", None, 10) == {}
+
+
+def test_pio_get_events_filters(client):
+    for n, (action, item) in enumerate([("view", "a"), ("view", "b"), ("purchase", "a"), ("view", "c")]):
+        client.call("POST", "/events.json" + KEY, event("u4", action, item, f"2025-06-0{n + 1}T00:00:00Z"))
+    client.call("POST", "/events.json" + KEY, event("other", "view", "a", "2025-06-01T00:00:00Z"))
+    client.call("POST", "/events.json" + KEY, {"event": "$set", "entityType": "item", "entityId": "n2",
+                                               "properties": {"category": "x"}, "eventTime": "2025-06-03T00:00:00Z"})
+
+    def find(params):
+        status, body, _ = client.call("GET", "/events.json" + KEY + params)
+        assert status == 200, body
+        return [(e["entityId"], e["event"], e.get("targetEntityId")) for e in body]
+
+    assert find("&entityType=user&entityId=u4&event=view") == [("u4", "view", "a"), ("u4", "view", "b"),
+                                                                ("u4", "view", "c")]
+    assert find("&entityType=user&entityId=u4&limit=2&reversed=true") == [("u4", "view", "c"),
+                                                                         ("u4", "purchase", "a")]
+    assert find("&entityId=u4&startTime=2025-06-02T00:00:00Z&untilTime=2025-06-04T00:00:00Z") == [
+        ("u4", "view", "b"), ("u4", "purchase", "a")]
+    assert find("&targetEntityId=a&limit=-1") == [("u4", "view", "a"), ("other", "view", "a"),
+                                                  ("u4", "purchase", "a")]
+    assert find("&entityType=item&entityId=n2") == [("n2", "$set", None)]
+    assert len(find("")) == 6 and find("&entityType=shop") == []
+    for params, field in [("&limit=x", "limit"), ("&limit=-2", "limit"), ("&reversed=maybe", "reversed"),
+                          ("&startTime=soon", "startTime"), ("&channel=web", "channel"), ("&entity=u", "entity")]:
+        status, body, _ = client.call("GET", "/events.json" + KEY + params)
+        assert status == 400 and body["field"] == field
+
+
+def test_pio_reads_need_the_key_too(client):
+    import base64
+
+    assert client.call("GET", "/events.json")[0] == 401
+    assert client.call("GET", "/events/1.json")[0] == 401
+    assert client.call("GET", "/events.json?accessKey=wrong")[0] == 401
+    assert client.call("GET", "/events.json", headers=AUTH)[0] == 200
+    # PredictionIO's other form: the key as the Basic-auth user name
+    basic = {"Authorization": "Basic " + base64.b64encode(f"{TOKEN}:".encode()).decode()}
+    assert client.call("GET", "/events.json", headers=basic)[0] == 200
+    assert client.call("POST", "/events.json", event("u", "view", "a"), headers=basic)[0] == 201
+    bad = {"Authorization": "Basic !!!"}
+    assert client.call("GET", "/events.json", headers=bad)[0] == 401
+    status, _, headers = client.call("DELETE", "/events/1.json" + KEY)
+    assert status == 405 and headers["Allow"] == "GET"
