@@ -253,9 +253,10 @@ class _Converter:
         self.drop(path, f"not a Universal Recommender parameter{hint}")
 
     # ---- typed reads: a bad value is a note, not an error (the rest still converts)
-    def integer(self, path: str, value: Any, low: int = 0) -> int | None:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) or value < low:
-            self.drop(path, f"expected a whole number >= {low}, not {json.dumps(value)}")
+    def integer(self, path: str, value: Any, low: int = 0, high: int = 2**31 - 1) -> int | None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                or value != int(value) or not low <= value <= high:
+            self.drop(path, f"expected a whole number from {low} to {high}, not {json.dumps(value)}")
             return None
         return int(value)
 
@@ -599,7 +600,7 @@ class _Converter:
                 rankings_seen = True
                 self.rankings(path, value)
             elif key == "seed":
-                seed = self.integer(path, value, -(2**63))
+                seed = self.integer(path, value, -(2**63), 2**63 - 1)
                 if seed is not None:
                     self.c.train["seed"] = seed
                     self.differ(path, "[train] seed: the same seed gives the same model in cooccur; "
