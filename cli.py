@@ -673,7 +673,8 @@ def update_cmd(ctx, model_dir, events, from_store, out, rejects, input_format, a
 @click.option("--host", help="Address to listen on (default: [serve] host, else 127.0.0.1).")
 @click.option("--port", type=int, help="TCP port (default: [serve] port, else 8000; 0 = any free port).")
 @click.option("--workers", type=int, help="Worker threads (default: [serve] workers, else 8).")
-@click.option("--token", envvar="COOCCUR_TOKEN", help="Token required for writes (POST /events.json).")
+@click.option("--token", envvar="COOCCUR_TOKEN",
+              help="Token required to write and read events (POST /events.json, GET /events.json ...).")
 @click.option("--refresh-every", metavar="DURATION",
               help="Every DURATION (e.g. '5 min'), fold stored events into --model and re-index "
                    "the changed documents, in the background.")
@@ -684,7 +685,8 @@ def update_cmd(ctx, model_dir, events, from_store, out, rejects, input_format, a
 @click.pass_context
 @fail_cleanly
 def serve_cmd(ctx, host, port, workers, token, refresh_every, model_dir, backend, data_dir, name, events_path):
-    """Serve POST /queries.json, POST /events.json, GET /health and GET /stats."""
+    """Serve POST /queries.json, the PredictionIO event API (POST /events.json,
+    POST /batch/events.json, GET /events.json, GET /events/<id>.json), GET /health and GET /stats."""
     from query.refresh import Refresher
     from query.service import serve
     from query.settings import ServeSettings
