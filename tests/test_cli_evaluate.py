@@ -29,12 +29,15 @@ def write_events(path) -> None:
 def test_evaluate_prints_a_table_and_writes_json(spark, tmp_path):
     events = tmp_path / "events.csv"
     write_events(events)
-    out = tmp_path / "report" / "eval.json"
+    out, chart = tmp_path / "report" / "eval.json", tmp_path / "report" / "eval.png"
     result = CliRunner().invoke(main, [
         "evaluate", str(events), "--split", "leave-last:1", "-k", "1", "-k", "3",
         "--primary", "like", "--indicator", "like", "--indicator", "rate", "--out", str(out),
+        "--plot", str(chart),
     ])
     assert result.exit_code == 0, result.output
+    # the chart has k = 1..20; the table and the JSON keep the asked k
+    assert chart.read_bytes()[:4] == b"\x89PNG" and f"wrote {chart}" in result.stderr
     stdout = result.stdout
     assert "8 evaluated of 9" in stdout and "1 no training history" in stdout
     rows = {line.split()[0] + "@" + line.split()[1]: line.split() for line in stdout.splitlines()
