@@ -171,10 +171,8 @@ def config_of(ctx: click.Context) -> dict[str, Any]:
             config = load_config(obj["config_path"])
             check_config(config)
         except _user_errors() as e:
-            where = f"{obj['config_path']}: " if obj.get("config_path") and not str(e).startswith(
-                str(obj["config_path"])) else ""
             hint = getattr(e, "hint", "")
-            raise click.ClickException(f"{where}{e}" + (f"\nHint: {hint}" if hint else "")) from None
+            raise click.ClickException(f"{e}" + (f"\nHint: {hint}" if hint else "")) from None
         obj["config"] = config
     return obj["config"]
 
