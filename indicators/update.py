@@ -13,6 +13,8 @@ Cooccurrence Analysis for Item-Based Collaborative Filtering" (SSDBM 2019):
 3. Rows are re-scored by LLR where k11, an item count or N changed; N (users) is in every
    LLR, so a new user means every row is re-scored from the stored counts.
 4. Rankings and properties are recomputed from their small saved inputs.
+5. With `min_events_per_user`, the users below it stay out of all of the above (their
+   interactions wait in state/held_*); one who reaches it enters as a new user would.
 
 Everything after reading the new events is numpy/scipy/pyarrow in this process; the
 same scoring function as the job's (`cooccurrence.score_rows`) keeps results identical.
