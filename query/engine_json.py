@@ -572,10 +572,11 @@ class _Converter:
                 v = self.number(path, value)
                 if v is None:
                     continue
-                if target in query_fields and v == 0:
+                if target in query_fields and v == 0 and key != "itemSetBias":
                     self.c.query[target] = 1.0
-                    self.differ(path, f"[query] {target} = 1.0: the UR treats 0 as 1 (a bias of 0 adds no "
-                                      "boost in URAlgorithm); cooccur's 0 would leave that part out of the query")
+                    self.differ(path, f"[query] {target} = 1.0: the UR treats 0 as 1 (URAlgorithm boosts the "
+                                      "history or item part only by a bias > 0 and != 1); cooccur's 0 would leave "
+                                      "that part out of the query")
                 elif target in query_fields:
                     self.c.query[target] = v
                     self.carry(path, f"[query] {target}")

@@ -132,8 +132,8 @@ HARNESS = {  # actionml/harness docs/ur_configuration.md, complete specification
         "availableDateName": "available",
         "dateName": "published",
         "userBias": 1.5,
-        "itemBias": 0.5,
-        "itemSetBias": 0,
+        "itemBias": 0,
+        "itemSetBias": 2,
         "returnSelf": False,
         "rules": [{"name": "instock", "values": ["true"], "bias": -1}],
         "rankings": [{"name": "trendRank", "type": "trending", "indicatorNames": ["buy", "view"],
@@ -242,8 +242,8 @@ def test_harness_example():
     assert (query.backfill, query.num, query.blacklist_actions) == ("none", 12, ["buy"])
     # maxIndicatorsPerQuery per indicator wins over maxQueryEvents; one length for all: the largest.
     assert query.max_query_events == 80
-    # The UR treats a bias of 0 as 1 (no boost); cooccur's 0 would drop the item set's part.
-    assert (query.user_bias, query.item_bias, query.item_set_bias) == (1.5, 0.5, 1.0)
+    # The UR treats an itemBias of 0 as 1 (no boost); cooccur's 0 would drop the item's part.
+    assert (query.user_bias, query.item_bias, query.item_set_bias) == (1.5, 1.0, 2.0)
     assert query.rules == [{"name": "instock", "values": ["true"], "bias": -1.0}]
     assert events.retention == {"buy": 356.0, "view": 356.0}
     dropped = {n.param: n.text for n in c.dropped}
@@ -252,7 +252,7 @@ def test_harness_example():
             "algorithm.maxQueryEvents", 'sparkConf["spark.es.nodes.wan.only"]'} <= set(dropped)
     different = {n.param for n in c.different}
     assert {"engineId", 'sparkConf["spark.es.nodes"]', "algorithm.indicators[1].maxIndicatorsPerQuery",
-            "dataset.ttl", "algorithm.itemSetBias"} <= different
+            "dataset.ttl", "algorithm.itemBias"} <= different
 
 
 def test_harness_test_config_with_aliases():
