@@ -9,6 +9,7 @@ documents in Python.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import time
@@ -120,12 +121,14 @@ class IndexView(Protocol):
         """Live doc slots of these ids (unknown ids are skipped)."""
         ...
 
-    def feature_postings(
-        self, field: str, features: Sequence[str]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Live doc slots having each feature of a rank_features field, concatenated, the
-        count per feature, and the float32 feature values (as Lucene decodes them) aligned
-        with the slots."""
+    def feature_parts(self, field: str, features: Sequence[str], derive: Derive | None = None) -> list[Part]:
+        """Per segment: doc slots having each feature of a rank_features field (dead slots
+        included), concatenated, the count per feature, and the float32 feature values (as
+        Lucene decodes them) aligned with the slots, or `derive.fn` of them."""
+        ...
+
+    def derived_ready(self, field: str, derive: Derive) -> bool:
+        """Whether feature_parts with `derive` is cheap (already computed, or worth it)."""
         ...
 
 
@@ -137,6 +140,25 @@ class ScoringError(UnsupportedQuery):
     def __init__(self, path: str, problem: str) -> None:
         super().__init__(path, problem)
         self.hint = "give the function a `missing` value or a modifier defined for every value"
+
+
+@dataclass(frozen=True)
+class Derive:
+    """A function of a rank_features field's values that an IndexView may compute once per
+    version over all the field's postings and keep: `key` names it, `fn` maps the float32
+    feature values to the derived array elementwise."""
+
+    key: tuple
+    fn: Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Part:
+    """Postings of one segment: doc slots, count per term, values aligned with the slots."""
+
+    docs: np.ndarray
+    lengths: np.ndarray
+    values: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -240,11 +262,25 @@ def rank_feature_scores(function: str, parameter: np.ndarray, weight: np.ndarray
         saturation  w * (1 - pivot / (S + pivot))     (float, in this order)
         log         (float) (w * Math.log(a + S))     (a + S in float, then double)
     """
+    return rank_feature_apply(function, weight, rank_feature_pre(function, parameter, value))
+
+
+def rank_feature_pre(function: str, parameter: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """The part of a FeatureField function that does not depend on the weight: S (linear),
+    the float32 1 - pivot / (S + pivot) (saturation), the double ln(a + S) (log)."""
     if function == LINEAR:
-        return weight * value
+        return value
     if function == SATURATION:
-        return weight * (ONE - parameter / (value + parameter))
-    return (weight.astype(np.float64) * np.log((parameter + value).astype(np.float64))).astype(np.float32)
+        return ONE - parameter / (value + parameter)
+    return np.log((parameter + value).astype(np.float64))
+
+
+def rank_feature_apply(function: str, weight: np.ndarray, pre: np.ndarray) -> np.ndarray:
+    """float32 scores from `rank_feature_pre`'s values: w * pre in float32, or for log in
+    double, rounded to float32 (Lucene's order of operations)."""
+    if function == LOG:
+        return (np.asarray(weight, np.float32).astype(np.float64) * pre).astype(np.float32)
+    return weight * pre
 
 
 # ------------------------------------------------------------------ field_value_factor
@@ -288,6 +324,24 @@ class _Deferred:
     """The message for the i-th of `slots`."""
 
 
+_FUNCTION_CACHE: dict[tuple, tuple[str, np.float32]] = {}
+
+
+def _rank_function_of(kind: str, params: Any, path: str) -> tuple[str, np.float32]:
+    """Evaluator._rank_function, remembered by value for parameter objects of plain numbers
+    (a body parsed from JSON has one object per clause)."""
+    if type(params) is dict and all(type(v) is float or type(v) is int for v in params.values()):
+        key = (kind, *params.items())
+        found = _FUNCTION_CACHE.get(key)
+        if found is None:
+            found = Evaluator._rank_function(kind, params, path)
+            if len(_FUNCTION_CACHE) > 256:
+                _FUNCTION_CACHE.clear()
+            _FUNCTION_CACHE[key] = found
+        return found
+    return Evaluator._rank_function(kind, params, path)
+
+
 class Evaluator:
     """Evaluates one query tree against one IndexView."""
 
@@ -301,6 +355,10 @@ class Evaluator:
         """Parsed rank_feature functions by (kind, id of the parameters object): the body is
         alive (and unchanged) while it is evaluated, and a builder shares one object."""
         self._deferred: list[_Deferred] = []
+        self._within: np.ndarray | None = None
+        """While a bool's scoring clauses run: the documents its (and its parents') filter and
+        must_not clauses let through. A function_score computes its function for those only:
+        the others are excluded above it, so their scores never count (nor fail)."""
 
     # ------------------------------------------------------------------ entry points
     def run(self, query: Any, path: str = "query") -> tuple[np.ndarray, np.ndarray]:
@@ -392,13 +450,9 @@ class Evaluator:
         weight = (boosts.astype(np.float32) * (ONE + K1)) * idf
         return (weight - weight / (ONE + ONE * norm_inverse)).astype(np.float32)
 
-    def _term_batch(
-        self, clauses: list[tuple[str, str, np.float32]], scoring: bool
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Matching-clause counts per slot and summed (float64) scores of term clauses."""
-        n = self.view.n
-        counts = np.zeros(n, np.int64)
-        sums = np.zeros(n, np.float64) if scoring else None
+    def _term_postings(self, clauses: list[tuple[str, str, np.float32]], scoring: bool):
+        """Per field: (doc slots of its term clauses' postings, their float64 scores or None,
+        whether every score is > 0)."""
         by_field: dict[str, list[tuple[str, np.float32]]] = {}
         for field, value, boost in clauses:
             by_field.setdefault(field, []).append((value, boost))
@@ -406,54 +460,97 @@ class Evaluator:
             docs, lengths = self.view.term_postings(field, [v for v, _ in items])
             if docs.size == 0:
                 continue
-            counts += np.bincount(docs, minlength=n)
-            if scoring:
-                boosts = np.array([b for _, b in items], np.float32)
-                per_term = self.term_scores(field, lengths, boosts)
-                sums += np.bincount(docs, weights=np.repeat(per_term.astype(np.float64), lengths), minlength=n)
-        return counts, sums
+            if not scoring:
+                yield docs, None, True
+                continue
+            boosts = np.array([b for _, b in items], np.float32)
+            per_term = self.term_scores(field, lengths, boosts)
+            yield (docs, np.repeat(per_term.astype(np.float64), lengths),
+                   bool((per_term[lengths > 0] > 0).all()))
 
-    def _batch(self, terms: list, features: list, scoring: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """Matching-clause counts per slot and summed (float64) scores of term and
-        rank_feature clauses."""
-        counts, sums = self._term_batch(terms, scoring)
-        if features:
-            self._feature_batch(features, scoring, counts, sums)
-        return counts, sums
+    def _batch(self, terms: list, features: list, scoring: bool, need_counts: bool):
+        """Term and rank_feature clauses over their posting lists, a field at a time:
+        (matching-clause counts per slot, or None unless `need_counts`; summed float64 scores,
+        or None unless `scoring`; bool per slot: matches at least one clause)."""
+        n = self.view.n
+        sums = np.zeros(n, np.float64) if scoring else None
+        postings: list[np.ndarray] = []
+        positive = True
+        for docs, weights, pos in itertools.chain(self._term_postings(terms, scoring),
+                                                  self._feature_postings(features, scoring)):
+            postings.append(docs)
+            if scoring:
+                sums += np.bincount(docs, weights=weights, minlength=n)
+                positive = positive and pos
+        counts = None
+        if need_counts:
+            counts = np.zeros(n, np.int64)
+            for docs in postings:
+                counts += np.bincount(docs, minlength=n)
+            hit = counts > 0
+        elif scoring and positive:
+            hit = sums > 0  # every matching clause adds a positive score: no count needed
+        else:
+            hit = np.zeros(n, bool)
+            for docs in postings:
+                hit[docs] = True
+        return counts, sums, hit
 
     # ------------------------------------------------------------------ rank_feature
-    def _feature_batch(self, clauses: list[_FeatureClause], scoring: bool,
-                       counts: np.ndarray, sums: np.ndarray | None) -> None:
-        """Add the matching-clause counts and float64 scores of rank_feature clauses:
-        the postings of a field in one gather, the scores in a few array operations."""
-        n = self.view.n
+    def _feature_postings(self, clauses: list[_FeatureClause], scoring: bool):
+        """Per field and segment: (doc slots of its rank_feature clauses' postings, their
+        float64 scores or None, whether every score is > 0). The function of the feature
+        values is computed once per version over the whole field (`BaseVersion.derived`) and
+        gathered with the postings: when the field's clauses share one weight (the builder's
+        clauses do unless history_decay < 1), their final float32 scores; else the function's
+        value before the weight, which is then applied per posting."""
         by_field: dict[str, list[_FeatureClause]] = {}
         for clause in clauses:
             by_field.setdefault(clause[0], []).append(clause)
         for field, items in by_field.items():
-            docs, lengths, values = self.view.feature_postings(field, [c[1] for c in items])
-            if docs.size == 0:
+            features = [c[1] for c in items]
+            if not scoring:
+                for part in self.view.feature_parts(field, features):
+                    if part.docs.size:
+                        yield part.docs, None, True
                 continue
-            counts += np.bincount(docs, minlength=n)
-            if scoring:
-                sums += np.bincount(docs, weights=self._feature_scores(items, lengths, values), minlength=n)
+            with np.errstate(over="ignore"):
+                # BoostQuery: the clause's boost times the one passed down, in float32
+                weights = np.array([c[4] for c in items], np.float32) * np.array([c[5] for c in items], np.float32)
+            kinds = {(c[2], float(c[3])) for c in items}
+            if len(kinds) == 1:
+                kind, param = items[0][2], items[0][3]
+                w0 = weights[0]
+                derive = Derive(("score", kind, float(param), float(w0)),
+                                lambda v, k=kind, p=param, w=w0: rank_feature_scores(k, p, w, v))
+                if (weights == w0).all() and not np.isnan(w0) and self.view.derived_ready(field, derive):
+                    for part in self.view.feature_parts(field, features, derive):
+                        if part.docs.size:
+                            yield part.docs, part.values, bool(part.values.min() > 0)
+                    continue
+                derive = Derive(("pre", kind, float(param)),
+                                lambda v, k=kind, p=param: rank_feature_pre(k, p, v))
+                for part in self.view.feature_parts(field, features, derive):
+                    if part.docs.size:
+                        scores = rank_feature_apply(kind, np.repeat(weights, part.lengths), part.values)
+                        yield part.docs, scores, bool(scores.min() > 0)
+                continue
+            for part in self.view.feature_parts(field, features):
+                if part.docs.size:
+                    scores = self._feature_scores(items, weights, part.lengths, part.values)
+                    yield part.docs, scores, bool(scores.min() > 0)
 
     @staticmethod
-    def _feature_scores(items: list[_FeatureClause], lengths: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """float64 of each posting's float32 rank_feature score."""
-        with np.errstate(over="ignore"):
-            # BoostQuery: the clause's boost times the one passed down, in float32
-            boosts = np.array([c[4] for c in items], np.float32) * np.array([c[5] for c in items], np.float32)
-        weights = np.repeat(boosts, lengths)
+    def _feature_scores(items: list[_FeatureClause], weights: np.ndarray, lengths: np.ndarray,
+                        values: np.ndarray) -> np.ndarray:
+        """float64 of each posting's float32 rank_feature score (clauses of several functions)."""
+        w = np.repeat(weights, lengths)
         params = np.repeat(np.array([c[3] for c in items], np.float32), lengths)
-        kinds = {c[2] for c in items}
-        if len(kinds) == 1:
-            return rank_feature_scores(kinds.pop(), params, weights, values).astype(np.float64)
         out = np.empty(values.size, np.float64)
         per_posting = np.repeat(np.array([_RANK_FUNCTIONS.index(c[2]) for c in items], np.int8), lengths)
-        for kind in kinds:
+        for kind in {c[2] for c in items}:
             m = per_posting == _RANK_FUNCTIONS.index(kind)
-            out[m] = rank_feature_scores(kind, params[m], weights[m], values[m])
+            out[m] = rank_feature_scores(kind, params[m], w[m], values[m])
         return out
 
     def _rank_feature_clause(self, spec: Any, path: str, boost: np.float32) -> _FeatureClause:
@@ -480,7 +577,7 @@ class Evaluator:
                     if kind is not None and (type(raw) is float or type(raw) is int) and raw >= 0:
                         fn = self._functions.get((kind, id(params)))
                         if fn is None:
-                            fn = self._functions[(kind, id(params))] = self._rank_function(
+                            fn = self._functions[(kind, id(params))] = _rank_function_of(
                                 kind, params, f"{path}.{kind}")
                         return field, feature, fn[0], fn[1], raw, boost
         return self._rank_feature_checked(spec, path, boost)
@@ -556,8 +653,8 @@ class Evaluator:
 
     def _q_rank_feature(self, spec: Any, path: str, boost: np.float32, scoring: bool) -> _Result:
         clause = self._rank_feature_clause(spec, path, boost)
-        counts, sums = self._batch([], [clause], scoring)
-        return _Result(counts > 0, None if sums is None else sums.astype(np.float32))
+        _, sums, hit = self._batch([], [clause], scoring, need_counts=False)
+        return _Result(hit, None if sums is None else sums.astype(np.float32))
 
     # ------------------------------------------------------------------ function_score
     def _q_function_score(self, spec: Any, path: str, boost: np.float32, scoring: bool) -> _Result:
@@ -585,7 +682,7 @@ class Evaluator:
             return self.eval(query, f"{path}.query", ONE, scoring=False)
         # `replace` ignores the query's score: Elasticsearch does not compute it
         inner = self.eval(query, f"{path}.query", boost, scoring=mode != "replace")
-        slots = np.flatnonzero(inner.mask)
+        slots = np.flatnonzero(inner.mask if self._within is None else inner.mask & self._within)
         value = self.view.numbers(field)[slots].astype(np.float64)  # float doc values, as double
         absent = np.isnan(value)
         if missing is not None:
@@ -664,8 +761,8 @@ class Evaluator:
     # ------------------------------------------------------------------ query types
     def _q_term(self, spec: Any, path: str, boost: np.float32, scoring: bool) -> _Result:
         clause = self._term_clause(spec, path, boost)
-        counts, sums = self._term_batch([clause], scoring)
-        return _Result(counts > 0, None if sums is None else sums.astype(np.float32))
+        _, sums, hit = self._batch([clause], [], scoring, need_counts=False)
+        return _Result(hit, None if sums is None else sums.astype(np.float32))
 
     def _q_terms(self, spec: Any, path: str, boost: np.float32, scoring: bool) -> _Result:
         field, values = self._one_field(spec, path, {"boost"})
@@ -762,12 +859,33 @@ class Evaluator:
             return self._const(np.ones(n, bool), boost, scoring)
         mask = np.ones(n, bool)
         total = np.zeros(n, np.float64) if scoring else None
+        # filter and must_not first: their mask bounds the documents whose function scores
+        # the clauses below compute (`_within`); they add no score, so the order is free
+        for i, q in enumerate(filt):
+            mask &= self.eval(q, f"{path}.filter[{i}]", ONE, scoring=False).mask
+        for i, q in enumerate(must_not):
+            mask &= ~self.eval(q, f"{path}.must_not[{i}]", ONE, scoring=False).mask
+        outer_within = self._within
+        if scoring and (filt or must_not):
+            self._within = mask if outer_within is None else mask & outer_within
+        try:
+            self._scored_clauses(path, boost, scoring, must, should, msm, mask, total)
+        finally:
+            self._within = outer_within
+        if not scoring:
+            return _Result(mask, None)
+        # Lucene sums clause scores in double and rounds the bool's score to float32.
+        return _Result(mask, np.where(mask, total, 0).astype(np.float32))
 
+    def _scored_clauses(self, path: str, boost: np.float32, scoring: bool, must: list, should: list,
+                        msm: int, mask: np.ndarray, total: np.ndarray | None) -> None:
+        """A bool's must and should clauses: narrow `mask` and add to `total` in place."""
         # must: every clause matches; term and rank_feature clauses are batched over the postings.
         must_terms, must_features, must_other = self._split_terms(must, f"{path}.must", boost)
         if must_terms or must_features:
-            counts, sums = self._batch(must_terms, must_features, scoring)
-            mask &= counts == len(must_terms) + len(must_features)
+            k = len(must_terms) + len(must_features)
+            counts, sums, hit = self._batch(must_terms, must_features, scoring, need_counts=k > 1)
+            mask &= hit if counts is None else counts == k
             if scoring:
                 total += sums
         for p, q in must_other:
@@ -775,40 +893,61 @@ class Evaluator:
             mask &= r.mask
             if scoring:
                 total += r.score
-        for i, q in enumerate(filt):
-            mask &= self.eval(q, f"{path}.filter[{i}]", ONE, scoring=False).mask
-        for i, q in enumerate(must_not):
-            mask &= ~self.eval(q, f"{path}.must_not[{i}]", ONE, scoring=False).mask
 
-        # should: count matching clauses per document for minimum_should_match.
+        # should: count matching clauses per document for minimum_should_match (a mask of the
+        # documents matching any is enough for 1, the builder's personal part)
         if should:
             should_terms, should_features, should_other = self._split_terms(should, f"{path}.should", boost)
-            matched, sums = self._batch(should_terms, should_features, scoring)
+            matched, sums, hit = self._batch(should_terms, should_features, scoring, need_counts=msm > 1)
             for p, q in should_other:
                 r = self.eval(q, p, boost, scoring)
-                matched += r.mask
+                if matched is not None:
+                    matched += r.mask
+                else:
+                    hit |= r.mask
                 if scoring:
                     sums += np.where(r.mask, r.score, 0)
-            if msm > 0:
+            if msm > 1:
                 mask &= matched >= msm
+            elif msm == 1:
+                mask &= hit
             if scoring:
                 total += sums
-        if not scoring:
-            return _Result(mask, None)
-        # Lucene sums clause scores in double and rounds the bool's score to float32.
-        return _Result(mask, np.where(mask, total, 0).astype(np.float32))
 
     def _split_terms(self, clauses: list[Any], path: str, boost: np.float32):
         """Term and rank_feature clauses (batched over posting lists) apart from the others."""
         terms, features, other = [], [], []
         keywords = self.keywords
+        feature_fields = self.features
+        functions = self._functions
         boosts: dict[Any, np.float32] = {}
         for i, q in enumerate(clauses):
             # fast path for well-formed term clauses: a 500-item history over two fields makes
             # 1000 of them, and per-clause Python overhead would dominate the search
             spec = q.get("term") if type(q) is dict and len(q) == 1 else None
             if spec is None and type(q) is dict and len(q) == 1 and "rank_feature" in q:
-                features.append(self._rank_feature_clause(q["rank_feature"], f"{path}[{i}].rank_feature", boost))
+                rf = q["rank_feature"]
+                # the builder's shape {field, <function>: params, boost}: a few dict look-ups
+                name = rf.get("field") if type(rf) is dict else None
+                if type(name) is str:
+                    field, _, feature = name.rpartition(".")
+                    raw = rf.get("boost", 1.0)
+                    if field in feature_fields and len(rf) == (3 if "boost" in rf else 2) \
+                            and (type(raw) is float or type(raw) is int) and raw >= 0:
+                        params = rf.get("log")
+                        kind = LOG
+                        if params is None:
+                            params, kind = rf.get("saturation"), SATURATION
+                            if params is None:
+                                params, kind = rf.get("linear"), LINEAR
+                        if params is not None:
+                            fn = functions.get((kind, id(params)))
+                            if fn is None:
+                                fn = functions[(kind, id(params))] = _rank_function_of(
+                                    kind, params, f"{path}[{i}].rank_feature.{kind}")
+                            features.append((field, feature, fn[0], fn[1], raw, boost))
+                            continue
+                features.append(self._rank_feature_clause(rf, f"{path}[{i}].rank_feature", boost))
                 continue
             if type(spec) is dict and len(spec) == 1:
                 ((field, value),) = spec.items()

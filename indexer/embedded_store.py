@@ -31,6 +31,7 @@ import dataclasses
 import json
 import math
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from .backend import Document, IndexSchema
-from .embedded_query import DATE_MISSING, parse_date
+from .embedded_query import DATE_MISSING, Derive, Part, parse_date
 from .features import check_features, quantize
 
 FORMAT = "cooccur-embedded/1"
@@ -203,6 +204,20 @@ def gather_positions(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, 
     return offsets + np.arange(total), lengths
 
 
+def runs(indptr: np.ndarray, array: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The concatenated runs array[indptr[r]:indptr[r + 1]] of CSR rows, and the length of
+    each: one copy of the slices, no position arrays (a 500-item history gathers about a
+    million postings at 100k items)."""
+    starts = indptr[rows]
+    ends = indptr[rows + 1]
+    lengths = ends - starts
+    if rows.size == 1:
+        return array[int(starts[0]):int(ends[0])], lengths
+    if rows.size == 0:
+        return array[:0], lengths
+    return np.concatenate([array[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]), lengths
+
+
 # --------------------------------------------------------------------------- on disk
 def save_array(directory: Path, name: str, array: np.ndarray) -> None:
     with open(directory / name, "wb") as f:
@@ -284,6 +299,59 @@ class BaseVersion:
         self.segment = Segment(load("ids.npy"), keyword, dates, numbers, features)
         self.offsets = load("docs.off.npy")
         self._docs_fd = os.open(directory / "docs.jsonl", os.O_RDONLY)
+        self._derived: dict[tuple, np.ndarray] = {}
+        self._asked: dict[tuple, None] = {}
+        self._index: dict[tuple, dict[str, int]] = {}
+        self._derived_lock = threading.Lock()
+
+    DERIVED_KEPT = 6
+    """Derived arrays kept per version (each as large as a feature field's values)."""
+
+    def find(self, key: tuple, sorted_values: np.ndarray, wanted: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """`lookup` in one of this version's sorted string arrays (named by `key`): for many
+        strings, through a dictionary of the array built once per version (a 500-item
+        history looks up a thousand terms; a bisection over numpy strings costs more)."""
+        if len(wanted) < 64:
+            return lookup(sorted_values, wanted)
+        index = self._index.get(key)
+        if index is None:
+            index = dict(zip(sorted_values.tolist(), range(len(sorted_values)), strict=True))
+            self._index[key] = index
+        get = index.get
+        pos = np.fromiter((get(w, -1) for w in wanted), np.int64, len(wanted))
+        found = pos >= 0
+        pos[~found] = 0
+        return pos, found
+
+    def derived_ready(self, field: str, derive: Derive) -> bool:
+        """Whether `derived` has this array, or was asked for it before: the evaluator
+        computes a function for a whole field only when it is used again (a request with
+        an unusual boost would otherwise pay for millions of postings it does not gather)."""
+        key = (field, *derive.key)
+        if key in self._derived:
+            return True
+        with self._derived_lock:
+            seen = key in self._asked
+            self._asked[key] = None
+            while len(self._asked) > 64:
+                self._asked.pop(next(iter(self._asked)))
+        return seen
+
+    def derived(self, field: str, derive: Derive) -> np.ndarray:
+        """derive.fn of the field's feature values, computed once and kept (the last
+        DERIVED_KEPT used): a query's rank_feature function applies to every posting it
+        gathers, so the arithmetic is done once per version instead of per query."""
+        key = (field, *derive.key)
+        found = self._derived.get(key)
+        if found is None:
+            with self._derived_lock:
+                found = self._derived.get(key)
+                if found is None:
+                    found = np.ascontiguousarray(derive.fn(self.segment.features[field][3]))
+                    while len(self._derived) >= self.DERIVED_KEPT:
+                        self._derived.pop(next(iter(self._derived)))
+                    self._derived[key] = found
+        return found
 
     def document(self, slot: int) -> Document:
         start, end = int(self.offsets[slot]), int(self.offsets[slot + 1])
@@ -416,17 +484,41 @@ class Snapshot:
             lengths = np.bincount(owners[keep], minlength=len(terms)).astype(np.int64)
         return docs, lengths, values
 
-    @staticmethod
-    def _segment_postings(columns, terms: Sequence[str], offset: int, with_values: bool):
+    def _segment_postings(self, columns, terms: Sequence[str], offset: int, with_values: bool):
         t, indptr, indices, rest = columns
-        pos, found = lookup(t, terms)
+        pos, found = self.base.find(("terms", id(t)), t, terms) if offset == 0 else lookup(t, terms)
         lengths = np.zeros(len(terms), np.int64)
-        positions, lengths[found] = gather_positions(indptr, pos[found])
-        values = rest[positions] if with_values else None
-        return indices[positions].astype(np.int64) + offset, lengths, values
+        rows = pos[found]
+        docs, lengths[found] = runs(indptr, indices, rows)
+        values = runs(indptr, rest, rows)[0] if with_values else None
+        return docs.astype(np.int64) + offset if offset else docs.astype(np.int64), lengths, values
+
+    def derived_ready(self, field: str, derive: Derive) -> bool:
+        return self.base.derived_ready(field, derive)
+
+    def feature_parts(self, field: str, features: Sequence[str], derive: Derive | None = None) -> list[Part]:
+        """Per segment (the version's, then the overlay's): the doc slots having each feature of
+        a rank_features field, concatenated feature by feature, the count per feature, and the
+        feature values aligned with the slots, or `derive`'s values of them (computed once per
+        version over the whole field and cached: see `Derive`). Dead slots are included: the
+        evaluator masks them out of the result, and feature clauses use no statistics."""
+        parts = []
+        for seg, offset in ((self.base.segment, 0), (self.extra, self.n_base)):
+            if seg is None:
+                continue
+            names, indptr, indices, values = seg.features[field]
+            pos, found = self.base.find(("features", field), names, features) if seg is self.base.segment \
+                else lookup(names, features)
+            rows = pos[found]
+            lengths = np.zeros(len(features), np.int64)
+            docs, lengths[found] = runs(indptr, indices, rows)
+            if derive is not None:
+                values = self.base.derived(field, derive) if seg is self.base.segment else derive.fn(values)
+            parts.append(Part(docs if not offset else docs + np.int32(offset), lengths, runs(indptr, values, rows)[0]))
+        return parts
 
     def slots_of_ids(self, ids: Sequence[str]) -> np.ndarray:
-        pos, found = lookup(self.base.segment.ids, list(ids))
+        pos, found = self.base.find(("ids",), self.base.segment.ids, list(ids))
         slots = pos[found]
         extra = [self._extra_index[i] for i in ids if i in self._extra_index]
         if extra:
