@@ -670,7 +670,9 @@ def update_cmd(ctx, model_dir, events, from_store, out, rejects, input_format, a
 @main.command("serve")
 @click.option("--host", help="Address to listen on (default: [serve] host, else 127.0.0.1).")
 @click.option("--port", type=int, help="TCP port (default: [serve] port, else 8000; 0 = any free port).")
-@click.option("--workers", type=int, help="Worker threads (default: [serve] workers, else 8).")
+@click.option("--workers", type=int,
+              help="Worker processes (default: [serve] workers, else one per core).")
+@click.option("--threads", type=int, help="Threads per worker process (default: [serve] threads, else 1).")
 @click.option("--token", envvar="COOCCUR_TOKEN",
               help="Token required to write and read events (POST /events.json, GET /events.json ...).")
 @click.option("--refresh-every", metavar="DURATION",
@@ -682,15 +684,16 @@ def update_cmd(ctx, model_dir, events, from_store, out, rejects, input_format, a
 @_events_option
 @click.pass_context
 @fail_cleanly
-def serve_cmd(ctx, host, port, workers, token, refresh_every, model_dir, backend, data_dir, name, events_path):
+def serve_cmd(ctx, host, port, workers, threads, token, refresh_every, model_dir, backend, data_dir, name,
+              events_path):
     """Serve POST /queries.json, the PredictionIO event API (POST /events.json,
     POST /batch/events.json, GET /events.json, GET /events/<id>.json), GET /health and GET /stats."""
     from query.refresh import Refresher
-    from query.service import serve
     from query.settings import ServeSettings
+    from query.workers import run as serve
 
     settings = build_settings(ServeSettings, config_of(ctx).get("serve"), "serve",
-                              host=host, port=port, workers=workers, token=token)
+                              host=host, port=port, workers=workers, threads=threads, token=token)
     refresher = None
     if refresh_every or model_dir:
         if not (refresh_every and model_dir):
@@ -718,7 +721,9 @@ def serve_cmd(ctx, host, port, workers, token, refresh_every, model_dir, backend
 
     def ready(h: str, p: int) -> None:
         auth = "token required for writes" if settings.token else "no token: writes are open"
-        click.echo(f"cooccur serving on http://{h}:{p} with {settings.workers} threads ({auth})", err=True)
+        n, t = settings.processes, settings.threads
+        click.echo(f"cooccur serving on http://{h}:{p} with {n * t} threads ({auth}): "
+                   f"{n} worker process{'es' if n > 1 else ''} x {t} thread{'s' if t > 1 else ''}", err=True)
         if refresher is not None:
             click.echo(f"refreshing {refresher.model_dir} every {refresh_every} from the event store", err=True)
 

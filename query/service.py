@@ -20,6 +20,7 @@ import binascii
 import hmac
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -281,7 +282,9 @@ class App:
                 "p50": round(lat[len(lat) // 2], 3) if lat else None,
                 "p99": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 3) if lat else None,
             },
-            "threads": self.settings.workers,
+            "pid": os.getpid(),  # with several worker processes, the counts are this worker's
+            "workers": self.settings.processes,
+            "threads": self.settings.threads,
         }
         if self.rec.events is not None:
             out["events"] = self.rec.events.stats()
@@ -340,7 +343,7 @@ def serve(recommender: Recommender, settings: ServeSettings, events: EventSettin
     index fresh from the event store)."""
     app = App(recommender, settings)
     app.refresher = refresher
-    server = make_server(app, settings.host, settings.port, settings.workers, settings.max_body_bytes)
+    server = make_server(app, settings.host, settings.port, settings.threads, settings.max_body_bytes)
     pruner = None
     if events is not None and events.retention and events.prune_interval > 0 and recommender.events is not None:
         app.prune(events.retention)

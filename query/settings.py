@@ -170,16 +170,27 @@ class ServeSettings:
     """Address the HTTP service listens on (0.0.0.0 for all interfaces)."""
     port: int = 8000
     """TCP port of the HTTP service."""
-    workers: int = 8
-    """Worker threads answering requests (one process; see docs/api.md for why)."""
+    workers: int | None = None
+    """Worker processes answering requests, forked by gunicorn; they share the index
+    (memory-mapped) and the event store (default: one per core, `os.cpu_count()`)."""
+    threads: int = 1
+    """Threads per worker process (the work is CPU-bound Python: more processes, not more
+    threads, use more cores; docs/search.md, "Serving")."""
     token: str | None = field(default_factory=lambda: os.environ.get("COOCCUR_TOKEN") or None)
     """Writes (POST /events.json) need `Authorization: Bearer <token>` (or ?accessKey=) when set."""
     max_body_bytes: int = 1024 * 1024
     """Larger request bodies get 413."""
 
+    @property
+    def processes(self) -> int:
+        """`workers`, or the number of cores."""
+        return self.workers if self.workers is not None else os.cpu_count() or 1
+
     def __post_init__(self) -> None:
-        if self.workers < 1:
+        if self.workers is not None and self.workers < 1:
             raise SettingsError("workers", "must be at least 1", "serve")
+        if self.threads < 1:
+            raise SettingsError("threads", "must be at least 1", "serve")
         if not 0 <= self.port <= 65535:
             raise SettingsError("port", f"{self.port} is not a TCP port", "serve")
         if self.max_body_bytes < 1024:
