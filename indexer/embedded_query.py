@@ -456,8 +456,23 @@ class Evaluator:
         by_field: dict[str, list[tuple[str, np.float32]]] = {}
         for field, value, boost in clauses:
             by_field.setdefault(field, []).append((value, boost))
+        dense = getattr(self.view, "term_postings_dense", None) if scoring else None
         for field, items in by_field.items():
-            docs, lengths = self.view.term_postings(field, [v for v, _ in items])
+            values = [v for v, _ in items]
+            split = dense(field, values) if dense is not None else None
+            if split is not None:
+                # the hot terms' documents as dense rows (BaseVersion.hot_rows), the others' postings
+                docs, lengths, rows = split
+                per_term = self.term_scores(field, lengths, np.array([b for _, b in items], np.float32))
+                positive = bool((per_term[lengths > 0] > 0).all())
+                cold = lengths > 0
+                cold[[w for w, _ in rows]] = False
+                if docs.size:
+                    yield docs, np.repeat(per_term[cold].astype(np.float64), lengths[cold]), positive
+                for w, row in rows:
+                    yield None, row, np.float64(per_term[w])
+                continue
+            docs, lengths = self.view.term_postings(field, values)
             if docs.size == 0:
                 continue
             if not scoring:
@@ -475,9 +490,23 @@ class Evaluator:
         n = self.view.n
         sums = np.zeros(n, np.float64) if scoring else None
         postings: list[np.ndarray] = []
+        dense: list[np.ndarray] = []
         positive = True
         for docs, weights, pos in itertools.chain(self._term_postings(terms, scoring),
                                                   self._feature_postings(features, scoring)):
+            if docs is None:
+                # a dense row over the first slots: bool (times the term's score) or the
+                # float32 scores themselves, all > 0 where the term is (scoring only)
+                row, scale = weights, pos
+                head = sums[:row.size]
+                if scale is None:
+                    head += row
+                    dense.append(row > 0)
+                else:
+                    head += row * scale
+                    dense.append(row)
+                    positive = positive and bool(scale > 0)
+                continue
             postings.append(docs)
             if scoring:
                 sums += np.bincount(docs, weights=weights, minlength=n)
@@ -487,6 +516,8 @@ class Evaluator:
             counts = np.zeros(n, np.int64)
             for docs in postings:
                 counts += np.bincount(docs, minlength=n)
+            for row in dense:
+                counts[:row.size] += row
             hit = counts > 0
         elif scoring and positive:
             hit = sums > 0  # every matching clause adds a positive score: no count needed
@@ -494,6 +525,8 @@ class Evaluator:
             hit = np.zeros(n, bool)
             for docs in postings:
                 hit[docs] = True
+            for row in dense:
+                hit[:row.size] |= row
         return counts, sums, hit
 
     # ------------------------------------------------------------------ rank_feature
@@ -524,9 +557,14 @@ class Evaluator:
                 derive = Derive(("score", kind, float(param), float(w0)),
                                 lambda v, k=kind, p=param, w=w0: rank_feature_scores(k, p, w, v))
                 if (weights == w0).all() and not np.isnan(w0) and self.view.derived_ready(field, derive):
-                    for part in self.view.feature_parts(field, features, derive):
+                    split = getattr(self.view, "feature_parts_dense", None)
+                    parts, rows = split(field, features, derive) if split is not None else (
+                        self.view.feature_parts(field, features, derive), [])
+                    for part in parts:
                         if part.docs.size:
                             yield part.docs, part.values, bool(part.values.min() > 0)
+                    for row in rows:  # hot features: dense rows of their final scores
+                        yield None, row, None
                     continue
                 derive = Derive(("pre", kind, float(param)),
                                 lambda v, k=kind, p=param: rank_feature_pre(k, p, v))
@@ -1016,6 +1054,14 @@ def top_hits(view: IndexView, body: ParsedBody, mask: np.ndarray, score: np.ndar
     first = body.sort[0]
     if first.field == "_score" and first.descending and cand.size > 4 * want:
         # Only documents scoring at least the want-th best score can reach the page.
+        if cand.size >= 64 * want and cand.size >= 8192:
+            # the want-th largest of 4 * want block maxima is at most the want-th best score
+            # (`run` raised already if a NaN score matched): one pass keeps a few candidates
+            # for the exact partition below
+            block = cand.size // (4 * want)
+            tops = cscore[:block * 4 * want].reshape(4 * want, block).max(axis=1)
+            keep = cscore >= np.partition(tops, tops.size - want)[tops.size - want]
+            cand, cscore = cand[keep], cscore[keep]
         kth = np.partition(cscore, cand.size - want)[cand.size - want]
         keep = cscore >= kth
         cand, cscore = cand[keep], cscore[keep]

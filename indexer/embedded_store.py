@@ -323,6 +323,65 @@ class BaseVersion:
         pos[~found] = 0
         return pos, found
 
+    HOT_SHARE = 8
+    """A posting list longer than 1/HOT_SHARE of the documents (and than HOT_MIN) is "hot"."""
+    HOT_MIN = 4096
+    HOT_MAX = 64
+    """Hot lists kept dense per field (the longest)."""
+
+    def hot_rows(self, kind: str, field: str) -> dict[int, int]:
+        """{CSR row: its position in the field's dense stack} for the field's hot posting lists
+        (`kind` "k": keyword, "f": rank_features). In a Zipf-shaped model the most popular
+        items are correlators of most items: their lists hold nearly all the postings a query
+        gathers, and adding a dense row is several times cheaper than scattering its postings."""
+        key = ("hot", kind, field)
+        found = self._index.get(key)
+        if found is None:
+            indptr = (self.segment.keyword if kind == "k" else self.segment.features)[field][1]
+            lengths = np.diff(indptr)
+            rows = np.flatnonzero(lengths > max(self.segment.n // self.HOT_SHARE, self.HOT_MIN))
+            if rows.size > self.HOT_MAX:
+                rows = np.sort(rows[np.argsort(-lengths[rows], kind="stable")[:self.HOT_MAX]])
+            found = {r: i for i, r in enumerate(rows.tolist())}
+            self._index[key] = found
+        return found
+
+    def dense_keyword(self, field: str) -> np.ndarray:
+        """bool[hot rows, n]: the documents of each hot term of a keyword field."""
+        key = ("dense", "k", field)
+        found = self._derived.get(key)
+        if found is None:
+            _, indptr, indices, _ = self.segment.keyword[field]
+            rows = self.hot_rows("k", field)
+            found = np.zeros((len(rows), self.segment.n), bool)
+            for r, i in rows.items():
+                found[i, indices[indptr[r]:indptr[r + 1]]] = True
+            with self._derived_lock:
+                self._derived[key] = found
+        return found
+
+    def dense_feature(self, field: str, derive: Derive) -> tuple[np.ndarray, np.ndarray]:
+        """(float32[hot rows, n]: derive's values of each hot feature's documents, 0 elsewhere;
+        bool[hot rows]: the rows whose values are all > 0, so "> 0" marks their documents)."""
+        key = ("dense", "f", field, *derive.key)
+        found = self._derived.get(key)
+        if found is None:
+            _, indptr, indices, _ = self.segment.features[field]
+            values = self.derived(field, derive)
+            rows = self.hot_rows("f", field)
+            dense = np.zeros((len(rows), self.segment.n), np.float32)
+            usable = np.zeros(len(rows), bool)
+            for r, i in rows.items():
+                a, b = indptr[r], indptr[r + 1]
+                dense[i, indices[a:b]] = values[a:b]
+                usable[i] = bool((values[a:b] > 0).all())
+            found = (dense, usable)
+            with self._derived_lock:
+                while len(self._derived) >= self.DERIVED_KEPT:
+                    self._derived.pop(next(iter(self._derived)))
+                self._derived[key] = found
+        return found
+
     def derived_ready(self, field: str, derive: Derive) -> bool:
         """Whether `derived` has this array, or was asked for it before: the evaluator
         computes a function for a whole field only when it is used again (a request with
@@ -516,6 +575,61 @@ class Snapshot:
                 values = self.base.derived(field, derive) if seg is self.base.segment else derive.fn(values)
             parts.append(Part(docs if not offset else docs + np.int32(offset), lengths, runs(indptr, values, rows)[0]))
         return parts
+
+    def term_postings_dense(self, field: str, terms: Sequence[str]):
+        """Like term_postings, with the hot terms' postings left out of the gathered slots:
+        (slots of the other terms, concatenated; docFreq of every term; [(term position, bool
+        row over the version's slots)] of the hot ones). None when the snapshot has live
+        changes (docFreq then counts live documents: term_postings)."""
+        if self.live is not None or self.extra is not None or field == "id":
+            return None
+        t, indptr, indices, _ = self.base.segment.keyword[field]
+        hot = self.base.hot_rows("k", field)
+        if not hot:
+            return None
+        pos, found = self.base.find(("terms", id(t)), t, terms)
+        rows = pos[found]
+        lengths = np.zeros(len(terms), np.int64)
+        lengths[found] = indptr[rows + 1] - indptr[rows]
+        where = np.flatnonzero(found)
+        dense_rows, cold = [], []
+        stack = None
+        for w, r in zip(where.tolist(), rows.tolist(), strict=True):
+            i = hot.get(r)
+            if i is None:
+                cold.append(r)
+            else:
+                stack = self.base.dense_keyword(field) if stack is None else stack
+                dense_rows.append((w, stack[i]))
+        if not dense_rows:
+            return None
+        docs, _ = runs(indptr, indices, np.array(cold, np.int64))
+        return docs, lengths, dense_rows
+
+    def feature_parts_dense(self, field: str, features: Sequence[str], derive: Derive):
+        """feature_parts with `derive`, the hot features of the version apart: (parts of the
+        others, [derive's values of each hot feature as a dense float32 row over the
+        version's slots, all > 0 where the feature is])."""
+        hot = self.base.hot_rows("f", field)
+        if not hot:
+            return self.feature_parts(field, features, derive), []
+        names, indptr, indices, _ = self.base.segment.features[field]
+        pos, found = self.base.find(("features", field), names, features)
+        dense, usable = self.base.dense_feature(field, derive)
+        cold, rows_out = [], []
+        for r in pos[found].tolist():
+            i = hot.get(r)
+            if i is not None and usable[i]:
+                rows_out.append(dense[i])
+            else:
+                cold.append(r)
+        values = self.base.derived(field, derive)
+        rows = np.array(cold, np.int64)
+        docs, lengths = runs(indptr, indices, rows)
+        parts = [Part(docs, lengths, runs(indptr, values, rows)[0])]
+        if self.extra is not None:
+            parts += self.feature_parts(field, features, derive)[1:]
+        return parts, rows_out
 
     def slots_of_ids(self, ids: Sequence[str]) -> np.ndarray:
         pos, found = self.base.find(("ids",), self.base.segment.ids, list(ids))

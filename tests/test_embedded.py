@@ -703,3 +703,25 @@ def test_large_weighted_history_query(tmp_path):
         if s:
             expected[d["id"]] = s
     assert got == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_top_hits_of_many_candidates_equal_a_full_sort(seed):
+    """With far more matches than the page (the block-maxima bound of top_hits), the page is
+    that of a full sort by score desc, then id asc, ties included."""
+    from types import SimpleNamespace
+
+    from indexer.embedded_query import ParsedBody, SortKey, top_hits
+
+    rng = np.random.default_rng(seed)
+    n = 50_000
+    score = rng.integers(0, 400, n).astype(np.float32) / 7  # many ties
+    mask = rng.random(n) < 0.9
+    view = SimpleNamespace(id_rank=rng.permutation(n), schema=IndexSchema(keyword_fields=()))
+    for start, size in ((0, 20), (5, 10), (0, 1), (100, 30)):
+        body = ParsedBody({}, size, start, (SortKey("_score", True), SortKey("id", False)), False)
+        slots, scores = top_hits(view, body, mask, score)
+        cand = np.flatnonzero(mask)
+        expected = cand[np.lexsort((view.id_rank[cand], -score[cand].astype(np.float64)))][start:start + size]
+        assert slots.tolist() == expected.tolist()
+        assert scores.tolist() == score[expected].tolist()

@@ -526,3 +526,31 @@ def test_parity_fails_with_a_nudged_prior_or_without_quantization(feature_indexe
     with_features = [i for i, q in enumerate(queries) if "rank_feature" in repr(q)]
     broken = sum(not _agree(_ours(backend, queries[i]), answers[i]) for i in with_features)
     assert broken > 10, f"quantization: only {broken} queries disagree"
+
+
+def test_dense_hot_lists_rank_like_lucene(lucene, indexes, feature_indexes, tmp_path, monkeypatch):
+    """The evaluator adds the longest posting lists as dense rows (BaseVersion.hot_rows: lists
+    of over 1/8 of the documents and 4096 postings): forced here on the small parity indexes,
+    the same scores as Lucene, bit for bit, for term and rank_feature clauses."""
+    from indexer.embedded_store import BaseVersion
+
+    monkeypatch.setattr(BaseVersion, "HOT_MIN", 0)
+    monkeypatch.setattr(BaseVersion, "HOT_SHARE", 25)
+    _, searcher, queries = indexes
+    ids, weights, categories, docs = _model()
+    backend = EmbeddedBackend(tmp_path / "terms", "items", 1)
+    backend.create_version(IndexSchema(keyword_fields=(*FIELDS, "category"), number_fields=("popular",)), docs)
+    for n, query in enumerate(queries):
+        theirs = _lucene_hits(lucene, searcher, query)
+        ours = [(h.id, h.score) for h in backend.search({"query": query, "size": N_DOCS, "_source": False}).hits]
+        assert [i for i, _ in ours] == [i for i, _ in theirs], f"query {n}: {query}"
+        assert [s for _, s in ours] == [pytest.approx(s, rel=1e-6, abs=1e-9) for _, s in theirs], f"query {n}"
+    base = backend.snapshot().base
+    assert any(k[:2] == ("dense", "k") for k in base._derived), "no dense keyword rows were used"
+
+    _, fdocs, fqueries, answers = feature_indexes
+    fbackend = _embedded(tmp_path / "features", fdocs)
+    for n, (query, theirs) in enumerate([*zip(fqueries, answers, strict=True)] * 2):
+        assert _agree(_ours(fbackend, query), theirs), f"query {n}: {query}"
+    used = {k[:2] for k in fbackend.snapshot().base._derived}
+    assert ("dense", "f") in used and ("dense", "k") in used, used
