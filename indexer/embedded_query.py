@@ -492,6 +492,7 @@ class Evaluator:
         postings: list[np.ndarray] = []
         dense: list[np.ndarray] = []
         positive = True
+        tmp = None
         for docs, weights, pos in itertools.chain(self._term_postings(terms, scoring),
                                                   self._feature_postings(features, scoring)):
             if docs is None:
@@ -501,9 +502,11 @@ class Evaluator:
                 head = sums[:row.size]
                 if scale is None:
                     head += row
-                    dense.append(row > 0)
+                    dense.append(row)  # (> 0 where the feature is: see hit below)
                 else:
-                    head += row * scale
+                    if tmp is None:
+                        tmp = np.empty(row.size, np.float64)
+                    head += np.multiply(row, scale, out=tmp)  # (a `where=` add is slower)
                     dense.append(row)
                     positive = positive and bool(scale > 0)
                 continue
@@ -517,7 +520,7 @@ class Evaluator:
             for docs in postings:
                 counts += np.bincount(docs, minlength=n)
             for row in dense:
-                counts[:row.size] += row
+                counts[:row.size] += row if row.dtype == bool else row > 0
             hit = counts > 0
         elif scoring and positive:
             hit = sums > 0  # every matching clause adds a positive score: no count needed
@@ -526,7 +529,7 @@ class Evaluator:
             for docs in postings:
                 hit[docs] = True
             for row in dense:
-                hit[:row.size] |= row
+                hit[:row.size] |= row if row.dtype == bool else row > 0
         return counts, sums, hit
 
     # ------------------------------------------------------------------ rank_feature
@@ -721,6 +724,21 @@ class Evaluator:
         # `replace` ignores the query's score: Elasticsearch does not compute it
         inner = self.eval(query, f"{path}.query", boost, scoring=mode != "replace")
         slots = np.flatnonzero(inner.mask if self._within is None else inner.mask & self._within)
+        if modifier == "none" and factor == ONE and mode == "multiply" and inner.score is not None \
+                and max_boost >= FLOAT32_MAX and (missing is None or 0 <= missing <= FLOAT32_MAX):
+            # the prior's shape: q * v in double, rounded to float32, in fewer passes; anything
+            # that could fail (a negative or missing value, an invalid score) takes the full path
+            value = self.view.numbers(field)[slots]
+            absent = np.isnan(value)
+            if missing is not None or not absent.any():
+                v = value.astype(np.float64)
+                if missing is not None:
+                    v[absent] = missing
+                combined = (inner.score[slots].astype(np.float64) * v).astype(np.float32)
+                if (combined >= 0).all() and not (v < 0).any():
+                    score = np.zeros(self.view.n, np.float32)
+                    score[slots] = combined
+                    return _Result(inner.mask, score)
         value = self.view.numbers(field)[slots].astype(np.float64)  # float doc values, as double
         absent = np.isnan(value)
         if missing is not None:
@@ -902,6 +920,11 @@ class Evaluator:
         for i, q in enumerate(filt):
             mask &= self.eval(q, f"{path}.filter[{i}]", ONE, scoring=False).mask
         for i, q in enumerate(must_not):
+            ids = q.get("ids") if type(q) is dict and len(q) == 1 else None
+            if type(ids) is dict and len(ids) == 1 and type(ids.get("values")) is list \
+                    and all(type(v) is str for v in ids["values"]):
+                mask[self.view.slots_of_ids(ids["values"])] = False  # the excluded items: no mask pass
+                continue
             mask &= ~self.eval(q, f"{path}.must_not[{i}]", ONE, scoring=False).mask
         outer_within = self._within
         if scoring and (filt or must_not):
@@ -912,8 +935,9 @@ class Evaluator:
             self._within = outer_within
         if not scoring:
             return _Result(mask, None)
-        # Lucene sums clause scores in double and rounds the bool's score to float32.
-        return _Result(mask, np.where(mask, total, 0).astype(np.float32))
+        # Lucene sums clause scores in double and rounds the bool's score to float32 (outside
+        # `mask` the score means nothing: every consumer reads it where the mask is set).
+        return _Result(mask, total.astype(np.float32))
 
     def _scored_clauses(self, path: str, boost: np.float32, scoring: bool, must: list, should: list,
                         msm: int, mask: np.ndarray, total: np.ndarray | None) -> None:

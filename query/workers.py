@@ -194,6 +194,9 @@ def run(recommender, settings, events=None, on_ready: Callable[[str, int], None]
         jobs.append((_lock_file("refresh", refresher.model_dir), "refresher", refresher.start))
 
     def before_fork() -> None:
+        from indexer.embedded import tune_malloc
+
+        tune_malloc()  # inherited by every worker
         if store is not None:
             store.close()  # SQLite connections must not cross a fork: each worker opens its own
 
