@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 from bench.movielens import DEFAULT_SOURCE, convert  # noqa: E402
 from query.evaluation import (  # noqa: E402
     Split,
+    Variant,
     default_variants,
     parse_split,
     prepare_split,
@@ -46,10 +47,21 @@ from query.evaluation import (  # noqa: E402
     train_and_index,
     validation_split,
 )
+from query.plots import plot_curves  # noqa: E402
+from query.settings import QuerySettings  # noqa: E402
+from query.tuning import tune as tune_settings  # noqa: E402
 
 DATA = REPO / "bench" / "data" / "movielens"
 RESULTS = REPO / "bench" / "results" / "quality.json"
 DOCS = REPO / "docs" / "benchmarks.md"
+IMAGES = REPO / "docs" / "img"
+PLOT_KS = tuple(range(1, 21))
+"""Every method's precision@k and MAP@k for these k are drawn per protocol."""
+FORMER_DEFAULTS = {"history_decay": 0.9, "scoring": "terms", "popularity_prior": False, "max_query_events": 100,
+                   "secondary_boost": 1.0}
+FORMER_MAX_CORRELATORS = 50
+"""The defaults before the popularity prior (0.1.0), shown beside the shipped ones: their own
+model (50 correlators per item) queried with BM25 term clauses, every indicator at boost 1."""
 ALS_GRID = [{"rank": r, "reg": g} for r in (10, 50) for g in (0.01, 0.1)]
 PEERS_INSTALL = "pip install implicit && pip install --no-deps recommenders"
 # Microsoft recommenders README, MovieLens 100k, stratified 75/25 split per user, k = 10.
@@ -224,8 +236,14 @@ def sar_model() -> Ranker:
 
 
 # =========================================================================== one protocol
-def _metrics_json(metrics) -> dict:
-    return {str(k): m.as_dict() for k, m in metrics.items()}
+def _metrics_json(metrics, ks: Sequence[int]) -> dict:
+    return {str(k): metrics[k].as_dict() for k in ks}
+
+
+def _curves(metrics) -> dict:
+    """precision and MAP at every k of PLOT_KS (the charts' points)."""
+    return {str(k): {"precision": round(metrics[k].precision, 6), "map": round(metrics[k].map, 6)}
+            for k in PLOT_KS}
 
 
 def map_rel(rankings: dict[str, list[str]], relevant: dict[str, set[str]], k: int) -> float:
@@ -258,20 +276,48 @@ def run_protocol(spark, proto: Protocol, paths: list[str], workdir: Path, peers:
     methods: list[dict] = []
 
     # --- cooccur: one training + index, then every query variant
+    all_ks = sorted(set(ks) | set(PLOT_KS))
     backend, timings = train_and_index(spark, prepared, settings)
     ranked_by_variant: dict[str, dict[str, list[str]]] = {}
-    for v in run_variants(backend, prepared, default_variants(proto.primary, settings.actions), ks,
-                          rankings_out=ranked_by_variant):
-        name = "popularity" if v.name == "popularity" else f"cooccur {v.name}"
+    runs = [(v, QuerySettings(), f"cooccur {v.name}", {"indicators": v.indicators, "scoring": v.scoring})
+            for v in default_variants(proto.primary, settings.actions) if v.name != "all/ours"]
+    runs[0] = (runs[0][0], QuerySettings(), "popularity", runs[0][3])
+    everything = Variant("all/ours", tuple(settings.actions))
+    former_train = replace(settings, indicators=[replace(i, max_correlators=FORMER_MAX_CORRELATORS)
+                                                 for i in settings.indicators])
+    former_backend, _ = train_and_index(spark, prepared, former_train, model_name="model-former")
+    runs += [(replace(everything, name="shipped"), QuerySettings(), "cooccur (shipped defaults)",
+              {"shipped_defaults": True}),
+             (replace(everything, name="former"), QuerySettings(**FORMER_DEFAULTS), "cooccur (former defaults)",
+              {"former_defaults": True, **FORMER_DEFAULTS, "max_correlators": FORMER_MAX_CORRELATORS})]
+    for v, query_settings, name, params in runs:
+        (r,) = run_variants(former_backend if v.name == "former" else backend, prepared, [v], all_ks,
+                            query_settings, rankings_out=ranked_by_variant)
         methods.append({
             "method": name, "family": "baseline" if v.name == "popularity" else "cooccur",
-            "params": {"indicators": v.indicators, "scoring": v.scoring},
-            "metrics": _metrics_json(v.metrics),
+            "params": params, "metrics": _metrics_json(r.metrics, ks), "curves": _curves(r.metrics),
             "train_seconds": 0.0 if v.name == "popularity" else timings["train"] + timings["index"],
-            "recommend_seconds": round(v.seconds, 3), "users": v.queries,
+            "recommend_seconds": round(r.seconds, 3), "users": r.queries,
             "map_rel": round(map_rel(ranked_by_variant[v.name], relevant, ks[0]), 6),
         })
-        log(f"[{proto.name}] {name}: MAP@{ks[0]} {v.metrics[ks[0]].map:.4f}")
+        log(f"[{proto.name}] {name}: MAP@{ks[0]} {r.metrics[ks[0]].map:.4f}")
+
+    # --- cooccur tuned on a validation split of the training part (never the test part)
+    t = time.perf_counter()
+    tuned = tune_settings(spark, paths, settings, split, all_ks, k=ks[0], workdir=workdir / "tune",
+                 on_stage=lambda line: log(f"[{proto.name}] tune: {line}"))
+    tune_seconds = time.perf_counter() - t
+    tm = tuned.results["test"]["tuned"]
+    methods.append({
+        "method": "cooccur (tuned)", "family": "cooccur",
+        "params": {"tuned": True, **tuned.chosen.as_dict()},
+        "metrics": _metrics_json(tm, ks), "curves": _curves(tm),
+        "validation": {name: round(m[ks[0]].map, 6) for name, m in tuned.results["validation"].items()},
+        "trials": len(tuned.trials), "train_seconds": tuned.timings["test_train"] + tuned.timings["test_index"],
+        "tune_seconds": round(tune_seconds, 3), "recommend_seconds": None, "users": len(relevant),
+        "map_rel": None,
+    })
+    log(f"[{proto.name}] cooccur (tuned) {tuned.chosen.describe()}: MAP@{ks[0]} {tm[ks[0]].map:.4f}")
 
     # --- the CF models' input: training primary interactions, and a validation split of them
     train_part = prepared.events.where(~F.col("test")).drop("test")
@@ -320,7 +366,7 @@ def run_protocol(spark, proto: Protocol, paths: list[str], workdir: Path, peers:
                        ("implicit BM25 (item-item)", "implicit", implicit_model("bm25"), None)]
     if peers["recommenders"]:
         candidates.append(("SAR (recommenders SARSingleNode)", "recommenders", sar_model(), None))
-    kmax = max(ks)
+    kmax = max(all_ks)
     for name, family, ranker, grid in candidates:
         t = time.perf_counter()
         params, tried = tune(ranker, grid) if grid else ({}, [])
@@ -332,10 +378,11 @@ def run_protocol(spark, proto: Protocol, paths: list[str], workdir: Path, peers:
         # users with a training history but no training primary item: popularity, as cooccur
         popular = [data.items[i] for i in order[:kmax]]
         rankings.update({u: popular for u in relevant if u not in rankings})
-        metrics = score_rankings(rankings, relevant, ks, prepared.catalogue)
+        metrics = score_rankings(rankings, relevant, all_ks, prepared.catalogue)
         methods.append({
             "method": name, "family": family, "params": params, "grid": tried,
-            "metrics": _metrics_json(metrics), "map_rel": round(map_rel(rankings, relevant, ks[0]), 6),
+            "metrics": _metrics_json(metrics, ks), "curves": _curves(metrics),
+            "map_rel": round(map_rel(rankings, relevant, ks[0]), 6),
             "train_seconds": round(fit_and_rank, 3), "tune_seconds": round(tune_seconds, 3),
             "recommend_seconds": None, "users": len(eval_users),
         })
@@ -408,6 +455,13 @@ def render(results: dict) -> str:
                          f"{x['ndcg']:.4f} | {x['hit_rate']:.4f} | {x['coverage']:.4f} | "
                          f"{m['train_seconds']:.1f} | {tune} | {rec} |")
             L.append("")
+        L += [f"![precision@k and MAP@k, k = 1..20, {p['title']}](img/quality-{p['name']}.png)", ""]
+        for m in p["methods"]:
+            if m["method"] == "cooccur (tuned)":
+                chosen = ", ".join(f"{a} {b}" for a, b in m["params"].items() if a != "tuned")
+                L += [f"cooccur (tuned): {chosen}; chosen by MAP@{k0} among {m['trials']} settings on the "
+                      f"validation split (validation MAP@{k0} {m['validation']['tuned']:.4f}, shipped "
+                      f"defaults {m['validation']['defaults']:.4f}); `cooccur tune` does the same for any data.", ""]
         grids = [m for m in p["methods"] if m.get("grid")]
         if grids:
             L += [f"Hyper-parameters chosen by MAP@{k0} on the validation split "
@@ -454,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="Run only these protocols (repeatable; default all).")
     p.add_argument("--json", type=Path, default=RESULTS)
     p.add_argument("--docs", type=Path, default=DOCS)
+    p.add_argument("--images", type=Path, default=IMAGES)
     a = p.parse_args(argv)
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     if not (DATA / "events.csv").exists():
@@ -482,6 +537,9 @@ def main(argv: list[str] | None = None) -> int:
         spark.stop()
         shutil.rmtree(work, ignore_errors=True)
     results["notes"] = NOTES + [f"{n} was not installed: skipped." for n, ok in peers.items() if not ok]
+    for r in results["protocols"]:
+        curves = {m["method"]: {int(k): v for k, v in m["curves"].items()} for m in r["methods"]}
+        plot_curves(curves, a.images / f"quality-{r['name']}.png", r["title"])
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps(results, indent=2) + "\n")
     a.docs.write_text(render(results))
@@ -508,8 +566,15 @@ NOTES = [
     "recommenders 1.2.1's SAR still uses `np.NaN`, which NumPy 2 removed: the benchmark restores "
     "that alias (`np.NaN = np.nan`) before fitting SAR; nothing else of recommenders is needed "
     "(it is installed with `--no-deps`; SAR imports only numpy, pandas and scipy).",
-    "cooccur runs with its defaults (50 correlators per item, no minimum LLR, caps of 500); only "
-    "the ALS models get a hyper-parameter grid.",
+    "cooccur (shipped defaults) is every indicator queried with the shipped [train]/[index]/[query] "
+    "defaults (100 correlators per item, no minimum LLR, caps of 500; correlator weights with "
+    "ln(1 + LLR), the popularity prior ** 0.5, history_decay 0.95, 50 events per action, "
+    "secondary indicators at boost 0.5; chosen by bench/defaults.py on validation splits, "
+    "docs/evaluation.md); cooccur (former defaults) is what 0.1.0 shipped (50 correlators, BM25 "
+    "term clauses, history_decay 0.9, 100 events, boost 1 each, no prior); cooccur (tuned) is `cooccur tune`'s choice "
+    "on a validation split carved from the training part (never the test part), then trained and "
+    "evaluated on the test split like the others; the ALS models get a hyper-parameter grid on "
+    "the same kind of validation split.",
     "The SAR-table protocol is run on ml-latest-small (610 users, 9.7k movies), not on MovieLens "
     "100k (943 users, 1.7k movies), and on binary ratings (SAR's table used rating values as "
     "weights): read the numbers beside theirs, not as a replication.",

@@ -28,8 +28,9 @@ class IndicatorSettings:
 
     name: str
     """The action (event name); also the item document's field name."""
-    max_correlators: int = 50
-    """Correlators kept per item, best LLR first (Mahout's maxSimilaritiesPerItem)."""
+    max_correlators: int = 100
+    """Correlators kept per item, best LLR first (Mahout's maxSimilaritiesPerItem, 50 there
+    and in the UR; 100 was better on validation splits: docs/evaluation.md)."""
     min_llr: float | None = None
     """Drop correlators scoring below this LLR (none by default)."""
 

@@ -464,7 +464,8 @@ class _Converter:
                 else:
                     self.unknown(path, key, {"name", "maxCorrelatorsPerItem", "minLLR", "maxItemsPerUser",
                                              "maxIndicatorsPerQuery", "aliases"})
-            if "max_correlators" not in entry and default_k != 50:
+            if "max_correlators" not in entry:
+                # the UR's 50 (cooccur's own default is 100): a migrated model keeps its lists
                 entry["max_correlators"] = default_k
             out.append(entry)
         self.actions = [o["name"] for o in out]

@@ -532,12 +532,15 @@ def recommend_for(
     """One user's ranked item ids under a variant. `ours` goes through the Recommender with
     an inline history, exactly as a live request would; `seen` (the user's primary items)
     is excluded as the event store's blacklist would exclude it. Indicator boosts come from
-    `settings.indicators` where it names the field, else 1."""
+    `settings.indicators` where it names the field, else as served by default (the primary
+    1, the others `secondary_boost`); UR-style variants give every indicator 1."""
     excluded = list(seen)[: settings.max_excluded]
-    boosts = settings.indicators or {}
-    fields = {f: boosts.get(f, 1.0) for f in variant.indicators}
-    if variant.scoring == "ur" or not fields:
-        return ur_style_recommend(backend, history, fields, excluded, num, settings)
+    if variant.scoring == "ur" or not variant.indicators:
+        # the Universal Recommender's shape: every indicator at boost 1
+        return ur_style_recommend(backend, history, dict.fromkeys(variant.indicators, 1.0), excluded, num,
+                                  settings)
+    fields = settings.default_boosts(variant.indicators, variant.indicators[0])
+    fields.update({f: b for f, b in (settings.indicators or {}).items() if f in fields})
     from .recommender import Recommender
 
     rec = recommenders.get(variant.indicators)

@@ -37,16 +37,20 @@ def plot_curves(curves: Curves, path: str | Path, title: str = "") -> Path:
                         hint="pip install 'cooccur[plot]' (or matplotlib)") from None
     if not curves or not any(len(points) for points in curves.values()):
         raise PlotError("nothing to plot: no metrics at any k")
-    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(6 * len(PLOTTED), 4.2))
+    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(6 * len(PLOTTED) + 3, 4.4))
+    # tab20 and two line styles: a dozen methods stay distinguishable in print
+    colors = plt.get_cmap("tab20").colors
     for ax, (metric, label) in zip(axes, PLOTTED, strict=True):
-        for method, points in curves.items():
+        for i, (method, points) in enumerate(curves.items()):
             ks = sorted(points)
-            ax.plot(ks, [points[k][metric] for k in ks], marker="o", markersize=3, label=method)
+            ax.plot(ks, [points[k][metric] for k in ks], marker="o", markersize=2.5, label=method,
+                    color=colors[(2 * i) % 20 + (i // 10) % 2], linestyle="-" if i % 2 == 0 else "--")
         ax.set_xlabel("k")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
         ax.set_ylim(bottom=0)
-    axes[0].legend(fontsize="small")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -224,11 +224,11 @@ class Recommender:
                         log.warning("index version %s has no field for configured indicator(s) %s: "
                                     "left out of queries", model.version, ", ".join(lacking))
                     indicators = {f: b for f, b in indicators.items() if f not in lacking} or None
-        elif model.indicators:
-            indicators = {i: 1.0 for i in model.indicators}
         else:
             indicators = None
         primary = s.effective_primary() or model.primary or DEFAULT_PRIMARY
+        if indicators is None and model.indicators:
+            indicators = s.default_boosts(model.indicators, primary)
         black = list(s.blacklist_actions) if s.blacklist_actions is not None else [primary]
         return Plan(model, indicators, primary, black)
 
@@ -241,8 +241,8 @@ class Recommender:
         return self.plan().blacklist_actions
 
     def indicators_for(self, history: Mapping[str, Sequence[str]], plan: Plan | None = None) -> dict[str, float]:
-        """Indicator fields and boosts: the plan's, else the actions of this history (boost
-        1.0, primary first), else the primary alone."""
+        """Indicator fields and boosts: the plan's, else the actions of this history (the
+        primary first; boosts as `[query] secondary_boost` says), else the primary alone."""
         plan = plan or self.plan()
         if plan.indicators:
             return dict(plan.indicators)
@@ -252,7 +252,7 @@ class Recommender:
             # A term on a field the index lacks is an error in the embedded backend.
             actions = [a for a in actions if a in fields]
         ordered = [plan.primary] + sorted(a for a in actions if a != plan.primary)
-        return {a: 1.0 for a in ordered}
+        return self.settings.default_boosts(ordered, plan.primary)
 
     def index_schema(self) -> IndexSchema | None:
         """The current index's fields, when the backend can tell (the embedded one can)."""
@@ -352,6 +352,13 @@ class Recommender:
         )
         need_docs = request.explain or request.with_ranks
         if body is not None:
+            # the hits' correlator weights are never read here: leave them out of the sources
+            # (most of a model document's bytes; docs/search.md, "_source")
+            schema = self.index_schema()
+            unused = list(schema.feature_fields) if schema is not None else \
+                [weights_field(i) for i in dict.fromkeys([*indicators, *plan.model.indicators])]
+            if unused:
+                body["_source"] = {"excludes": unused}
             queries.append(body)
             result = self.backend.search(body)
             version = result.version

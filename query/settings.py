@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,21 +24,27 @@ class QuerySettings:
     else the actions in the user's history."""
     primary: str | None = None
     """The primary action (default: the first indicator)."""
-    max_query_events: int = 100
-    """Most recent distinct items per action taken from a user's history."""
-    history_decay: float = 1.0
+    max_query_events: int = 50
+    """Most recent distinct items per action taken from a user's history (the UR's
+    maxQueryEvents, 100 there; 50 was as good on validation splits and is cheaper)."""
+    history_decay: float = 0.95
     """Boost factor per step back in a user's history: the k-th newest item of an action
-    weighs history_decay ** k (1.0 = every event alike). Below 1 favours what a user did
+    weighs history_decay ** k (1.0 = every event alike). Lower favours what a user did
     last (next-item prediction) over their whole taste: run `cooccur tune`
     (docs/evaluation.md, "Recency or taste")."""
+    secondary_boost: float = 0.5
+    """Boost of every indicator but the primary where `indicators` does not set boosts (the
+    served model's indicators): cross-occurrence with another action is weaker evidence
+    than the primary action itself."""
     scoring: str | dict[str, str] = "weights"
     """How a history item scores the items that list it as a correlator: `terms` (a BM25
     `term` clause on the indicator field: rarer correlators weigh more) or `weights` (a
     `rank_feature` clause on the indexed LLR of that correlator, `[index]
     correlator_weights`); one for all indicators or a table per indicator, e.g.
     {like = "weights", view = "terms"} (unlisted ones: terms). The shipped defaults
-    (weights, log, prior 0.5, history_decay 1) were chosen on validation splits of two
-    protocols (bench/defaults.py, docs/evaluation.md)."""
+    (weights, log, prior 0.5, history_decay 0.95, 50 events, secondary boost 0.5, 100
+    correlators) were chosen on validation splits of two protocols (bench/defaults.py,
+    docs/evaluation.md)."""
     weight_function: str = "log"
     """With `weights`: linear (w = LLR), saturation (LLR / (LLR + weight_parameter)) or log
     (ln(weight_parameter + LLR)), times the history item's boost (Elasticsearch's rank_feature)."""
@@ -100,6 +107,9 @@ class QuerySettings:
         if isinstance(p, bool) or not isinstance(p, int | float) or not 0 < p < float("inf") \
                 or (self.weight_function == "log" and p < 1):
             raise SettingsError("weight_parameter", f"must be a finite number > 0 (>= 1 for log), not {p!r}")
+        b = self.secondary_boost
+        if isinstance(b, bool) or not isinstance(b, int | float) or not 0 < b < float("inf"):
+            raise SettingsError("secondary_boost", f"must be a finite number > 0, not {b!r}")
         if self.backfill not in (*RANKINGS, "none"):
             raise SettingsError("backfill", f"must be one of {', '.join(RANKINGS)}, none; not {self.backfill!r}")
         for key in ("max_query_events", "num", "max_num", "max_excluded"):
@@ -133,6 +143,11 @@ class QuerySettings:
     def tie_ranking(self) -> str:
         """The ranking that breaks score ties (then id): the backfill's, else popular."""
         return self.backfill if self.backfill != "none" else "popular"
+
+    def default_boosts(self, indicators: Sequence[str], primary: str) -> dict[str, float]:
+        """Boosts of indicators the config does not weigh: the primary 1, the others
+        `secondary_boost`."""
+        return {i: 1.0 if i == primary else float(self.secondary_boost) for i in indicators}
 
     def effective_primary(self) -> str | None:
         if self.primary:

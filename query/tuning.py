@@ -88,8 +88,8 @@ class Candidate:
         if scoring == "weights":
             scoring = f"weights:{query.weight_function}"
         llrs = {i.min_llr or 0.0 for i in train.indicators}
-        configured = query.indicators or {}
-        boosts = tuple((a, float(configured.get(a, 1.0 if not configured else 0.0))) for a in train.actions[1:])
+        configured = query.indicators or query.default_boosts(train.actions, train.primary)
+        boosts = tuple((a, float(configured.get(a, 0.0))) for a in train.actions[1:])
         return cls(scoring, float(index.prior_exponent), float(query.history_decay),
                    int(query.max_query_events), max(llrs), max(i.max_correlators for i in train.indicators),
                    boosts)

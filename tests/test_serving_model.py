@@ -90,7 +90,8 @@ def test_a_config_with_only_index_serves_the_models_indicators_and_blacklist(ser
     assert body["explain"]["model"]["indicators"] == ["like", "view"]
     assert body["explain"]["model"]["source"] in ("index", "index fields")
     assert body["explain"]["primary"] == "like" and body["explain"]["blacklistActions"] == ["like"]
-    assert body["explain"]["indicators"] == {"like": 1.0, "view": 1.0}
+    # the primary 1, the other indicators [query] secondary_boost (0.5)
+    assert body["explain"]["indicators"] == {"like": 1.0, "view": 0.5}
 
 
 def test_ur_fields_keep_the_prior_and_correlator_weights(served):

@@ -48,7 +48,8 @@ def test_candidate_maps_to_settings():
     train = TrainSettings(primary="like", indicators=[{"name": "like", "min_llr": 10.0}, {"name": "rate"}])
     index = IndexSettings(prior_exponent=0.5)
     query = QuerySettings(scoring="weights", weight_function="log", history_decay=0.95, max_query_events=200)
-    assert Candidate.of(train, index, query) == Candidate("weights:log", 0.5, 0.95, 200, 10.0, 50, (("rate", 1.0),))
+    # unconfigured boosts: as served by default (secondary_boost 0.5)
+    assert Candidate.of(train, index, query) == Candidate("weights:log", 0.5, 0.95, 200, 10.0, 100, (("rate", 0.5),))
     query = QuerySettings(indicators={"like": 1.0, "rate": 0.25})
     assert Candidate.of(train, index, query).boosts == (("rate", 0.25),)
 
