@@ -51,8 +51,11 @@ from .embedded_store import (
     Snapshot,
     build_segment,
     check_document,
+    document_line,
+    feature_cut,
     iter_overlay_lines,
     read_overlay,
+    save_array,
     schema_from_json,
     schema_to_json,
     write_segment,
@@ -275,16 +278,26 @@ class EmbeddedBackend:
         segment = build_segment(docs, schema)
         files = write_segment(tmp, segment, schema)
         offsets = np.zeros(len(docs) + 1, np.int64)
+        features = set(schema.feature_fields)
+        cuts = np.full(len(docs), -1, np.int64) if features else None
+        encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
         with open(tmp / "docs.jsonl", "wb") as f:
             pos = 0
             for i, doc in enumerate(docs):
-                line = lines.get(doc["id"]) or (
-                    json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
+                line = lines.get(doc["id"])
+                if cuts is None:
+                    line = line or encode(doc).encode() + b"\n"
+                elif line is None:
+                    line, cuts[i] = document_line(doc, features, encode)
+                else:
+                    cuts[i] = feature_cut(doc, line, features)
                 f.write(line)
                 pos += len(line)
                 offsets[i + 1] = pos
             f.flush()
             os.fsync(f.fileno())
+        if cuts is not None:
+            save_array(tmp, "docs.cut.npy", cuts)
         with open(tmp / "docs.off.npy", "wb") as f:
             np.save(f, offsets)
             f.flush()
@@ -449,8 +462,16 @@ class EmbeddedBackend:
         mask, score = Evaluator(snap).run(parsed.query)
         slots, scores = top_hits(snap, parsed, mask, score)
         hits = []
+        wanted = parsed.source_filter
+        # without any feature field, a document is read up to its first one (features are
+        # stored last: BaseVersion.document)
+        lean = wanted is not None and not any(wanted.keeps(f) for f in snap.schema.feature_fields)
         for slot, s in zip(slots.tolist(), scores.tolist(), strict=True):
-            doc = snap.document(slot) if parsed.source else None
+            doc = None
+            if parsed.source:
+                doc = snap.document(slot, lean)
+                if wanted is not None:
+                    doc = wanted.apply(doc)
             doc_id = doc["id"] if doc is not None else self._id_of(snap, slot)
             hits.append(Hit(doc_id, s, doc))
         return SearchResult(hits, snap.version)

@@ -9,6 +9,7 @@ documents in Python.
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 import math
 import re
@@ -169,12 +170,32 @@ class SortKey:
 
 
 @dataclass(frozen=True)
+class SourceFilter:
+    """`_source` includes / excludes (field names, `*` matching any characters)."""
+
+    includes: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+
+    def keeps(self, field: str) -> bool:
+        if field == "id":
+            return True  # hits are named by the document's id
+        if self.includes and not any(fnmatch.fnmatchcase(field, p) for p in self.includes):
+            return False
+        return not any(fnmatch.fnmatchcase(field, p) for p in self.excludes)
+
+    def apply(self, doc: dict) -> dict:
+        return {k: v for k, v in doc.items() if self.keeps(k)}
+
+
+@dataclass(frozen=True)
 class ParsedBody:
     query: dict
     size: int
     start: int
     sort: tuple[SortKey, ...]
     source: bool
+    source_filter: SourceFilter | None = None
+    """Which fields of the documents the hits carry (None: all, when `source`)."""
 
 
 @dataclass
@@ -201,10 +222,29 @@ def parse_body(body: dict[str, Any], schema: IndexSchema) -> ParsedBody:
         raise UnsupportedQuery("size" if size < 0 else "from", "must not be negative")
     if size + start > MAX_RESULT_WINDOW:
         raise UnsupportedQuery("size", f"from + size must be at most {MAX_RESULT_WINDOW}")
-    source = body.get("_source", True)
-    if not isinstance(source, bool):
-        raise UnsupportedQuery("_source", "only true or false is supported")
-    return ParsedBody(query, size, start, _parse_sort(body.get("sort"), schema), source)
+    source, source_filter = _parse_source(body.get("_source", True))
+    return ParsedBody(query, size, start, _parse_sort(body.get("sort"), schema), source, source_filter)
+
+
+def _parse_source(raw: Any) -> tuple[bool, SourceFilter | None]:
+    """Elasticsearch's `_source`: true / false, a field pattern or a list of them (includes),
+    or {"includes": [...], "excludes": [...]}."""
+    if isinstance(raw, bool):
+        return raw, None
+
+    def patterns(value: Any, path: str) -> tuple[str, ...]:
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UnsupportedQuery(path, "expected a field name (`*` matches any characters) or a list of them")
+        return tuple(value)
+
+    if isinstance(raw, dict):
+        for key in raw:
+            if key not in ("includes", "excludes"):
+                raise UnsupportedQuery(f"_source.{key}", "unsupported option (supported: includes, excludes)")
+        return True, SourceFilter(patterns(raw.get("includes", []), "_source.includes"),
+                                  patterns(raw.get("excludes", []), "_source.excludes"))
+    return True, SourceFilter(patterns(raw, "_source"))
 
 
 def _int(value: Any, path: str) -> int:

@@ -219,6 +219,27 @@ def runs(indptr: np.ndarray, array: np.ndarray, rows: np.ndarray) -> tuple[np.nd
 
 
 # --------------------------------------------------------------------------- on disk
+def document_line(doc: Document, features: set[str], encode) -> tuple[bytes, int]:
+    """(docs.jsonl line, cut): the document's JSON with its feature fields last, and the
+    byte position where they start (-1: none), so a reader wanting no features parses
+    line[:cut] + "}" only (the feature fields are most of a model document's bytes)."""
+    tail = {k: v for k, v in doc.items() if k in features}
+    if not tail:
+        return encode(doc).encode() + b"\n", -1
+    head = encode({k: v for k, v in doc.items() if k not in features}).encode()
+    return head[:-1] + b"," + encode(tail).encode()[1:] + b"\n", len(head) - 1
+
+
+def feature_cut(doc: Document, line: bytes, features: set[str]) -> int:
+    """The cut of a stored line (a copied document): where its feature fields start, when
+    they are its last keys; else -1 (readers parse the whole line)."""
+    keys = list(doc)
+    first = next((i for i, k in enumerate(keys) if k in features), None)
+    if first is None or not all(k in features for k in keys[first:]) or first == 0:
+        return -1
+    return line.find(b"," + json.dumps(keys[first], ensure_ascii=False).encode() + b":")
+
+
 def save_array(directory: Path, name: str, array: np.ndarray) -> None:
     with open(directory / name, "wb") as f:
         np.save(f, array, allow_pickle=False)
@@ -298,6 +319,8 @@ class BaseVersion:
         }
         self.segment = Segment(load("ids.npy"), keyword, dates, numbers, features)
         self.offsets = load("docs.off.npy")
+        # versions written before it (or without feature fields) have no docs.cut.npy
+        self.cuts = load("docs.cut.npy") if (directory / "docs.cut.npy").is_file() else None
         self._docs_fd = os.open(directory / "docs.jsonl", os.O_RDONLY)
         self._derived: dict[tuple, np.ndarray] = {}
         self._asked: dict[tuple, None] = {}
@@ -412,8 +435,14 @@ class BaseVersion:
                     self._derived[key] = found
         return found
 
-    def document(self, slot: int) -> Document:
+    def document(self, slot: int, lean: bool = False) -> Document:
+        """The stored document; `lean`: may leave out its feature fields (read and parse
+        only the part before them, when the version recorded where they start)."""
         start, end = int(self.offsets[slot]), int(self.offsets[slot + 1])
+        if lean and self.cuts is not None:
+            cut = int(self.cuts[slot])
+            if cut > 0:
+                return json.loads(os.pread(self._docs_fd, cut, start) + b"}")
         return json.loads(os.pread(self._docs_fd, end - start, start))
 
     def close(self) -> None:
@@ -641,9 +670,9 @@ class Snapshot:
             slots = slots[self.live[slots]]
         return np.unique(slots)
 
-    def document(self, slot: int) -> Document:
+    def document(self, slot: int, lean: bool = False) -> Document:
         if slot < self.n_base:
-            return self.base.document(slot)
+            return self.base.document(slot, lean)
         return self.extra_docs[slot - self.n_base]
 
 

@@ -725,3 +725,52 @@ def test_top_hits_of_many_candidates_equal_a_full_sort(seed):
         expected = cand[np.lexsort((view.id_rank[cand], -score[cand].astype(np.float64)))][start:start + size]
         assert slots.tolist() == expected.tolist()
         assert scores.tolist() == score[expected].tolist()
+
+
+SOURCE_SCHEMA = IndexSchema(keyword_fields=("purchase", "category"), number_fields=("prior",),
+                            feature_fields=("purchase_w",))
+SOURCE_DOCS = [
+    {"purchase_w": {"x": 2.0, "y%2Ez": 3.5}, "id": "a", "purchase": ["x", "y.z"], "prior": 2.0},  # features first
+    {"id": "b", "category": ["c1"], "prior": 1.0},  # no features
+    {"id": "c", "purchase": ["x"], "purchase_w": None, "category": ["c2"]},  # a null feature field
+    {"id": "d\"q", "purchase": ["purchase_w", ",\"purchase_w\":"], "purchase_w": {"purchase_w": 1.0}},
+]
+
+
+def _hits(backend, source):
+    return {h.id: h.source for h in backend.search({"query": {"match_all": {}}, "size": 10, "_source": source}).hits}
+
+
+@pytest.mark.parametrize("copied", [False, True])
+def test_source_filtering_and_lean_documents(tmp_path, copied):
+    """`_source` includes / excludes as Elasticsearch filters it; a hit without feature fields
+    reads its stored line only up to them (features are stored last), giving the same dict."""
+    from indexer.backend import ChangeSet
+
+    backend = EmbeddedBackend(tmp_path, "items", 2)
+    backend.create_version(SOURCE_SCHEMA, [dict(d) for d in SOURCE_DOCS], model_id="m1")
+    if copied:  # a --changed-only version: stored lines copied, one document replaced
+        backend.update_version(SOURCE_SCHEMA, ChangeSet("m1", "m2", [dict(SOURCE_DOCS[1], prior=5.0)], []))
+    expected = {d["id"]: dict(d, prior=5.0) if copied and d["id"] == "b" else d for d in SOURCE_DOCS}
+    assert _hits(backend, True) == expected
+    lean = {i: {k: v for k, v in d.items() if k != "purchase_w"} for i, d in expected.items()}
+    assert _hits(backend, {"excludes": ["purchase_w"]}) == lean
+    assert _hits(backend, {"excludes": ["*_w", "cat*"]}) == {
+        i: {k: v for k, v in d.items() if k not in ("category",)} for i, d in lean.items()}
+    assert _hits(backend, ["category"]) == {i: {k: v for k, v in d.items() if k in ("id", "category")}
+                                            for i, d in expected.items()}
+    assert _hits(backend, "purchase*") == {i: {k: v for k, v in d.items() if k.startswith("purchase") or k == "id"}
+                                           for i, d in expected.items()}
+    snap = backend.snapshot()
+    assert snap.base.cuts is not None and (snap.base.cuts > 0).sum() == 3  # a, c, d have feature fields
+
+
+@pytest.mark.parametrize("source, path", [
+    ({"include": ["a"]}, "_source.include"), ({"includes": [1]}, "_source.includes"), (5, "_source"),
+])
+def test_bad_source_filters(tmp_path, source, path):
+    backend = EmbeddedBackend(tmp_path, "items", 1)
+    backend.create_version(SOURCE_SCHEMA, [dict(d) for d in SOURCE_DOCS])
+    with pytest.raises(UnsupportedQuery) as e:
+        backend.search({"query": {"match_all": {}}, "_source": source})
+    assert e.value.path == path
