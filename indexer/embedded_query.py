@@ -128,10 +128,6 @@ class IndexView(Protocol):
         Lucene decodes them) aligned with the slots, or `derive.fn` of them."""
         ...
 
-    def derived_ready(self, field: str, derive: Derive) -> bool:
-        """Whether feature_parts with `derive` is cheap (already computed, or worth it)."""
-        ...
-
 
 class ScoringError(UnsupportedQuery):
     """A supported query whose scoring fails for a matching document, where Elasticsearch
@@ -315,12 +311,20 @@ def rank_feature_pre(function: str, parameter: np.ndarray, value: np.ndarray) ->
     return np.log((parameter + value).astype(np.float64))
 
 
-def rank_feature_apply(function: str, weight: np.ndarray, pre: np.ndarray) -> np.ndarray:
+def rank_feature_apply(function: str, weight: np.ndarray, pre: np.ndarray,
+                       out: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """float32 scores from `rank_feature_pre`'s values: w * pre in float32, or for log in
-    double, rounded to float32 (Lucene's order of operations)."""
+    double, rounded to float32 (Lucene's order of operations). `out`: (float64, float32)
+    buffers of pre's size to compute into."""
+    if out is None:
+        if function == LOG:
+            return (np.asarray(weight, np.float32).astype(np.float64) * pre).astype(np.float32)
+        return weight * pre
     if function == LOG:
-        return (np.asarray(weight, np.float32).astype(np.float64) * pre).astype(np.float32)
-    return weight * pre
+        np.multiply(pre, np.float64(np.float32(weight)), out=out[0])
+        np.copyto(out[1], out[0], casting="same_kind")
+        return out[1]
+    return np.multiply(pre, np.float32(weight), out=out[1])
 
 
 # ------------------------------------------------------------------ field_value_factor
@@ -536,13 +540,13 @@ class Evaluator:
         for docs, weights, pos in itertools.chain(self._term_postings(terms, scoring),
                                                   self._feature_postings(features, scoring)):
             if docs is None:
-                # a dense row over the first slots: bool (times the term's score) or the
-                # float32 scores themselves, all > 0 where the term is (scoring only)
+                # a dense row over the first slots (scoring only): bool, times the term's score;
+                # or float32 scores, with a row > 0 exactly where the feature is
                 row, scale = weights, pos
                 head = sums[:row.size]
-                if scale is None:
+                if isinstance(scale, np.ndarray):
                     head += row
-                    dense.append(row)  # (> 0 where the feature is: see hit below)
+                    dense.append(scale)
                 else:
                     if tmp is None:
                         tmp = np.empty(row.size, np.float64)
@@ -576,10 +580,9 @@ class Evaluator:
     def _feature_postings(self, clauses: list[_FeatureClause], scoring: bool):
         """Per field and segment: (doc slots of its rank_feature clauses' postings, their
         float64 scores or None, whether every score is > 0). The function of the feature
-        values is computed once per version over the whole field (`BaseVersion.derived`) and
-        gathered with the postings: when the field's clauses share one weight (the builder's
-        clauses do unless history_decay < 1), their final float32 scores; else the function's
-        value before the weight, which is then applied per posting."""
+        values before the weight (`rank_feature_pre`) is computed once per version over the
+        whole field (`BaseVersion.derived`) and gathered with the postings, the hot features'
+        as dense rows; each clause's weight is then applied (`rank_feature_apply`)."""
         by_field: dict[str, list[_FeatureClause]] = {}
         for clause in clauses:
             by_field.setdefault(clause[0], []).append(clause)
@@ -596,25 +599,28 @@ class Evaluator:
             kinds = {(c[2], float(c[3])) for c in items}
             if len(kinds) == 1:
                 kind, param = items[0][2], items[0][3]
-                w0 = weights[0]
-                derive = Derive(("score", kind, float(param), float(w0)),
-                                lambda v, k=kind, p=param, w=w0: rank_feature_scores(k, p, w, v))
-                if (weights == w0).all() and not np.isnan(w0) and self.view.derived_ready(field, derive):
-                    split = getattr(self.view, "feature_parts_dense", None)
-                    parts, rows = split(field, features, derive) if split is not None else (
-                        self.view.feature_parts(field, features, derive), [])
-                    for part in parts:
-                        if part.docs.size:
-                            yield part.docs, part.values, bool(part.values.min() > 0)
-                    for row in rows:  # hot features: dense rows of their final scores
-                        yield None, row, None
-                    continue
+                # the function's value before the weight, cached per version, then each clause's
+                # weight applied (history_decay < 1 gives every history item its own)
                 derive = Derive(("pre", kind, float(param)),
                                 lambda v, k=kind, p=param: rank_feature_pre(k, p, v))
-                for part in self.view.feature_parts(field, features, derive):
+                split = getattr(self.view, "feature_parts_dense", None)
+                parts, rows = split(field, features, derive) if split is not None else (
+                    self.view.feature_parts(field, features, derive), [])
+                for part in parts:
                     if part.docs.size:
                         scores = rank_feature_apply(kind, np.repeat(weights, part.lengths), part.values)
                         yield part.docs, scores, bool(scores.min() > 0)
+                buffers = None
+                for w, row, smallest in rows:
+                    weight = weights[w]
+                    if weight > 0 and float(weight) * smallest > 1e-30:
+                        # > 0 where the feature is; the buffers are reused row after row
+                        buffers = buffers or (np.empty(row.size, np.float64), np.empty(row.size, np.float32))
+                        yield None, rank_feature_apply(kind, weight, row, buffers), row
+                    else:  # a zero (or vanishing) weight: scores of 0 still match
+                        docs = np.flatnonzero(row)
+                        scores = rank_feature_apply(kind, np.full(docs.size, weight), row[docs])
+                        yield docs, scores, bool(scores.min() > 0) if scores.size else True
                 continue
             for part in self.view.feature_parts(field, features):
                 if part.docs.size:

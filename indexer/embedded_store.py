@@ -323,12 +323,13 @@ class BaseVersion:
         self.cuts = load("docs.cut.npy") if (directory / "docs.cut.npy").is_file() else None
         self._docs_fd = os.open(directory / "docs.jsonl", os.O_RDONLY)
         self._derived: dict[tuple, np.ndarray] = {}
-        self._asked: dict[tuple, None] = {}
         self._index: dict[tuple, dict[str, int]] = {}
         self._derived_lock = threading.Lock()
 
-    DERIVED_KEPT = 6
-    """Derived arrays kept per version (each as large as a feature field's values)."""
+    DERIVED_KEPT = 8
+    """Derived arrays kept per version, the least recently used dropped first (a function's
+    values over a field's postings, a field's dense rows: each a few tens of MB at 100k
+    items; a query configuration uses two or three per field)."""
 
     def find(self, key: tuple, sorted_values: np.ndarray, wanted: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """`lookup` in one of this version's sorted string arrays (named by `key`): for many
@@ -349,8 +350,8 @@ class BaseVersion:
     HOT_SHARE = 8
     """A posting list longer than 1/HOT_SHARE of the documents (and than HOT_MIN) is "hot"."""
     HOT_MIN = 4096
-    HOT_MAX = 64
-    """Hot lists kept dense per field (the longest)."""
+    HOT_MAX = 32
+    """Hot lists kept dense per field (the longest): at most 32 rows of 8 bytes per document."""
 
     def hot_rows(self, kind: str, field: str) -> dict[int, int]:
         """{CSR row: its position in the field's dense stack} for the field's hot posting lists
@@ -372,7 +373,7 @@ class BaseVersion:
     def dense_keyword(self, field: str) -> np.ndarray:
         """bool[hot rows, n]: the documents of each hot term of a keyword field."""
         key = ("dense", "k", field)
-        found = self._derived.get(key)
+        found = self._used(key)
         if found is None:
             _, indptr, indices, _ = self.segment.keyword[field]
             rows = self.hot_rows("k", field)
@@ -380,51 +381,49 @@ class BaseVersion:
             for r, i in rows.items():
                 found[i, indices[indptr[r]:indptr[r + 1]]] = True
             with self._derived_lock:
+                while len(self._derived) >= self.DERIVED_KEPT:
+                    self._derived.pop(next(iter(self._derived)))
                 self._derived[key] = found
         return found
 
     def dense_feature(self, field: str, derive: Derive) -> tuple[np.ndarray, np.ndarray]:
-        """(float32[hot rows, n]: derive's values of each hot feature's documents, 0 elsewhere;
-        bool[hot rows]: the rows whose values are all > 0, so "> 0" marks their documents)."""
+        """(derive's values of each hot feature's documents as rows over the slots, 0
+        elsewhere, in the derived values' dtype; per row, the smallest of its values: > 0
+        means "> 0" marks the feature's documents)."""
         key = ("dense", "f", field, *derive.key)
-        found = self._derived.get(key)
+        found = self._used(key)
         if found is None:
             _, indptr, indices, _ = self.segment.features[field]
             values = self.derived(field, derive)
             rows = self.hot_rows("f", field)
-            dense = np.zeros((len(rows), self.segment.n), np.float32)
-            usable = np.zeros(len(rows), bool)
+            dense = np.zeros((len(rows), self.segment.n), values.dtype)
+            smallest = np.zeros(len(rows), np.float64)
             for r, i in rows.items():
                 a, b = indptr[r], indptr[r + 1]
                 dense[i, indices[a:b]] = values[a:b]
-                usable[i] = bool((values[a:b] > 0).all())
-            found = (dense, usable)
+                smallest[i] = values[a:b].min()
+            found = (dense, smallest)
             with self._derived_lock:
                 while len(self._derived) >= self.DERIVED_KEPT:
                     self._derived.pop(next(iter(self._derived)))
                 self._derived[key] = found
         return found
 
-    def derived_ready(self, field: str, derive: Derive) -> bool:
-        """Whether `derived` has this array, or was asked for it before: the evaluator
-        computes a function for a whole field only when it is used again (a request with
-        an unusual boost would otherwise pay for millions of postings it does not gather)."""
-        key = (field, *derive.key)
-        if key in self._derived:
-            return True
-        with self._derived_lock:
-            seen = key in self._asked
-            self._asked[key] = None
-            while len(self._asked) > 64:
-                self._asked.pop(next(iter(self._asked)))
-        return seen
+    def _used(self, key: tuple):
+        """A kept derived array, marked as the most recently used (or None)."""
+        found = self._derived.get(key)
+        if found is not None and next(reversed(self._derived)) != key:
+            with self._derived_lock:
+                if key in self._derived:
+                    self._derived[key] = self._derived.pop(key)
+        return found
 
     def derived(self, field: str, derive: Derive) -> np.ndarray:
         """derive.fn of the field's feature values, computed once and kept (the last
         DERIVED_KEPT used): a query's rank_feature function applies to every posting it
         gathers, so the arithmetic is done once per version instead of per query."""
         key = (field, *derive.key)
-        found = self._derived.get(key)
+        found = self._used(key)
         if found is None:
             with self._derived_lock:
                 found = self._derived.get(key)
@@ -581,9 +580,6 @@ class Snapshot:
         values = runs(indptr, rest, rows)[0] if with_values else None
         return docs.astype(np.int64) + offset if offset else docs.astype(np.int64), lengths, values
 
-    def derived_ready(self, field: str, derive: Derive) -> bool:
-        return self.base.derived_ready(field, derive)
-
     def feature_parts(self, field: str, features: Sequence[str], derive: Derive | None = None) -> list[Part]:
         """Per segment (the version's, then the overlay's): the doc slots having each feature of
         a rank_features field, concatenated feature by feature, the count per feature, and the
@@ -636,25 +632,28 @@ class Snapshot:
         return docs, lengths, dense_rows
 
     def feature_parts_dense(self, field: str, features: Sequence[str], derive: Derive):
-        """feature_parts with `derive`, the hot features of the version apart: (parts of the
-        others, [derive's values of each hot feature as a dense float32 row over the
-        version's slots, all > 0 where the feature is])."""
+        """feature_parts with `derive`, the hot features of the version apart: (parts, with
+        no postings (length 0) for the hot features; [(position in `features`, derive's
+        values of its documents as a dense row over the version's slots, the smallest of
+        them)] for the hot features whose values are all > 0)."""
         hot = self.base.hot_rows("f", field)
         if not hot:
             return self.feature_parts(field, features, derive), []
         names, indptr, indices, _ = self.base.segment.features[field]
         pos, found = self.base.find(("features", field), names, features)
-        dense, usable = self.base.dense_feature(field, derive)
+        dense, smallest = self.base.dense_feature(field, derive)
         cold, rows_out = [], []
-        for r in pos[found].tolist():
+        lengths = np.zeros(len(features), np.int64)
+        for w, r in zip(np.flatnonzero(found).tolist(), pos[found].tolist(), strict=True):
             i = hot.get(r)
-            if i is not None and usable[i]:
-                rows_out.append(dense[i])
+            if i is not None and smallest[i] > 0:
+                rows_out.append((w, dense[i], smallest[i]))
             else:
                 cold.append(r)
+                lengths[w] = indptr[r + 1] - indptr[r]
         values = self.base.derived(field, derive)
         rows = np.array(cold, np.int64)
-        docs, lengths = runs(indptr, indices, rows)
+        docs, _ = runs(indptr, indices, rows)
         parts = [Part(docs, lengths, runs(indptr, values, rows)[0])]
         if self.extra is not None:
             parts += self.feature_parts(field, features, derive)[1:]
