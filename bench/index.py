@@ -1,12 +1,26 @@
-"""Embedded backend benchmark: indexing throughput and query latency.
+"""Embedded backend benchmark: indexing throughput and in-process query latency, this
+code against a baseline revision, side by side in one run.
 
-Generates model-like item documents (two indicator fields with up to 50 correlators each,
-zipf-like item popularity, 1-2 of 50 categories, popularity rankings), indexes them at
-10k and 100k items, then times typical recommendation queries: a history of 10 or 500
-items as boosted should-terms over both indicator fields, a category filter, and the
-history excluded with must_not ids.
+Generates model-like item documents (two indicator fields with 5-50 Zipf-popular
+correlators each, their LLR weights as `<indicator>_w` rank_features, 1-2 of 50
+categories, popularity rankings and the `prior`), indexes them at 10k and 100k items, then
+times `backend.search` on recommendation bodies made by the query builder
+(query.builder.build_query) for a history of 10 or 500 items over both indicator fields
+(boosts 1.0 and 0.5), a category filter (a rule with a negative bias) and the history
+excluded with must_not ids, with two settings:
 
-    python bench/index.py [--sizes 10000 100000] [--queries 200] [--out bench/results/index.json]
+    default   the shipped [query] defaults: rank_feature clauses on the correlator weights
+              (log), the personal part in function_score(prior)
+    former    the figures' former settings: BM25 term clauses, no prior
+              (scoring = "terms", popularity_prior = false)
+
+Each code version (this checkout, and `--baseline REV` extracted with `git archive`) runs
+in its own child process over identical documents and histories; the parent alternates
+the two in small batches of queries (and the indexing runs), so a shared, noisy machine
+slows both alike, and reports after/before ratios. The load average is recorded.
+
+    python bench/index.py [--sizes 10000 100000] [--queries 200] [--baseline REV | --no-baseline]
+                          [--out bench/results/index.json]
 """
 
 from __future__ import annotations
@@ -16,111 +30,354 @@ import json
 import os
 import platform
 import random
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE = "e57369f"
+"""The revision before the issue-14 work (per-clause evaluator, one serving process)."""
+FIELDS = (("purchase", 1.0), ("view", 0.5))
+SETTINGS = {
+    "default": {},
+    "former": {"scoring": "terms", "popularity_prior": False},
+}
+HISTORIES = (10, 500)
+BATCH = 10
+"""Queries per turn before the parent switches to the other code version."""
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from indexer.backend import IndexSchema  # noqa: E402
-from indexer.embedded import EmbeddedBackend  # noqa: E402
+# ----------------------------------------------------------------------------- data
+def documents(n: int, seed: int = 1):
+    """(documents, ids, Zipf weights of the ids) for n items, the same for every caller."""
+    import numpy as np
 
-FIELDS = ("purchase", "view")
-SCHEMA = IndexSchema(keyword_fields=(*FIELDS, "category"), number_fields=("popular", "trending", "hot"))
-
-
-def documents(n: int, seed: int = 1) -> tuple[list[dict], list[str], list[float]]:
     rnd = random.Random(seed)
+    nprnd = np.random.default_rng(seed)
     ids = [f"item-{k:07d}" for k in range(n)]
     weights = [1.0 / (rank + 1) ** 0.9 for rank in range(n)]
     cum = np.cumsum(weights)
-    nprnd = np.random.default_rng(seed)
     categories = [f"cat-{k:02d}" for k in range(50)]
     docs = []
     for doc_id in ids:
         doc = {"id": doc_id}
-        for field in FIELDS:
+        for field, _ in FIELDS:
             k = rnd.randint(5, 50)
             picks = np.searchsorted(cum, nprnd.random(k) * cum[-1])
-            doc[field] = [ids[i] for i in dict.fromkeys(picks.tolist())]
+            correlators = [ids[i] for i in dict.fromkeys(picks.tolist())]
+            doc[field] = correlators
+            llr = nprnd.lognormal(2.0, 1.0, len(correlators)) + 0.5
+            doc[f"{field}_w"] = dict(zip(correlators, llr.round(3).tolist(), strict=True))
         doc["category"] = rnd.sample(categories, rnd.randint(1, 2))
-        doc["popular"] = float(rnd.randint(0, 1000))
+        popular = float(rnd.randint(0, 1000))
+        doc["popular"] = popular
         doc["trending"] = float(rnd.randint(-50, 50))
         doc["hot"] = float(rnd.randint(-10, 10))
+        doc["prior"] = max(popular, 1.0) ** 0.5
         docs.append(doc)
     return docs, ids, weights
 
 
-def query(history: list[str], category: str) -> dict:
-    should = [{"term": {f: {"value": h, "boost": b}}} for f, b in (("purchase", 1.0), ("view", 0.5))
-              for h in history]
-    return {
-        "query": {"bool": {
-            "should": should,
-            "filter": [{"terms": {"category": [category]}}],
-            "must_not": [{"ids": {"values": history}}],
-            "minimum_should_match": 1,
-        }},
-        "size": 20,
-        "sort": [{"_score": "desc"}, {"popular": "desc"}, {"id": "asc"}],
-        "_source": False,
-    }
+def catalogue(n: int) -> tuple[list[str], list[float]]:
+    """The ids and Zipf weights `documents` uses, without the documents."""
+    return [f"item-{k:07d}" for k in range(n)], [1.0 / (rank + 1) ** 0.9 for rank in range(n)]
 
 
-def run(sizes: list[int], n_queries: int) -> dict:
-    results: dict = {"machine": {"python": platform.python_version(), "numpy": np.__version__,
-                                 "cpus": os.cpu_count(), "load_average_before": os.getloadavg()[0]},
-               "sizes": []}
-    for n in sizes:
-        docs, ids, weights = documents(n)
-        postings = sum(len(d[f]) for d in docs for f in FIELDS)
-        with tempfile.TemporaryDirectory() as tmp:
-            backend = EmbeddedBackend(tmp, "items", keep_versions=1)
+def bodies(n: int, count: int) -> dict[str, list[dict]]:
+    """The search bodies of every case, made by this checkout's query builder with the
+    shipped [query] settings (and the former ones): both code versions run the same bodies."""
+    sys.path.insert(0, str(ROOT))
+    from query.builder import build_query
+    from query.request import parse_query
+    from query.settings import QuerySettings
+
+    ids, weights = catalogue(n)
+    out = {}
+    for name, kv in SETTINGS.items():
+        s = QuerySettings(indicators=dict(FIELDS), **kv)
+        weighted = [f for f, _ in FIELDS] if s.scoring == "weights" else []
+        for length in HISTORIES:
+            cases = []
+            for history, category in histories(n, ids, weights, count, length, n):
+                request = parse_query({"history": {f: history for f, _ in FIELDS},
+                                       "fields": [{"name": "category", "values": [category], "bias": -1}],
+                                       "num": 20})
+                b = build_query(request, {f: history for f, _ in FIELDS}, {}, s, indicators=dict(FIELDS),
+                                excluded=sorted(set(history)), now="2026-11-30T00:00:00Z", num=20,
+                                weighted=weighted, prior=s.popularity_prior)
+                b["_source"] = False
+                cases.append(b)
+            out[f"{name}/{length}"] = cases
+    return out
+
+
+def share_parameters(node):
+    """One object per distinct rank_feature function parameters, as the builder makes them
+    (bodies read from JSON have one per clause)."""
+    shared: dict = {}
+
+    def walk(x):
+        if isinstance(x, dict):
+            rf = x.get("rank_feature")
+            if isinstance(rf, dict):
+                for kind in ("linear", "saturation", "log"):
+                    if isinstance(rf.get(kind), dict):
+                        rf[kind] = shared.setdefault((kind, *sorted(rf[kind].items())), rf[kind])
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+    walk(node)
+    return node
+
+
+def histories(n: int, ids: list[str], weights: list[float], count: int, length: int, seed: int):
+    """`count` (history, category) pairs: Zipf-popular distinct items, a random category."""
+    rnd = random.Random(seed * 1_000_003 + length)
+    out = []
+    for _ in range(count):
+        history = list(dict.fromkeys(rnd.choices(ids, weights=weights, k=length)))
+        out.append((history, f"cat-{rnd.randrange(50):02d}"))
+    return out
+
+
+# ----------------------------------------------------------------------------- child
+def child(code: str) -> None:
+    """Serve the parent's commands (JSON lines on stdin) with the code under `code`."""
+    sys.path.insert(0, code)
+    from indexer.backend import IndexSchema
+    from indexer.embedded import EmbeddedBackend
+
+    try:
+        from indexer.embedded import tune_malloc  # as `cooccur serve` does (this code only)
+    except ImportError:
+        tune_malloc = None
+    if tune_malloc is not None:
+        tune_malloc()
+    schema = IndexSchema(
+        keyword_fields=(*(f for f, _ in FIELDS), "category"),
+        number_fields=("popular", "trending", "hot", "prior"),
+        feature_fields=tuple(f"{f}_w" for f, _ in FIELDS),
+    )
+    tmp = tempfile.TemporaryDirectory(prefix="cooccur-bench-index-")
+    backend = docs = None
+    cases: dict = {}
+
+    def reply(obj) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        op = cmd["op"]
+        if op == "generate":
+            docs, _, _ = documents(cmd["n"])
+            postings = sum(len(d[f]) for d in docs for f, _ in FIELDS)
+            reply({"postings": postings})
+        elif op == "index":
+            backend = EmbeddedBackend(Path(tmp.name) / str(cmd["run"]), "items", keep_versions=1)
             started = time.perf_counter()
-            report = backend.create_version(SCHEMA, docs)
-            seconds = time.perf_counter() - started
-            entry = {"items": n, "indicator_postings": postings, "index_seconds": round(seconds, 3),
-                     "documents_per_second": round(n / seconds), "version": report.version,
-                     "queries": []}
-            print(f"{n:>7} items: indexed in {seconds:6.2f} s = {n / seconds:9,.0f} documents/s "
-                  f"({postings:,} indicator postings)")
-            rnd = random.Random(n)
-            backend.search(query(ids[:10], "cat-00"))  # first call maps the version
-            for history_len in (10, 500):
-                latencies = []
-                for _ in range(n_queries):
-                    history = list(dict.fromkeys(rnd.choices(ids, weights=weights, k=history_len)))
-                    body = query(history, f"cat-{rnd.randrange(50):02d}")
-                    t0 = time.perf_counter()
-                    backend.search(body)
-                    latencies.append((time.perf_counter() - t0) * 1000)
-                p50, p99 = np.percentile(latencies, [50, 99])
-                entry["queries"].append({"history": history_len, "fields": len(FIELDS),
-                                         "category_filter": True, "queries": n_queries,
-                                         "p50_ms": round(float(p50), 2), "p99_ms": round(float(p99), 2)})
-                print(f"{'':>7}  history {history_len:>3} x {len(FIELDS)} fields + category filter: "
-                      f"p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   ({n_queries} queries)")
-            backend._snapshot = None  # release the memory-mapped version before the dir goes
-        results["sizes"].append(entry)
-        del docs
-    # the machine is shared: a high load average explains slow or noisy figures
-    results["machine"]["load_average_after"] = os.getloadavg()[0]
+            backend.create_version(schema, docs)
+            reply({"seconds": time.perf_counter() - started})
+        elif op == "prepare":
+            # every body of the run (the parent's), read now so the timing is the search alone
+            with open(cmd["bodies"]) as f:
+                cases = {k: [share_parameters(b) for b in v] for k, v in json.load(f).items()}
+            for v in cases.values():  # first calls map the version and compute cached arrays
+                backend.search(v[0])
+                backend.search(v[0])
+            reply({})
+        elif op == "queries":
+            ms = []
+            for i in range(cmd["start"], cmd["stop"]):
+                b = cases[f"{cmd['settings']}/{cmd['history']}"][i]
+                t0 = time.perf_counter()
+                backend.search(b)
+                ms.append((time.perf_counter() - t0) * 1000)
+            reply({"ms": ms})
+        elif op == "check":
+            # both versions must answer alike: the ids and scores of a few bodies
+            out = []
+            for key, bs in sorted(cases.items()):
+                for b in bs[:5]:
+                    hits = backend.search(b).hits
+                    out.append([key, 0, [[h.id, h.score] for h in hits]])
+            reply({"hits": out})
+        elif op == "quit":
+            backend = None
+            tmp.cleanup()
+            reply({})
+            return
+
+
+class Child:
+    def __init__(self, label: str, code: str) -> None:
+        self.label = label
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--child", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True, cwd=code,
+        )
+
+    def send(self, **cmd):
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+
+    def recv(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.label}: the child process ended (exit code {self.proc.wait()})")
+        return json.loads(line)
+
+    def call(self, **cmd):
+        self.send(**cmd)
+        return self.recv()
+
+    def close(self) -> None:
+        try:
+            self.call(op="quit")
+        finally:
+            self.proc.wait(timeout=60)
+
+
+def extract(rev: str, into: Path) -> str:
+    """The packages of revision `rev` (indexer/, query/, indicators/, cli.py) under `into`."""
+    data = subprocess.run(["git", "archive", rev, "indexer", "query", "indicators", "mappings", "cli.py"],
+                          cwd=ROOT, check=True, capture_output=True).stdout
+    archive = into / "baseline.tar"
+    archive.write_bytes(data)
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    return str(into)
+
+
+def percentiles(ms: list[float]) -> dict:
+    import numpy as np
+
+    p50, p99 = np.percentile(ms, [50, 99])
+    return {"p50_ms": round(float(p50), 3), "p99_ms": round(float(p99), 3)}
+
+
+def run(sizes: list[int], n_queries: int, baseline: str | None, index_repeats: int) -> dict:
+    import numpy as np
+
+    results: dict = {
+        "benchmark": "embedded backend: indexing and backend.search latency, in-process",
+        "machine": {"python": platform.python_version(), "numpy": np.__version__, "cpus": os.cpu_count(),
+                    "platform": platform.platform(), "load_average_before": list(os.getloadavg())},
+        "baseline": baseline,
+        "settings": {name: {"scoring": kv.get("scoring", "weights (log, scaling factor 1)"),
+                            "popularity_prior": kv.get("popularity_prior", True)}
+                     for name, kv in SETTINGS.items()},
+        "queries_per_case": n_queries,
+        "sizes": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="cooccur-baseline-") as tmp:
+        codes = [("after", str(ROOT))]
+        if baseline:
+            codes.insert(0, ("before", extract(baseline, Path(tmp))))
+        for n in sizes:
+            children = [Child(label, code) for label, code in codes]
+            try:
+                for c in children:
+                    c.send(op="generate", n=n)
+                postings = [c.recv()["postings"] for c in children][0]
+                entry: dict = {"items": n, "indicator_postings": postings, "indexing": {}, "queries": []}
+                seconds: dict[str, list[float]] = {c.label: [] for c in children}
+                for run_no in range(index_repeats):
+                    for c in (children if run_no % 2 == 0 else children[::-1]):
+                        seconds[c.label].append(c.call(op="index", run=run_no)["seconds"])
+                for label, s in seconds.items():
+                    best = min(s)
+                    entry["indexing"][label] = {"seconds": [round(x, 3) for x in s],
+                                                "documents_per_second": round(n / best)}
+                body_file = Path(tmp) / f"bodies-{n}.json"
+                body_file.write_text(json.dumps(bodies(n, n_queries)))
+                for c in children:
+                    c.send(op="prepare", bodies=str(body_file))
+                for c in children:
+                    c.recv()
+                if len(children) == 2:
+                    checks = [c.call(op="check")["hits"] for c in children]
+                    entry["same_results"] = _same(*checks)
+                for name in SETTINGS:
+                    for length in HISTORIES:
+                        ms: dict[str, list[float]] = {c.label: [] for c in children}
+                        for start in range(0, n_queries, BATCH):
+                            turn = children if (start // BATCH) % 2 == 0 else children[::-1]
+                            for c in turn:
+                                got = c.call(op="queries", settings=name, history=length, start=start,
+                                             stop=min(n_queries, start + BATCH))
+                                ms[c.label].extend(got["ms"])
+                        row = {"settings": name, "history": length, "fields": len(FIELDS),
+                               "category_filter": True,
+                               **{label: percentiles(v) for label, v in ms.items()}}
+                        if "before" in ms:
+                            row["ratio_after_before"] = {
+                                k: round(row["after"][k] / row["before"][k], 3) for k in ("p50_ms", "p99_ms")}
+                        entry["queries"].append(row)
+            finally:
+                for c in children:
+                    c.close()
+            results["sizes"].append(entry)
+            print_size(entry)
+    results["machine"]["load_average_after"] = list(os.getloadavg())
     return results
 
 
+def _same(a: list, b: list) -> bool:
+    """Same ids in the same order and float32-equal scores."""
+    if len(a) != len(b):
+        return False
+    for (na, la, ha), (nb, lb, hb) in zip(a, b, strict=True):
+        if (na, la) != (nb, lb) or [h[0] for h in ha] != [h[0] for h in hb]:
+            return False
+        if any(abs(x[1] - y[1]) > 1e-6 * max(1.0, abs(x[1])) for x, y in zip(ha, hb, strict=True)):
+            return False
+    return True
+
+
+def print_size(entry: dict) -> None:
+    n = entry["items"]
+    idx = entry["indexing"]
+    line = "  ".join(f"{label} {v['documents_per_second']:>9,} docs/s" for label, v in idx.items())
+    if "before" in idx:
+        line += f"  (x{idx['after']['documents_per_second'] / idx['before']['documents_per_second']:.2f})"
+    print(f"{n:>7} items, {entry['indicator_postings']:,} indicator postings: indexing {line}")
+    if "same_results" in entry:
+        print(f"{'':>7}  same hits and scores before/after: {entry['same_results']}")
+    print(f"{'':>7}  {'settings':<8} {'history':>7}  {'before p50':>10} {'p99':>7}  "
+          f"{'after p50':>10} {'p99':>7}  {'ratio p50':>9} {'p99':>6}")
+    for q in entry["queries"]:
+        b, a = q.get("before"), q["after"]
+        r = q.get("ratio_after_before")
+        print(f"{'':>7}  {q['settings']:<8} {q['history']:>7}  "
+              + (f"{b['p50_ms']:>8.2f}ms {b['p99_ms']:>5.2f}ms  " if b else f"{'':>10} {'':>7}  ")
+              + f"{a['p50_ms']:>8.2f}ms {a['p99_ms']:>5.2f}ms  "
+              + (f"{r['p50_ms']:>9.2f} {r['p99_ms']:>6.2f}" if r else ""))
+    sys.stdout.flush()
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        child(sys.argv[2])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "index.json"))
+    parser.add_argument("--baseline", default=BASELINE, help="revision to compare with (default %(default)s)")
+    parser.add_argument("--no-baseline", action="store_true", help="time this checkout only")
+    parser.add_argument("--index-repeats", type=int, default=2, help="indexing runs per version (best counts)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "index.json"))
     args = parser.parse_args()
-    results = run(args.sizes, args.queries)
+    results = run(args.sizes, args.queries, None if args.no_baseline else args.baseline, args.index_repeats)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    print(f"load average before {results['machine']['load_average_before']}, "
+          f"after {results['machine']['load_average_after']}; wrote {args.out}")
 
 
 if __name__ == "__main__":

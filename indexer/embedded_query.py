@@ -1029,13 +1029,16 @@ class Evaluator:
         feature_fields = self.features
         functions = self._functions
         boosts: dict[Any, np.float32] = {}
+        last_params: Any = None
+        last_fn: tuple[str, np.float32] | None = None
+        append = features.append
         for i, q in enumerate(clauses):
-            # fast path for well-formed term clauses: a 500-item history over two fields makes
+            # fast paths for well-formed clauses: a 500-item history over two fields makes
             # 1000 of them, and per-clause Python overhead would dominate the search
-            spec = q.get("term") if type(q) is dict and len(q) == 1 else None
-            if spec is None and type(q) is dict and len(q) == 1 and "rank_feature" in q:
-                rf = q["rank_feature"]
-                # the builder's shape {field, <function>: params, boost}: a few dict look-ups
+            rf = q.get("rank_feature") if type(q) is dict and len(q) == 1 else None
+            if rf is not None:
+                # the builder's shape {field, <function>: params, boost}: a few dict look-ups,
+                # the parameters (one object shared by the builder's clauses) checked once
                 name = rf.get("field") if type(rf) is dict else None
                 if type(name) is str:
                     field, _, feature = name.rpartition(".")
@@ -1049,14 +1052,17 @@ class Evaluator:
                             if params is None:
                                 params, kind = rf.get("linear"), LINEAR
                         if params is not None:
-                            fn = functions.get((kind, id(params)))
-                            if fn is None:
-                                fn = functions[(kind, id(params))] = _rank_function_of(
-                                    kind, params, f"{path}[{i}].rank_feature.{kind}")
-                            features.append((field, feature, fn[0], fn[1], raw, boost))
+                            if params is not last_params or last_fn is None or last_fn[0] != kind:
+                                last_fn = functions.get((kind, id(params)))
+                                if last_fn is None:
+                                    last_fn = functions[(kind, id(params))] = _rank_function_of(
+                                        kind, params, f"{path}[{i}].rank_feature.{kind}")
+                                last_params = params
+                            append((field, feature, kind, last_fn[1], raw, boost))
                             continue
-                features.append(self._rank_feature_clause(rf, f"{path}[{i}].rank_feature", boost))
+                append(self._rank_feature_clause(rf, f"{path}[{i}].rank_feature", boost))
                 continue
+            spec = q.get("term") if type(q) is dict and len(q) == 1 else None
             if type(spec) is dict and len(spec) == 1:
                 ((field, value),) = spec.items()
                 if field in keywords:

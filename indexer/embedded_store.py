@@ -163,11 +163,17 @@ def _csr(term_ids: dict[str, int], rows: np.ndarray, cols: np.ndarray):
     rank = np.empty(len(terms), np.int64)
     rank[by_name] = np.arange(len(terms))
     sorted_rows = rank[rows] if rows.size else rows
-    order = np.lexsort((cols, sorted_rows))
+    # the pairs come document by document (cols ascending): a stable sort by term keeps the
+    # slots ascending within each term, as a lexsort by (term, slot) would
+    order = np.argsort(sorted_rows, kind="stable") if _ascending(cols) else np.lexsort((cols, sorted_rows))
     counts = np.bincount(sorted_rows, minlength=len(terms)) if rows.size else np.zeros(len(terms), np.int64)
     indptr = np.zeros(len(terms) + 1, np.int64)
     np.cumsum(counts, out=indptr[1:])
     return terms[by_name], indptr, order
+
+
+def _ascending(values: np.ndarray) -> bool:
+    return bool(values.size < 2 or (values[1:] >= values[:-1]).all())
 
 
 def csr(term_ids: dict[str, int], rows: np.ndarray, cols: np.ndarray, dl: np.ndarray):
