@@ -199,6 +199,8 @@ def child(code: str) -> None:
                 backend.search(b)
                 ms.append((time.perf_counter() - t0) * 1000)
             reply({"ms": ms})
+        elif op == "profile":
+            reply({"steps": profile_searches(backend, cases[cmd["case"]])})
         elif op == "check":
             # both versions must answer alike: the ids and scores of a few bodies
             out = []
@@ -212,6 +214,57 @@ def child(code: str) -> None:
             tmp.cleanup()
             reply({})
             return
+
+
+PROFILE_GROUPS = {
+    "parse the body": ("parse_body", "_parse_sort", "_parse_source", "eval", "_split_terms", "_rank_feature_clause",
+                       "_rank_function_of", "_rank_function", "_term_clause", "_boost", "_clause_list",
+                       "_min_should_match", "_check_keys", "_one_field", "_strings", "_keyword_field"),
+    "look up terms": ("find", "lookup", "<genexpr>"),
+    "gather postings": ("runs", "feature_parts", "feature_parts_dense", "term_postings", "term_postings_dense",
+                        "_postings", "_segment_postings", "<listcomp>", "hot_rows", "dense_keyword",
+                        "dense_feature", "derived", "_used"),
+    "clause scores": ("_feature_postings", "_term_postings", "rank_feature_apply", "rank_feature_pre",
+                      "rank_feature_scores", "term_scores", "_feature_scores", "field_stats"),
+    "accumulate (bincount, dense rows)": ("_batch",),
+    "bool: masks, filters, sums": ("_q_bool", "_scored_clauses", "_q_terms", "_q_ids", "_const", "slots_of_ids",
+                                   "_q_range", "_q_exists", "_q_match_all", "_q_constant_score", "_q_term",
+                                   "_q_rank_feature", "run", "_compare"),
+    "function_score (prior)": ("_q_function_score", "_field_value_factor", "numbers", "_column"),
+    "top hits": ("top_hits",),
+}
+
+
+def profile_searches(backend, bodies: list[dict]) -> dict[str, float]:
+    """ms per search by step: cProfile's own time of the evaluator's functions, with the time
+    of the numpy / builtin calls they make counted to them."""
+    import cProfile
+    import pstats
+
+    group_of = {name: g for g, names in PROFILE_GROUPS.items() for name in names}
+    prof = cProfile.Profile()
+    prof.enable()
+    for b in bodies:
+        backend.search(b)
+    prof.disable()
+    stats = pstats.Stats(prof).stats
+    total = sum(v[2] for v in stats.values())
+    out = dict.fromkeys([*PROFILE_GROUPS, "other"], 0.0)
+
+    def ours(func) -> str | None:
+        path, _, name = func
+        return group_of.get(name, "other") if "indexer" in path else None
+
+    for func, (_, _, tt, _, callers) in stats.items():
+        group = ours(func)
+        if group is not None:
+            out[group] += tt
+            continue
+        for caller, c in callers.items():  # numpy / builtins: to the evaluator function calling them
+            out[ours(caller) or "other"] += c[2]
+        out["other"] += tt - sum(c[2] for c in callers.values())
+    scale = 1000 / len(bodies)
+    return {"total": round(total * scale, 3), **{k: round(v * scale, 3) for k, v in out.items()}}
 
 
 class Child:
@@ -261,7 +314,8 @@ def percentiles(ms: list[float]) -> dict:
     return {"p50_ms": round(float(p50), 3), "p99_ms": round(float(p99), 3)}
 
 
-def run(sizes: list[int], n_queries: int, baseline: str | None, index_repeats: int) -> dict:
+def run(sizes: list[int], n_queries: int, baseline: str | None, index_repeats: int,
+        profile: bool = True) -> dict:
     import numpy as np
 
     results: dict = {
@@ -319,6 +373,11 @@ def run(sizes: list[int], n_queries: int, baseline: str | None, index_repeats: i
                             row["ratio_after_before"] = {
                                 k: round(row["after"][k] / row["before"][k], 3) for k in ("p50_ms", "p99_ms")}
                         entry["queries"].append(row)
+                if profile:
+                    after = next(c for c in children if c.label == "after")
+                    entry["profile_ms_per_search"] = {
+                        f"{name}/{length}": after.call(op="profile", case=f"{name}/{length}")["steps"]
+                        for name in SETTINGS for length in HISTORIES}
             finally:
                 for c in children:
                     c.close()
@@ -347,6 +406,9 @@ def print_size(entry: dict) -> None:
     if "before" in idx:
         line += f"  (x{idx['after']['documents_per_second'] / idx['before']['documents_per_second']:.2f})"
     print(f"{n:>7} items, {entry['indicator_postings']:,} indicator postings: indexing {line}")
+    for case, steps in entry.get("profile_ms_per_search", {}).items():
+        print(f"{'':>7}  profile {case} (ms per search, under cProfile): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in steps.items()))
     if "same_results" in entry:
         print(f"{'':>7}  same hits and scores before/after: {entry['same_results']}")
     print(f"{'':>7}  {'settings':<8} {'history':>7}  {'before p50':>10} {'p99':>7}  "

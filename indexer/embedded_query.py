@@ -1028,7 +1028,7 @@ class Evaluator:
         keywords = self.keywords
         feature_fields = self.features
         functions = self._functions
-        boosts: dict[Any, np.float32] = {}
+        pending: list[int] = []
         last_params: Any = None
         last_fn: tuple[str, np.float32] | None = None
         append = features.append
@@ -1071,17 +1071,22 @@ class Evaluator:
                         continue
                     if type(value) is dict and type(value.get("value")) is str and len(value) == 2:
                         raw = value.get("boost")
-                        if type(raw) is float or type(raw) is int:
-                            b = boosts.get(raw)
-                            if b is None:
-                                b = boosts[raw] = self._boost(value, f"{path}[{i}].term.{field}", boost)
-                            terms.append((field, value["value"], b))
+                        if (type(raw) is float or type(raw) is int) and raw >= 0:
+                            # the boost times the one passed down, in float32, for all at once below
+                            pending.append(len(terms))
+                            terms.append((field, value["value"], raw))
                             continue
             p = f"{path}[{i}]"
             if isinstance(q, dict) and len(q) == 1 and "term" in q:
                 terms.append(self._term_clause(q["term"], f"{p}.term", boost))
             else:
                 other.append((p, q))
+        if pending:
+            # Lucene's BoostQuery: float32(boost) * the boost passed down, in float32 (as _boost)
+            with np.errstate(over="ignore"):
+                scaled = (np.array([terms[k][2] for k in pending], np.float32) * boost).tolist()
+            for k, b in zip(pending, scaled, strict=True):
+                terms[k] = (terms[k][0], terms[k][1], np.float32(b))
         return terms, features, other
 
     @staticmethod

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -221,6 +222,11 @@ def runs(indptr: np.ndarray, array: np.ndarray, rows: np.ndarray) -> tuple[np.nd
         return array[int(starts[0]):int(ends[0])], lengths
     if rows.size == 0:
         return array[:0], lengths
+    if rows.size > 32:
+        total = int(lengths.sum())
+        if total < 64 * rows.size:  # many short lists: one gather beats hundreds of slices
+            offsets = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+            return array[offsets + np.arange(total)], lengths
     return np.concatenate([array[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]), lengths
 
 
@@ -347,20 +353,20 @@ class BaseVersion:
         if index is None:
             index = dict(zip(sorted_values.tolist(), range(len(sorted_values)), strict=True))
             self._index[key] = index
-        get = index.get
-        pos = np.fromiter((get(w, -1) for w in wanted), np.int64, len(wanted))
+        pos = np.fromiter(map(index.get, wanted, itertools.repeat(-1, len(wanted))), np.int64, len(wanted))
         found = pos >= 0
         pos[~found] = 0
         return pos, found
 
-    HOT_SHARE = 8
+    HOT_SHARE = 4
     """A posting list longer than 1/HOT_SHARE of the documents (and than HOT_MIN) is "hot"."""
     HOT_MIN = 4096
     HOT_MAX = 32
     """Hot lists kept dense per field (the longest): at most 32 rows of 8 bytes per document."""
 
-    def hot_rows(self, kind: str, field: str) -> dict[int, int]:
-        """{CSR row: its position in the field's dense stack} for the field's hot posting lists
+    def hot_rows(self, kind: str, field: str) -> np.ndarray:
+        """The CSR rows (sorted; the position of each is its row in the field's dense stack) of
+        the field's hot posting lists
         (`kind` "k": keyword, "f": rank_features). In a Zipf-shaped model the most popular
         items are correlators of most items: their lists hold nearly all the postings a query
         gathers, and adding a dense row is several times cheaper than scattering its postings."""
@@ -372,7 +378,7 @@ class BaseVersion:
             rows = np.flatnonzero(lengths > max(self.segment.n // self.HOT_SHARE, self.HOT_MIN))
             if rows.size > self.HOT_MAX:
                 rows = np.sort(rows[np.argsort(-lengths[rows], kind="stable")[:self.HOT_MAX]])
-            found = {r: i for i, r in enumerate(rows.tolist())}
+            found = rows.astype(np.int64)
             self._index[key] = found
         return found
 
@@ -384,7 +390,7 @@ class BaseVersion:
             _, indptr, indices, _ = self.segment.keyword[field]
             rows = self.hot_rows("k", field)
             found = np.zeros((len(rows), self.segment.n), bool)
-            for r, i in rows.items():
+            for i, r in enumerate(rows.tolist()):
                 found[i, indices[indptr[r]:indptr[r + 1]]] = True
             with self._derived_lock:
                 while len(self._derived) >= self.DERIVED_KEPT:
@@ -404,7 +410,7 @@ class BaseVersion:
             rows = self.hot_rows("f", field)
             dense = np.zeros((len(rows), self.segment.n), values.dtype)
             smallest = np.zeros(len(rows), np.float64)
-            for r, i in rows.items():
+            for i, r in enumerate(rows.tolist()):
                 a, b = indptr[r], indptr[r + 1]
                 dense[i, indices[a:b]] = values[a:b]
                 smallest[i] = values[a:b].min()
@@ -616,25 +622,20 @@ class Snapshot:
             return None
         t, indptr, indices, _ = self.base.segment.keyword[field]
         hot = self.base.hot_rows("k", field)
-        if not hot:
+        if not hot.size:
             return None
         pos, found = self.base.find(("terms", id(t)), t, terms)
         rows = pos[found]
         lengths = np.zeros(len(terms), np.int64)
         lengths[found] = indptr[rows + 1] - indptr[rows]
         where = np.flatnonzero(found)
-        dense_rows, cold = [], []
-        stack = None
-        for w, r in zip(where.tolist(), rows.tolist(), strict=True):
-            i = hot.get(r)
-            if i is None:
-                cold.append(r)
-            else:
-                stack = self.base.dense_keyword(field) if stack is None else stack
-                dense_rows.append((w, stack[i]))
-        if not dense_rows:
+        at = np.minimum(np.searchsorted(hot, rows), hot.size - 1)
+        is_hot = hot[at] == rows
+        if not is_hot.any():
             return None
-        docs, _ = runs(indptr, indices, np.array(cold, np.int64))
+        stack = self.base.dense_keyword(field)
+        dense_rows = [(w, stack[i]) for w, i in zip(where[is_hot].tolist(), at[is_hot].tolist(), strict=True)]
+        docs, _ = runs(indptr, indices, rows[~is_hot])
         return docs, lengths, dense_rows
 
     def feature_parts_dense(self, field: str, features: Sequence[str], derive: Derive):
@@ -643,24 +644,26 @@ class Snapshot:
         values of its documents as a dense row over the version's slots, the smallest of
         them)] for the hot features whose values are all > 0)."""
         hot = self.base.hot_rows("f", field)
-        if not hot:
+        if not hot.size:
             return self.feature_parts(field, features, derive), []
         names, indptr, indices, _ = self.base.segment.features[field]
         pos, found = self.base.find(("features", field), names, features)
-        dense, smallest = self.base.dense_feature(field, derive)
-        cold, rows_out = [], []
+        rows = pos[found]
+        where = np.flatnonzero(found)
+        at = np.minimum(np.searchsorted(hot, rows), hot.size - 1)
+        is_hot = hot[at] == rows
+        rows_out = []
+        if is_hot.any():
+            dense, smallest = self.base.dense_feature(field, derive)
+            is_hot &= smallest[at] > 0
+            rows_out = [(w, dense[i], smallest[i]) for w, i in zip(where[is_hot].tolist(), at[is_hot].tolist(),
+                                                                   strict=True)]
         lengths = np.zeros(len(features), np.int64)
-        for w, r in zip(np.flatnonzero(found).tolist(), pos[found].tolist(), strict=True):
-            i = hot.get(r)
-            if i is not None and smallest[i] > 0:
-                rows_out.append((w, dense[i], smallest[i]))
-            else:
-                cold.append(r)
-                lengths[w] = indptr[r + 1] - indptr[r]
+        cold = rows[~is_hot]
+        lengths[where[~is_hot]] = indptr[cold + 1] - indptr[cold]
         values = self.base.derived(field, derive)
-        rows = np.array(cold, np.int64)
-        docs, _ = runs(indptr, indices, rows)
-        parts = [Part(docs, lengths, runs(indptr, values, rows)[0])]
+        docs, _ = runs(indptr, indices, cold)
+        parts = [Part(docs, lengths, runs(indptr, values, cold)[0])]
         if self.extra is not None:
             parts += self.feature_parts(field, features, derive)[1:]
         return parts, rows_out
