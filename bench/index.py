@@ -201,6 +201,16 @@ def child(code: str) -> None:
             reply({"ms": ms})
         elif op == "profile":
             reply({"steps": profile_searches(backend, cases[cmd["case"]])})
+        elif op == "profile_index":
+            import cProfile
+            import pstats
+
+            prof = cProfile.Profile()
+            other = EmbeddedBackend(Path(tmp.name) / "profiled", "items", keep_versions=1)
+            prof.enable()
+            other.create_version(schema, docs)
+            prof.disable()
+            reply({"steps": grouped(pstats.Stats(prof).stats, INDEX_GROUPS, 1)})
         elif op == "check":
             # both versions must answer alike: the ids and scores of a few bodies
             out = []
@@ -235,35 +245,53 @@ PROFILE_GROUPS = {
 }
 
 
+INDEX_GROUPS = {
+    "check documents": ("check_document", "check_features", "check_feature_value", "parse_date"),
+    "build columns (term dictionaries, postings)": ("build_segment", "_feature_column", "_csr", "csr",
+                                                    "quantize", "_ascending", "<listcomp>", "<dictcomp>"),
+    "documents as JSON lines": ("document_line", "feature_cut", "encode", "iterencode", "dumps"),
+    "write and fsync files": ("write_segment", "save_array", "_fsync_dir", "write", "fsync"),
+    "verify, switch, prune": ("__init__", "_set_current", "_prune", "_remove_stale_temp_dirs", "load"),
+}
+
+
 def profile_searches(backend, bodies: list[dict]) -> dict[str, float]:
     """ms per search by step: cProfile's own time of the evaluator's functions, with the time
     of the numpy / builtin calls they make counted to them."""
     import cProfile
     import pstats
 
-    group_of = {name: g for g, names in PROFILE_GROUPS.items() for name in names}
     prof = cProfile.Profile()
     prof.enable()
     for b in bodies:
         backend.search(b)
     prof.disable()
-    stats = pstats.Stats(prof).stats
-    total = sum(v[2] for v in stats.values())
-    out = dict.fromkeys([*PROFILE_GROUPS, "other"], 0.0)
+    return grouped(pstats.Stats(prof).stats, PROFILE_GROUPS, len(bodies))
+
+
+def grouped(stats: dict, groups: dict[str, tuple[str, ...]], runs: int) -> dict[str, float]:
+    """ms per run by group of this project's functions (their own time, plus that of the
+    numpy / builtin / library calls they make directly)."""
+    group_of = {name: g for g, names in groups.items() for name in names}
+    out = dict.fromkeys([*groups, "other"], 0.0)
 
     def ours(func) -> str | None:
         path, _, name = func
-        return group_of.get(name, "other") if "indexer" in path else None
+        return group_of.get(name, "other") if "indexer" in path or "/bench/" in path else None
 
     for func, (_, _, tt, _, callers) in stats.items():
         group = ours(func)
         if group is not None:
             out[group] += tt
             continue
-        for caller, c in callers.items():  # numpy / builtins: to the evaluator function calling them
-            out[ours(caller) or "other"] += c[2]
+        if func[2] in group_of and not callers:
+            out[group_of[func[2]]] += tt
+            continue
+        for caller, c in callers.items():  # numpy / builtins: to the function calling them
+            out[ours(caller) or group_of.get(func[2], "other")] += c[2]
         out["other"] += tt - sum(c[2] for c in callers.values())
-    scale = 1000 / len(bodies)
+    total = sum(v[2] for v in stats.values())
+    scale = 1000 / runs
     return {"total": round(total * scale, 3), **{k: round(v * scale, 3) for k, v in out.items()}}
 
 
@@ -375,6 +403,7 @@ def run(sizes: list[int], n_queries: int, baseline: str | None, index_repeats: i
                         entry["queries"].append(row)
                 if profile:
                     after = next(c for c in children if c.label == "after")
+                    entry["indexing_profile_ms"] = after.call(op="profile_index")["steps"]
                     entry["profile_ms_per_search"] = {
                         f"{name}/{length}": after.call(op="profile", case=f"{name}/{length}")["steps"]
                         for name in SETTINGS for length in HISTORIES}
@@ -406,6 +435,9 @@ def print_size(entry: dict) -> None:
     if "before" in idx:
         line += f"  (x{idx['after']['documents_per_second'] / idx['before']['documents_per_second']:.2f})"
     print(f"{n:>7} items, {entry['indicator_postings']:,} indicator postings: indexing {line}")
+    if "indexing_profile_ms" in entry:
+        print(f"{'':>7}  profile of indexing (ms, under cProfile): "
+              + ", ".join(f"{k} {v:.0f}" for k, v in entry["indexing_profile_ms"].items()))
     for case, steps in entry.get("profile_ms_per_search", {}).items():
         print(f"{'':>7}  profile {case} (ms per search, under cProfile): "
               + ", ".join(f"{k} {v:.2f}" for k, v in steps.items()))
