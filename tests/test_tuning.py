@@ -14,8 +14,7 @@ from query.evaluation import parse_split
 from query.settings import QuerySettings
 from query.tuning import Candidate
 
-SMALL_GRID = {"scoring": ("terms", "weights:log"), "prior_exponent": (0.0, 0.5), "min_llr": (0.0, 1.0),
-              "max_correlators": (50, 3)}
+SMALL_GRID = {"scoring": ("terms", "weights:log"), "prior_exponent": (0.0, 0.5), "min_llr": (0.0, 1.0)}
 
 
 def write_events(path) -> None:
@@ -59,6 +58,7 @@ def test_no_test_event_reaches_the_search(spark, tmp_path, monkeypatch):
     events = tmp_path / "events.csv"
     write_events(events)
     monkeypatch.setattr(tuning, "GRID", SMALL_GRID)
+    monkeypatch.setattr(tuning, "BOOSTS", (0.0, 1.0))
     prepared = []
     real = tuning.prepare_events
 
@@ -69,7 +69,7 @@ def test_no_test_event_reaches_the_search(spark, tmp_path, monkeypatch):
     monkeypatch.setattr(tuning, "prepare_events", spy)
     train = TrainSettings(primary="like", indicators=[{"name": "like"}, {"name": "rate"}])
     lines: list[str] = []
-    report = tuning.tune(spark, [str(events)], train, parse_split("leave-last:1"), (1, 3), rounds=2,
+    report = tuning.tune(spark, [str(events)], train, parse_split("leave-last:1"), (1, 3), rounds=1,
                          workdir=tmp_path / "work", on_stage=lines.append)
 
     validation, test = prepared
