@@ -58,6 +58,12 @@ class VersionInfo:
     current: bool
     model_id: str | None = None
     """The model_id of the model this version was built from (None: a model without one)."""
+    primary: str | None = None
+    """The model's primary action, when the indexer recorded it."""
+    indicators: tuple[str, ...] | None = None
+    """The model's indicators, primary first, when the indexer recorded them."""
+    schema: IndexSchema | None = None
+    """The version's fields, when the backend records them."""
 
 
 @dataclass
@@ -94,6 +100,8 @@ class ChangeSet:
     """The new model's documents of the changed items (replacing or adding)."""
     deleted: list[str]
     """Changed items the new model has no document for: removed from the new version."""
+    model: dict[str, Any] | None = None
+    """The updated model's `primary` and `indicators`, recorded in the new version."""
 
 
 @dataclass(frozen=True)
@@ -162,10 +170,12 @@ class Backend(Protocol):
         *,
         progress: ProgressFn | None = None,
         model_id: str | None = None,
+        model: dict[str, Any] | None = None,
     ) -> IndexReport:
         """Write all documents into a new version, verify it, then switch to it atomically.
         On any failure the previous version stays current and the error is raised.
-        `model_id` (the model's manifest) is recorded in the version."""
+        `model_id` and `model` (the manifest's `primary` and `indicators`, so serving knows
+        what the version was trained for) are recorded in the version."""
         ...
 
     def update_version(

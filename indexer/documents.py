@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator, Set
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -55,6 +56,13 @@ class Model:
     @property
     def properties(self) -> list[str]:
         return list(self.manifest.get("properties", []))
+
+    @property
+    def served(self) -> dict[str, Any]:
+        """What a version built from this model records so serving knows its model: the
+        primary action and the indicators, primary first."""
+        indicators = self.indicators
+        return {"primary": self.manifest.get("primary") or indicators[0], "indicators": indicators}
 
     @property
     def model_id(self) -> str | None:
@@ -206,4 +214,4 @@ def read_changes(model: Model, schema: IndexSchema, prior: Prior | None = None) 
     items = changed_items(model)
     documents = list(iter_documents(model, schema, only=items, prior=prior)) if items else []
     present = {d["id"] for d in documents}
-    return ChangeSet(model.base_model_id, model.model_id, documents, sorted(items - present))
+    return ChangeSet(model.base_model_id, model.model_id, documents, sorted(items - present), model.served)

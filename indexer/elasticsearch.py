@@ -248,6 +248,10 @@ class IndexState:
     """The model it was built from (`_meta.cooccur.model_id`; None: a model without one)."""
     schema: IndexSchema | None = None
     """Its fields (`_meta.cooccur.schema`, recorded with the model_id)."""
+    primary: str | None = None
+    """The model's primary action (`_meta.cooccur.primary`)."""
+    indicators: tuple[str, ...] | None = None
+    """The model's indicators (`_meta.cooccur.indicators`)."""
 
 
 def prune_choices(states: list[IndexState], current: str, keep: int) -> list[str]:
@@ -410,6 +414,8 @@ class ElasticsearchBackend:
                     complete=bool(meta.get("complete")),
                     model_id=meta.get("model_id"),
                     schema=_schema_from_meta(meta.get("schema")),
+                    primary=meta.get("primary") if isinstance(meta.get("primary"), str) else None,
+                    indicators=tuple(meta["indicators"]) if isinstance(meta.get("indicators"), list) else None,
                 )
             )
         return sorted(states, key=lambda st: st.name)
@@ -483,8 +489,10 @@ class ElasticsearchBackend:
         *,
         progress: ProgressFn | None = None,
         model_id: str | None = None,
+        model: dict[str, Any] | None = None,
     ) -> IndexReport:
-        """Write all documents into a new index, verify, switch the alias, prune old indices."""
+        """Write all documents into a new index, verify, switch the alias, prune old indices.
+        `model_id` and `model` (primary, indicators) go into the mapping's `_meta.cooccur`."""
         start = time.monotonic()
 
         def fill(name: str) -> tuple[int, str, str]:
@@ -496,7 +504,7 @@ class ElasticsearchBackend:
                 raise DocumentsFailed(failed, total)
             return total, "were written", "duplicate document ids in the model? (each id must appear once)"
 
-        name, count, removed = self._new_version(schema, model_id, {}, fill, None)
+        name, count, removed = self._new_version(schema, model_id, dict(model or {}), fill, None)
         return IndexReport(
             version=name,
             documents=count,
@@ -550,7 +558,7 @@ class ElasticsearchBackend:
             return (copied + total, f"were expected ({copied} copied + {total} changed)",
                     "duplicate document ids in the model? (each id must appear once)")
 
-        extra = {"base_model_id": changes.base_model_id, "base_index": current.name}
+        extra = {"base_model_id": changes.base_model_id, "base_index": current.name, **(changes.model or {})}
         name, count, removed = self._new_version(schema, changes.model_id, extra, fill, [current.name])
         return IndexReport(
             version=name,
@@ -740,6 +748,9 @@ class ElasticsearchBackend:
                     documents=int(docs),
                     current=st.aliased,
                     model_id=st.model_id,
+                    primary=st.primary,
+                    indicators=st.indicators,
+                    schema=st.schema,
                 )
             )
         return out

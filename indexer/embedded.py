@@ -140,12 +140,15 @@ class EmbeddedBackend:
         *,
         progress: ProgressFn | None = None,
         model_id: str | None = None,
+        model: dict[str, Any] | None = None,
     ) -> IndexReport:
         """Write all documents into a new version, verify it, switch CURRENT to it and
-        prune old versions. On any failure the previous version stays current."""
+        prune old versions. On any failure the previous version stays current. `model`
+        (primary, indicators) goes into the version's meta.json beside `model_id`."""
         started = time.monotonic()
         with self._writer_lock():
-            version, count, removed = self._publish(schema, documents, progress, {"model_id": model_id})
+            version, count, removed = self._publish(schema, documents, progress,
+                                                    {"model_id": model_id, **(model or {})})
         logger.info("index %s: version %s with %d documents", self.root, version, count)
         return IndexReport(version, count, [], time.monotonic() - started, removed)
 
@@ -197,7 +200,8 @@ class EmbeddedBackend:
 
             version, count, removed = self._publish(
                 schema, documents(), progress,
-                {"model_id": changes.model_id, "base_model_id": changes.base_model_id, "base_version": current},
+                {"model_id": changes.model_id, "base_model_id": changes.base_model_id, "base_version": current,
+                 **(changes.model or {})},
             )
         added = len(replace) - stats["replaced"]
         logger.info(
@@ -399,7 +403,10 @@ class EmbeddedBackend:
                 meta = json.loads((self.root / n / "meta.json").read_text())
             except FileNotFoundError:  # pruned meanwhile
                 continue
-            out.append(VersionInfo(n, meta["created"], meta["documents"], n == current, meta.get("model_id")))
+            indicators = meta.get("indicators")
+            out.append(VersionInfo(n, meta["created"], meta["documents"], n == current, meta.get("model_id"),
+                                   meta.get("primary"), tuple(indicators) if indicators else None,
+                                   schema_from_json(meta["schema"])))
         return out
 
     def rollback(self) -> VersionInfo:

@@ -45,7 +45,7 @@ def index_model(
                         n_changed, MAX_ES_CHANGED)
             return backend.create_version(
                 schema, iter_documents(model, schema, prior=prior), progress=progress,
-                model_id=model.model_id)
+                model_id=model.model_id, model=model.served)
         logger.info(
             "indexing %d changed items of %s (%d documents, %d deletions) into the %s backend (%s)",
             len(changes.documents) + len(changes.deleted), model.path, len(changes.documents),
@@ -55,5 +55,6 @@ def index_model(
     backend = open_backend(settings)
     logger.info("indexing %s into the %s backend (%s)", model.path, settings.backend, settings.name)
     return backend.create_version(
-        schema, iter_documents(model, schema, prior=prior), progress=progress, model_id=model.model_id
+        schema, iter_documents(model, schema, prior=prior), progress=progress, model_id=model.model_id,
+        model=model.served,
     )

@@ -60,6 +60,10 @@ def test_index_then_list_then_rollback(runner, tmp_path):
     first = r.stdout.split("version ")[-1].strip()
 
     backend = EmbeddedBackend(data, "items")
+    # the version records what it was trained for: serving reads its model from there
+    (info,) = backend.versions()
+    assert (info.primary, info.indicators) == ("purchase", ("purchase", "view"))
+    assert info.schema is not None and "purchase_w" in info.schema.feature_fields
     docs = backend.get(["a", "c", "d"])
     assert docs["a"] == {"id": "a", "purchase": ["b", "c"], "view": ["c"], "category": ["books", "new"],
                          "popular": 5.0, "trending": 1.0, "hot": 0.0, "prior": pytest.approx(5 ** 0.5),

@@ -337,6 +337,7 @@ def test_es_exact_request_sequence(models, sleeps):
     create = rec.requests[3].body["mappings"]["_meta"]["cooccur"]
     assert (create["model_id"], create["base_model_id"], create["base_index"]) == ("m2", "m1", OLD2)
     assert create["schema"] == SCHEMA_META and create["complete"] is False
+    assert (create["primary"], create["indicators"]) == ("purchase", ["purchase", "view"])
     # the copy leaves every changed item out: no deleted documents skew the new index's statistics
     reindex = rec.requests[4]
     assert reindex.params == {"wait_for_completion": "false"}
@@ -477,11 +478,11 @@ def test_es_many_changes_index_the_whole_model(models, monkeypatch):
     calls = []
 
     class Backend:
-        def create_version(self, schema, documents, progress=None, model_id=None):
-            calls.append(("full", sorted(d["id"] for d in documents), model_id))
+        def create_version(self, schema, documents, progress=None, model_id=None, model=None):
+            calls.append(("full", sorted(d["id"] for d in documents), model_id, model))
 
         def update_version(self, schema, changes, progress=None):
-            calls.append(("changed only",))
+            calls.append(("changed only", changes.model))
 
     monkeypatch.setattr(run, "open_backend", lambda settings: Backend())
     for limit, want in ((1, "full"), (1000, "changed only")):
@@ -489,3 +490,5 @@ def test_es_many_changes_index_the_whole_model(models, monkeypatch):
         run.index_model(models[1], IndexSettings(backend="elasticsearch"), changed_only=True)
         assert calls[-1][0] == want
     assert calls[0][2] == "m2" and len(calls[0][1]) > 3
+    # both paths record the model's primary and indicators, so serving knows its model
+    assert calls[0][3] == calls[1][1] == {"primary": "purchase", "indicators": ["purchase", "view"]}
