@@ -1,26 +1,36 @@
-"""HTTP QPS and p50/p99 latency of `cooccur serve` on the embedded backend, events mixed in.
+"""HTTP throughput and latency of `cooccur serve` on the embedded backend, events mixed in,
+this code against a baseline revision in one run; and the request path's profile.
 
-For each catalogue size: build a synthetic index (Zipf-popular correlators), load user
-histories into the event store, start `cooccur serve` as its own process, and drive it
-from client threads with keep-alive connections for a fixed time: 90% queries for known
-users (10 history items over two indicators), 10% event writes. Prints the figures and
-writes bench/results/serve.json.
+For each catalogue size: build a synthetic index (Zipf-popular correlators with their LLR
+weights as `<indicator>_w` rank_features, popularity rankings, the `prior`), load user
+histories into the event store, and start four `cooccur serve` processes over the same
+index and store: {this code, `--baseline REV`} x {the shipped default scoring, the former
+figures' settings (scoring = "terms", popularity_prior = false)}, each with its own
+defaults for processes and threads (this code: one worker process per core; the baseline:
+one process, 8 threads). Client threads with keep-alive connections then drive the servers
+in turn, a few seconds at a time, round after round, so a shared, noisy machine slows all
+alike: 90% queries for known users (5 purchase + 5 view items), 10% event writes.
+Then, with the default scoring on this code, the same load while new index versions are
+switched in (errors must stay 0). The load average is recorded.
 
-    python bench/serve.py [--sizes 10000,100000] [--seconds 15] [--clients 8] [--workers 8]
+    python bench/serve.py [--sizes 10000,100000] [--seconds 15] [--slice 3] [--clients 8]
+                          [--baseline REV | --no-baseline] [--switches 3]
+    python bench/serve.py --profile [--sizes 100000] [--requests 400]   # the request path, in-process
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import platform
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -36,6 +46,14 @@ from indexer.embedded import EmbeddedBackend  # noqa: E402
 from query.eventstore import Event, EventStore  # noqa: E402
 
 USERS = 5000
+BASELINE = "e57369f"
+"""The revision before the issue-14 work (per-clause evaluator, one serving process)."""
+SETTINGS = {
+    "default": "",
+    "former": 'scoring = "terms"\npopularity_prior = false\n',
+}
+SCHEMA = IndexSchema(("purchase", "view", "category"), (), ("popular", "trending", "hot", "prior"),
+                     ("purchase_w", "view_w"))
 
 
 def zipf_items(rng: np.random.Generator, n_items: int, k: int) -> list[str]:
@@ -43,20 +61,25 @@ def zipf_items(rng: np.random.Generator, n_items: int, k: int) -> list[str]:
     return [f"i{x}" for x in dict.fromkeys(picks.tolist())][:k]
 
 
-def build(data_dir: Path, n_items: int, correlators: int, seed: int = 7) -> float:
+def documents(n_items: int, correlators: int, seed: int = 7):
     rng = np.random.default_rng(seed)
-    schema = IndexSchema(("purchase", "view", "category"), (), ("popular", "trending", "hot"))
     cats = [f"c{i}" for i in range(50)]
+    for i in range(n_items):
+        doc = {"id": f"i{i}", "category": [cats[i % 50]], "popular": float(n_items - i),
+               "prior": float(n_items - i) ** 0.5}
+        for field in ("purchase", "view"):
+            items = zipf_items(rng, n_items, correlators)
+            doc[field] = items
+            doc[f"{field}_w"] = dict(zip(items, (rng.lognormal(2.0, 1.0, len(items)) + 0.5).round(3).tolist(),
+                                         strict=True))
+        yield doc
 
-    def docs():
-        for i in range(n_items):
-            yield {"id": f"i{i}", "purchase": zipf_items(rng, n_items, correlators),
-                   "view": zipf_items(rng, n_items, correlators), "category": [cats[i % 50]],
-                   "popular": float(n_items - i)}
 
+def build(data_dir: Path, n_items: int, correlators: int, seed: int = 7) -> float:
     started = time.perf_counter()
-    EmbeddedBackend(data_dir).create_version(schema, docs())
+    EmbeddedBackend(data_dir).create_version(SCHEMA, documents(n_items, correlators, seed))
     index_s = time.perf_counter() - started
+    rng = np.random.default_rng(seed + 1)
     store = EventStore(data_dir / "events.db")
     events = []
     for u in range(USERS):
@@ -68,110 +91,399 @@ def build(data_dir: Path, n_items: int, correlators: int, seed: int = 7) -> floa
     return index_s
 
 
-def run_load(port: int, seconds: float, clients: int, write_share: float) -> dict:
-    lat: dict[str, list[float]] = {"query": [], "event": []}
-    errors: list[str] = []
-    lock = threading.Lock()
-    stop = time.perf_counter() + seconds
+def config(data: Path, name: str) -> Path:
+    path = data / f"{name}.toml"
+    path.write_text("[query]\nindicators = {purchase = 1.0, view = 0.5}\n" + SETTINGS[name])
+    return path
 
-    def worker(n: int) -> None:
-        rng = random.Random(n)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        mine = {"query": [], "event": []}
-        while time.perf_counter() < stop:
-            user = f"u{rng.randrange(USERS)}"
-            if rng.random() < write_share:
-                kind, path = "event", "/events.json"
-                body = {"event": "view", "entityType": "user", "entityId": user,
-                        "targetEntityType": "item", "targetEntityId": f"i{rng.randrange(1000)}"}
-            else:
-                kind, path, body = "query", "/queries.json", {"user": user, "num": 20}
-            t0 = time.perf_counter()
-            try:
-                conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                resp.read()
-                if resp.status >= 300:
-                    raise RuntimeError(f"HTTP {resp.status}")
-            except Exception as e:  # counted, reported
-                with lock:
+
+# ----------------------------------------------------------------------------- load
+class Client:
+    """A minimal HTTP/1.1 keep-alive client (like wrk's): pre-encoded requests, responses read
+    by Content-Length. http.client parses every response's headers with the email package,
+    which on a 2-core machine takes CPU from the server it measures."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.sock: socket.socket | None = None
+        self.buf = b""
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=60)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock, self.buf = sock, b""
+        return sock
+
+    def post(self, path: str, body: bytes) -> int:
+        sock = self.sock or self._connect()
+        sock.sendall(b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body))
+        while b"\r\n\r\n" not in self.buf:
+            self.buf += self._recv(sock)
+        head, _, rest = self.buf.partition(b"\r\n\r\n")
+        length = int(_CONTENT_LENGTH.search(head).group(1))
+        while len(rest) < length:
+            rest += self._recv(sock)
+        self.buf = rest[length:]
+        if _CLOSE.search(head):
+            self.close()
+        return int(head[9:12])
+
+    @staticmethod
+    def _recv(sock: socket.socket) -> bytes:
+        data = sock.recv(1 << 16)
+        if not data:
+            raise ConnectionError("connection closed by the server")
+        return data
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.sock, self.buf = None, b""
+
+
+_CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
+_CLOSE = re.compile(rb"(?i)\r\nconnection:\s*close")
+
+
+class Load:
+    """Latencies and errors of one server, accumulated over its time slices."""
+
+    def __init__(self) -> None:
+        self.lat: dict[str, list[float]] = {"query": [], "event": []}
+        self.errors: list[str] = []
+        self.seconds = 0.0
+
+    def run(self, port: int, seconds: float, clients: int, write_share: float, seed: int) -> None:
+        lock = threading.Lock()
+        stop = time.perf_counter() + seconds
+
+        def worker(n: int) -> None:
+            rng = random.Random(seed * 1000 + n)
+            conn = Client(port)
+            mine: dict[str, list[float]] = {"query": [], "event": []}
+            errors = []
+            while time.perf_counter() < stop:
+                user = f"u{rng.randrange(USERS)}"
+                if rng.random() < write_share:
+                    kind, path = "event", "/events.json"
+                    body = {"event": "view", "entityType": "user", "entityId": user,
+                            "targetEntityType": "item", "targetEntityId": f"i{rng.randrange(1000)}"}
+                else:
+                    kind, path, body = "query", "/queries.json", {"user": user, "num": 20}
+                raw = json.dumps(body).encode()
+                t0 = time.perf_counter()
+                try:
+                    status = conn.post(path, raw)
+                    if status >= 300:
+                        raise RuntimeError(f"HTTP {status}")
+                except Exception as e:  # counted, reported
                     errors.append(repr(e))
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-                continue
-            mine[kind].append((time.perf_counter() - t0) * 1000)
-        conn.close()
-        with lock:
-            for k, v in mine.items():
-                lat[k].extend(v)
+                    conn.close()
+                    continue
+                mine[kind].append((time.perf_counter() - t0) * 1000)
+            conn.close()
+            with lock:
+                for k, v in mine.items():
+                    self.lat[k].extend(v)
+                self.errors.extend(errors)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.seconds += time.perf_counter() - started
 
-    def pct(v, q):
-        return round(float(np.percentile(v, q)), 2) if v else None
+    def summary(self) -> dict:
+        def pct(v, q):
+            return round(float(np.percentile(v, q)), 2) if v else None
 
-    total = len(lat["query"]) + len(lat["event"])
-    return {
-        "seconds": round(wall, 2), "requests": total, "errors": len(errors), "first_errors": errors[:3],
-        "qps_total": round(total / wall, 1),
-        "queries": {"count": len(lat["query"]), "qps": round(len(lat["query"]) / wall, 1),
-                    "p50_ms": pct(lat["query"], 50), "p99_ms": pct(lat["query"], 99)},
-        "events": {"count": len(lat["event"]), "qps": round(len(lat["event"]) / wall, 1),
-                   "p50_ms": pct(lat["event"], 50), "p99_ms": pct(lat["event"], 99)},
-    }
+        q, e = self.lat["query"], self.lat["event"]
+        total = len(q) + len(e)
+        return {
+            "seconds": round(self.seconds, 2), "requests": total, "errors": len(self.errors),
+            "first_errors": self.errors[:3], "qps_total": round(total / self.seconds, 1) if self.seconds else None,
+            "queries": {"count": len(q), "qps": round(len(q) / self.seconds, 1) if self.seconds else None,
+                        "p50_ms": pct(q, 50), "p99_ms": pct(q, 99)},
+            "events": {"count": len(e), "p50_ms": pct(e, 50), "p99_ms": pct(e, 99)},
+        }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="10000,100000")
-    ap.add_argument("--seconds", type=float, default=15)
-    ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--workers", type=int, default=8)
-    ap.add_argument("--correlators", type=int, default=50)
-    ap.add_argument("--write-share", type=float, default=0.1)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve.json"))
-    args = ap.parse_args()
+class Server:
+    def __init__(self, label: str, code: str, cfg: Path, data: Path) -> None:
+        self.label = label
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(code) / "cli.py"), "-c", str(cfg), "serve", "--port", "0",
+             "--data-dir", str(data)],
+            stderr=subprocess.PIPE, text=True, cwd=code,
+            env={**os.environ, "COOCCUR_TOKEN": "", "PYTHONPATH": code},
+        )
+        lines = []
+        for _ in range(20):
+            lines.append(self.proc.stderr.readline())
+            m = re.search(r":(\d+) with (.*)$", lines[-1])
+            if m:
+                break
+        else:
+            raise RuntimeError(f"{label}: no ready line: {lines}")
+        self.port = int(m.group(1))
+        # "2 threads (auth): 2 worker processes x 1 thread" (this code), "8 threads (auth)" (before)
+        text = m.group(2).strip()
+        self.description = text.split("): ", 1)[1] if "): " in text else "1 process x " + text.split(" (")[0]
+        # keep reading stderr so a chatty server never blocks on a full pipe
+        self.log: list[str] = []
+        threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True).start()
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def extract(rev: str, into: Path) -> str:
+    data = subprocess.run(["git", "archive", rev, "indexer", "query", "indicators", "mappings", "cli.py"],
+                          cwd=ROOT, check=True, capture_output=True).stdout
+    archive = into / "baseline.tar"
+    archive.write_bytes(data)
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    return str(into)
+
+
+def measure(args, baseline_code: str | None) -> list[dict]:
     results = []
     for n in [int(s) for s in args.sizes.split(",")]:
         with tempfile.TemporaryDirectory(prefix="cooccur-bench-") as tmp:
             data = Path(tmp)
             index_s = build(data, n, args.correlators)
-            cfg = data / "cooccur.toml"
-            cfg.write_text('[query]\nindicators = {purchase = 1.0, view = 0.5}\n')
-            proc = subprocess.Popen(
-                [sys.executable, str(ROOT / "cli.py"), "-c", str(cfg), "serve", "--port", "0",
-                 "--workers", str(args.workers), "--data-dir", str(data)],
-                stderr=subprocess.PIPE, text=True, env={**os.environ, "COOCCUR_TOKEN": ""},
-            )
+            codes = [("after", str(ROOT))] + ([("before", baseline_code)] if baseline_code else [])
+            servers = {}
             try:
-                line = proc.stderr.readline()
-                port = int(re.search(r":(\d+) with", line).group(1))
-                run_load(port, 2, args.clients, args.write_share)  # warm-up
-                res = run_load(port, args.seconds, args.clients, args.write_share)
+                for label, code in codes:
+                    for name in SETTINGS:
+                        servers[(label, name)] = Server(f"{label}/{name}", code, config(data, name), data)
+                loads = {key: Load() for key in servers}
+                order = list(servers)
+                for key in order:  # warm-up: first queries map the version, compute cached arrays
+                    Load().run(servers[key].port, 1.5, args.clients, args.write_share, seed=0)
+                rounds = max(1, round(args.seconds / args.slice))
+                for r in range(rounds):
+                    for key in order[r % len(order):] + order[:r % len(order)]:
+                        loads[key].run(servers[key].port, args.slice, args.clients, args.write_share, seed=r + 1)
+                entry = {"items": n, "index_seconds": round(index_s, 1), "servers": {}}
+                for (label, name), load in loads.items():
+                    entry["servers"][f"{label}/{name}"] = {"code": label, "settings": name,
+                                                           "server": servers[(label, name)].description,
+                                                           **load.summary()}
+                if "before" in {c for c, _ in codes}:
+                    entry["ratio_after_before"] = {
+                        name: {
+                            "qps_total": _ratio(entry["servers"][f"after/{name}"]["qps_total"],
+                                                entry["servers"][f"before/{name}"]["qps_total"]),
+                            "query_p50": _ratio(entry["servers"][f"after/{name}"]["queries"]["p50_ms"],
+                                                entry["servers"][f"before/{name}"]["queries"]["p50_ms"]),
+                            "query_p99": _ratio(entry["servers"][f"after/{name}"]["queries"]["p99_ms"],
+                                                entry["servers"][f"before/{name}"]["queries"]["p99_ms"]),
+                        } for name in SETTINGS}
+                if args.switches:
+                    entry["switching"] = switching(servers[("after", "default")], data, n, args)
             finally:
-                proc.send_signal(signal.SIGINT)
-                proc.wait(timeout=30)
-            res.update({"items": n, "index_seconds": round(index_s, 1)})
-            results.append(res)
-            q = res["queries"]
-            print(f"{n:>7} items: {res['qps_total']:7.1f} req/s  queries p50 {q['p50_ms']} ms  "
-                  f"p99 {q['p99_ms']} ms  events p50 {res['events']['p50_ms']} ms  errors {res['errors']}")
-    out = {
-        "benchmark": "cooccur serve, embedded backend, HTTP keep-alive clients on the same machine",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "settings": {"clients": args.clients, "server_threads": args.workers, "write_share": args.write_share,
-                     "correlators_per_indicator": args.correlators, "users": USERS,
-                     "history_per_user": "5 purchase + 5 view", "num": 20},
-        "results": results,
-    }
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+                for s in servers.values():
+                    s.stop()
+            results.append(entry)
+            print_entry(entry)
+    return results
+
+
+def switching(server: Server, data: Path, n: int, args) -> dict:
+    """The load on one server while `args.switches` new versions are indexed and switched in."""
+    load = Load()
+    done = threading.Event()
+    versions = []
+
+    def reindex() -> None:
+        backend = EmbeddedBackend(data)
+        for _ in range(args.switches):
+            versions.append(backend.create_version(SCHEMA, documents(n, args.correlators)).version)
+        done.set()
+
+    t = threading.Thread(target=reindex)
+    t.start()
+    r = 0
+    while not done.is_set():
+        r += 1
+        load.run(server.port, 1.0, args.clients, args.write_share, seed=100 + r)
+    t.join()
+    return {"server": "after/default", "versions_switched": len(versions), **load.summary()}
+
+
+def _ratio(a, b):
+    return round(a / b, 2) if a and b else None
+
+
+def print_entry(entry: dict) -> None:
+    print(f"{entry['items']:>7} items (indexed in {entry['index_seconds']} s):")
+    print(f"  {'server':<16} {'processes x threads':<28} {'req/s':>7} {'query p50':>10} {'p99':>8} "
+          f"{'event p50':>10} {'errors':>6}")
+    for key, s in entry["servers"].items():
+        q = s["queries"]
+        print(f"  {key:<16} {s['server'][:28]:<28} {s['qps_total']:>7} {q['p50_ms']:>8}ms {q['p99_ms']:>6}ms "
+              f"{s['events']['p50_ms']:>8}ms {s['errors']:>6}")
+    for name, r in entry.get("ratio_after_before", {}).items():
+        print(f"  after/before, {name}: req/s x{r['qps_total']}, query p50 x{r['query_p50']}, p99 x{r['query_p99']}")
+    if "switching" in entry:
+        s = entry["switching"]
+        print(f"  while {s['versions_switched']} versions were switched in: {s['qps_total']} req/s, "
+              f"query p99 {s['queries']['p99_ms']} ms, errors {s['errors']}")
+    sys.stdout.flush()
+
+
+# ----------------------------------------------------------------------------- profile
+STEPS = ("parse", "history read", "build", "search", "backfill", "documents", "response", "other")
+
+
+def profile(args) -> dict:
+    """The request path in-process (one thread, no HTTP): the time of each step per request,
+    through the WSGI app as `cooccur serve` runs it, for both settings."""
+    out = {}
+    for n in [int(s) for s in args.sizes.split(",")]:
+        with tempfile.TemporaryDirectory(prefix="cooccur-profile-") as tmp:
+            data = Path(tmp)
+            build(data, n, args.correlators)
+            for name, extra in SETTINGS.items():
+                kv = {"scoring": "terms", "popularity_prior": False} if extra else {}
+                total, per = _profile_one(data, kv, args.requests)
+                out[f"{n}/{name}"] = {"items": n, "settings": name, "requests": args.requests,
+                                      "ms_per_request": round(total, 3), "steps_ms": per}
+                print(f"{n:>7} items, {name}: {total:.2f} ms per request: "
+                      + ", ".join(f"{k} {v:.3f}" for k, v in per.items()))
+    return out
+
+
+def _profile_one(data: Path, kv: dict, requests: int) -> tuple[float, dict[str, float]]:
+    import io
+
+    import query.recommender as recmod
+    import query.service as svc
+    from indexer.embedded import tune_malloc
+    from query.recommender import Recommender
+    from query.service import App
+    from query.settings import QuerySettings, ServeSettings
+
+    tune_malloc()  # as `cooccur serve` does in its workers
+    rec = Recommender(EmbeddedBackend(data), EventStore(data / "events.db"),
+                      QuerySettings(indicators={"purchase": 1.0, "view": 0.5}, **kv))
+    app = App(rec, ServeSettings(token=None))
+    spent: dict[str, float] = dict.fromkeys(STEPS, 0.0)
+
+    def timed(step, fn):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[step] += time.perf_counter() - t0
+        return wrapper
+
+    def search(body, _fn=rec.backend.search):
+        step = "search" if "must" in body["query"]["bool"] else "backfill"
+        t0 = time.perf_counter()
+        try:
+            return _fn(body)
+        finally:
+            spent[step] += time.perf_counter() - t0
+
+    saved = {k: getattr(recmod, k) for k in ("parse_query", "build_query", "build_backfill")}
+    real_dumps = svc.json.dumps
+    recmod.parse_query = timed("parse", saved["parse_query"])
+    recmod.build_query = timed("build", saved["build_query"])
+    recmod.build_backfill = timed("backfill", saved["build_backfill"])
+    rec.backend.search = search
+    rec.events.history = timed("history read", rec.events.history)
+    rec._docs_of = timed("documents", rec._docs_of)
+    svc.json.dumps = timed("response", real_dumps)
+    import indexer.embedded_store as store_mod
+
+    real_document = store_mod.Snapshot.document
+    store_mod.Snapshot.document = timed("documents", real_document)  # the hits' sources, read in search
+    try:
+        rng = random.Random(1)
+        bodies = [json.dumps({"user": f"u{rng.randrange(USERS)}", "num": 20}).encode()
+                  for _ in range(requests + 50)]
+
+        def call(raw: bytes) -> None:
+            environ = {"PATH_INFO": "/queries.json", "REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(len(raw)),
+                       "CONTENT_TYPE": "application/json", "wsgi.input": io.BytesIO(raw)}
+            app(environ, lambda status, headers: None)
+
+        for raw in bodies[:50]:  # warm-up
+            call(raw)
+        for k in spent:
+            spent[k] = 0.0
+        t0 = time.perf_counter()
+        for raw in bodies[50:]:
+            call(raw)
+        total = time.perf_counter() - t0
+    finally:
+        for k, v in saved.items():
+            setattr(recmod, k, v)
+        svc.json.dumps = real_dumps
+        store_mod.Snapshot.document = real_document
+        rec.events.close()
+    spent["search"] -= spent["documents"]  # (the documents are read inside the search)
+    spent["other"] = total - sum(v for k, v in spent.items() if k != "other")
+    return total / requests * 1000, {k: round(v / requests * 1000, 3) for k, v in spent.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="10000,100000")
+    ap.add_argument("--seconds", type=float, default=15, help="load per server, in slices of --slice")
+    ap.add_argument("--slice", type=float, default=3)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--correlators", type=int, default=50)
+    ap.add_argument("--write-share", type=float, default=0.1)
+    ap.add_argument("--baseline", default=BASELINE)
+    ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--switches", type=int, default=3, help="versions switched in under load (0: skip)")
+    ap.add_argument("--profile", action="store_true", help="profile the request path in-process instead")
+    ap.add_argument("--requests", type=int, default=400)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+               "load_average_before": list(os.getloadavg())}
+    if args.profile:
+        results = profile(args)
+        out = {"benchmark": "cooccur request path in-process (WSGI app, one thread), ms per request by step",
+               "machine": machine, "settings": {"correlators_per_indicator": args.correlators, "users": USERS,
+                                                "history_per_user": "5 purchase + 5 view", "num": 20},
+               "results": results}
+        path = args.out or str(ROOT / "bench" / "results" / "serve-profile.json")
+    else:
+        with tempfile.TemporaryDirectory(prefix="cooccur-baseline-") as tmp:
+            baseline_code = None if args.no_baseline else extract(args.baseline, Path(tmp))
+            results = measure(args, baseline_code)
+        out = {
+            "benchmark": "cooccur serve, embedded backend, HTTP keep-alive clients on the same machine",
+            "machine": machine,
+            "baseline": None if args.no_baseline else args.baseline,
+            "settings": {"clients": args.clients, "write_share": args.write_share,
+                         "seconds_per_server": args.seconds, "slice_seconds": args.slice,
+                         "correlators_per_indicator": args.correlators, "users": USERS,
+                         "history_per_user": "5 purchase + 5 view", "num": 20,
+                         "scoring": {"default": "shipped [query] defaults (weights, log; prior)",
+                                     "former": "scoring = terms, popularity_prior = false"}},
+            "results": results,
+        }
+        path = args.out or str(ROOT / "bench" / "results" / "serve.json")
+    out["machine"]["load_average_after"] = list(os.getloadavg())
+    Path(path).write_text(json.dumps(out, indent=2) + "\n")
+    print(f"load average before {machine['load_average_before']}, after {out['machine']['load_average_after']}; "
+          f"wrote {path}")
 
 
 if __name__ == "__main__":
