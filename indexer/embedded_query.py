@@ -610,17 +610,16 @@ class Evaluator:
                     if part.docs.size:
                         scores = rank_feature_apply(kind, np.repeat(weights, part.lengths), part.values)
                         yield part.docs, scores, bool(scores.min() > 0)
-                buffers = None
-                for w, row, smallest in rows:
+                for w, codes, table, smallest in rows:
                     weight = weights[w]
-                    if weight > 0 and float(weight) * smallest > 1e-30:
-                        # > 0 where the feature is; the buffers are reused row after row
-                        buffers = buffers or (np.empty(row.size, np.float64), np.empty(row.size, np.float32))
-                        yield None, rank_feature_apply(kind, weight, row, buffers), row
-                    else:  # a zero (or vanishing) weight: scores of 0 still match
-                        docs = np.flatnonzero(row)
-                        scores = rank_feature_apply(kind, np.full(docs.size, weight), row[docs])
-                        yield docs, scores, bool(scores.min() > 0) if scores.size else True
+                    # the row's distinct values scored (Lucene's arithmetic), then gathered
+                    scores = rank_feature_apply(kind, np.full(table.size, weight), table)
+                    scores[0] = 0  # documents without the feature
+                    if np.isfinite(weight) and weight > 0 and float(weight) * smallest > 1e-30:
+                        yield None, np.take(scores, codes), codes  # > 0 exactly where the feature is
+                    else:  # a zero, vanishing or infinite weight: scores of 0 still match
+                        docs = np.flatnonzero(codes)
+                        yield docs, scores[codes[docs]].astype(np.float64), bool(scores[1:].min() > 0)
                 continue
             for part in self.view.feature_parts(field, features):
                 if part.docs.size:

@@ -362,7 +362,7 @@ class BaseVersion:
     """A posting list longer than 1/HOT_SHARE of the documents (and than HOT_MIN) is "hot"."""
     HOT_MIN = 4096
     HOT_MAX = 32
-    """Hot lists kept dense per field (the longest): at most 32 rows of 8 bytes per document."""
+    """Hot lists kept dense per field (the longest): at most 32 rows of 1 or 2 bytes per document."""
 
     def hot_rows(self, kind: str, field: str) -> np.ndarray:
         """The CSR rows (sorted; the position of each is its row in the field's dense stack) of
@@ -398,23 +398,32 @@ class BaseVersion:
                 self._derived[key] = found
         return found
 
-    def dense_feature(self, field: str, derive: Derive) -> tuple[np.ndarray, np.ndarray]:
-        """(derive's values of each hot feature's documents as rows over the slots, 0
-        elsewhere, in the derived values' dtype; per row, the smallest of its values: > 0
-        means "> 0" marks the feature's documents)."""
+    def dense_feature(self, field: str, derive: Derive) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        """The hot features' documents as dense rows of codes: (uint16[hot rows, n], 0 where
+        the document lacks the feature, else 1 + the index of its value in the row's table;
+        per row, the table: 0, then derive's distinct values of the row, ascending; per row,
+        its smallest value, > 0 when the row is usable). Feature values keep 9 significant
+        bits, so a row has a few thousand distinct values at most: a query scores the table
+        and gathers it, instead of computing over every document."""
         key = ("dense", "f", field, *derive.key)
         found = self._used(key)
         if found is None:
             _, indptr, indices, _ = self.segment.features[field]
             values = self.derived(field, derive)
             rows = self.hot_rows("f", field)
-            dense = np.zeros((len(rows), self.segment.n), values.dtype)
+            codes = np.zeros((len(rows), self.segment.n), np.uint16)
+            tables: list[np.ndarray] = []
             smallest = np.zeros(len(rows), np.float64)
             for i, r in enumerate(rows.tolist()):
                 a, b = indptr[r], indptr[r + 1]
-                dense[i, indices[a:b]] = values[a:b]
-                smallest[i] = values[a:b].min()
-            found = (dense, smallest)
+                distinct, inverse = np.unique(values[a:b], return_inverse=True)
+                if distinct.size >= np.iinfo(np.uint16).max:
+                    tables.append(distinct[:0])  # (never with 9-bit values) left to the postings
+                    continue
+                codes[i, indices[a:b]] = inverse + 1
+                tables.append(np.concatenate([np.zeros(1, distinct.dtype), distinct]))
+                smallest[i] = distinct[0]
+            found = (codes, tables, smallest)
             with self._derived_lock:
                 while len(self._derived) >= self.DERIVED_KEPT:
                     self._derived.pop(next(iter(self._derived)))
@@ -640,9 +649,9 @@ class Snapshot:
 
     def feature_parts_dense(self, field: str, features: Sequence[str], derive: Derive):
         """feature_parts with `derive`, the hot features of the version apart: (parts, with
-        no postings (length 0) for the hot features; [(position in `features`, derive's
-        values of its documents as a dense row over the version's slots, the smallest of
-        them)] for the hot features whose values are all > 0)."""
+        no postings (length 0) for the hot features; [(position in `features`, its row of
+        codes over the version's slots, the codes' table of derive's values, the smallest
+        of them)] for the hot features whose values are all > 0: see dense_feature)."""
         hot = self.base.hot_rows("f", field)
         if not hot.size:
             return self.feature_parts(field, features, derive), []
@@ -654,10 +663,10 @@ class Snapshot:
         is_hot = hot[at] == rows
         rows_out = []
         if is_hot.any():
-            dense, smallest = self.base.dense_feature(field, derive)
+            codes, tables, smallest = self.base.dense_feature(field, derive)
             is_hot &= smallest[at] > 0
-            rows_out = [(w, dense[i], smallest[i]) for w, i in zip(where[is_hot].tolist(), at[is_hot].tolist(),
-                                                                   strict=True)]
+            rows_out = [(w, codes[i], tables[i], smallest[i])
+                        for w, i in zip(where[is_hot].tolist(), at[is_hot].tolist(), strict=True)]
         lengths = np.zeros(len(features), np.int64)
         cold = rows[~is_hot]
         lengths[where[~is_hot]] = indptr[cold + 1] - indptr[cold]
