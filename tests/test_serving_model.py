@@ -161,10 +161,15 @@ def test_configured_indicators_the_index_lacks_are_an_error(served, text, messag
 
 
 def test_train_section_serves_an_index_that_records_no_model(tmp_path, caplog):
-    """Indexed without correlator weights, the version tells nothing of its model: [train]
-    says what it was trained with (checked against the index's fields)."""
+    """A version indexed before versions recorded their model, and without correlator
+    weights, tells nothing of its model: [train] says what it was trained with (checked
+    against the index's fields)."""
     data = tmp_path / "data"
     index_model(write_model(tmp_path / "model"), IndexSettings(data_dir=str(data), correlator_weights=False))
+    for meta_path in (data / "items").glob("v*/meta.json"):  # as an older cooccur wrote it
+        meta = json.loads(meta_path.read_text())
+        meta.pop("primary"), meta.pop("indicators")
+        meta_path.write_text(json.dumps(meta))
     store = EventStore(data / "events.db")
     store.insert(parse_events({"event": "like", "entityType": "user", "entityId": "u", "targetEntityId": "m1",
                                "eventTime": "2026-01-01T00:00:00Z"}))
