@@ -131,3 +131,33 @@ def test_a_dead_worker_is_replaced(tmp_path):
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
         proc.stderr.close()
+
+
+def test_housekeeping_runs_in_one_worker_and_moves_when_it_dies(tmp_path, monkeypatch):
+    """The prune / refresh job starts behind an flock: one holder at a time; when the holder's
+    lock goes (its process died), a waiting worker takes over."""
+    import threading
+
+    import query.workers as workers
+
+    monkeypatch.setattr(workers, "LOCK_POLL_SECONDS", 0.02)
+    ran: list[str] = []
+    started = threading.Event()
+
+    def job(name):
+        def run():
+            ran.append(name)
+            started.set()
+        return run
+
+    first = workers.Singleton(tmp_path / "job.lock", job("first"), "job")
+    first.start()
+    assert started.wait(5)
+    second = workers.Singleton(tmp_path / "job.lock", job("second"), "job")
+    second.start()
+    time.sleep(0.2)
+    assert ran == ["first"] and first.holding and not second.holding
+    os.close(first._fd)  # what the holder's death does to its lock
+    second.join(5)
+    assert ran == ["first", "second"] and second.holding
+    os.close(second._fd)
