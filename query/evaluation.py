@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from indexer.backend import Backend
 
@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # type hints only: serving never imports pyspark
     from indicators.settings import TrainSettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SPLIT_KINDS = ("time", "time-fraction", "leave-last", "random")
 SKIP_NO_HISTORY = "no training history"
@@ -699,6 +700,13 @@ def run_evaluation(
     paths: Sequence[str], settings: TrainSettings, split: Split, ks: Sequence[int] = (10,), **kwargs: Any
 ) -> EvaluationReport:
     """The CLI's entry point: check Java, start one Spark session for every variant, evaluate."""
+    return with_spark(settings, "cooccur-evaluate",
+                      lambda spark: evaluate(spark, paths, settings, split, ks, **kwargs))
+
+
+def with_spark(settings: TrainSettings, app_name: str, run: Callable[[SparkSession], T]) -> T:
+    """Check Java, start (or reuse) a Spark session for `settings`, run, and stop the session
+    if it was started here."""
     from pyspark.sql import SparkSession
 
     from indicators.job import build_spark_session
@@ -708,9 +716,9 @@ def run_evaluation(
     # A session already running in this process (a notebook, the test suite) is reused and
     # left running: getOrCreate would return it anyway, and stopping it is not ours to do.
     owned = SparkSession.getActiveSession() is None
-    spark = build_spark_session(settings.spark_master, settings.spark_options, app_name="cooccur-evaluate")
+    spark = build_spark_session(settings.spark_master, settings.spark_options, app_name=app_name)
     try:
-        return evaluate(spark, paths, settings, split, ks, **kwargs)
+        return run(spark)
     finally:
         if owned:
             spark.stop()

@@ -40,6 +40,7 @@ from .evaluation import (
     read_checked,
     run_variants,
     validation_split,
+    with_spark,
 )
 from .settings import QuerySettings
 
@@ -370,19 +371,7 @@ def tune(
 def run_tuning(paths: Sequence[str], train: TrainSettings, split: Split, ks: Sequence[int] = (10,),
                **kwargs: Any) -> TuningReport:
     """The CLI's entry point: check Java, start one Spark session, tune."""
-    from pyspark.sql import SparkSession
-
-    from indicators.job import build_spark_session
-    from indicators.spark import check_java
-
-    check_java()
-    owned = SparkSession.getActiveSession() is None
-    spark = build_spark_session(train.spark_master, train.spark_options, app_name="cooccur-tune")
-    try:
-        return tune(spark, paths, train, split, ks, **kwargs)
-    finally:
-        if owned:
-            spark.stop()
+    return with_spark(train, "cooccur-tune", lambda spark: tune(spark, paths, train, split, ks, **kwargs))
 
 
 def format_tuning(report: TuningReport) -> str:
