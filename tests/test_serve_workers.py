@@ -33,19 +33,24 @@ class Conn:
         return resp.status, json.loads(resp.read())
 
 
-def _one_connection_per_worker(port: int, workers: int) -> dict[int, Conn]:
-    """Connections until each worker process (told apart by /stats' pid) holds one."""
+def _one_connection_per_worker(port: int, workers: int, seconds: float = 30) -> dict[int, Conn]:
+    """Connections until each worker process (told apart by /stats' pid) holds one (the
+    ready line comes before the workers are forked: on a busy machine they take a while)."""
     by_pid: dict[int, Conn] = {}
-    for _ in range(200):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         conn = Conn(port)
         status, stats = conn.call("GET", "/stats")
         assert status == 200
         if stats["pid"] in by_pid:
             conn.http.close()
+            time.sleep(0.02)
         else:
             by_pid[stats["pid"]] = conn
         if len(by_pid) == workers:
             return by_pid
+    for conn in by_pid.values():
+        conn.http.close()
     raise AssertionError(f"only workers {sorted(by_pid)} answered")
 
 
@@ -118,7 +123,7 @@ def test_a_dead_worker_is_replaced(tmp_path):
         deadline = time.monotonic() + 30
         while True:
             try:
-                fresh = _one_connection_per_worker(port, 2)
+                fresh = _one_connection_per_worker(port, 2, seconds=2)
             except (AssertionError, OSError):
                 fresh = {}
             if len(fresh) == 2 and victim not in fresh:
