@@ -30,7 +30,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -41,6 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.index import extract  # noqa: E402
 from indexer.backend import IndexSchema  # noqa: E402
 from indexer.embedded import EmbeddedBackend  # noqa: E402
 from query.eventstore import Event, EventStore  # noqa: E402
@@ -242,16 +242,6 @@ class Server:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-
-
-def extract(rev: str, into: Path) -> str:
-    data = subprocess.run(["git", "archive", rev, "indexer", "query", "indicators", "mappings", "cli.py"],
-                          cwd=ROOT, check=True, capture_output=True).stdout
-    archive = into / "baseline.tar"
-    archive.write_bytes(data)
-    with tarfile.open(archive) as tar:
-        tar.extractall(into, filter="data")
-    return str(into)
 
 
 def measure(args, baseline_code: str | None) -> list[dict]:
