@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR := demo-output
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean search-nodes
 
 $(BIN)/cooccur: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ demo: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The live-test OpenSearch and Elasticsearch nodes: jars from Maven Central, launchers by javac.
+search-nodes:
+	searchnode/build.sh
 
 lint: setup
 	$(BIN)/ruff check .

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
+
+# The live search nodes of the `opensearch` and `elasticsearch` tests.
+from search_nodes import es_url, opensearch_url  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -19,15 +20,6 @@ def spark():
     )
     yield session
     session.stop()
-
-
-@pytest.fixture(scope="session")
-def es_url() -> str:
-    """The live Elasticsearch cluster of the `elasticsearch` tests (COOCCUR_ES_URL)."""
-    url = os.environ.get("COOCCUR_ES_URL")
-    if not url:
-        pytest.skip("COOCCUR_ES_URL is not set: no live Elasticsearch cluster to test against")
-    return url
 
 
 @pytest.fixture

@@ -1,0 +1,59 @@
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Collections;
+
+import org.elasticsearch.common.logging.LogConfigurator;
+import org.elasticsearch.common.settings.Settings;
+import org.elasticsearch.node.InternalSettingsPreparer;
+import org.elasticsearch.node.Node;
+
+/**
+ * One Elasticsearch node in this JVM for cooccur's live tests (the twin of OpenSearchNode).
+ *
+ * Usage: java -cp 'lib/*:classes' ElasticsearchNode HOME_DIR HTTP_PORT MODULES_DIR
+ * Elasticsearch 8 has no public constructor taking plugins from the classpath, so the netty4
+ * transport is loaded as a module: MODULES_DIR holds transport-netty4/ (its jars and a
+ * plugin-descriptor.properties, laid out by searchnode/build.sh), linked as HOME_DIR/modules.
+ * Prints "started" once the node has started; runs until killed.
+ */
+public final class ElasticsearchNode {
+    public static void main(String[] args) throws Exception {
+        Path home = Path.of(args[0]).toAbsolutePath();
+        Files.createDirectories(home.resolve("data"));
+        Files.createDirectories(home.resolve("logs"));
+        Files.createDirectories(home.resolve("plugins"));
+        Path modules = home.resolve("modules");
+        if (!Files.exists(modules)) {
+            Files.createSymbolicLink(modules, Path.of(args[2]).toAbsolutePath());
+        }
+        Settings settings = Settings.builder()
+            .put("path.home", home.toString())
+            .put("path.data", home.resolve("data").toString())
+            .put("path.logs", home.resolve("logs").toString())
+            .put("cluster.name", "cooccur-test")
+            .put("node.name", "cooccur-test")
+            .put("discovery.type", "single-node")
+            .put("network.host", "127.0.0.1")
+            .put("http.port", args[1])
+            .put("transport.port", "0")
+            .put("http.type", "netty4")
+            .put("transport.type", "netty4")
+            .put("cluster.routing.allocation.disk.threshold_enabled", false)
+            .build();
+        // What the distribution's bootstrap does first: the server's own logging facade.
+        LogConfigurator.configureESLogging();
+        LogConfigurator.configureWithoutConfig(settings);
+        Node node = new Node(InternalSettingsPreparer.prepareEnvironment(settings, Collections.emptyMap(), null, () -> "cooccur-test"));
+        node.start();
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            try {
+                node.close();
+            } catch (Exception e) {
+                // exiting anyway
+            }
+        }));
+        System.out.println("started");
+        System.out.flush();
+        Thread.currentThread().join();
+    }
+}
