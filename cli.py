@@ -255,10 +255,12 @@ def train_cmd(ctx, events, out, rejects, **flags):
 # (indexer commands: index, indexes, rollback, doctor)
 def _index_options(fn):
     """--backend / --data-dir / --name: override the config's [index] section."""
-    fn = click.option("--name", help="Index name (embedded subdirectory / Elasticsearch alias).")(fn)
+    from indexer.backends import BACKENDS
+
+    fn = click.option("--name", help="Index name (embedded subdirectory / Elasticsearch or OpenSearch alias).")(fn)
     fn = click.option("--data-dir", type=click.Path(file_okay=False),
                       help="Embedded backend: directory holding the index versions.")(fn)
-    fn = click.option("--backend", type=click.Choice(["embedded", "elasticsearch"]),
+    fn = click.option("--backend", type=click.Choice(BACKENDS),
                       help="Search backend (default: [index] backend, else embedded).")(fn)
     return fn
 

@@ -23,6 +23,7 @@ SECTIONS = [
     ("[train.rankings]", "indicators.settings", "RankingSettings"),
     ("[index]", "indexer.settings", "IndexSettings"),
     ("[index.elasticsearch]", "indexer.settings", "ElasticsearchSettings"),
+    ("[index.opensearch]", "indexer.settings", "OpenSearchSettings"),
     ("[query]", "query.settings", "QuerySettings"),
     ("[events]", "query.settings", "EventSettings"),
     ("[serve]", "query.settings", "ServeSettings"),
@@ -47,7 +48,7 @@ window = "30 days"
 "spark.driver.memory" = "8g"
 
 [index]
-backend = "embedded"          # or "elasticsearch"
+backend = "embedded"          # or "elasticsearch", "opensearch"
 data_dir = "/var/lib/cooccur"
 
 [query]
@@ -57,7 +58,15 @@ indicators = { purchase = 1.0, view = 0.5 }
 
 
 def _attribute_docs(cls: type) -> dict[str, str]:
-    """The string literal after each annotated field (the field's docstring)."""
+    """The string literal after each annotated field (the field's docstring), a subclass's
+    over its bases'."""
+    docs: dict[str, str] = {}
+    for base in reversed([c for c in cls.__mro__ if dataclasses.is_dataclass(c)]):
+        docs.update(_own_attribute_docs(base))
+    return docs
+
+
+def _own_attribute_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(Path(sys.modules[cls.__module__].__file__).read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef) and node.name == cls.__name__:

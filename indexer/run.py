@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from .backend import IndexReport, ProgressFn
-from .backends import open_backend
+from .backends import SERVER_BACKENDS, open_backend
 from .documents import Prior, iter_documents, open_model, read_changes, schema_for
 from .settings import IndexSettings
 
@@ -38,7 +38,7 @@ def index_model(
         changes = read_changes(model, schema, prior)
         backend = open_backend(settings)
         n_changed = len(changes.documents) + len(changes.deleted)
-        if settings.backend == "elasticsearch" and n_changed > MAX_ES_CHANGED:
+        if settings.backend in SERVER_BACKENDS and n_changed > MAX_ES_CHANGED:
             # The copy excludes the changed ids in one `ids` query, bounded by the cluster's
             # index.max_terms_count (65,536 by default); past that a full index is as cheap.
             logger.info("%d changed items: more than %d, indexing the whole model instead",

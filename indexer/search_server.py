@@ -1,4 +1,5 @@
-"""The Elasticsearch backend: one index per training run behind an alias (docs/elasticsearch.md).
+"""What the Elasticsearch and OpenSearch backends share: one index per training run behind
+an alias (docs/elasticsearch.md, docs/opensearch.md).
 
 A run creates `<alias>_<UTC time>` with the mapping of mappings/items.json, streams the
 documents into it with the client's bulk helper, refreshes, verifies the document count,
@@ -7,40 +8,22 @@ request, so searches see either the old or the new index, never a mix. Older ind
 beyond `keep_versions` are deleted afterwards. Any failure before the switch deletes the
 new index and leaves the alias where it was.
 
-Server versions 8.x and 9.x are supported: the client's REST-compatibility headers are
-pinned to `compatible-with=8`, which both accept (a 9.x client otherwise sends
-`compatible-with=9`, which an 8.x server rejects with `media_type_header_exception`).
+Both products speak the same REST API for everything used here (index, bulk, aliases,
+mapping `_meta`, `_reindex` tasks, search bodies, error objects); only their Python clients
+differ. SearchServerBackend holds all of it once and calls a handful of client primitives
+that indexer/elasticsearch.py and indexer/opensearch.py implement with their own client.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import re
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-from elastic_transport import (
-    ConnectionError as TransportConnectionError,
-)
-from elastic_transport import (
-    ConnectionTimeout,
-    HttpHeaders,
-    TlsError,
-    Transport,
-    TransportError,
-)
-from elastic_transport.client_utils import DEFAULT
-from elasticsearch import ApiError, Elasticsearch, UnsupportedProductError, helpers
-from elasticsearch import __versionstr__ as CLIENT_VERSION
-from elasticsearch.exceptions import GeneralAvailabilityWarning
-from elasticsearch.helpers import BulkIndexError
 
 from .backend import (
     ChangeSet,
@@ -60,12 +43,8 @@ from .settings import ElasticsearchSettings
 
 log = logging.getLogger(__name__)
 
-COMPAT_MAJOR = 8
-"""REST-compatibility version sent to the server: 8.x and 9.x servers both accept 8."""
-SUPPORTED_MAJORS = (8, 9)
 RETRY_STATUSES = (429, 502, 503, 504)
 """Statuses the bulk helper retries (whole request or single document) with backoff."""
-_COMPAT_RE = re.compile(r"compatible-with=\d+")
 _ALIAS_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,200}$")
 _VERSION_RE = r"_(\d{8})t(\d{6})(\d{3})z"
 TASK_POLL_FIRST = 0.5
@@ -73,36 +52,59 @@ TASK_POLL_FIRST = 0.5
 TASK_POLL_MAX = 5.0
 
 
-# --------------------------------------------------------------------------- errors
-class ElasticsearchError(IndexerError):
-    """Elasticsearch answered a request with an error status."""
+@dataclass(frozen=True)
+class Product:
+    """What the messages, hints and `cooccur doctor` say about one search server product."""
 
-    def __init__(self, action: str, status: int, error_type: str, reason: str, *, hint: str = ""):
-        super().__init__(
-            f"Elasticsearch refused to {action}: {status} {error_type}: {reason}", hint=hint
-        )
+    name: str
+    """As users know it: Elasticsearch, OpenSearch."""
+    backend: str
+    """Its [index] backend name."""
+    supported: tuple[int, ...]
+    """Server major versions this backend supports."""
+    url_env: str
+    """The environment variable of its default URLs."""
+
+    @property
+    def section(self) -> str:
+        return f"[index.{self.backend}]"
+
+    @property
+    def majors(self) -> str:
+        """ "8.x and 9.x" """
+        names = [f"{m}.x" for m in self.supported]
+        return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
+
+
+# --------------------------------------------------------------------------- errors
+class SearchServerError(IndexerError):
+    """The server answered a request with an error status."""
+
+    def __init__(self, product: str, action: str, status: int, error_type: str, reason: str, *, hint: str = ""):
+        super().__init__(f"{product} refused to {action}: {status} {error_type}: {reason}", hint=hint)
+        self.product = product
         self.action = action
         self.status = status
         self.error_type = error_type
         self.reason = reason
 
 
-def _api_reason(e: ApiError) -> tuple[str, str]:
-    """(error type, reason) of an Elasticsearch error response, with its cause if any."""
-    body = e.body
+def error_reason(body: Any, message: str) -> tuple[str, str]:
+    """(error type, reason) of an error response body (both products answer
+    {"error": {"type", "reason", "caused_by"}, "status"}), with its cause if any."""
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         err = body["error"]
         reason = str(err.get("reason", ""))
         cause = err.get("caused_by") or {}
         if isinstance(cause, dict) and cause.get("reason") and cause["reason"] != reason:
             reason += f" (caused by {cause.get('type', '?')}: {cause['reason']})"
-        return str(err.get("type", e.message)), reason
+        return str(err.get("type", message)), reason
     if isinstance(body, dict) and "error" in body:
-        return str(e.message), str(body["error"])
-    return str(e.message), str(body)[:500]
+        return str(message), str(body["error"])
+    return str(message), str(body)[:500]
 
 
-def _item_reason(info: dict[str, Any]) -> str:
+def item_reason(info: dict[str, Any]) -> str:
     """The reason of one failed bulk item (an error object, or a message when the whole
     request failed)."""
     err = info.get("error")
@@ -115,15 +117,19 @@ def _item_reason(info: dict[str, Any]) -> str:
     return f"status {info.get('status')}: {err}"
 
 
-def _hint_for(status: int, error_type: str) -> str:
+def hint_for(product: Product, status: int, error_type: str) -> str:
+    """What to do about an error status / type of `product`."""
+    section = product.section
     if error_type == "media_type_header_exception":
-        return "the server's major version is not supported (cooccur supports Elasticsearch 8.x and 9.x)"
+        return f"the server's major version is not supported (cooccur supports {product.name} {product.majors})"
     if status == 401:
-        return "set api_key (COOCCUR_ES_API_KEY) or username/password under [index.elasticsearch]"
+        if product.backend == "elasticsearch":
+            return f"set api_key (COOCCUR_ES_API_KEY) or username/password under {section}"
+        return f"set username/password under {section}"
     if status == 403:
         return "the API key or user lacks privileges: it needs create_index, write, delete_index and manage on the alias's indices"
     if error_type in ("mapper_parsing_exception", "illegal_argument_exception"):
-        return "check mappings/items.json and the shards/replicas settings"
+        return f"check mappings/items.json and the shards/replicas settings of {section}"
     if error_type == "resource_already_exists_exception":
         return "another indexing run started at the same moment; run again"
     if error_type == "index_not_found_exception":
@@ -131,7 +137,7 @@ def _hint_for(status: int, error_type: str) -> str:
     if error_type == "aliases_not_found_exception":
         return "another run moved the alias meanwhile: run one indexer per alias at a time, then index again"
     if status == 413:
-        return "lower [index.elasticsearch] max_chunk_bytes (or raise http.max_content_length)"
+        return f"lower {section} max_chunk_bytes (or raise http.max_content_length)"
     if status == 429:
         return "the cluster is overloaded: lower chunk_size or raise max_retries / max_backoff"
     if status >= 500:
@@ -139,70 +145,40 @@ def _hint_for(status: int, error_type: str) -> str:
     return ""
 
 
-def translate_error(e: BaseException, action: str, urls: list[str]) -> IndexerError:
-    """The project's error for an exception of the client, naming the URL and a hint."""
-    where = ", ".join(urls)
-    if isinstance(e, IndexerError):
-        return e
-    if isinstance(e, UnsupportedProductError):
-        return BackendUnavailable(
-            f"{where} is not Elasticsearch ({action}): {e.message}",
-            hint="point [index.elasticsearch] urls / COOCCUR_ES_URL at an Elasticsearch 8.x or 9.x cluster",
-        )
-    if isinstance(e, ApiError):
-        error_type, reason = _api_reason(e)
-        if error_type == "index_not_found_exception":
-            # No index behind the alias: the backend has no usable version (not a bad request).
-            return BackendUnavailable(
-                f"Elasticsearch at {where} ({action}): {reason}",
-                hint=_hint_for(e.meta.status, error_type),
-            )
-        return ElasticsearchError(
-            action, e.meta.status, error_type, reason, hint=_hint_for(e.meta.status, error_type)
-        )
-    if isinstance(e, TlsError):
-        return BackendUnavailable(
-            f"TLS connection to Elasticsearch at {where} failed ({action}): {e}",
-            hint="set [index.elasticsearch] ca_certs to the cluster's CA file (or verify_certs = false for a test cluster)",
-        )
-    if isinstance(e, ConnectionTimeout):
-        return BackendUnavailable(
-            f"Elasticsearch at {where} did not answer in time ({action}): {e}",
-            hint="check the cluster's health, or raise [index.elasticsearch] request_timeout",
-        )
-    if isinstance(e, TransportConnectionError):
-        return BackendUnavailable(
-            f"cannot reach Elasticsearch at {where} ({action}): {e}",
-            hint="start the cluster, or set [index.elasticsearch] urls / COOCCUR_ES_URL",
-        )
-    if isinstance(e, BulkIndexError):
-        failed = [
-            (str(info.get("_id")), _item_reason(info))
-            for item in e.errors
-            for info in item.values()
-        ]
-        return DocumentsFailed(failed, len(failed))
-    if isinstance(e, TransportError):
-        return BackendUnavailable(f"Elasticsearch at {where} ({action}): {e}")
-    return IndexerError(f"Elasticsearch ({action}): {e}")
+def api_error(product: Product, action: str, urls: list[str], status: int, body: Any, message: str) -> IndexerError:
+    """The project's error for an error answer of the server."""
+    error_type, reason = error_reason(body, message)
+    if error_type == "index_not_found_exception":
+        # No index behind the alias: the backend has no usable version (not a bad request).
+        return BackendUnavailable(f"{product.name} at {', '.join(urls)} ({action}): {reason}",
+                                  hint=hint_for(product, status, error_type))
+    return SearchServerError(product.name, action, status, error_type, reason,
+                             hint=hint_for(product, status, error_type))
 
 
-# --------------------------------------------------------------------------- transport
-class CompatTransport(Transport):
-    """The client's transport, sending `compatible-with=8` instead of the client's major.
+def unreachable(product: Product, action: str, urls: list[str], kind: str, e: BaseException) -> IndexerError:
+    """The project's error for a request that got no answer: kind is tls, timeout or connect."""
+    where, section = ", ".join(urls), product.section
+    if kind == "tls":
+        return BackendUnavailable(
+            f"TLS connection to {product.name} at {where} failed ({action}): {e}",
+            hint=f"set {section} ca_certs to the cluster's CA file (or verify_certs = false for a test cluster)",
+        )
+    if kind == "timeout":
+        return BackendUnavailable(
+            f"{product.name} at {where} did not answer in time ({action}): {e}",
+            hint=f"check the cluster's health, or raise {section} request_timeout",
+        )
+    return BackendUnavailable(
+        f"cannot reach {product.name} at {where} ({action}): {e}",
+        hint=f"start the cluster, or set {section} urls / {product.url_env}",
+    )
 
-    Elasticsearch 9.x accepts requests in 8.x compatibility mode and 8.x servers accept
-    only 7 or 8, so one client works against both."""
 
-    def perform_request(self, method: str, target: str, *, headers: Any = DEFAULT, **kwargs: Any):
-        if headers is not DEFAULT and headers:
-            fixed = HttpHeaders(headers)
-            for name in ("accept", "content-type"):
-                value = fixed.get(name)
-                if value and "compatible-with=" in value:
-                    fixed[name] = _COMPAT_RE.sub(f"compatible-with={COMPAT_MAJOR}", value)
-            headers = fixed
-        return super().perform_request(method, target, headers=headers, **kwargs)
+def bulk_failures(errors: Iterable[dict[str, Any]]) -> DocumentsFailed:
+    """DocumentsFailed of the items of a client's BulkIndexError."""
+    failed = [(str(info.get("_id")), item_reason(info)) for item in errors for info in item.values()]
+    return DocumentsFailed(failed, len(failed))
 
 
 # --------------------------------------------------------------------------- pure parts
@@ -302,25 +278,19 @@ def _schema_from_meta(data: Any) -> IndexSchema | None:
         return None
 
 
-@contextmanager
-def _tasks_api() -> Iterator[None]:
-    """The client marks the task API "technical preview" and warns on each call; the API
-    has been the same since 5.x (8.x and 9.x servers alike), so the warning is noise here."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", GeneralAvailabilityWarning)
-        yield
-
-
-def _supports(fn: Callable[..., Any], name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # pragma: no cover - builtins
-        return False
-
-
 # --------------------------------------------------------------------------- backend
-class ElasticsearchBackend:
-    """indexer.backend.Backend on an Elasticsearch 8.x/9.x cluster, versions behind an alias."""
+class SearchServerBackend:
+    """indexer.backend.Backend on an Elasticsearch-API cluster, versions behind an alias.
+
+    Subclasses give the product, make the client and implement the primitives below with
+    it; each primitive raises only the client's exceptions (`client_errors`), which
+    `_error` turns into the project's errors."""
+
+    product: Product
+    client_errors: tuple[type[BaseException], ...] = ()
+    """The client's exception classes (answers with an error status, transport failures,
+    bulk failures)."""
+    client_version: str = "?"
 
     def __init__(
         self,
@@ -332,78 +302,115 @@ class ElasticsearchBackend:
         clock: Callable[[], datetime] | None = None,
         mapping_path: str | Path = ITEMS_MAPPING,
     ) -> None:
-        """`client_options` are extra keyword arguments of `Elasticsearch()` (tests pass a
-        `node_class`); `clock` gives the UTC time used in version names."""
+        """`client_options` are extra keyword arguments of the client (tests pass a
+        `node_class` / `connection_class`); `clock` gives the UTC time used in version names."""
+        p = self.product
         if not _ALIAS_RE.match(alias):
             raise IndexerError(
-                f"{alias!r} is not a valid Elasticsearch alias name",
+                f"{alias!r} is not a valid {p.name} alias name",
                 hint="[index] name must be lower case letters, digits, '_', '-' or '.'",
             )
         if keep_versions < 1:
             raise IndexerError("keep_versions must be at least 1")
+        if not settings.urls:
+            raise BackendUnavailable(f"no {p.name} URL configured",
+                                     hint=f"set {p.section} urls or {p.url_env}")
         self.alias = alias
         self.settings = settings
         self.keep_versions = keep_versions
         self._clock = clock or (lambda: datetime.now(UTC))
         self._mapping_path = mapping_path
         self._dfs = settings.shards > 1
-        self.client = self._make_client(client_options or {})
-
-    # ----------------------------------------------------------------- plumbing
-    def _make_client(self, extra: dict[str, Any]) -> Elasticsearch:
-        s = self.settings
-        if not s.urls:
-            raise BackendUnavailable(
-                "no Elasticsearch URL configured",
-                hint="set [index.elasticsearch] urls or COOCCUR_ES_URL",
-            )
-        kwargs: dict[str, Any] = {
-            "hosts": list(s.urls),
-            "request_timeout": s.request_timeout,
-            "verify_certs": s.verify_certs,
-            "max_retries": s.max_retries,
-            "retry_on_timeout": False,
-            "transport_class": CompatTransport,
-        }
-        if _supports(Elasticsearch.__init__, "retry_backoff_base"):
-            # Connection errors: the transport retries with capped, jittered backoff.
-            kwargs["retry_backoff_base"] = s.initial_backoff
-            kwargs["retry_backoff_cap"] = s.max_backoff
-        if s.api_key:
-            kwargs["api_key"] = s.api_key
-        elif s.username:
-            kwargs["basic_auth"] = (s.username, s.password or "")
-        if s.ca_certs:
-            kwargs["ca_certs"] = s.ca_certs
-        kwargs.update(extra)
         try:
-            return Elasticsearch(**kwargs)
+            self.client = self._make_client(client_options or {})
         except (ValueError, TypeError) as e:
             raise IndexerError(
-                f"[index.elasticsearch]: {e}",
-                hint="urls look like https://host:9200 (see docs/elasticsearch.md)",
+                f"{p.section}: {e}",
+                hint=f"urls look like https://host:9200 (see docs/{p.backend}.md)",
             ) from None
 
+    # ----------------------------------------------------------------- client primitives
+    def _make_client(self, extra: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def _translate(self, e: BaseException, action: str) -> IndexerError:
+        """The project's error for one of the client's exceptions."""
+        raise NotImplementedError
+
+    def _is_answer(self, e: BaseException) -> bool:
+        """Whether the exception is the server's answer (an error status), not a lost request."""
+        raise NotImplementedError
+
+    def _info(self) -> dict[str, Any]:
+        """The cluster's root info ({"version": {"number"}, "cluster_name"}), not retried."""
+        raise NotImplementedError
+
+    def _indices(self, pattern: str) -> dict[str, Any]:
+        """GET <pattern> of open indices: {name: {"aliases", "mappings"}}."""
+        raise NotImplementedError
+
+    def _create_index(self, name: str, body: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _refresh(self, index: str) -> None:
+        raise NotImplementedError
+
+    def _count(self, index: str, query: dict[str, Any] | None = None) -> int:
+        raise NotImplementedError
+
+    def _put_meta(self, index: str, meta: dict[str, Any]) -> None:
+        """Set the mapping's `_meta`."""
+        raise NotImplementedError
+
+    def _update_aliases(self, actions: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+    def _delete_indices(self, names: list[str], *, missing_ok: bool = False) -> None:
+        raise NotImplementedError
+
+    def _docs_stats(self, names: list[str]) -> dict[str, Any]:
+        """The `docs` index stats of these indices."""
+        raise NotImplementedError
+
+    def _start_reindex(self, source: dict[str, Any], dest: dict[str, Any]) -> str:
+        """Start a detached `_reindex` (never retried: a retry after a lost answer would
+        start a second task nobody waits for); its task id."""
+        raise NotImplementedError
+
+    def _task(self, task: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _cancel_task(self, task: str) -> None:
+        """Cancel a task; an unknown task is not an error."""
+        raise NotImplementedError
+
+    def _search_request(self, index: str, body: dict[str, Any], dfs: bool) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _mget(self, index: str, ids: list[str]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _streaming_bulk(self, actions: Iterable[dict[str, Any]], params: dict[str, Any]) -> Iterator[tuple[bool, dict]]:
+        """The client's streaming_bulk with the settings' chunking and retries, yielding
+        (ok, item) for every action; `params` are extra bulk parameters (refresh)."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- plumbing
     def _error(self, e: BaseException, action: str) -> IndexerError:
-        return translate_error(e, action, list(self.settings.urls))
+        return e if isinstance(e, IndexerError) else self._translate(e, action)
 
     def _call(self, action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run one client call; client exceptions become the project's errors."""
         try:
             return fn(*args, **kwargs)
-        except (ApiError, TransportError, BulkIndexError) as e:
+        except self.client_errors as e:
             raise self._error(e, action) from e
 
     def _states(self) -> list[IndexState]:
         """The alias's indices (`<alias>_<time>`), oldest first."""
-        resp = self._call(
-            f"list indices {self.alias}_*",
-            self.client.indices.get,
-            index=f"{self.alias}_*",
-            expand_wildcards="open",
-        )
+        resp = self._call(f"list indices {self.alias}_*", self._indices, f"{self.alias}_*")
         states = []
-        for name, info in resp.body.items():
+        for name, info in resp.items():
             if version_time(self.alias, name) is None:
                 continue  # e.g. items_foo_<time> belongs to the alias items_foo
             meta = ((info.get("mappings") or {}).get("_meta") or {}).get("cooccur") or {}
@@ -425,7 +432,7 @@ class ElasticsearchBackend:
         if not current:
             raise BackendUnavailable(
                 f"alias {self.alias} does not exist on {', '.join(self.settings.urls)}",
-                hint="run `cooccur index MODEL_DIR --backend elasticsearch` first",
+                hint=f"run `cooccur index MODEL_DIR --backend {self.product.backend}` first",
             )
         if len(current) > 1:
             raise BackendUnavailable(
@@ -441,44 +448,25 @@ class ElasticsearchBackend:
         ignore_statuses: tuple[int, ...] = (),
         **bulk_params: Any,
     ) -> tuple[int, list[tuple[str, str]]]:
-        """Stream actions through helpers.streaming_bulk; (documents sent, failed (id, reason)).
-
-        Retries: the helper re-sends a chunk, or the documents of it, answered with a status
-        in RETRY_STATUSES after initial_backoff * 2**n seconds (capped at max_backoff), up to
-        max_retries times. The transport's own immediate status retries are switched off for
-        these requests so the helper's backoff applies; connection errors and timeouts are
-        retried by the transport (bulk `index` by id is idempotent)."""
-        s = self.settings
-        client = self.client.options(retry_on_status=(), retry_on_timeout=True)
-        kwargs: dict[str, Any] = {
-            "chunk_size": s.chunk_size,
-            "max_chunk_bytes": s.max_chunk_bytes,
-            "raise_on_error": False,
-            "raise_on_exception": True,
-            "max_retries": s.max_retries,
-            "initial_backoff": s.initial_backoff,
-            "max_backoff": s.max_backoff,
-            "yield_ok": True,
-        }
-        if _supports(helpers.streaming_bulk, "retry_on_status"):
-            kwargs["retry_on_status"] = RETRY_STATUSES
+        """Stream actions through the client's streaming_bulk; (documents sent, failed
+        (id, reason)). Retries are the client's (see _streaming_bulk of each product)."""
         total = 0
         failed: list[tuple[str, str]] = []
-        for ok, item in helpers.streaming_bulk(client, actions, **kwargs, **bulk_params):
+        for ok, item in self._streaming_bulk(actions, bulk_params):
             total += 1
             _, info = next(iter(item.items()))
             if ok:
                 if on_ok is not None:
                     on_ok()
             elif info.get("status") not in ignore_statuses:
-                failed.append((str(info.get("_id")), _item_reason(info)))
+                failed.append((str(info.get("_id")), item_reason(info)))
         return total, failed
 
     def _drop(self, name: str) -> None:
         """Delete a half-written index; failures are logged (the alias never pointed to it)."""
         try:
-            self.client.options(ignore_status=404).indices.delete(index=name)
-        except (ApiError, TransportError) as e:
+            self._delete_indices([name], missing_ok=True)
+        except self.client_errors as e:
             log.warning("could not delete the unfinished index %s: %s", name, e)
 
     # ----------------------------------------------------------------- Backend
@@ -576,9 +564,7 @@ class ElasticsearchBackend:
         """How many of these ids the index holds (no request for none)."""
         if not ids:
             return 0
-        resp = self._call(f"count the changed items in {index}", self.client.count,
-                          index=index, query={"ids": {"values": ids}})
-        return int(resp["count"])
+        return self._call(f"count the changed items in {index}", self._count, index, {"ids": {"values": ids}})
 
     def _new_version(
         self,
@@ -613,18 +599,17 @@ class ElasticsearchBackend:
         try:
             try:
                 may_exist = True
-                self.client.indices.create(
-                    index=name, settings=body["settings"], mappings=body["mappings"]
-                )
-            except ApiError:
-                may_exist = False  # a definite refusal: nothing was created
+                self._create_index(name, body)
+            except self.client_errors as e:
+                if self._is_answer(e):
+                    may_exist = False  # a definite refusal: nothing was created
                 raise
             action = f"bulk-index documents into {name}"
             expected, what, hint = fill(name)
             action = f"refresh {name}"
-            self.client.indices.refresh(index=name)
+            self._refresh(name)
             action = f"count the documents of {name}"
-            count = int(self.client.count(index=name)["count"])
+            count = self._count(name)
             if count != expected:
                 raise IndexerError(
                     f"index {name} holds {count} documents but {expected} {what}; "
@@ -633,18 +618,16 @@ class ElasticsearchBackend:
                 )
             action = f"mark {name} complete"
             meta["cooccur"].update(complete=True, documents=count)
-            self.client.indices.put_mapping(index=name, meta=meta)
+            self._put_meta(name, meta)
             action = f"switch alias {self.alias} to {name}"
             if previous is None:
                 states = self._states()
                 previous = [st.name for st in states if st.aliased and st.name != name]
-            self.client.indices.update_aliases(
-                actions=alias_actions(self.alias, previous, name)
-            )
+            self._update_aliases(alias_actions(self.alias, previous, name))
         except BaseException as e:
             if may_exist:
                 self._drop(name)
-            if isinstance(e, (ApiError, TransportError, BulkIndexError)):
+            if isinstance(e, self.client_errors):
                 raise self._error(e, action) from e
             raise
         log.info("alias %s -> %s (%d documents; was %s)", self.alias, name, count, previous or "none")
@@ -661,18 +644,14 @@ class ElasticsearchBackend:
         action = f"copy {source} into {dest}"
         try:
             query = {"bool": {"must_not": [{"ids": {"values": exclude}}]}} if exclude else {"match_all": {}}
-            started = self.client.options(max_retries=0).reindex(
-                source={"index": source, "query": query}, dest={"index": dest}, wait_for_completion=False
-            )
-        except (ApiError, TransportError) as e:
+            task = self._start_reindex({"index": source, "query": query}, {"index": dest})
+        except self.client_errors as e:
             raise self._error(e, action) from e
-        task = str(started["task"])
         done = False
         try:
             delay = TASK_POLL_FIRST
             while True:
-                with _tasks_api():
-                    status = self._call(action, self.client.tasks.get, task_id=task)
+                status = self._call(action, self._task, task)
                 if status.get("completed"):
                     done = True
                     break
@@ -681,15 +660,14 @@ class ElasticsearchBackend:
         finally:
             if not done:
                 try:
-                    with _tasks_api():
-                        self.client.options(ignore_status=404).tasks.cancel(task_id=task)
-                except (ApiError, TransportError) as e:
+                    self._cancel_task(task)
+                except self.client_errors as e:
                     log.warning("could not cancel the copy task %s: %s", task, e)
         error = status.get("error")
         if isinstance(error, dict):
-            raise ElasticsearchError(
-                action, 500, str(error.get("type", "error")), str(error.get("reason", "")),
-                hint=_hint_for(500, str(error.get("type", ""))),
+            raise SearchServerError(
+                self.product.name, action, 500, str(error.get("type", "error")), str(error.get("reason", "")),
+                hint=hint_for(self.product, 500, str(error.get("type", ""))),
             )
         response = status.get("response") or {}
         failures = response.get("failures") or []
@@ -718,10 +696,10 @@ class ElasticsearchBackend:
         try:
             doomed = prune_choices(self._states(), current, self.keep_versions)
             if doomed:
-                self.client.indices.delete(index=",".join(doomed))
+                self._delete_indices(doomed)
                 log.info("removed old versions %s", doomed)
             return doomed
-        except (IndexerError, ApiError, TransportError) as e:
+        except (IndexerError, *self.client_errors) as e:
             log.warning("could not remove old versions of %s: %s", self.alias, e)
             return []
 
@@ -730,13 +708,7 @@ class ElasticsearchBackend:
         states = self._states()
         if not states:
             return []
-        stats = self._call(
-            "read index stats",
-            self.client.indices.stats,
-            index=",".join(st.name for st in states),
-            metric="docs",
-        )
-        counts = stats.body.get("indices", {})
+        counts = self._call("read index stats", self._docs_stats, [st.name for st in states]).get("indices", {})
         out = []
         for st in states:
             docs = counts.get(st.name, {}).get("primaries", {}).get("docs", {}).get("count", 0)
@@ -767,12 +739,9 @@ class ElasticsearchBackend:
                 hint="`cooccur indexes` lists the kept versions; raise keep_versions to keep more",
             )
         target = older[-1].name
-        self._call(
-            f"switch alias {self.alias} to {target}",
-            self.client.indices.update_aliases,
-            actions=alias_actions(self.alias, [current.name], target),
-        )
-        count = self._call(f"count {target}", self.client.count, index=target)["count"]
+        self._call(f"switch alias {self.alias} to {target}", self._update_aliases,
+                   alias_actions(self.alias, [current.name], target))
+        count = self._call(f"count {target}", self._count, target)
         created = version_time(self.alias, target)
         return VersionInfo(
             name=target,
@@ -803,17 +772,14 @@ class ElasticsearchBackend:
         return SearchResult(hits=hits, version=version)
 
     def _search(self, body: dict[str, Any], dfs: bool) -> dict[str, Any]:
-        params: dict[str, Any] = {"index": self.alias, "body": body}
-        if dfs:
-            params["search_type"] = "dfs_query_then_fetch"
-        return self._call(f"search {self.alias}", self.client.search, **params).body
+        return self._call(f"search {self.alias}", self._search_request, self.alias, body, dfs)
 
     def get(self, ids: Iterable[str]) -> dict[str, Document]:
         """The current documents of these ids (absent ids are left out)."""
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return {}
-        resp = self._call(f"get documents of {self.alias}", self.client.mget, index=self.alias, ids=wanted)
+        resp = self._call(f"get documents of {self.alias}", self._mget, self.alias, wanted)
         return {d["_id"]: d["_source"] for d in resp["docs"] if d.get("found")}
 
     def upsert(self, documents: Iterable[Document]) -> None:
@@ -826,7 +792,7 @@ class ElasticsearchBackend:
         docs = list(documents)
         try:
             total, failed = self._bulk(bulk_actions(self.alias, docs), refresh="wait_for")
-        except (ApiError, TransportError, BulkIndexError) as e:
+        except self.client_errors as e:
             raise self._error(e, f"upsert documents into {self.alias}") from e
         if failed:
             raise DocumentsFailed(failed, total)
@@ -838,37 +804,39 @@ class ElasticsearchBackend:
         )
         try:
             total, failed = self._bulk(actions, ignore_statuses=(404,), refresh="wait_for")
-        except (ApiError, TransportError, BulkIndexError) as e:
+        except self.client_errors as e:
             raise self._error(e, f"delete documents from {self.alias}") from e
         if failed:
             raise DocumentsFailed(failed, total)
 
     def checks(self) -> Iterator[Check]:
-        """Cluster reachable with a supported version; the alias on one index with documents."""
+        """Cluster reachable, of this product and a supported version; the alias on one
+        index with documents."""
+        p = self.product
         where = ", ".join(self.settings.urls)
-        quick = self.client.options(max_retries=0)
         try:
-            info = quick.info().body
-        except (ApiError, TransportError) as e:
+            info = self._info()
+        except self.client_errors as e:
             err = self._error(e, "read cluster info")
-            yield Check("elasticsearch", False, str(err), err.hint)
+            yield Check(p.backend, False, str(err), err.hint)
             return
         number = str(info.get("version", {}).get("number", "?"))
         major = int(number.split(".")[0]) if number.split(".")[0].isdigit() else 0
-        detail = f"{where}: Elasticsearch {number} (cluster {info.get('cluster_name', '?')}, client {CLIENT_VERSION})"
-        if major not in SUPPORTED_MAJORS:
-            yield Check("elasticsearch", False, detail, "cooccur supports Elasticsearch 8.x and 9.x")
+        detail = (f"{where}: {p.name} {number} (cluster {info.get('cluster_name', '?')}, "
+                  f"client {self.client_version})")
+        if major not in p.supported:
+            yield Check(p.backend, False, detail, f"cooccur supports {p.name} {p.majors}")
             return
-        yield Check("elasticsearch", True, detail)
+        yield Check(p.backend, True, detail)
         try:
             states = self._states()
             current = self._current(states)
-            count = self._call(f"count {current.name}", self.client.count, index=current.name)["count"]
+            count = self._call(f"count {current.name}", self._count, current.name)
         except IndexerError as e:
-            yield Check("elasticsearch alias", False, str(e), e.hint)
+            yield Check(f"{p.backend} alias", False, str(e), e.hint)
             return
         detail = f"alias {self.alias} -> {current.name} ({count} documents; {len(states)} versions kept)"
         if count == 0:
-            yield Check("elasticsearch alias", False, detail, "the current index is empty: index a model again")
+            yield Check(f"{p.backend} alias", False, detail, "the current index is empty: index a model again")
         else:
-            yield Check("elasticsearch alias", True, detail)
+            yield Check(f"{p.backend} alias", True, detail)

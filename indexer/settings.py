@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from .backends import BACKENDS
 
-def _env_urls() -> list[str]:
-    raw = os.environ.get("COOCCUR_ES_URL", "http://localhost:9200")
+
+def _env_urls(variable: str = "COOCCUR_ES_URL") -> list[str]:
+    raw = os.environ.get(variable, "http://localhost:9200")
     return [u.strip() for u in raw.split(",") if u.strip()]
 
 
@@ -46,15 +48,26 @@ class ElasticsearchSettings:
 
 
 @dataclass
+class OpenSearchSettings(ElasticsearchSettings):
+    """Connection and bulk-indexing settings of the OpenSearch backend ([index.opensearch]):
+    the same keys as [index.elasticsearch], but for api_key."""
+
+    urls: list[str] = field(default_factory=lambda: _env_urls("COOCCUR_OPENSEARCH_URL"))
+    """Cluster URL(s); default: $COOCCUR_OPENSEARCH_URL (comma-separated) or http://localhost:9200."""
+    api_key: str | None = None
+    """OpenSearch has no API keys: leave unset (basic auth: username / password)."""
+
+
+@dataclass
 class IndexSettings:
     """Where and how item documents are indexed ([index])."""
 
     backend: str = "embedded"
-    """`embedded` (a local index directory, no server) or `elasticsearch`."""
+    """`embedded` (a local index directory, no server), `elasticsearch` or `opensearch`."""
     data_dir: str = "cooccur-data"
     """Embedded backend: the directory holding index versions (and the event store)."""
     name: str = "items"
-    """Embedded: the index's subdirectory; Elasticsearch: the alias (indices are name_<time>)."""
+    """Embedded: the index's subdirectory; Elasticsearch / OpenSearch: the alias (indices are name_<time>)."""
     keep_versions: int = 3
     """Versions kept after a switch (the current one included); older ones are removed."""
     date_fields: list[str] = field(default_factory=lambda: ["availableDate", "expireDate", "date"])
@@ -72,12 +85,14 @@ class IndexSettings:
     `<indicator>_w`, so `[query] scoring = "weights"` can score by them."""
     elasticsearch: ElasticsearchSettings = field(default_factory=ElasticsearchSettings)
     """Connection and bulk settings: [index.elasticsearch]."""
+    opensearch: OpenSearchSettings = field(default_factory=OpenSearchSettings)
+    """Connection and bulk settings: [index.opensearch]."""
 
-    _nested = {"elasticsearch": ElasticsearchSettings}
+    _nested = {"elasticsearch": ElasticsearchSettings, "opensearch": OpenSearchSettings}
 
     def __post_init__(self) -> None:
-        if self.backend not in ("embedded", "elasticsearch"):
-            raise ValueError(f"backend must be 'embedded' or 'elasticsearch', not {self.backend!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
         if self.keep_versions < 1:
             raise ValueError("keep_versions must be at least 1")
         if self.prior_ranking not in ("popular", "trending", "hot"):

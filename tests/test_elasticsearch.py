@@ -26,10 +26,12 @@ from elastic_transport._node import NodeApiResponse
 
 from indexer.backend import IndexSchema
 from indexer.documents import iter_documents, open_model, schema_for
-from indexer.elasticsearch import (
-    ElasticsearchBackend,
-    ElasticsearchError,
+from indexer.elasticsearch import ElasticsearchBackend
+from indexer.errors import BackendUnavailable, DocumentsFailed, IndexerError
+from indexer.mapping import MappingError, build_index_body, load_template
+from indexer.search_server import (
     IndexState,
+    SearchServerError,
     _schema_from_meta,
     _schema_to_meta,
     alias_actions,
@@ -38,8 +40,6 @@ from indexer.elasticsearch import (
     version_name,
     version_time,
 )
-from indexer.errors import BackendUnavailable, DocumentsFailed, IndexerError
-from indexer.mapping import MappingError, build_index_body, load_template
 from indexer.settings import ElasticsearchSettings
 
 NOW = datetime(2026, 11, 25, 13, 0, 0, 123456, tzinfo=UTC)
@@ -399,7 +399,7 @@ def test_mapping_rejected_leaves_alias_untouched():
     rec = Recorder([
         ("PUT", f"/{NEW}", es_error(400, "mapper_parsing_exception", "Failed to parse mapping: unknown parameter [doc_valuez]")),
     ])
-    with pytest.raises(ElasticsearchError) as err:
+    with pytest.raises(SearchServerError) as err:
         backend(rec).create_version(SCHEMA, iter(DOCS))
     assert err.value.status == 400
     assert "unknown parameter [doc_valuez]" in str(err.value)
@@ -456,7 +456,7 @@ def test_retries_exhausted_fail_and_delete_the_new_index(sleeps):
         *[("PUT", "/_bulk", es_error(429, "es_rejected_execution_exception", "queue full"))] * 3,
         ("DELETE", f"/{NEW}", (200, {"acknowledged": True})),
     ])
-    with pytest.raises(ElasticsearchError) as err:
+    with pytest.raises(SearchServerError) as err:
         backend(rec).create_version(SCHEMA, iter(DOCS))
     assert err.value.status == 429 and "overloaded" in err.value.hint
     assert sleeps == [0.5, 0.75]
@@ -508,7 +508,7 @@ def test_unreachable_cluster_names_the_url(sleeps):
 
 def test_authentication_error_has_a_hint():
     rec = Recorder([("PUT", f"/{NEW}", es_error(401, "security_exception", "missing authentication credentials"))])
-    with pytest.raises(ElasticsearchError) as err:
+    with pytest.raises(SearchServerError) as err:
         backend(rec).create_version(SCHEMA, iter(DOCS))
     assert err.value.status == 401 and "COOCCUR_ES_API_KEY" in err.value.hint
 
