@@ -195,6 +195,11 @@ class Backend(Protocol):
         """All kept versions, oldest first."""
         ...
 
+    def current_schema(self) -> IndexSchema | None:
+        """The current version's fields (None: no current version, or one that does not
+        record them). Serving asks it per request: backends keep it cheap."""
+        ...
+
     def rollback(self) -> VersionInfo:
         """Make the version before the current one current again."""
         ...

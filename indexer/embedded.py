@@ -420,6 +420,13 @@ class EmbeddedBackend:
         return next(v for v in self.versions() if v.name == earlier[-1])
 
     # ------------------------------------------------------------------ reading
+    def current_schema(self) -> IndexSchema | None:
+        """The current version's fields, from the snapshot in memory."""
+        try:
+            return self.snapshot().schema
+        except BackendUnavailable:
+            return None
+
     def snapshot(self) -> Snapshot:
         """The current version with its overlay, reloaded if another process changed either."""
         for _ in range(5):

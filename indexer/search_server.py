@@ -50,6 +50,9 @@ _VERSION_RE = r"_(\d{8})t(\d{6})(\d{3})z"
 TASK_POLL_FIRST = 0.5
 """Seconds before the first re-check of a running `_reindex` task; doubles up to TASK_POLL_MAX."""
 TASK_POLL_MAX = 5.0
+SCHEMA_TTL = 5.0
+"""Seconds current_schema() answers from memory: serving asks per request, and another
+process's switch is seen this much later (this process's own switches at once)."""
 
 
 @dataclass(frozen=True)
@@ -321,6 +324,7 @@ class SearchServerBackend:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._mapping_path = mapping_path
         self._dfs = settings.shards > 1
+        self._schema: tuple[float, IndexSchema | None] | None = None
         try:
             self.client = self._make_client(client_options or {})
         except (ValueError, TypeError) as e:
@@ -587,9 +591,10 @@ class SearchServerBackend:
                 "complete": False,
             }
         }
+        # the fields: what serving asks (current_schema) and `index --changed-only` checks
+        meta["cooccur"]["schema"] = _schema_to_meta(schema)
         if model_id is not None:
-            # what `index --changed-only` checks before it builds on this index
-            meta["cooccur"].update(model_id=model_id, schema=_schema_to_meta(schema))
+            meta["cooccur"]["model_id"] = model_id
         meta["cooccur"].update(extra_meta)
         body = build_index_body(
             schema, self.settings, load_template(self._mapping_path), meta=meta
@@ -624,6 +629,7 @@ class SearchServerBackend:
                 states = self._states()
                 previous = [st.name for st in states if st.aliased and st.name != name]
             self._update_aliases(alias_actions(self.alias, previous, name))
+            self._schema = None
         except BaseException as e:
             if may_exist:
                 self._drop(name)
@@ -703,6 +709,15 @@ class SearchServerBackend:
             log.warning("could not remove old versions of %s: %s", self.alias, e)
             return []
 
+    def current_schema(self) -> IndexSchema | None:
+        """The current index's fields (its `_meta.cooccur.schema`), kept SCHEMA_TTL seconds."""
+        now = time.monotonic()
+        if self._schema is None or now - self._schema[0] >= SCHEMA_TTL:
+            states = self._states()
+            current = [st for st in states if st.aliased]
+            self._schema = (now, current[0].schema if len(current) == 1 else None)
+        return self._schema[1]
+
     def versions(self) -> list[VersionInfo]:
         """All `<alias>_<time>` indices, oldest first, with document counts."""
         states = self._states()
@@ -741,6 +756,7 @@ class SearchServerBackend:
         target = older[-1].name
         self._call(f"switch alias {self.alias} to {target}", self._update_aliases,
                    alias_actions(self.alias, [current.name], target))
+        self._schema = None
         count = self._call(f"count {target}", self._count, target)
         created = version_time(self.alias, target)
         return VersionInfo(

@@ -255,13 +255,10 @@ class Recommender:
         return self.settings.default_boosts(ordered, plan.primary)
 
     def index_schema(self) -> IndexSchema | None:
-        """The current index's fields, when the backend can tell (the embedded one can)."""
-        snapshot = getattr(self.backend, "snapshot", None)
-        if snapshot is None:
-            return None
+        """The current index's fields (None: no current version, or one that does not say)."""
         try:
-            return snapshot().schema
-        except BackendUnavailable:
+            return self.backend.current_schema()
+        except IndexerError:
             return None
 
     def scoring_for(self, indicators: Mapping[str, float]) -> tuple[list[str], bool]:

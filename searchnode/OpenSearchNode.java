@@ -4,6 +4,8 @@ import java.util.Collections;
 import java.util.List;
 
 import org.opensearch.common.settings.Settings;
+import org.opensearch.index.mapper.MapperExtrasPlugin;
+import org.opensearch.index.reindex.ReindexPlugin;
 import org.opensearch.node.InternalSettingsPreparer;
 import org.opensearch.node.Node;
 import org.opensearch.transport.Netty4Plugin;
@@ -14,13 +16,15 @@ import org.opensearch.transport.Netty4Plugin;
  *
  * Usage: java -cp 'lib/*:classes' OpenSearchNode HOME_DIR HTTP_PORT
  * Prints "http 127.0.0.1:PORT" once the node has started; runs until killed.
- * Node's plugin-list constructor is protected: a subclass hands it Netty4Plugin from the
- * classpath, as the test framework's MockNode does.
+ * Node's plugin-list constructor is protected: a subclass hands it plugins from the classpath,
+ * as the test framework's MockNode does: Netty4Plugin (HTTP) and MapperExtrasPlugin
+ * (rank_feature / rank_features, the correlator weights) and ReindexPlugin (`_reindex`, the
+ * copy of `cooccur index --changed-only`).
  */
 public final class OpenSearchNode extends Node {
     private OpenSearchNode(Settings settings) {
         super(InternalSettingsPreparer.prepareEnvironment(settings, Collections.emptyMap(), null, () -> "cooccur-test"),
-              List.of(Netty4Plugin.class), true);
+              List.of(Netty4Plugin.class, MapperExtrasPlugin.class, ReindexPlugin.class), true);
     }
 
     public static void main(String[] args) throws Exception {

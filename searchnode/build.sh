@@ -2,7 +2,7 @@
 # Resolve the jars of the live-test search nodes from Maven Central into ~/.m2 and
 # searchnode/build/<product>/lib, and compile their launchers with plain javac.
 #   searchnode/build.sh [opensearch|elasticsearch ...]   (default: both)
-# Done once: a product whose launcher class exists is skipped (rm -rf searchnode/build to redo).
+# Done once: jars are resolved again when the pom changes, launchers compiled when they change.
 set -euo pipefail
 cd "$(dirname "$0")"
 command -v mvn >/dev/null && command -v javac >/dev/null || {
@@ -10,23 +10,27 @@ command -v mvn >/dev/null && command -v javac >/dev/null || {
 
 build() {  # product, launcher class
   local product=$1 main=$2 out=build/$1
-  if [ -f "$out/classes/$main.class" ]; then return 0; fi
-  echo "searchnode: resolving $product jars (Maven Central) ..." >&2
-  rm -rf "$out"
-  mvn -q -B -f "pom-$product.xml" dependency:copy-dependencies
-  if [ "$product" = elasticsearch ]; then
-    # Elasticsearch 8 loads netty4 only as a module (a directory of its own with a descriptor).
-    local version mod=$out/modules/transport-netty4
-    version=$(ls "$out"/lib/elasticsearch-[0-9]*.jar | sed 's/.*elasticsearch-\(.*\)\.jar/\1/')
-    mkdir -p "$mod"
-    mv "$out"/lib/transport-netty4-*.jar "$out"/lib/netty-*.jar "$mod"/
-    printf '%s\n' "description=Netty 4 based transport" "version=$version" "name=transport-netty4" \
-      "classname=org.elasticsearch.transport.netty4.Netty4Plugin" "java.version=17" \
-      "elasticsearch.version=$version" "extended.plugins=" "has.native.controller=false" \
-      > "$mod/plugin-descriptor.properties"
+  if [ ! -f "$out/.resolved" ] || [ "pom-$product.xml" -nt "$out/.resolved" ]; then
+    echo "searchnode: resolving $product jars (Maven Central) ..." >&2
+    rm -rf "$out"
+    mvn -q -B -f "pom-$product.xml" dependency:copy-dependencies
+    if [ "$product" = elasticsearch ]; then
+      # Elasticsearch 8 loads netty4 only as a module (a directory of its own with a descriptor).
+      local version mod=$out/modules/transport-netty4
+      version=$(ls "$out"/lib/elasticsearch-[0-9]*.jar | sed 's/.*elasticsearch-\(.*\)\.jar/\1/')
+      mkdir -p "$mod"
+      mv "$out"/lib/transport-netty4-*.jar "$out"/lib/netty-*.jar "$mod"/
+      printf '%s\n' "description=Netty 4 based transport" "version=$version" "name=transport-netty4" \
+        "classname=org.elasticsearch.transport.netty4.Netty4Plugin" "java.version=17" \
+        "elasticsearch.version=$version" "extended.plugins=" "has.native.controller=false" \
+        > "$mod/plugin-descriptor.properties"
+    fi
+    touch "$out/.resolved"
   fi
-  mkdir -p "$out/classes"
-  javac -d "$out/classes" -cp "$out/lib/*" "$main.java"
+  if [ ! -f "$out/classes/$main.class" ] || [ "$main.java" -nt "$out/classes/$main.class" ]; then
+    mkdir -p "$out/classes"
+    javac -d "$out/classes" -cp "$out/lib/*" "$main.java"
+  fi
 }
 
 for product in "${@:-opensearch elasticsearch}"; do
