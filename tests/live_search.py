@@ -154,12 +154,22 @@ def has_rank_features(backend: SearchServerBackend) -> bool:
     module: the live-test Elasticsearch node lacks it, see docs/elasticsearch.md)."""
     name = f"{backend.alias}_probe"
     try:
-        backend._create_index(name, {"mappings": {"properties": {"f": {"type": "rank_features"}}}})
+        backend._create_index(name, {"settings": {}, "mappings": {"properties": {"f": {"type": "rank_features"}}}})
     except backend.client_errors as e:
         if "rank_features" in str(backend._error(e, "probe")):
             return False
         raise
     backend._delete_indices([name])
+    return True
+
+
+def has_reindex(backend: SearchServerBackend) -> bool:
+    """Whether the server has `_reindex` (the reindex module: the live-test Elasticsearch node
+    lacks it). A copy from a missing index is refused with 404 where it exists, 405 where not."""
+    try:
+        backend._start_reindex({"index": f"{backend.alias}_missing"}, {"index": f"{backend.alias}_probe"})
+    except backend.client_errors as e:
+        return "405" not in str(backend._error(e, "probe"))
     return True
 
 
