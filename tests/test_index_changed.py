@@ -11,8 +11,6 @@ e (category), drops d entirely and adds f; a and c are unchanged:
 from __future__ import annotations
 
 import json
-import uuid
-from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -439,36 +437,6 @@ def test_es_failure_while_waiting_cancels_the_task(models, sleeps):
     with pytest.raises(IndexerError, match=f"copy {OLD2} into {NEW}: 500 exception: node left"):
         es_backend(rec).update_version(schema, changes)
     assert [m for m, _ in rec.calls()][-2:] == ["POST", "DELETE"]
-
-
-# --------------------------------------------------------------------------- Elasticsearch (live)
-@pytest.mark.elasticsearch
-def test_es_live_changed_only_equals_a_full_index(models, es_url):
-    m1, m2 = models
-    urls = [u.strip() for u in es_url.split(",")]
-    aliases = [f"cooccur_test_{uuid.uuid4().hex[:8]}" for _ in range(2)]
-    settings = [IndexSettings(backend="elasticsearch", name=a, keep_versions=2,
-                              elasticsearch=ElasticsearchSettings(urls=urls, replicas=0)) for a in aliases]
-    backends = [ElasticsearchBackend(a, s.elasticsearch, 2) for a, s in zip(aliases, settings, strict=True)]
-    try:
-        index_model(m1, settings[0])
-        report = index_model(m2, settings[0], changed_only=True)
-        index_model(m2, settings[1])
-        inc, full = backends
-        assert (report.copied, report.replaced, report.added, report.deleted) == (2, 2, 1, 1)
-        assert all_documents(inc) == all_documents(full)
-        assert inc.get(["d"]) == {}
-        for got, want in zip(results(inc), results(full), strict=True):
-            assert [g[0] for g in got] == [w[0] for w in want]
-            assert [g[1] for g in got] == pytest.approx([w[1] for w in want], rel=1e-6)
-        assert Counter(v.model_id for v in inc.versions()) == Counter({"m1": 1, "m2": 1})
-        with pytest.raises(ChangedOnlyRefused, match="already built from model m2"):
-            index_model(m2, settings[0], changed_only=True)
-    finally:
-        for b, a in zip(backends, aliases, strict=True):
-            names = list(b.client.indices.get(index=f"{a}_*").body)
-            if names:
-                b.client.options(ignore_status=404).indices.delete(index=",".join(names))
 
 
 def test_es_many_changes_index_the_whole_model(models, monkeypatch):
