@@ -5,6 +5,12 @@ OpenSearch speaks the Elasticsearch 7.10 REST API that everything here uses (ind
 aliases, mapping `_meta`, `_reindex` tasks, the query bodies of query/builder.py), so all of
 it is shared with the Elasticsearch backend; only the client differs. The `elasticsearch`
 client cannot be used: it refuses any server that is not Elasticsearch (its product check).
+
+Similarity: OpenSearch 1.x and 2.x score with Lucene's LegacyBM25Similarity (BM25 times
+k1 + 1) like Elasticsearch, which the embedded backend follows; OpenSearch 3.0 made plain
+BM25Similarity the default (opensearch-project/OpenSearch#17315), so on 3.x each new index
+names the deprecated `LegacyBM25` similarity as its default: the same scores as on 2.x,
+Elasticsearch and the embedded backend.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from .errors import BackendUnavailable, IndexerError
 from .search_server import Product, SearchServerBackend, api_error, bulk_failures, unreachable
 
 OPENSEARCH = Product("OpenSearch", "opensearch", (1, 2, 3), "COOCCUR_OPENSEARCH_URL")
+LEGACY_BM25_FROM = 3
+"""The first major whose default similarity is not LegacyBM25."""
 
 
 def translate_error(e: BaseException, action: str, urls: list[str]) -> IndexerError:
@@ -106,7 +114,15 @@ class OpenSearchBackend(SearchServerBackend):
     def _indices(self, pattern: str) -> dict[str, Any]:
         return self.client.indices.get(index=pattern, expand_wildcards="open")
 
+    @cached_property
+    def _major(self) -> int:
+        number = str(self._info().get("version", {}).get("number", "0"))
+        return int(number.split(".")[0]) if number.split(".")[0].isdigit() else 0
+
     def _create_index(self, name: str, body: dict[str, Any]) -> None:
+        if self._major >= LEGACY_BM25_FROM:
+            index = {**body["settings"].get("index", {}), "similarity": {"default": {"type": "LegacyBM25"}}}
+            body = {**body, "settings": {**body["settings"], "index": index}}
         self.client.indices.create(index=name, body=body)
 
     def _refresh(self, index: str) -> None:
