@@ -34,31 +34,14 @@ from elasticsearch.exceptions import GeneralAvailabilityWarning
 from elasticsearch.helpers import BulkIndexError
 
 from .errors import BackendUnavailable, IndexerError
-from .search_server import (
-    RETRY_STATUSES,
-    IndexState,
-    Product,
-    SearchServerBackend,
-    SearchServerError,
-    alias_actions,
-    api_error,
-    bulk_actions,
-    bulk_failures,
-    prune_choices,
-    unreachable,
-    version_name,
-    version_time,
-)
-
-__all__ = [
-    "ELASTICSEARCH", "ElasticsearchBackend", "IndexState", "SearchServerError", "alias_actions",
-    "bulk_actions", "prune_choices", "translate_error", "version_name", "version_time",
-]
+from .search_server import Product, SearchServerBackend, api_error, bulk_failures, unreachable
 
 ELASTICSEARCH = Product("Elasticsearch", "elasticsearch", (8, 9), "COOCCUR_ES_URL")
 COMPAT_MAJOR = 8
 """REST-compatibility version sent to the server: 8.x and 9.x servers both accept 8."""
 _COMPAT_RE = re.compile(r"compatible-with=\d+")
+RETRY_STATUSES = (429, 502, 503, 504)
+"""Statuses the bulk helper retries (whole request or single document) with backoff."""
 
 
 def translate_error(e: BaseException, action: str, urls: list[str]) -> IndexerError:

@@ -43,8 +43,6 @@ from .settings import ElasticsearchSettings
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUSES = (429, 502, 503, 504)
-"""Statuses the bulk helper retries (whole request or single document) with backoff."""
 _ALIAS_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,200}$")
 _VERSION_RE = r"_(\d{8})t(\d{6})(\d{3})z"
 TASK_POLL_FIRST = 0.5

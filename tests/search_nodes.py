@@ -23,6 +23,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,10 +40,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _missing(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI builds the nodes with `make search-nodes` first)")
-    pytest.skip(f"{reason}: run `make search-nodes`")
+class NodeUnavailable(Exception):
+    """No node can be started here (no Java, or `make search-nodes` not run)."""
 
 
 def _command(product: str, home: Path, port: int) -> list[str]:
@@ -64,13 +63,15 @@ def _green(url: str) -> bool:
         return False
 
 
-def start_node(product: str) -> Iterator[str]:
-    """Start one node of `product` (opensearch, elasticsearch); yield its URL; stop it."""
+@contextmanager
+def running_node(product: str) -> Iterator[str]:
+    """Start one node of `product` (opensearch, elasticsearch); yield its URL; stop it by pid.
+    Raises NodeUnavailable without Java or the built node, RuntimeError if it does not start."""
     launcher = "OpenSearchNode" if product == "opensearch" else "ElasticsearchNode"
     if shutil.which("java") is None:
-        _missing("no java on PATH")
+        raise NodeUnavailable("no java on PATH")
     if not (ROOT / product / "classes" / f"{launcher}.class").exists():
-        _missing(f"the {product} test node is not built ({ROOT / product})")
+        raise NodeUnavailable(f"the {product} test node is not built ({ROOT / product})")
     home = Path(tempfile.mkdtemp(prefix=f"cooccur-{product}-"))
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -83,7 +84,7 @@ def start_node(product: str) -> Iterator[str]:
         while not _green(url):
             if proc.poll() is not None or time.monotonic() > deadline:
                 tail = log_path.read_text(errors="replace")[-3000:]
-                pytest.fail(f"the {product} test node did not turn green (exit {proc.poll()}):\n{tail}")
+                raise RuntimeError(f"the {product} test node did not turn green (exit {proc.poll()}):\n{tail}")
             time.sleep(0.5)
         yield url
     finally:
@@ -97,19 +98,28 @@ def start_node(product: str) -> Iterator[str]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+def _node_fixture(product: str, variable: str) -> Iterator[str]:
+    if os.environ.get(variable):
+        yield os.environ[variable]
+        return
+    try:
+        with running_node(product) as url:
+            yield url
+    except NodeUnavailable as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{e} (CI builds the nodes with `make search-nodes` first)")
+        pytest.skip(f"{e}: run `make search-nodes`")
+    except RuntimeError as e:
+        pytest.fail(str(e))
+
+
 @pytest.fixture(scope="session")
 def opensearch_url() -> Iterator[str]:
     """A live OpenSearch: COOCCUR_OPENSEARCH_URL, or a node started for this session."""
-    if os.environ.get("COOCCUR_OPENSEARCH_URL"):
-        yield os.environ["COOCCUR_OPENSEARCH_URL"]
-        return
-    yield from start_node("opensearch")
+    yield from _node_fixture("opensearch", "COOCCUR_OPENSEARCH_URL")
 
 
 @pytest.fixture(scope="session")
 def es_url() -> Iterator[str]:
     """A live Elasticsearch: COOCCUR_ES_URL, or a node started for this session."""
-    if os.environ.get("COOCCUR_ES_URL"):
-        yield os.environ["COOCCUR_ES_URL"]
-        return
-    yield from start_node("elasticsearch")
+    yield from _node_fixture("elasticsearch", "COOCCUR_ES_URL")
