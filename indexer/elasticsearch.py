@@ -36,7 +36,8 @@ from elasticsearch.helpers import BulkIndexError
 from .errors import BackendUnavailable, IndexerError
 from .search_server import Product, SearchServerBackend, api_error, bulk_failures, unreachable
 
-ELASTICSEARCH = Product("Elasticsearch", "elasticsearch", (8, 9), "COOCCUR_ES_URL")
+ELASTICSEARCH = Product("Elasticsearch", "elasticsearch", (8, 9), "COOCCUR_ES_URL",
+                        "api_key (COOCCUR_ES_API_KEY) or username/password")
 COMPAT_MAJOR = 8
 """REST-compatibility version sent to the server: 8.x and 9.x servers both accept 8."""
 _COMPAT_RE = re.compile(r"compatible-with=\d+")

@@ -65,6 +65,8 @@ class Product:
     """Server major versions this backend supports."""
     url_env: str
     """The environment variable of its default URLs."""
+    credentials: str = "username/password"
+    """The settings that authenticate a client."""
 
     @property
     def section(self) -> str:
@@ -124,9 +126,7 @@ def hint_for(product: Product, status: int, error_type: str) -> str:
     if error_type == "media_type_header_exception":
         return f"the server's major version is not supported (cooccur supports {product.name} {product.majors})"
     if status == 401:
-        if product.backend == "elasticsearch":
-            return f"set api_key (COOCCUR_ES_API_KEY) or username/password under {section}"
-        return f"set username/password under {section}"
+        return f"set {product.credentials} under {section}"
     if status == 403:
         return "the API key or user lacks privileges: it needs create_index, write, delete_index and manage on the alias's indices"
     if error_type in ("mapper_parsing_exception", "illegal_argument_exception"):
