@@ -6,11 +6,12 @@ aliases, mapping `_meta`, `_reindex` tasks, the query bodies of query/builder.py
 it is shared with the Elasticsearch backend; only the client differs. The `elasticsearch`
 client cannot be used: it refuses any server that is not Elasticsearch (its product check).
 
-Similarity: OpenSearch 1.x and 2.x score with Lucene's LegacyBM25Similarity (BM25 times
-k1 + 1) like Elasticsearch, which the embedded backend follows; OpenSearch 3.0 made plain
-BM25Similarity the default (opensearch-project/OpenSearch#17315), so on 3.x each new index
-names the deprecated `LegacyBM25` similarity as its default: the same scores as on 2.x,
-Elasticsearch and the embedded backend.
+Scoring: OpenSearch 1.x and 2.x score keyword `term` clauses with Lucene's
+LegacyBM25Similarity (BM25 times k1 + 1) like Elasticsearch, which the embedded backend
+follows. OpenSearch 3.0 changed two things: plain BM25Similarity became the default, and
+`term` queries on keyword fields score a constant 1.0 unless the field sets
+`use_similarity`. On 3.x each new index undoes both (scoring_as_before_3), so its scores
+are those of 2.x, Elasticsearch and the embedded backend.
 """
 
 from __future__ import annotations
@@ -34,8 +35,22 @@ from .errors import BackendUnavailable, IndexerError
 from .search_server import Product, SearchServerBackend, api_error, bulk_failures, unreachable
 
 OPENSEARCH = Product("OpenSearch", "opensearch", (1, 2, 3), "COOCCUR_OPENSEARCH_URL")
-LEGACY_BM25_FROM = 3
-"""The first major whose default similarity is not LegacyBM25."""
+SCORING_CHANGED_IN = 3
+"""The first major whose keyword `term` queries do not score with LegacyBM25 by default."""
+
+
+def scoring_as_before_3(body: dict[str, Any]) -> dict[str, Any]:
+    """The index body with what OpenSearch 3.0 changed undone: LegacyBM25 as the default
+    similarity (3.0 made plain BM25 the default, opensearch-project/OpenSearch#17315) and
+    `use_similarity` on every keyword field (3.0 scores `term` queries on keyword fields as
+    constant 1.0 unless it is set, #17889)."""
+    settings = body["settings"]
+    index = {**settings.get("index", {}), "similarity": {"default": {"type": "LegacyBM25"}}}
+    properties = {
+        field: {"use_similarity": True, **spec} if spec.get("type") == "keyword" else spec
+        for field, spec in body["mappings"].get("properties", {}).items()
+    }
+    return {**body, "settings": {**settings, "index": index}, "mappings": {**body["mappings"], "properties": properties}}
 
 
 def translate_error(e: BaseException, action: str, urls: list[str]) -> IndexerError:
@@ -120,9 +135,8 @@ class OpenSearchBackend(SearchServerBackend):
         return int(number.split(".")[0]) if number.split(".")[0].isdigit() else 0
 
     def _create_index(self, name: str, body: dict[str, Any]) -> None:
-        if self._major >= LEGACY_BM25_FROM:
-            index = {**body["settings"].get("index", {}), "similarity": {"default": {"type": "LegacyBM25"}}}
-            body = {**body, "settings": {**body["settings"], "index": index}}
+        if self._major >= SCORING_CHANGED_IN:
+            body = scoring_as_before_3(body)
         self.client.indices.create(index=name, body=body)
 
     def _refresh(self, index: str) -> None:

@@ -89,12 +89,16 @@ def test_create_version_request_sequence_and_bodies():
     assert calls[7][2] == {"actions": [{"add": {"index": NEW, "alias": "items"}}]}
 
 
-def test_opensearch_3_indices_keep_legacy_bm25():
-    """3.x made BM25Similarity the default: new indices name LegacyBM25, as 2.x scored."""
+def test_opensearch_3_indices_score_as_before():
+    """3.0 made BM25Similarity the default and keyword `term` queries constant-score: new
+    indices name LegacyBM25 and set use_similarity on keyword fields, as 2.x scored."""
     conn, calls = recorder(create_script("3.1.0"))
     backend(conn).create_version(SCHEMA, DOCS)
-    assert calls[1][2]["settings"]["index"] == {
+    create = calls[1][2]
+    assert create["settings"]["index"] == {
         "number_of_shards": 1, "number_of_replicas": 1, "similarity": {"default": {"type": "LegacyBM25"}}}
+    assert create["mappings"]["properties"]["purchase"] == {"use_similarity": True, "type": "keyword", "doc_values": False}
+    assert create["mappings"]["properties"]["prior"] == {"type": "float", "doc_values": True}
 
 
 def test_refused_documents_are_listed_and_the_new_index_deleted():
