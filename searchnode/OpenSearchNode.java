@@ -15,7 +15,7 @@ import org.opensearch.transport.Netty4Plugin;
  * cluster, no security manager plugins, data under the given directory.
  *
  * Usage: java -cp 'lib/*:classes' OpenSearchNode HOME_DIR HTTP_PORT
- * Prints "http 127.0.0.1:PORT" once the node has started; runs until killed.
+ * Prints "started" once the node has started; runs until killed.
  * Node's plugin-list constructor is protected: a subclass hands it plugins from the classpath,
  * as the test framework's MockNode does: Netty4Plugin (HTTP) and MapperExtrasPlugin
  * (rank_feature / rank_features, the correlator weights) and ReindexPlugin (`_reindex`, the

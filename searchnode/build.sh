@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Resolve the jars of the live-test search nodes from Maven Central into ~/.m2 and
 # searchnode/build/<product>/lib, and compile their launchers with plain javac.
-#   searchnode/build.sh [opensearch|elasticsearch ...]   (default: both)
+#   searchnode/build.sh [opensearch|elasticsearch|opensearch3 ...]   (default: the first two)
+# opensearch3 (OpenSearch 3.x, Java 21+) compiles and resolves with $JAVA21_HOME, by default
+# /usr/lib/jvm/temurin-25-jdk-amd64; run it with that java and COOCCUR_OPENSEARCH_URL.
 # Done once: jars are resolved again when the pom changes, launchers compiled when they change.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -13,7 +15,7 @@ build() {  # product, launcher class
   if [ ! -f "$out/.resolved" ] || [ "pom-$product.xml" -nt "$out/.resolved" ]; then
     echo "searchnode: resolving $product jars (Maven Central) ..." >&2
     rm -rf "$out"
-    mvn -q -B -f "pom-$product.xml" dependency:copy-dependencies
+    JAVA_HOME=${JAVA_HOME_FOR:-${JAVA_HOME:-}} mvn -q -B -f "pom-$product.xml" dependency:copy-dependencies
     if [ "$product" = elasticsearch ]; then
       # Elasticsearch 8 loads netty4 only as a module (a directory of its own with a descriptor).
       local version mod=$out/modules/transport-netty4
@@ -29,7 +31,7 @@ build() {  # product, launcher class
   fi
   if [ ! -f "$out/classes/$main.class" ] || [ "$main.java" -nt "$out/classes/$main.class" ]; then
     mkdir -p "$out/classes"
-    javac -d "$out/classes" -cp "$out/lib/*" "$main.java"
+    "${JAVA_HOME_FOR:+$JAVA_HOME_FOR/bin/}javac" -d "$out/classes" -cp "$out/lib/*" "$main.java"
   fi
 }
 
@@ -38,6 +40,7 @@ for product in "${@:-opensearch elasticsearch}"; do
     case $p in
       opensearch) build opensearch OpenSearchNode ;;
       elasticsearch) build elasticsearch ElasticsearchNode ;;
+      opensearch3) JAVA_HOME_FOR=${JAVA21_HOME:-/usr/lib/jvm/temurin-25-jdk-amd64} build opensearch3 OpenSearch3Node ;;
       *) echo "searchnode: unknown product $p" >&2; exit 2 ;;
     esac
   done
