@@ -1,12 +1,13 @@
 import java.io.IOException;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
+import java.nio.file.Path;
 import java.nio.file.Paths;
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.LinkedHashMap;
+import java.util.Comparator;
 import java.util.List;
-import java.util.Map;
+import java.util.Locale;
+import java.util.stream.Stream;
 
 import org.apache.mahout.math.cf.ParOpts;
 import org.apache.mahout.math.cf.SimilarityAnalysis$;
@@ -38,8 +39,8 @@ import scala.Tuple2;
  * action under the output directory.
  *
  * Usage: MahoutCooccurrence INPUT OUTPUT PRIMARY[,SECONDARY...] MASTER
- *        MAX_SIMILARITIES_PER_ITEM MAX_INTERACTIONS SEED
- * Prints one JSON line of timings (seconds) on stdout.
+ *        MAX_SIMILARITIES_PER_ITEM MAX_INTERACTIONS SEED RUNS
+ * Runs the job RUNS times in one SparkContext; prints one JSON line of timings (seconds).
  */
 public final class MahoutCooccurrence {
 
@@ -47,9 +48,9 @@ public final class MahoutCooccurrence {
     }
 
     public static void main(String[] args) throws IOException {
-        if (args.length != 7) {
+        if (args.length != 8) {
             System.err.println("usage: MahoutCooccurrence INPUT OUTPUT PRIMARY[,SECONDARY...] MASTER "
-                + "MAX_SIMILARITIES_PER_ITEM MAX_INTERACTIONS SEED");
+                + "MAX_SIMILARITIES_PER_ITEM MAX_INTERACTIONS SEED RUNS");
             System.exit(2);
         }
         String input = args[0];
@@ -59,6 +60,7 @@ public final class MahoutCooccurrence {
         int maxSimilarities = Integer.parseInt(args[4]);
         int maxInteractions = Integer.parseInt(args[5]);
         int seed = Integer.parseInt(args[6]);
+        int runs = Integer.parseInt(args[7]);
 
         long t0 = System.nanoTime();
         // mahoutSparkContext sets the Kryo serializer and Mahout's Kryo registrator, as
@@ -73,6 +75,27 @@ public final class MahoutCooccurrence {
         jsc.setLogLevel("WARN");
         double contextSeconds = (System.nanoTime() - t0) / 1e9;
 
+        // Every run starts from the text file (nothing cached between runs); the first run
+        // is the JVM's cold one, the caller treats it as the warm-up.
+        StringBuilder json = new StringBuilder();
+        json.append(String.format(Locale.ROOT, "{\"context_seconds\": %.3f, \"spark\": \"%s\", \"runs\": [",
+            contextSeconds, org.apache.spark.package$.MODULE$.SPARK_VERSION()));
+        for (int run = 0; run < runs; run++) {
+            for (String action : actions) {
+                deleteTree(Paths.get(output, action));
+            }
+            json.append(run > 0 ? ", " : "").append(runOnce(sdc, jsc, input, output, actions,
+                maxSimilarities, maxInteractions, seed));
+            System.err.println("mahout run " + (run + 1) + "/" + runs + " done");
+        }
+        json.append("]}");
+        jsc.stop();
+        System.out.println(json);
+    }
+
+    /** Read, cooccurrencesIDSs, write; one JSON object of seconds and counts. */
+    private static String runOnce(SparkDistributedContext sdc, JavaSparkContext jsc, String input,
+            String output, List<String> actions, int maxSimilarities, int maxInteractions, int seed) {
         long t1 = System.nanoTime();
         JavaRDD<String[]> rows = jsc.textFile(input)
             .map(line -> line.split(","))
@@ -99,28 +122,29 @@ public final class MahoutCooccurrence {
         scala.collection.immutable.List<IndexedDataset> result = SimilarityAnalysis$.MODULE$.cooccurrencesIDSs(
             datasets.toArray(new IndexedDataset[0]), seed, maxSimilarities, maxInteractions,
             new ParOpts(-1, -1, true));
-        Map<String, Long> lines = new LinkedHashMap<>();
+        StringBuilder items = new StringBuilder();
         for (int i = 0; i < actions.size(); i++) {
-            String dest = Paths.get(output, actions.get(i)).toString();
-            result.apply(i).dfsWrite(dest, DefaultIndexedDatasetWriteSchema$.MODULE$, sdc);
-            lines.put(actions.get(i), result.apply(i).matrix().nrow());
+            result.apply(i).dfsWrite(Paths.get(output, actions.get(i)).toString(),
+                DefaultIndexedDatasetWriteSchema$.MODULE$, sdc);
+            items.append(i > 0 ? ", " : "").append('"').append(actions.get(i)).append("\": ")
+                .append(datasets.get(i).columnIDs().size());
         }
         double computeSeconds = (System.nanoTime() - t2) / 1e9;
         rows.unpersist(false);
-        jsc.stop();
+        return String.format(Locale.ROOT,
+            "{\"read_seconds\": %.3f, \"compute_seconds\": %.3f, \"seconds\": %.3f, \"users\": %d, "
+                + "\"items\": {%s}}",
+            readSeconds, computeSeconds, readSeconds + computeSeconds, users, items);
+    }
 
-        StringBuilder json = new StringBuilder();
-        json.append(String.format(java.util.Locale.ROOT,
-            "{\"context_seconds\": %.3f, \"read_seconds\": %.3f, \"compute_seconds\": %.3f, "
-                + "\"job_seconds\": %.3f, \"users\": %d, \"spark\": \"%s\", \"rows\": {",
-            contextSeconds, readSeconds, computeSeconds, readSeconds + computeSeconds, users,
-            org.apache.spark.package$.MODULE$.SPARK_VERSION()));
-        int n = 0;
-        for (Map.Entry<String, Long> e : lines.entrySet()) {
-            json.append(n++ > 0 ? ", " : "").append('"').append(e.getKey()).append("\": ").append(e.getValue());
+    private static void deleteTree(Path dir) throws IOException {
+        if (!Files.exists(dir)) {
+            return;
         }
-        json.append("}}");
-        System.out.println(json);
-        Files.write(Paths.get(output, "timings.json"), json.toString().getBytes(StandardCharsets.UTF_8));
+        try (Stream<Path> paths = Files.walk(dir)) {
+            for (Path p : paths.sorted(Comparator.reverseOrder()).toArray(Path[]::new)) {
+                Files.delete(p);
+            }
+        }
     }
 }
