@@ -132,7 +132,7 @@ def run_mahout(classpath: list[str], source: Path, out: Path, actions: tuple[str
         "users": runs[-1]["users"],
         "items": runs[-1]["items"],
         "spark": report["spark"],
-        "memory": sec.as_dict(),
+        "memory": {**sec.as_dict(), "jvm_peak_rss_mb": report["peak_rss_mb"]},
     }
 
 
@@ -332,7 +332,7 @@ def main() -> None:
     print(f"seconds (median of {a.repeat} after a warm-up): cooccur {cooccur['seconds']:.1f}, "
           f"Mahout {mahout['seconds']:.1f} (x{doc['ratio_mahout_to_cooccur']} of cooccur); peak MB: "
           f"cooccur {cooccur['memory']['peak_mb']:,} (driver + Spark JVM + workers), "
-          f"Mahout {mahout['memory']['peak_mb_process']:,} (its JVM)")
+          f"Mahout {mahout['memory']['jvm_peak_rss_mb']:,} (its JVM's VmHWM)")
     print(f"(indicator, item) lists: {g['items']:,}; identical top-{a.k} sets: {g['identical_sets']:,} "
           f"({g['identical_fraction']:.2%}); differences: {g['differences'] or 'none'}")
     print(f"same ranked LLR lists (sets equal up to ties at the k-th score): {g['same_score_lists']:,} "

@@ -88,8 +88,10 @@ public final class MahoutCooccurrence {
                 maxSimilarities, maxInteractions, seed));
             System.err.println("mahout run " + (run + 1) + "/" + runs + " done");
         }
-        json.append("]}");
         jsc.stop();
+        // The JVM's own peak RSS: a sampler of the process tree would also count the
+        // short-lived processes Hadoop's local file system forks (they share the heap's pages).
+        json.append(String.format(Locale.ROOT, "], \"peak_rss_mb\": %.1f}", peakRssKb() / 1024.0));
         System.out.println(json);
     }
 
@@ -135,6 +137,15 @@ public final class MahoutCooccurrence {
             "{\"read_seconds\": %.3f, \"compute_seconds\": %.3f, \"seconds\": %.3f, \"users\": %d, "
                 + "\"items\": {%s}}",
             readSeconds, computeSeconds, readSeconds + computeSeconds, users, items);
+    }
+
+    private static long peakRssKb() throws IOException {
+        for (String line : Files.readAllLines(Paths.get("/proc/self/status"))) {
+            if (line.startsWith("VmHWM:")) {
+                return Long.parseLong(line.replaceAll("[^0-9]", ""));
+            }
+        }
+        return -1;
     }
 
     private static void deleteTree(Path dir) throws IOException {
