@@ -274,6 +274,29 @@ def compare(c_lists: Lists, m_lists: Lists, k: int, examples: int = 5) -> dict:
     }
 
 
+def markdown(doc: dict) -> str:
+    """docs/mahout.md's two tables (agreement per indicator; seconds and memory) from --out."""
+    g, c, m = doc["agreement"], doc["cooccur"], doc["mahout_run"]
+    lines = ["| indicator | items | identical top-k sets | same ranked LLR lists | differences explained |",
+             "|---|--:|--:|--:|--:|"]
+    for name, v in g["per_indicator"].items():
+        lines.append(f"| {name} | {v['items']:,} | {v['identical']:,} ({v['identical_fraction']:.1%}) | "
+                     f"{v['same_scores']:,} ({v['same_scores_fraction']:.1%}) | |")
+    lines.append(f"| all | {g['items']:,} | {g['identical_sets']:,} ({g['identical_fraction']:.1%}) | "
+                 f"{g['same_score_lists']:,} ({g['same_score_lists_fraction']:.1%}) | "
+                 f"{g['explained_fraction']:.1%} ({', '.join(f'{k}: {v:,}' for k, v in g['differences'].items())}) |")
+    mem = m["memory"].get("jvm_peak_rss_mb", m["memory"].get("peak_mb_process"))
+    lines += ["", "| method | seconds (median) | warm-up s | stages (median s) | x cooccur | peak MB |",
+              "|---|--:|--:|---|--:|--:|",
+              f"| cooccur train (like, rate, tag) | {c['seconds']:.1f} | {c['warmup_seconds']:.1f} | "
+              + ", ".join(f"{k} {v:.1f}" for k, v in c["stages"].items())
+              + f" | 1.00 | {c['memory']['peak_mb']:,.0f} (driver + Spark JVM + workers) |",
+              f"| Mahout 14.1 cooccurrencesIDSs | {m['seconds']:.1f} | {m['warmup_seconds']:.1f} | "
+              f"read {m['stages']['read']:.1f}, cooccurrences + write {m['stages']['compute']:.1f} | "
+              f"{doc['ratio_mahout_to_cooccur']:.2f} | {mem:,.0f} (its JVM) |"]
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--k", type=int, default=50, help="correlators per item (Mahout's maxSimilaritiesPerItem)")
@@ -281,7 +304,11 @@ def main() -> None:
     p.add_argument("--master", default="local[2]")
     p.add_argument("--driver-memory", default="4g", help="both JVMs' heap")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--markdown", action="store_true", help="print --out's figures as Markdown tables")
     a = p.parse_args()
+    if a.markdown:
+        print(markdown(json.loads(a.out.read_text())))
+        return
 
     from bench.train import DATASETS, RssSampler, ensure_data, machine_info
     from indicators.job import build_spark_session
