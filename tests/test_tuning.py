@@ -53,6 +53,23 @@ def test_candidate_maps_to_settings():
     assert Candidate.of(train, index, query).boosts == (("rate", 0.25),)
 
 
+def test_search_climbs_each_setting_and_keeps_held_ones():
+    start = Candidate("terms", 0.0, 0.9, 100, 0.0, 50, (("rate", 1.0),))
+    # the best point of this objective: weights:log, prior 0.5, history_decay 1, boost 0.25
+    target = {"scoring": "weights:log", "prior_exponent": 0.5, "history_decay": 1.0}
+
+    def objective(c: Candidate) -> float:
+        return sum(getattr(c, k) == v for k, v in target.items()) + (c.boosts[0][1] == 0.25)
+
+    best = tuning.search(objective, start, lambda line: None, rounds=3)
+    assert (best.scoring, best.prior_exponent, best.history_decay, best.boosts) == (
+        "weights:log", 0.5, 1.0, (("rate", 0.25),))
+    assert (best.max_query_events, best.min_llr, best.max_correlators) == (100, 0.0, 50)  # ties keep the start
+    held = tuning.search(objective, start, lambda line: None, rounds=3, hold=("history_decay", "boost:rate"))
+    assert (held.scoring, held.prior_exponent, held.history_decay, held.boosts) == (
+        "weights:log", 0.5, 0.9, (("rate", 1.0),))
+
+
 @pytest.mark.spark
 def test_no_test_event_reaches_the_search(spark, tmp_path, monkeypatch):
     events = tmp_path / "events.csv"
