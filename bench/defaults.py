@@ -47,12 +47,12 @@ from query.settings import QuerySettings  # noqa: E402
 from query.tuning import GRID, Candidate, Searcher, prepare_validation, search  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "defaults.json"
-SHIPPED_0_2 = Candidate("weights:log", 0.5, 0.95, 50, 0.0, 100, (("secondary", 0.5),))
+PREVIOUS_DEFAULTS = Candidate("weights:log", 0.5, 0.95, 50, 0.0, 100, (("secondary", 0.5),))
 """The defaults chosen with the former validation carve (a random split's validation split held
 out as much of the training part as the test split held out of the whole): the baseline of the
 `geometric` column. A shipped default cannot name a data set's actions: the `secondary` boost
 applies to every indicator but the primary."""
-STARTS = (SHIPPED_0_2, Candidate("weights:log", 0.5, 1.0, 100, 0.0, 100, (("secondary", 1.0),)))
+STARTS = (PREVIOUS_DEFAULTS, Candidate("weights:log", 0.5, 1.0, 100, 0.0, 100, (("secondary", 1.0),)))
 """Where the searches start: the defaults chosen with the former validation carve, and the same
 without recency (history_decay 1, 100 events, boost 1 each). (The former defaults of 0.1.0,
 BM25 terms without a prior, were a start of the earlier search and ended at a worse point.)"""
@@ -64,7 +64,7 @@ def peer_maps(searcher: Searcher, k: int) -> dict[str, float]:
     from pyspark.sql import functions as F
 
     v = searcher.prepared
-    out = {"popularity": run_variants(searcher.backend(SHIPPED_0_2), v, [Variant("popularity", ())], [k])[0].metrics[k].map}
+    out = {"popularity": run_variants(searcher.backend(PREVIOUS_DEFAULTS), v, [Variant("popularity", ())], [k])[0].metrics[k].map}
     data = interactions_of(primary_rows(v.events.where(~F.col("test")), v.primary))
     uidx, order = data.user_index, data.popularity_order()
     users = [uidx[u] for u in sorted(v.relevant) if u in uidx]
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             everything = tuple((a, secondary) for a in searcher.train.actions[1:])
             return searcher.metrics(replace(c, boosts=everything))[k].map
 
-        base = {name: value(SHIPPED_0_2, name) for name in searchers}
+        base = {name: value(PREVIOUS_DEFAULTS, name) for name in searchers}
         peers = {name: peer_maps(s, k) for name, (s, k) in searchers.items()}
         log(f"validation MAP of the peers: {peers}")
         best_peer = {name: max(p.values()) for name, p in peers.items()}
