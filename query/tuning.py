@@ -22,7 +22,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -256,16 +256,18 @@ class Searcher:
 
 
 def search(objective: Callable[[Candidate], float], start: Candidate, say: Callable[[str], None],
-           rounds: int = 3, label: str = "objective") -> Candidate:
+           rounds: int = 3, label: str = "objective", hold: Collection[str] = ()) -> Candidate:
     """Coordinate descent from `start` over its dimensions (GRID and the indicator boosts),
     maximising `objective`; a value must beat the current best to replace it, so ties keep
-    the earlier choice."""
+    the earlier choice. Settings named in `hold` keep the start's value."""
     best = start
     best_value = objective(best)
     say(f"start  {best.describe()}: {label} {best_value:.4f}")
     for r in range(1, rounds + 1):
         moved = False
         for name, values in best.dimensions().items():
+            if name in hold:
+                continue
             for value in values:
                 c = best.with_setting(name, value)
                 if c == best:

@@ -116,6 +116,12 @@ def test_validation_split_never_reuses_a_fixed_date():
     assert validation_split(Split("leave-last", "1")) == Split("leave-last", "1")
 
 
+def test_validation_split_of_a_random_split_keeps_the_histories_long():
+    # 1/8 of the 75% training part: validation histories keep 7/8 of the test's length
+    assert validation_split(Split("random", "0.25", 42)) == Split("random", "0.125", 42)
+    assert validation_split(Split("random", "0.1", 3)) == Split("random", "0.1", 3)
+
+
 # --------------------------------------------------------------------------- splitters (Spark)
 T0 = datetime(2020, 1, 1, tzinfo=UTC)
 

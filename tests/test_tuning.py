@@ -53,6 +53,23 @@ def test_candidate_maps_to_settings():
     assert Candidate.of(train, index, query).boosts == (("rate", 0.25),)
 
 
+def test_search_climbs_each_setting_and_keeps_held_ones():
+    start = Candidate("terms", 0.0, 0.9, 100, 0.0, 50, (("rate", 1.0),))
+    # the best point of this objective: weights:log, prior 0.5, history_decay 1, boost 0.25
+    target = {"scoring": "weights:log", "prior_exponent": 0.5, "history_decay": 1.0}
+
+    def objective(c: Candidate) -> float:
+        return sum(getattr(c, k) == v for k, v in target.items()) + (c.boosts[0][1] == 0.25)
+
+    best = tuning.search(objective, start, lambda line: None, rounds=3)
+    assert (best.scoring, best.prior_exponent, best.history_decay, best.boosts) == (
+        "weights:log", 0.5, 1.0, (("rate", 0.25),))
+    assert (best.max_query_events, best.min_llr, best.max_correlators) == (100, 0.0, 50)  # ties keep the start
+    held = tuning.search(objective, start, lambda line: None, rounds=3, hold=("history_decay", "boost:rate"))
+    assert (held.scoring, held.prior_exponent, held.history_decay, held.boosts) == (
+        "weights:log", 0.5, 0.9, (("rate", 1.0),))
+
+
 @pytest.mark.spark
 def test_no_test_event_reaches_the_search(spark, tmp_path, monkeypatch):
     events = tmp_path / "events.csv"
@@ -107,3 +124,36 @@ def test_no_test_event_reaches_the_search(spark, tmp_path, monkeypatch):
     assert data["chosen"] == report.chosen.as_dict() and len(data["trials"]) == len(report.trials)
     text = tuning.format_tuning(report)
     assert "validation" in text and "test" in text and "prior_exponent" in text
+
+
+@pytest.mark.spark
+def test_random_validation_split_holds_out_an_eighth_of_the_training_part_only(spark, tmp_path):
+    import json
+
+    from pyspark.sql import functions as F
+
+    from query.evaluation import read_checked, split_events
+
+    events = tmp_path / "events.csv"
+    rows = ["user,event,item,time"]
+    for u in range(12):
+        rows += [f"u{u},rate,m{(u + j) % 30},2022-01-{j + 1:02d}T00:00:00Z" for j in range(24)]
+    events.write_text("\n".join(rows) + "\n")
+    train = TrainSettings(primary="rate", indicators=[{"name": "rate"}])
+    split = parse_split("random:0.25", seed=7)
+    user_events, item_events = read_checked(spark, [str(events)], train)
+    marked, _ = split_events(user_events, split, "rate")
+    test = {(r["user"], r["item"]) for r in marked.where(F.col("test")).collect()}
+    assert len(test) == 12 * 6  # 24 - round(0.75 * 24) per user
+
+    validation = tuning.prepare_validation(spark, user_events, item_events, train, split, tmp_path / "v")
+    assert str(validation.split) == "random:0.125" and validation.split.seed == 7
+    for user, relevant in validation.relevant.items():
+        # 18 training items per user: 18 - round(0.875 * 18) = 2 held out for validation
+        assert len(relevant) == 2, user
+        history = set(validation.histories[user]["rate"])
+        assert len(history) == 16 and not history & relevant
+        assert not {(user, i) for i in relevant | history} & test
+    lines = [json.loads(x) for p in validation.train_input.glob("part-*") for x in p.read_text().splitlines()]
+    pairs = {(x["entityId"], x["targetEntityId"]) for x in lines if x["entityType"] == "user"}
+    assert len(pairs) == 12 * 16 and not pairs & test
