@@ -41,8 +41,9 @@ from typing import Any
 import numpy as np
 
 from .backend import Document, IndexSchema
-from .embedded_query import DATE_MISSING, Derive, Part, parse_date
+from .embedded_query import DATE_MISSING, Derive, parse_date
 from .features import check_features, quantize
+from .kernels import Runs
 
 FORMAT = "cooccur-embedded/1"
 OVERLAY = "overlay.jsonl"
@@ -191,43 +192,6 @@ def lookup(sorted_values: np.ndarray, wanted: Sequence[str]) -> tuple[np.ndarray
     pos = np.searchsorted(sorted_values, w)
     pos_c = np.minimum(pos, len(sorted_values) - 1)
     return pos_c, (pos < len(sorted_values)) & (sorted_values[pos_c] == w)
-
-
-def gather(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenated postings of CSR rows and the length of each."""
-    positions, lengths = gather_positions(indptr, rows)
-    return indices[positions].astype(np.int64), lengths
-
-
-def gather_positions(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions in the CSR arrays of the concatenated postings of rows, and the length of each."""
-    starts = indptr[rows]
-    lengths = indptr[rows + 1] - starts
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, np.int64), lengths
-    # position k of the output belongs to row r: start[r] + (k - first output position of r)
-    offsets = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
-    return offsets + np.arange(total), lengths
-
-
-def runs(indptr: np.ndarray, array: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The concatenated runs array[indptr[r]:indptr[r + 1]] of CSR rows, and the length of
-    each: one copy of the slices, no position arrays (a 500-item history gathers about a
-    million postings at 100k items)."""
-    starts = indptr[rows]
-    ends = indptr[rows + 1]
-    lengths = ends - starts
-    if rows.size == 1:
-        return array[int(starts[0]):int(ends[0])], lengths
-    if rows.size == 0:
-        return array[:0], lengths
-    if rows.size > 32:
-        total = int(lengths.sum())
-        if total < 64 * rows.size:  # many short lists: one gather beats hundreds of slices
-            offsets = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
-            return array[offsets + np.arange(total)], lengths
-    return np.concatenate([array[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]), lengths
 
 
 # --------------------------------------------------------------------------- on disk
@@ -560,122 +524,99 @@ class Snapshot:
             slots = [self.slots_of_ids([t]) for t in terms]
             lengths = np.array([len(s) for s in slots], np.int64)
             return (np.concatenate(slots) if slots else np.zeros(0, np.int64)), lengths
-        docs, lengths, _ = self._postings(lambda seg: seg.keyword[field], terms)
-        return docs, lengths
-
-    def feature_postings(
-        self, field: str, features: Sequence[str]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Live doc slots having each feature of a rank_features field, concatenated, the
-        count per feature, and the (quantized float32) feature values aligned with the slots."""
-        return self._postings(lambda seg: seg.features[field], features, with_values=True)
-
-    def _postings(self, columns, terms: Sequence[str], with_values: bool = False):
-        parts = [self._segment_postings(columns(self.base.segment), terms, 0, with_values)]
+        parts = [self._gathered(self._runs(("k", field), self.base.segment.keyword[field], terms, 0, None))]
         if self.extra is not None:
-            parts.append(self._segment_postings(columns(self.extra), terms, self.n_base, with_values))
-        docs, values = parts[0][0], parts[0][2]
+            parts.append(self._gathered(self._runs(None, self.extra.keyword[field], terms, self.n_base, None)))
+        docs = parts[0][0]
         if len(parts) > 1:
             # keep postings grouped per term: interleave base and overlay runs term by term
             owners = np.concatenate([np.repeat(np.arange(len(terms)), p[1]) for p in parts])
-            order = np.argsort(owners, kind="stable")
-            docs = np.concatenate([p[0] for p in parts])[order]
-            if with_values:
-                values = np.concatenate([p[2] for p in parts])[order]
+            docs = np.concatenate([p[0] for p in parts])[np.argsort(owners, kind="stable")]
         lengths = sum(p[1] for p in parts)
         if self.live is not None and docs.size:
             keep = self.live[docs]
             owners = np.repeat(np.arange(len(terms)), lengths)
             docs = docs[keep]
-            if with_values:
-                values = values[keep]
             lengths = np.bincount(owners[keep], minlength=len(terms)).astype(np.int64)
-        return docs, lengths, values
+        return docs, lengths
 
-    def _segment_postings(self, columns, terms: Sequence[str], offset: int, with_values: bool):
-        t, indptr, indices, rest = columns
-        pos, found = self.base.find(("terms", id(t)), t, terms) if offset == 0 else lookup(t, terms)
-        lengths = np.zeros(len(terms), np.int64)
+    @staticmethod
+    def _gathered(runs: Runs) -> tuple[np.ndarray, np.ndarray]:
+        """(the runs' slots, concatenated, as int64; the length of each run)."""
+        return runs.docs[runs.positions()].astype(np.int64) + runs.offset, runs.ends - runs.starts
+
+    def _runs(self, key: tuple | None, columns: tuple, terms: Sequence[str], offset: int,
+              values: np.ndarray | None) -> Runs:
+        """The runs of `terms` in a segment's CSR columns (names, indptr, indices, ...): the
+        version's (its dictionary look-ups cached under `key`) or, with key None, the overlay's."""
+        names, indptr, indices = columns[:3]
+        if key is not None:
+            pos, found = self.base.find(key, names, terms)
+        else:
+            pos, found = lookup(names, terms)
+        starts = np.zeros(len(terms), np.int64)
+        ends = np.zeros(len(terms), np.int64)
         rows = pos[found]
-        docs, lengths[found] = runs(indptr, indices, rows)
-        values = runs(indptr, rest, rows)[0] if with_values else None
-        return docs.astype(np.int64) + offset if offset else docs.astype(np.int64), lengths, values
+        starts[found] = indptr[rows]
+        ends[found] = indptr[rows + 1]
+        return Runs(indices, values, starts, ends, offset)
 
-    def feature_parts(self, field: str, features: Sequence[str], derive: Derive | None = None) -> list[Part]:
-        """Per segment (the version's, then the overlay's): the doc slots having each feature of
-        a rank_features field, concatenated feature by feature, the count per feature, and the
-        feature values aligned with the slots, or `derive`'s values of them (computed once per
-        version over the whole field and cached: see `Derive`). Dead slots are included: the
-        evaluator masks them out of the result, and feature clauses use no statistics."""
-        parts = []
-        for seg, offset in ((self.base.segment, 0), (self.extra, self.n_base)):
-            if seg is None:
-                continue
-            names, indptr, indices, values = seg.features[field]
-            pos, found = self.base.find(("features", field), names, features) if seg is self.base.segment \
-                else lookup(names, features)
-            rows = pos[found]
-            lengths = np.zeros(len(features), np.int64)
-            docs, lengths[found] = runs(indptr, indices, rows)
-            if derive is not None:
-                values = self.base.derived(field, derive) if seg is self.base.segment else derive.fn(values)
-            parts.append(Part(docs if not offset else docs + np.int32(offset), lengths, runs(indptr, values, rows)[0]))
-        return parts
+    def term_runs(self, field: str, terms: Sequence[str], dense: bool) -> tuple[list[Runs], np.ndarray, list]:
+        """A keyword field's postings of each term: (runs per segment; docFreq of each term
+        over live documents; with `dense`, [(term position, bool row over the version's
+        slots)] of its hot terms, whose runs are then left empty). With live changes the
+        live postings are gathered first (docFreq counts live documents), without dense rows."""
+        if self.live is not None or field == "id":
+            docs, lengths = self.term_postings(field, terms)
+            ends = np.cumsum(lengths)
+            return [Runs(docs, None, ends - lengths, ends)], lengths, []
+        runs = self._runs(("k", field), self.base.segment.keyword[field], terms, 0, None)
+        lengths = runs.ends - runs.starts
+        rows = []
+        if dense and (hot := self._hot(runs, "k", field)) is not None:
+            where, at = hot
+            stack = self.base.dense_keyword(field)
+            rows = [(w, stack[i]) for w, i in zip(where.tolist(), at.tolist(), strict=True)]
+            runs.ends[where] = runs.starts[where]
+        return [runs], lengths, rows
 
-    def term_postings_dense(self, field: str, terms: Sequence[str]):
-        """Like term_postings, with the hot terms' postings left out of the gathered slots:
-        (slots of the other terms, concatenated; docFreq of every term; [(term position, bool
-        row over the version's slots)] of the hot ones). None when the snapshot has live
-        changes (docFreq then counts live documents: term_postings)."""
-        if self.live is not None or self.extra is not None or field == "id":
-            return None
-        t, indptr, indices, _ = self.base.segment.keyword[field]
-        hot = self.base.hot_rows("k", field)
+    def _hot(self, runs: Runs, kind: str, field: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(positions of the runs that are hot lists, their rows in the field's dense stack)."""
+        hot = self.base.hot_rows(kind, field)
         if not hot.size:
             return None
-        pos, found = self.base.find(("terms", id(t)), t, terms)
-        rows = pos[found]
-        lengths = np.zeros(len(terms), np.int64)
-        lengths[found] = indptr[rows + 1] - indptr[rows]
-        where = np.flatnonzero(found)
-        at = np.minimum(np.searchsorted(hot, rows), hot.size - 1)
-        is_hot = hot[at] == rows
+        hot_starts = (self.base.segment.keyword if kind == "k" else self.base.segment.features)[field][1][hot]
+        at = np.minimum(np.searchsorted(hot_starts, runs.starts), hot_starts.size - 1)
+        is_hot = (hot_starts[at] == runs.starts) & (runs.ends > runs.starts)
         if not is_hot.any():
             return None
-        stack = self.base.dense_keyword(field)
-        dense_rows = [(w, stack[i]) for w, i in zip(where[is_hot].tolist(), at[is_hot].tolist(), strict=True)]
-        docs, _ = runs(indptr, indices, rows[~is_hot])
-        return docs, lengths, dense_rows
+        return np.flatnonzero(is_hot), at[is_hot]
 
-    def feature_parts_dense(self, field: str, features: Sequence[str], derive: Derive):
-        """feature_parts with `derive`, the hot features of the version apart: (parts, with
-        no postings (length 0) for the hot features; [(position in `features`, its row of
-        codes over the version's slots, the codes' table of derive's values, the smallest
-        of them)] for the hot features whose values are all > 0: see dense_feature)."""
-        hot = self.base.hot_rows("f", field)
-        if not hot.size:
-            return self.feature_parts(field, features, derive), []
-        names, indptr, indices, _ = self.base.segment.features[field]
-        pos, found = self.base.find(("features", field), names, features)
-        rows = pos[found]
-        where = np.flatnonzero(found)
-        at = np.minimum(np.searchsorted(hot, rows), hot.size - 1)
-        is_hot = hot[at] == rows
-        rows_out = []
-        if is_hot.any():
+    def feature_runs(self, field: str, features: Sequence[str], derive: Derive | None = None,
+                     dense: bool = False) -> tuple[list[Runs], list]:
+        """A rank_features field's postings of each feature: (runs per segment, the version's
+        then the overlay's, with the feature values or `derive`'s values of them (computed
+        once per version over the whole field and kept: see `Derive`); with `dense` (and
+        `derive`), [(feature position, its row of codes over the version's slots, the codes'
+        table of derive's values)] of the hot features whose values are all > 0 (see
+        BaseVersion.dense_feature), their runs left empty). Dead slots are included: the
+        evaluator masks them out of the result, and feature clauses use no statistics."""
+        base = self.base.segment.features[field]
+        values = base[3] if derive is None else self.base.derived(field, derive)
+        runs = [self._runs(("f", field), base, features, 0, values)]
+        rows = []
+        if dense and derive is not None and (hot := self._hot(runs[0], "f", field)) is not None:
+            where, at = hot
             codes, tables, smallest = self.base.dense_feature(field, derive)
-            is_hot &= smallest[at] > 0
-            rows_out = [(w, codes[i], tables[i], smallest[i])
-                        for w, i in zip(where[is_hot].tolist(), at[is_hot].tolist(), strict=True)]
-        lengths = np.zeros(len(features), np.int64)
-        cold = rows[~is_hot]
-        lengths[where[~is_hot]] = indptr[cold + 1] - indptr[cold]
-        values = self.base.derived(field, derive)
-        docs, _ = runs(indptr, indices, cold)
-        parts = [Part(docs, lengths, runs(indptr, values, cold)[0])]
+            usable = smallest[at] > 0
+            where, at = where[usable], at[usable]
+            rows = [(w, codes[i], tables[i]) for w, i in zip(where.tolist(), at.tolist(), strict=True)]
+            runs[0].ends[where] = runs[0].starts[where]
         if self.extra is not None:
-            parts += self.feature_parts(field, features, derive)[1:]
-        return parts, rows_out
+            extra = self.extra.features[field]
+            values = extra[3] if derive is None else derive.fn(extra[3])
+            runs.append(self._runs(None, extra, features, self.n_base, values))
+        return runs, rows
 
     def slots_of_ids(self, ids: Sequence[str]) -> np.ndarray:
         pos, found = self.base.find(("ids",), self.base.segment.ids, list(ids))
