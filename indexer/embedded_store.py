@@ -36,14 +36,20 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from . import kernels
 from .backend import Document, IndexSchema
 from .embedded_query import DATE_MISSING, Derive, parse_date
 from .features import check_features, quantize
 from .kernels import Runs
+
+if TYPE_CHECKING:
+    from .documents import DocumentColumns, ListColumn
 
 FORMAT = "cooccur-embedded/1"
 OVERLAY = "overlay.jsonl"
@@ -156,6 +162,136 @@ def _feature_column(docs: Sequence[Document], name: str):
     names, indptr, order = _csr(feature_ids, rows, cols)
     vals = quantize(np.array(values, np.float64)) if values else np.zeros(0, np.float32)
     return names, indptr, cols[order].astype(np.int32), vals[order]
+
+
+def unicode_array(strings: pa.Array) -> np.ndarray:
+    """A numpy `<U` array of Arrow strings; ASCII ones without a Python object per string
+    (their bytes laid out in a fixed-width matrix)."""
+    if len(strings) == 0:
+        return np.array([], "<U1")
+    if not pc.all(pc.string_is_ascii(strings)).as_py():
+        return np.array(strings.to_pylist(), dtype=str)
+    strings = strings.cast(pa.large_string())
+    offsets = np.frombuffer(strings.buffers()[1], np.int64)[strings.offset:strings.offset + len(strings) + 1]
+    data = np.frombuffer(strings.buffers()[2], np.uint8)
+    lengths = np.diff(offsets)
+    width = max(int(lengths.max()), 1)
+    matrix = np.zeros((len(strings), width), np.uint8)
+    rows = np.repeat(np.arange(len(strings)), lengths)
+    columns = np.arange(int(lengths.sum())) - np.repeat(offsets[:-1] - offsets[0], lengths)
+    matrix[rows, columns] = data[offsets[0]:offsets[-1]]
+    return matrix.view(f"S{width}").ravel().astype(f"<U{width}")
+
+
+def _column_csr(column: ListColumn, n: int):
+    """(sorted terms, indptr, indices, dl, values or None) of a dictionary-encoded column."""
+    order = pc.array_sort_indices(column.dictionary).to_numpy()
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    slots = np.repeat(np.arange(n, dtype=np.int64), np.diff(column.offsets))
+    indptr, indices, dl, values = kernels.csr(rank[column.codes], slots, len(order), n, column.values)
+    return unicode_array(column.dictionary.take(order)), indptr, indices, dl, values
+
+
+def segment_from_columns(columns: DocumentColumns, schema: IndexSchema) -> Segment:
+    """build_segment of documents given as columns (`indexer.documents.DocumentColumns`):
+    the same arrays, with no Python object per value (one counting pass per field)."""
+    n = len(columns.ids)
+    none = (np.array([], "<U1"), np.zeros(1, np.int64), np.zeros(0, np.int32))
+    keyword = {f: _column_csr(columns.keyword[f], n)[:4] if f in columns.keyword else (*none, np.zeros(n, np.int32))
+               for f in schema.keyword_fields}
+    dates = {}
+    for field in schema.date_fields:
+        text = columns.dates.get(field)
+        values = text.to_pylist() if text is not None else [None] * n  # one per document
+        dates[field] = np.array([DATE_MISSING if v is None else parse_date(v) for v in values], np.int64)
+    numbers = {f: columns.numbers[f].astype(np.float32) for f in schema.number_fields}
+    features = {}
+    for field in schema.feature_fields:
+        if field in columns.features:
+            terms, indptr, indices, _, values = _column_csr(columns.features[field], n)
+            features[field] = (terms, indptr, indices, quantize(values))
+        else:
+            features[field] = (*none, np.zeros(0, np.float32))
+    return Segment(unicode_array(columns.ids), keyword, dates, numbers, features)
+
+
+def _texts(strings: pa.Array, before: str, after: str) -> tuple[np.ndarray, np.ndarray]:
+    """(bytes, offsets) of each string between `before` and `after`."""
+    text = pc.binary_join_element_wise(before, strings, after, "").cast(pa.large_string())
+    offsets = np.frombuffer(text.buffers()[1], np.int64)[text.offset:text.offset + len(text) + 1]
+    data = np.frombuffer(text.buffers()[2], np.uint8) if len(text) else np.zeros(0, np.uint8)
+    return data, offsets
+
+
+LINES_PER_CHUNK = 4096
+"""Lines laid out at a time: one buffer of a few MB reused, instead of the whole file's
+hundreds of MB faulted in page by page."""
+
+
+def write_document_lines(f, columns: DocumentColumns, schema: IndexSchema) -> tuple[np.ndarray, np.ndarray | None]:
+    """Write the docs.jsonl of documents given as columns to `f`: (the lines' byte offsets,
+    the feature cuts or None), as `document_line` writes them (feature fields last) up to the
+    text of numbers (the same doubles read back: kernels.float_texts). The strings need no
+    escapes (DocumentColumns); each is rendered once per distinct value, and the compiled
+    kernels lay the lines out (kernels.put, put_lists: measure, then write)."""
+    n = len(columns.ids)
+    everyone = np.arange(n)
+
+    def one(texts, which, prefix=b""):
+        return lambda out, cursor, a, b: kernels.put(out, cursor, texts, which[a:b], prefix)
+
+    def lists(c: ListColumn, texts, prefix: bytes, suffix: bytes, values=None):
+        return lambda out, cursor, a, b: kernels.put_lists(out, cursor, texts, c.codes, c.offsets[a:b + 1],
+                                                           c.present[a:b], prefix, suffix, values)
+
+    head = [one(_texts(columns.ids, '{"id":"', '"'), everyone)]
+    for field in schema.keyword_fields:
+        if field in columns.keyword:
+            c = columns.keyword[field]
+            head.append(lists(c, _texts(c.dictionary, '"', '"'), f',"{field}":['.encode(), b"]"))
+    for field in schema.date_fields:
+        if field in columns.dates:
+            text = columns.dates[field]
+            which = np.where(text.is_valid().to_numpy(zero_copy_only=False), everyone, -1)
+            head.append(one(_texts(text.fill_null(""), '"', '"'), which, f',"{field}":'.encode()))
+    for field in schema.number_fields:
+        values = columns.numbers[field]
+        head.append(one(kernels.float_texts(np.nan_to_num(values)), np.where(np.isnan(values), -1, everyone),
+                        f',"{field}":'.encode()))
+    tail = []
+    for field in schema.feature_fields:
+        if field in columns.features:
+            c = columns.features[field]
+            tail.append(lists(c, _texts(c.dictionary, '"', '":'), f',"{field}":{{'.encode(), b"}",
+                              kernels.float_texts(c.values)))
+    end = one((np.frombuffer(b"}\n", np.uint8), np.array([0, 2], np.int64)), np.zeros(n, np.int64))
+    lengths = np.zeros(n, np.int64)
+    nothing = np.zeros(0, np.uint8)
+    for put in (*head, *tail, end):
+        put(nothing, lengths, 0, n)
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    cuts = np.full(n, -1, np.int64) if schema.feature_fields else None
+    buffer = np.empty(0, np.uint8)
+    for a in range(0, n, LINES_PER_CHUNK):
+        b = min(n, a + LINES_PER_CHUNK)
+        size = int(offsets[b] - offsets[a])
+        if buffer.size < size:
+            buffer = np.empty(size, np.uint8)
+        out = buffer[:size]
+        starts = offsets[a:b] - offsets[a]
+        cursor = starts.copy()
+        for put in head:
+            put(out, cursor, a, b)
+        if cuts is not None:
+            head_end = cursor.copy()
+            for put in tail:
+                put(out, cursor, a, b)
+            cuts[a:b] = np.where(cursor > head_end, head_end - starts, -1)
+        end(out, cursor, a, b)
+        f.write(out)
+    return offsets, cuts
 
 
 def _csr(term_ids: dict[str, int], rows: np.ndarray, cols: np.ndarray):

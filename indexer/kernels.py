@@ -210,3 +210,156 @@ def kth_score(mask: np.ndarray, score: np.ndarray, k: int) -> np.float32:
     """The k-th best score among the documents of `mask` (-inf when fewer match), in one pass:
     only documents scoring at least that can be among the k best."""
     return _kth_score(readonly(mask, np.bool_), readonly(score, np.float32), k)
+
+
+# --------------------------------------------------------------------------- indexing
+@njit(cache=True, nogil=True)
+def _csr(terms, slots, n_terms, n_slots, values):
+    last = np.full(n_terms, -1, np.int64)
+    counts = np.zeros(n_terms + 1, np.int64)
+    dl = np.zeros(n_slots, np.int32)
+    for p in range(terms.size):
+        t = terms[p]
+        if last[t] != slots[p]:
+            last[t] = slots[p]
+            counts[t + 1] += 1
+            dl[slots[p]] += 1
+    indptr = np.cumsum(counts)
+    pos = indptr[:-1].copy()
+    indices = np.empty(indptr[-1], np.int32)
+    out = np.empty(indptr[-1] if values.size else 0, values.dtype)
+    last[:] = -1
+    at = np.zeros(n_terms, np.int64)
+    for p in range(terms.size):
+        t = terms[p]
+        s = slots[p]
+        if last[t] == s:
+            if values.size:
+                out[at[t]] = values[p]  # a repeated feature keeps its first place and its last value
+            continue
+        last[t] = s
+        at[t] = pos[t]
+        indices[pos[t]] = s
+        if values.size:
+            out[pos[t]] = values[p]
+        pos[t] += 1
+    return indptr, indices, dl, out
+
+
+def csr(terms: np.ndarray, slots: np.ndarray, n_terms: int, n_slots: int,
+        values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """CSR postings from (term id, slot) pairs given in ascending slot order, in one counting
+    pass: (int64 row pointers, int32 slots ascending within each term, int32 distinct terms
+    per slot, the values aligned with the slots or None). A pair repeated within a slot is
+    one posting (docs-only postings; a dict keeps a repeated key's first place and last value)."""
+    empty = np.zeros(0, np.float64)
+    indptr, indices, dl, out = _csr(readonly(terms, np.int64), readonly(slots, np.int64), n_terms, n_slots,
+                                    readonly(empty if values is None else values, np.float64))
+    return indptr, indices, dl, None if values is None else out
+
+
+@njit(cache=True, nogil=True)
+def _float_texts(data, offsets):
+    # ".0" after texts of digits only (Arrow writes 3.0 as "3", json.dumps as "3.0")
+    n = offsets.size - 1
+    out_offsets = np.zeros(n + 1, np.int64)
+    for i in range(n):
+        integral = True
+        for p in range(offsets[i], offsets[i + 1]):
+            c = data[p]
+            if not (48 <= c <= 57 or c == 45):
+                integral = False
+                break
+        out_offsets[i + 1] = out_offsets[i] + offsets[i + 1] - offsets[i] + (2 if integral else 0)
+    out = np.empty(out_offsets[n], np.uint8)
+    for i in range(n):
+        q = out_offsets[i]
+        for p in range(offsets[i], offsets[i + 1]):
+            out[q] = data[p]
+            q += 1
+        if q < out_offsets[i + 1]:
+            out[q] = 46
+            out[q + 1] = 48
+    return out, out_offsets
+
+
+def float_texts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The JSON of float64 values as json.dumps writes them up to the digits: (bytes, offsets).
+    Arrow's shortest round-trip text (the same double reads back), with ".0" on integral ones
+    so they read back as floats."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = pc.cast(pa.array(values), pa.large_string())
+    offsets = np.frombuffer(text.buffers()[1], np.int64)[text.offset:text.offset + len(text) + 1]
+    data = np.frombuffer(text.buffers()[2], np.uint8) if len(text) else np.zeros(0, np.uint8)
+    data, offsets = _float_texts(readonly(data, np.uint8), readonly(offsets, np.int64))
+    return readonly(data, np.uint8), readonly(offsets, np.int64)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _copy(out, q, data, start, stop):
+    for p in range(start, stop):
+        out[q] = data[p]
+        q += 1
+    return q
+
+
+@njit(cache=True, nogil=True)
+def _put(out, cursor, data, offsets, which, prefix):
+    measure = out.size == 0
+    for d in range(which.size):
+        w = which[d]
+        if w < 0:
+            continue
+        if measure:
+            cursor[d] += prefix.size + offsets[w + 1] - offsets[w]
+        else:
+            q = _copy(out, cursor[d], prefix, 0, prefix.size)
+            cursor[d] = _copy(out, q, data, offsets[w], offsets[w + 1])
+
+
+@njit(cache=True, nogil=True)
+def _put_lists(out, cursor, data, offsets, codes, doc_offsets, present, prefix, suffix, value_data, value_offsets):
+    measure = out.size == 0
+    with_values = value_offsets.size > 0
+    for d in range(present.size):
+        if not present[d]:
+            continue
+        first, last = doc_offsets[d], doc_offsets[d + 1]
+        if measure:
+            size = prefix.size + suffix.size + max(last - first - 1, 0)
+            for p in range(first, last):
+                size += offsets[codes[p] + 1] - offsets[codes[p]]
+                if with_values:
+                    size += value_offsets[p + 1] - value_offsets[p]
+            cursor[d] += size
+            continue
+        q = _copy(out, cursor[d], prefix, 0, prefix.size)
+        for p in range(first, last):
+            if p > first:
+                out[q] = 44  # ,
+                q += 1
+            q = _copy(out, q, data, offsets[codes[p]], offsets[codes[p] + 1])
+            if with_values:
+                q = _copy(out, q, value_data, value_offsets[p], value_offsets[p + 1])
+        cursor[d] = _copy(out, q, suffix, 0, suffix.size)
+
+
+def put(out: np.ndarray, cursor: np.ndarray, texts: tuple[np.ndarray, np.ndarray], which: np.ndarray,
+        prefix: bytes = b"") -> None:
+    """Lines being built in `out` (empty: only measure): for each document d with which[d] >= 0,
+    `prefix` and text which[d] written at cursor[d], the cursor moved past them."""
+    _put(out, cursor, readonly(texts[0], np.uint8), readonly(texts[1], np.int64), readonly(which, np.int64),
+         np.frombuffer(prefix, np.uint8))
+
+
+def put_lists(out: np.ndarray, cursor: np.ndarray, texts: tuple[np.ndarray, np.ndarray], codes: np.ndarray,
+              doc_offsets: np.ndarray, present: np.ndarray, prefix: bytes, suffix: bytes,
+              values: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    """Like `put`, for each present document: prefix, then its texts[codes[p]] (each followed
+    by values' text p, when given) joined with commas, then suffix."""
+    value_data, value_offsets = values if values is not None else (np.zeros(0, np.uint8), np.zeros(0, np.int64))
+    _put_lists(out, cursor, readonly(texts[0], np.uint8), readonly(texts[1], np.int64), readonly(codes, np.int64),
+               readonly(doc_offsets, np.int64), readonly(present, np.bool_), np.frombuffer(prefix, np.uint8),
+               np.frombuffer(suffix, np.uint8), readonly(value_data, np.uint8), readonly(value_offsets, np.int64))
