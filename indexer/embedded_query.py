@@ -1092,25 +1092,17 @@ def _compare(col: np.ndarray, op: str, bound) -> np.ndarray:
 
 def top_hits(view: IndexView, body: ParsedBody, mask: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Slots and scores of the page of hits, in sort order."""
-    cand = np.flatnonzero(mask)
     want = body.start + body.size
+    first = body.sort[0]
+    if want and first.field == "_score" and first.descending:
+        # only documents scoring at least the want-th best score can reach the page: found in
+        # one compiled pass (`run` raised already if a NaN score matched)
+        cand = np.flatnonzero(mask & (score >= kernels.kth_score(mask, score, want)))
+    else:
+        cand = np.flatnonzero(mask)
     if want == 0 or cand.size == 0:
         return cand[:0], score[:0]
     cscore = score[cand]
-    first = body.sort[0]
-    if first.field == "_score" and first.descending and cand.size > 4 * want:
-        # Only documents scoring at least the want-th best score can reach the page.
-        if cand.size >= 64 * want and cand.size >= 8192:
-            # the want-th largest of 4 * want block maxima is at most the want-th best score
-            # (`run` raised already if a NaN score matched): one pass keeps a few candidates
-            # for the exact partition below
-            block = cand.size // (4 * want)
-            tops = cscore[:block * 4 * want].reshape(4 * want, block).max(axis=1)
-            keep = cscore >= np.partition(tops, tops.size - want)[tops.size - want]
-            cand, cscore = cand[keep], cscore[keep]
-        kth = np.partition(cscore, cand.size - want)[cand.size - want]
-        keep = cscore >= kth
-        cand, cscore = cand[keep], cscore[keep]
     keys = []
     for key in reversed(body.sort):
         if key.field == "_score":
