@@ -2,9 +2,9 @@
 
 Scores mirror Lucene 8/9 as Elasticsearch runs it (LegacyBM25Similarity, k1 = 1.2,
 b = 0.75, keyword fields indexed docs-only without norms), including its float32
-arithmetic, so rankings equal an Elasticsearch index with one shard. Everything is
-vectorised over the posting lists and dense per-document arrays; nothing loops over
-documents in Python.
+arithmetic, so rankings equal an Elasticsearch index with one shard. Postings are scored
+in compiled loops (`indexer.kernels`), everything else is vectorised over per-document
+arrays; nothing loops over documents in Python.
 """
 
 from __future__ import annotations
@@ -156,7 +156,6 @@ class Derive:
 
     key: tuple
     fn: Callable[[np.ndarray], np.ndarray]
-
 
 
 @dataclass(frozen=True)
@@ -550,9 +549,10 @@ class Evaluator:
     def _feature_runs(self, clauses: list[_FeatureClause], scoring: bool):
         """Per field: (its rank_feature clauses' postings as runs (kernels.Runs) whose values,
         times the float32 weights, are the clauses' scores (see kernels.add_feature_runs);
-        the weights; the hot features' dense rows [(codes, the float32 scores of the codes)]). The function of the feature values before the weight
-        (`rank_feature_pre`) is computed once per version over the whole field
-        (`BaseVersion.derived`); each clause's weight is applied in the kernel."""
+        the weights; the hot features' dense rows [(codes, the float32 scores of the codes)]).
+        The function of the feature values before the weight (`rank_feature_pre`) is computed
+        once per version over the whole field (`BaseVersion.derived`); each clause's weight
+        is applied in the kernel."""
         by_field: dict[str, list[_FeatureClause]] = {}
         for clause in clauses:
             by_field.setdefault(clause[0], []).append(clause)
