@@ -458,8 +458,12 @@ class BaseVersion:
         pos[~found] = 0
         return pos, found
 
-    HOT_SHARE = 4
-    """A posting list longer than 1/HOT_SHARE of the documents (and than HOT_MIN) is "hot"."""
+    HOT_SHARE = 1
+    """A posting list longer than 1/HOT_SHARE of the documents (and than HOT_MIN) is "hot".
+    None by default: with the compiled kernels, scattering a list's sorted postings costs
+    less than adding a dense row, even for lists over half the documents (bench/index.py's
+    100k model, history 500: 20% slower with the lists over 1/4 dense, 15% over 1/2). The
+    rows stay available (tests/test_lucene_parity.py forces them on, so they stay exact)."""
     HOT_MIN = 4096
     HOT_MAX = 32
     """Hot lists kept dense per field (the longest): at most 32 rows of 1 or 2 bytes per document."""
