@@ -3,7 +3,9 @@ code against a baseline revision, side by side in one run.
 
 Generates model-like item documents (two indicator fields with 5-50 Zipf-popular
 correlators each, their LLR weights as `<indicator>_w` rank_features, 1-2 of 50
-categories, popularity rankings and the `prior`), indexes them at 10k and 100k items, then
+categories, popularity rankings and the `prior`) and writes them as a model directory
+(Parquet, docs/model-format.md); indexes the model at 10k and 100k items as `cooccur index`
+does (open_model, schema_for, iter_documents, create_version), then
 times `backend.search` on recommendation bodies made by the query builder
 (query.builder.build_query) for a history of 10 or 500 items over both indicator fields
 (boosts 1.0 and 0.5), a category filter (a rule with a negative bias) and the history
@@ -38,8 +40,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BASELINE = "e57369f"
-"""The revision before the issue-14 work (per-clause evaluator, one serving process)."""
+BASELINE = "9683efa"
+"""main before the compiled kernels and the columnar indexing (the numpy evaluator of issue
+14's first round; documents indexed one by one)."""
 FIELDS = (("purchase", 1.0), ("view", 0.5))
 SETTINGS = {
     "default": {},
@@ -79,6 +82,30 @@ def documents(n: int, seed: int = 1):
         doc["prior"] = max(popular, 1.0) ** 0.5
         docs.append(doc)
     return docs, ids, weights
+
+
+def write_model(docs: list[dict], root: Path) -> None:
+    """The model directory whose documents (iter_documents) are `docs`: indicators with their
+    scores, the category property, the rankings (the prior is the default Prior's)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for part in ("indicators", "rankings", "properties"):
+        (root / part).mkdir(parents=True)
+    pq.write_table(pa.table({
+        "indicator": [f for f, _ in FIELDS for _ in docs],
+        "item": [d["id"] for _ in FIELDS for d in docs],
+        "correlators": [d[f] for f, _ in FIELDS for d in docs],
+        "scores": [[d[f + "_w"][c] for c in d[f]] for f, _ in FIELDS for d in docs],
+    }), root / "indicators" / "part-0.parquet")
+    pq.write_table(pa.table({"item": [d["id"] for d in docs], "name": ["category"] * len(docs),
+                             "values": [d["category"] for d in docs]}), root / "properties" / "part-0.parquet")
+    pq.write_table(pa.table({"item": [d["id"] for d in docs],
+                             **{r: [d[r] for d in docs] for r in ("popular", "trending", "hot")}}),
+                   root / "rankings" / "part-0.parquet")
+    (root / "manifest.json").write_text(json.dumps({
+        "format": "cooccur-model/1", "indicators": [f for f, _ in FIELDS], "properties": ["category"],
+        "model_id": "bench"}))
 
 
 def catalogue(n: int) -> tuple[list[str], list[float]]:
@@ -149,7 +176,7 @@ def histories(n: int, ids: list[str], weights: list[float], count: int, length: 
 def child(code: str) -> None:
     """Serve the parent's commands (JSON lines on stdin) with the code under `code`."""
     sys.path.insert(0, code)
-    from indexer.backend import IndexSchema
+    from indexer.documents import iter_documents, open_model, schema_for
     from indexer.embedded import EmbeddedBackend
 
     try:
@@ -158,13 +185,8 @@ def child(code: str) -> None:
         tune_malloc = None
     if tune_malloc is not None:
         tune_malloc()
-    schema = IndexSchema(
-        keyword_fields=(*(f for f, _ in FIELDS), "category"),
-        number_fields=("popular", "trending", "hot", "prior"),
-        feature_fields=tuple(f"{f}_w" for f, _ in FIELDS),
-    )
     tmp = tempfile.TemporaryDirectory(prefix="cooccur-bench-index-")
-    backend = docs = None
+    backend = model = schema = None
     cases: dict = {}
 
     def reply(obj) -> None:
@@ -174,14 +196,15 @@ def child(code: str) -> None:
     for line in sys.stdin:
         cmd = json.loads(line)
         op = cmd["op"]
-        if op == "generate":
-            docs, _, _ = documents(cmd["n"])
-            postings = sum(len(d[f]) for d in docs for f, _ in FIELDS)
-            reply({"postings": postings})
+        if op == "model":
+            model = open_model(cmd["path"])
+            schema = schema_for(model)
+            reply({})
         elif op == "index":
+            # as `cooccur index` does: the model's documents into a new version
             backend = EmbeddedBackend(Path(tmp.name) / str(cmd["run"]), "items", keep_versions=1)
             started = time.perf_counter()
-            backend.create_version(schema, docs)
+            backend.create_version(schema, iter_documents(model, schema))
             reply({"seconds": time.perf_counter() - started})
         elif op == "prepare":
             # every body of the run (the parent's), read now so the timing is the search alone
@@ -208,7 +231,7 @@ def child(code: str) -> None:
             prof = cProfile.Profile()
             other = EmbeddedBackend(Path(tmp.name) / "profiled", "items", keep_versions=1)
             prof.enable()
-            other.create_version(schema, docs)
+            other.create_version(schema, iter_documents(model, schema))
             prof.disable()
             reply({"steps": grouped(pstats.Stats(prof).stats, INDEX_GROUPS, 1)})
         elif op == "check":
@@ -231,12 +254,13 @@ PROFILE_GROUPS = {
                        "_rank_function_of", "_rank_function", "_term_clause", "_boost", "_clause_list",
                        "_min_should_match", "_check_keys", "_one_field", "_strings", "_keyword_field"),
     "look up terms": ("find", "lookup", "<genexpr>"),
-    "gather postings": ("runs", "feature_parts", "feature_parts_dense", "term_postings", "term_postings_dense",
-                        "_postings", "_segment_postings", "<listcomp>", "hot_rows", "dense_keyword",
-                        "dense_feature", "derived", "_used"),
-    "clause scores": ("_feature_postings", "_term_postings", "rank_feature_apply", "rank_feature_pre",
-                      "rank_feature_scores", "term_scores", "_feature_scores", "field_stats"),
-    "accumulate (bincount, dense rows)": ("_batch",),
+    "postings as runs": ("term_runs", "feature_runs", "_runs", "_hot", "_gathered", "term_postings", "positions",
+                         "<listcomp>", "hot_rows", "dense_keyword", "dense_feature", "derived", "_used"),
+    "clause weights": ("_feature_runs", "rank_feature_apply", "rank_feature_pre", "rank_feature_scores",
+                       "term_scores", "_feature_scores", "field_stats"),
+    "score the postings (compiled kernels)": ("_batch", "add_runs", "add_feature_runs", "mark_runs", "add_code_row",
+                                              "add_bool_row", "_add_runs", "_add_feature_runs", "_mark_runs",
+                                              "_add_code_row", "_add_bool_row", "readonly", "_positions"),
     "bool: masks, filters, sums": ("_q_bool", "_scored_clauses", "_q_terms", "_q_ids", "_const", "slots_of_ids",
                                    "_q_range", "_q_exists", "_q_match_all", "_q_constant_score", "_q_term",
                                    "_q_rank_feature", "run", "_compare"),
@@ -246,11 +270,18 @@ PROFILE_GROUPS = {
 
 
 INDEX_GROUPS = {
-    "check documents": ("check_document", "check_features", "check_feature_value", "parse_date"),
+    "read the model (Parquet, columns)": ("iter_documents", "_documents", "_read", "columns", "_columns", "_table",
+                                          "of", "column", "_weights", "_check_strings", "chunk", "value"),
+    "check documents": ("check_document", "check_features", "check_feature_value", "parse_date",
+                        "_documents_segment"),
     "build columns (term dictionaries, postings)": ("build_segment", "_feature_column", "_csr", "csr",
-                                                    "quantize", "_ascending", "<listcomp>", "<dictcomp>"),
-    "documents as JSON lines": ("document_line", "feature_cut", "encode", "iterencode", "dumps"),
-    "write and fsync files": ("write_segment", "save_array", "_fsync_dir", "write", "fsync"),
+                                                    "quantize", "_ascending", "<listcomp>", "<dictcomp>",
+                                                    "segment_from_columns", "_column_csr", "unicode_array",
+                                                    "readonly"),
+    "documents as JSON lines": ("document_line", "feature_cut", "encode", "iterencode", "dumps", "write",
+                                "write_document_lines", "put", "put_lists", "_put", "_put_lists", "float_texts",
+                                "_float_texts", "_texts", "<lambda>", "one", "lists"),
+    "write and fsync files": ("write_segment", "save_array", "_fsync_dir", "fsync", "write_documents"),
     "verify, switch, prune": ("__init__", "_set_current", "_prune", "_remove_stale_temp_dirs", "load"),
 }
 
@@ -347,7 +378,8 @@ def run(sizes: list[int], n_queries: int, baseline: str | None, index_repeats: i
     import numpy as np
 
     results: dict = {
-        "benchmark": "embedded backend: indexing and backend.search latency, in-process",
+        "benchmark": "embedded backend: indexing a model directory (as `cooccur index`) and backend.search "
+                     "latency, in-process",
         "machine": {"python": platform.python_version(), "numpy": np.__version__, "cpus": os.cpu_count(),
                     "platform": platform.platform(), "load_average_before": list(os.getloadavg())},
         "baseline": baseline,
@@ -362,11 +394,15 @@ def run(sizes: list[int], n_queries: int, baseline: str | None, index_repeats: i
         if baseline:
             codes.insert(0, ("before", extract(baseline, Path(tmp))))
         for n in sizes:
+            docs, _, _ = documents(n)
+            postings = sum(len(d[f]) for d in docs for f, _ in FIELDS)
+            model_dir = Path(tmp) / f"model-{n}"
+            write_model(docs, model_dir)
+            del docs
             children = [Child(label, code) for label, code in codes]
             try:
                 for c in children:
-                    c.send(op="generate", n=n)
-                postings = [c.recv()["postings"] for c in children][0]
+                    c.call(op="model", path=str(model_dir))
                 entry: dict = {"items": n, "indicator_postings": postings, "indexing": {}, "queries": []}
                 seconds: dict[str, list[float]] = {c.label: [] for c in children}
                 for run_no in range(index_repeats):

@@ -46,8 +46,8 @@ from indexer.embedded import EmbeddedBackend  # noqa: E402
 from query.eventstore import Event, EventStore  # noqa: E402
 
 USERS = 5000
-BASELINE = "e57369f"
-"""The revision before the issue-14 work (per-clause evaluator, one serving process)."""
+BASELINE = "9683efa"
+"""main before the compiled kernels (issue 14's first round: numpy evaluator, gunicorn workers)."""
 SETTINGS = {
     "default": "",
     "former": 'scoring = "terms"\npopularity_prior = false\n',

@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .backend import ChangeSet, Document, IndexSchema
 from .errors import ChangedOnlyRefused, ModelDirError
-from .features import MIN_NORMAL, encode_feature
+from .features import FINITE_BELOW, MIN_NORMAL, encode_feature
 
 MODEL_FORMAT = "cooccur-model/1"
 RANKINGS = ("popular", "trending", "hot")
@@ -133,7 +135,7 @@ def _read(path: Path, columns: list[str], only: Set[str] | None = None):
 
 def iter_documents(
     model: Model, schema: IndexSchema, only: Set[str] | None = None, prior: Prior | None = None
-) -> Iterator[Document]:
+) -> ModelDocuments:
     """One document per item found anywhere in the model, in item-id order.
 
     Items that appear only as properties or only in rankings still get a document, so
@@ -143,8 +145,77 @@ def iter_documents(
     0 have no weight: rank_features values must be positive).
     With `only`, just the documents of those items (an item of `only` that the model does
     not have gets none).
+
+    The result iterates the documents as dicts (any backend); `.columns()` gives the same
+    documents as Arrow columns, which the embedded backend indexes without a Python object
+    per value.
     """
-    prior = prior or Prior()
+    return ModelDocuments(model, schema, only, prior or Prior())
+
+
+@dataclass(frozen=True)
+class ListColumn:
+    """A field of lists of strings over the documents, dictionary-encoded: document d's
+    values are dictionary[codes[offsets[d]:offsets[d + 1]]] (and `values` over the same
+    range, for a rank_features field); present[d] False: the document lacks the field."""
+
+    dictionary: pa.Array
+    """distinct strings (any order), none needing JSON escapes."""
+    codes: np.ndarray
+    """int64 positions in the dictionary, document after document."""
+    offsets: np.ndarray
+    """int64, one more than documents."""
+    present: np.ndarray
+    values: np.ndarray | None = None
+    """float64 aligned with codes (a rank_features field's feature values)."""
+
+
+@dataclass(frozen=True)
+class DocumentColumns:
+    """Documents as columns, one row per document in id order (the embedded backend's fast
+    path: no Python object per value)."""
+
+    ids: pa.Array
+    """string, sorted (by code point, as Python sorts), unique, none needing JSON escapes."""
+    keyword: dict[str, ListColumn]
+    dates: dict[str, pa.Array]
+    """string per date field, null where absent (checked: parse_date accepts every one)."""
+    numbers: dict[str, np.ndarray]
+    """float64 per number field, NaN where absent."""
+    features: dict[str, ListColumn]
+    """names = encoded correlator ids, with values."""
+
+
+@dataclass(frozen=True)
+class ModelDocuments:
+    """The documents of a model (`iter_documents`)."""
+
+    model: Model
+    schema: IndexSchema
+    only: Set[str] | None
+    prior: Prior
+
+    def __iter__(self) -> Iterator[Document]:
+        return _documents(self.model, self.schema, self.only, self.prior)
+
+    def columns(self) -> DocumentColumns | None:
+        """The documents as Arrow columns, read and joined column by column. None when the
+        model has anything only the per-document path judges (a null, a non-finite number,
+        a string JSON must escape, a field outside the schema, an unparseable date, a
+        weight beyond float32; with `only`): that path then fails with its precise error."""
+        if self.only is not None:
+            return None
+        try:
+            return _columns(self.model, self.schema, self.prior)
+        except _Irregular:
+            return None
+
+
+class _Irregular(Exception):
+    """The model has something the columnar path leaves to the per-document path."""
+
+
+def _documents(model: Model, schema: IndexSchema, only: Set[str] | None, prior: Prior) -> Iterator[Document]:
     features = set(schema.feature_fields)
     docs: dict[str, Document] = {}
 
@@ -178,6 +249,183 @@ def iter_documents(
         if with_prior:
             d[PRIOR] = prior.value(d.get(prior.ranking))
         yield d
+
+
+
+
+_NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
+"""Characters json.dumps escapes (ensure_ascii=False): the columnar path writes strings as they are."""
+
+
+def _table(path: Path, columns: list[str], types: list[pa.DataType]) -> pa.Table:
+    files = sorted(path.glob("*.parquet"))
+    if not files:
+        return pa.table({c: pa.array([], t) for c, t in zip(columns, types, strict=True)})
+    try:
+        table = pq.ParquetDataset(files).read(columns=columns).combine_chunks()
+    except (pa.ArrowException, OSError) as e:
+        raise ModelDirError(str(path), f"unreadable Parquet: {e}") from None
+    for c, t in zip(columns, types, strict=True):
+        if table.column(c).null_count:
+            raise _Irregular(c)
+        if table.schema.field(c).type != t:
+            try:
+                table = table.set_column(table.schema.get_field_index(c), c, table.column(c).cast(t))
+            except pa.ArrowException:
+                raise _Irregular(c) from None
+    return table
+
+
+def _check_strings(values: pa.Array) -> None:
+    if values.null_count or (len(values) and pc.any(pc.match_substring_regex(values, _NEEDS_ESCAPE)).as_py()):
+        raise _Irregular("string")
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Rows (item, list of strings[, list of doubles]) of a table, the strings dictionary-encoded
+    once for all its rows."""
+
+    items: pa.Array
+    dictionary: pa.Array
+    codes: np.ndarray
+    """int64 per list element."""
+    offsets: np.ndarray
+    """int64 per row + 1, into codes."""
+    values: np.ndarray | None
+
+    @staticmethod
+    def of(table: pa.Table, lists: str, weights: str | None = None) -> _Rows:
+        column = table.column(lists).combine_chunks()
+        flat = column.flatten()
+        if flat.null_count:
+            raise _Irregular("null value")
+        encoded = flat.dictionary_encode()
+        _check_strings(encoded.dictionary)
+        offsets = column.offsets.to_numpy().astype(np.int64)
+        offsets -= offsets[0]
+        values = None
+        if weights is not None:
+            wcolumn = table.column(weights).combine_chunks()
+            flat_weights = wcolumn.flatten()
+            woffsets = wcolumn.offsets.to_numpy().astype(np.int64)
+            if flat_weights.null_count or not np.array_equal(woffsets - woffsets[0], offsets):
+                raise _Irregular("scores")
+            values = flat_weights.to_numpy()
+        return _Rows(table.column("item").combine_chunks(), encoded.dictionary,
+                     encoded.indices.to_numpy().astype(np.int64), offsets, values)
+
+    def column(self, rows: np.ndarray, ids: pa.Array) -> ListColumn:
+        """The ListColumn of these rows over documents `ids` (the dictionary cut down to the
+        strings they use), the postings reordered document by document."""
+        n = len(ids)
+        slots = pc.index_in(self.items.take(pa.array(rows)), value_set=ids).to_numpy()
+        if np.bincount(slots, minlength=n).max(initial=0) > 1:
+            raise _Irregular("repeated item")  # (the per-document path keeps the last row)
+        order = rows[np.argsort(slots, kind="stable")]
+        lengths = self.offsets[order + 1] - self.offsets[order]
+        doc_lengths = np.zeros(n, np.int64)
+        doc_lengths[np.sort(slots)] = lengths
+        offsets = np.zeros(n + 1, np.int64)
+        np.cumsum(doc_lengths, out=offsets[1:])
+        # the rows' elements, row after row in slot order
+        positions = np.repeat(self.offsets[order] - offsets[:-1][np.sort(slots)], lengths) + np.arange(offsets[-1])
+        codes = self.codes[positions]
+        used = np.bincount(codes, minlength=len(self.dictionary)) > 0
+        present = np.zeros(n, bool)
+        present[slots] = True
+        return ListColumn(self.dictionary.filter(used), (np.cumsum(used) - 1)[codes], offsets, present,
+                          None if self.values is None else self.values[positions])
+
+
+def _weights(correlators: ListColumn) -> ListColumn:
+    """The rank_features column of an indicator: {encoded correlator: LLR} of the correlators
+    scoring at least Float.MIN_NORMAL (others have no weight; a document with none, no field)."""
+    values = correlators.values
+    keep = values >= MIN_NORMAL  # (False for NaN)
+    if (values[keep] >= FINITE_BELOW).any():
+        raise _Irregular("weight")  # beyond float32: the document fails, as in Elasticsearch
+    kept = np.zeros(len(values) + 1, np.int64)
+    np.cumsum(keep, out=kept[1:])
+    offsets = kept[correlators.offsets]
+    codes = correlators.codes[keep]
+    used = np.bincount(codes, minlength=len(correlators.dictionary)) > 0
+    remap = np.cumsum(used) - 1
+    names = pc.replace_substring(pc.replace_substring(correlators.dictionary.filter(used), "%", "%25"), ".", "%2E")
+    return ListColumn(names, remap[codes], offsets, correlators.present & (np.diff(offsets) > 0), values[keep])
+
+
+def _columns(model: Model, schema: IndexSchema, prior: Prior) -> DocumentColumns:
+    from .embedded_query import parse_date  # (the embedded backend's: only its fast path gets here)
+
+    indicators = model.indicators
+    dates = set(schema.date_fields)
+    properties = [p for p in model.properties if p not in dates]
+    expected = IndexSchema(tuple(indicators) + tuple(properties), schema.date_fields, schema.number_fields,
+                           schema.feature_fields)
+    weighted = schema.feature_fields == tuple(weights_field(i) for i in indicators)
+    if schema != expected or not (weighted or not schema.feature_fields) \
+            or not set(RANKINGS) <= set(schema.number_fields) <= {*RANKINGS, PRIOR} or prior.ranking not in RANKINGS:
+        raise _Irregular("schema")
+    ind = _table(model.path / "indicators", ["indicator", "item", "correlators", "scores"],
+                 [pa.string(), pa.string(), pa.list_(pa.string()), pa.list_(pa.float64())])
+    props = _table(model.path / "properties", ["item", "name", "values"],
+                   [pa.string(), pa.string(), pa.list_(pa.string())])
+    ranks = _table(model.path / "rankings", ["item", *RANKINGS], [pa.string()] + [pa.float64()] * len(RANKINGS))
+    if not set(pc.unique(ind.column("indicator")).to_pylist()) <= set(indicators) \
+            or not set(pc.unique(props.column("name")).to_pylist()) <= set(model.properties):
+        raise _Irregular("field")
+    props = props.filter(pc.greater(pc.list_value_length(props.column("values")), 0))  # empty: no value
+    ids = pc.unique(pa.concat_arrays([t.column("item").combine_chunks() for t in (ind, props, ranks)]))
+    ids = ids.take(pc.array_sort_indices(ids))
+    _check_strings(ids)
+    n = len(ids)
+
+    def chunk(table: pa.Table, name: str) -> pa.Array:
+        return table.column(name).combine_chunks()
+
+    keyword: dict[str, ListColumn] = {}
+    features: dict[str, ListColumn] = {}
+    rows = _Rows.of(ind, "correlators", "scores")
+    for name in indicators:
+        which = np.flatnonzero(pc.equal(ind.column("indicator"), name).to_numpy(zero_copy_only=False))
+        if which.size:
+            keyword[name] = rows.column(which, ids)
+            if weighted:
+                features[weights_field(name)] = _weights(keyword[name])
+    date_columns: dict[str, pa.Array] = {}
+    rows = _Rows.of(props, "values")
+    for name in model.properties:
+        which = np.flatnonzero(pc.equal(props.column("name"), name).to_numpy(zero_copy_only=False))
+        if not which.size:
+            continue
+        column = rows.column(which, ids)
+        if name in dates:
+            first = np.where(column.present, column.codes[np.minimum(column.offsets[:-1], len(column.codes) - 1)], -1)
+            text = column.dictionary.take(pa.array(first, mask=first < 0))
+            for value in pc.unique(text.drop_null()).to_pylist():  # each distinct date once
+                try:
+                    parse_date(value)
+                except ValueError:
+                    raise _Irregular("date") from None
+            date_columns[name] = text
+        else:
+            keyword[name] = column
+    numbers: dict[str, np.ndarray] = {}
+    slots = pc.index_in(chunk(ranks, "item"), value_set=ids).to_numpy()
+    if np.bincount(slots, minlength=n).max(initial=0) > 1:
+        raise _Irregular("repeated item")
+    for r in RANKINGS:
+        values = np.full(n, np.nan)
+        values[slots] = chunk(ranks, r).to_numpy()
+        if not np.isfinite(values[slots]).all():
+            raise _Irregular(r)
+        numbers[r] = values
+    if PRIOR in schema.number_fields:
+        # Python's float ** (C pow) of each distinct ranking, as _documents computes it: the same values
+        distinct, inverse = np.unique(numbers[prior.ranking], return_inverse=True)
+        numbers[PRIOR] = np.array([prior.value(None if v != v else v) for v in distinct.tolist()])[inverse]
+    return DocumentColumns(ids, keyword, date_columns, {f: numbers[f] for f in schema.number_fields}, features)
 
 
 def changed_items(model: Model) -> set[str]:

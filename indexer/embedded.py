@@ -43,6 +43,7 @@ from .backend import (
     VersionInfo,
     check_update_base,
 )
+from .documents import ModelDocuments
 from .embedded_query import Evaluator, parse_body, top_hits
 from .embedded_store import (
     FORMAT,
@@ -58,6 +59,8 @@ from .embedded_store import (
     save_array,
     schema_from_json,
     schema_to_json,
+    segment_from_columns,
+    write_document_lines,
     write_segment,
 )
 from .errors import BackendUnavailable, DocumentsFailed, IndexerError
@@ -247,7 +250,52 @@ class EmbeddedBackend:
         progress: ProgressFn | None, extra_meta: dict[str, Any],
     ) -> int:
         """Write a complete version into `tmp`: (document, stored line) pairs are documents
-        copied from a version with the same schema, already checked and serialised."""
+        copied from a version with the same schema, already checked and serialised. A
+        model's documents (`indexer.documents.ModelDocuments`) go column by column when
+        they can (`ModelDocuments.columns`): no Python object per value."""
+        columns = documents.columns() if isinstance(documents, ModelDocuments) else None
+        if columns is not None:
+            segment = segment_from_columns(columns, schema)
+
+            def write_documents(f) -> tuple[np.ndarray, np.ndarray | None]:
+                return write_document_lines(f, columns, schema)
+
+            if progress is not None:
+                progress(segment.n)
+        else:
+            segment, write_documents = self._documents_segment(schema, documents, progress)
+        files = write_segment(tmp, segment, schema)
+        with open(tmp / "docs.jsonl", "wb") as f:
+            offsets, cuts = write_documents(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if cuts is not None:
+            save_array(tmp, "docs.cut.npy", cuts)
+        with open(tmp / "docs.off.npy", "wb") as f:
+            np.save(f, offsets)
+            f.flush()
+            os.fsync(f.fileno())
+        meta = {
+            "format": FORMAT,
+            "version": version,
+            "created": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "documents": segment.n,
+            "schema": schema_to_json(schema),
+            "files": files,
+            **extra_meta,
+        }
+        with open(tmp / "meta.json", "w") as f:
+            json.dump(meta, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        return segment.n
+
+    @staticmethod
+    def _documents_segment(schema: IndexSchema, documents: Iterable[Document | tuple[Document, bytes]],
+                           progress: ProgressFn | None):
+        """(the segment of documents checked one by one, a function writing their lines to
+        docs.jsonl and returning (offsets, cuts))."""
         docs: list[Document] = []
         lines: dict[str, bytes] = {}
         failed: list[tuple[str, str]] = []
@@ -279,13 +327,12 @@ class EmbeddedBackend:
             raise DocumentsFailed(failed, len(docs) + len(failed))
         # slot = rank of the id: ties in search then break by slot, and ids look up by bisection
         docs.sort(key=lambda d: d["id"])
-        segment = build_segment(docs, schema)
-        files = write_segment(tmp, segment, schema)
-        offsets = np.zeros(len(docs) + 1, np.int64)
         features = set(schema.feature_fields)
-        cuts = np.full(len(docs), -1, np.int64) if features else None
-        encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-        with open(tmp / "docs.jsonl", "wb") as f:
+
+        def write(f) -> tuple[np.ndarray, np.ndarray | None]:
+            offsets = np.zeros(len(docs) + 1, np.int64)
+            cuts = np.full(len(docs), -1, np.int64) if features else None
+            encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
             pos = 0
             for i, doc in enumerate(docs):
                 line = lines.get(doc["id"])
@@ -298,29 +345,8 @@ class EmbeddedBackend:
                 f.write(line)
                 pos += len(line)
                 offsets[i + 1] = pos
-            f.flush()
-            os.fsync(f.fileno())
-        if cuts is not None:
-            save_array(tmp, "docs.cut.npy", cuts)
-        with open(tmp / "docs.off.npy", "wb") as f:
-            np.save(f, offsets)
-            f.flush()
-            os.fsync(f.fileno())
-        meta = {
-            "format": FORMAT,
-            "version": version,
-            "created": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-            "documents": len(docs),
-            "schema": schema_to_json(schema),
-            "files": files,
-            **extra_meta,
-        }
-        with open(tmp / "meta.json", "w") as f:
-            json.dump(meta, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync_dir(tmp)
-        return len(docs)
+            return offsets, cuts
+        return build_segment(docs, schema), write
 
     @contextmanager
     def _writer_lock(self):

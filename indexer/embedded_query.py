@@ -2,15 +2,14 @@
 
 Scores mirror Lucene 8/9 as Elasticsearch runs it (LegacyBM25Similarity, k1 = 1.2,
 b = 0.75, keyword fields indexed docs-only without norms), including its float32
-arithmetic, so rankings equal an Elasticsearch index with one shard. Everything is
-vectorised over the posting lists and dense per-document arrays; nothing loops over
-documents in Python.
+arithmetic, so rankings equal an Elasticsearch index with one shard. Postings are scored
+in compiled loops (`indexer.kernels`), everything else is vectorised over per-document
+arrays; nothing loops over documents in Python.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import itertools
 import math
 import re
 import time
@@ -21,8 +20,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from . import kernels
 from .backend import IndexSchema
 from .errors import UnsupportedQuery
+from .kernels import NO_COUNTS, Runs
 
 K1 = np.float32(1.2)
 B = np.float32(0.75)
@@ -122,10 +123,18 @@ class IndexView(Protocol):
         """Live doc slots of these ids (unknown ids are skipped)."""
         ...
 
-    def feature_parts(self, field: str, features: Sequence[str], derive: Derive | None = None) -> list[Part]:
-        """Per segment: doc slots having each feature of a rank_features field (dead slots
-        included), concatenated, the count per feature, and the float32 feature values (as
-        Lucene decodes them) aligned with the slots, or `derive.fn` of them."""
+    def term_runs(self, field: str, terms: Sequence[str], dense: bool) -> tuple[list[Runs], np.ndarray, list]:
+        """Each term's live postings as runs (one Runs per segment), the count per term
+        (= docFreq), and with `dense` the hot terms' [(term position, bool row over the first
+        slots)], their runs left empty (see Snapshot.term_runs)."""
+        ...
+
+    def feature_runs(self, field: str, features: Sequence[str], derive: Derive | None = None,
+                     dense: bool = False) -> tuple[list[Runs], list]:
+        """Each feature's postings in a rank_features field as runs (dead slots included) with
+        the float32 feature values (as Lucene decodes them) or `derive.fn` of them, and with
+        `dense` the hot features' [(feature position, uint16 codes over the first slots, the
+        codes' table of derived values)], their runs left empty (see Snapshot.feature_runs)."""
         ...
 
 
@@ -147,15 +156,6 @@ class Derive:
 
     key: tuple
     fn: Callable[[np.ndarray], np.ndarray]
-
-
-@dataclass(frozen=True)
-class Part:
-    """Postings of one segment: doc slots, count per term, values aligned with the slots."""
-
-    docs: np.ndarray
-    lengths: np.ndarray
-    values: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -494,104 +494,72 @@ class Evaluator:
         weight = (boosts.astype(np.float32) * (ONE + K1)) * idf
         return (weight - weight / (ONE + ONE * norm_inverse)).astype(np.float32)
 
-    def _term_postings(self, clauses: list[tuple[str, str, np.float32]], scoring: bool):
-        """Per field: (doc slots of its term clauses' postings, their float64 scores or None,
-        whether every score is > 0)."""
-        by_field: dict[str, list[tuple[str, np.float32]]] = {}
-        for field, value, boost in clauses:
-            by_field.setdefault(field, []).append((value, boost))
-        dense = getattr(self.view, "term_postings_dense", None) if scoring else None
-        for field, items in by_field.items():
-            values = [v for v, _ in items]
-            split = dense(field, values) if dense is not None else None
-            if split is not None:
-                # the hot terms' documents as dense rows (BaseVersion.hot_rows), the others' postings
-                docs, lengths, rows = split
-                per_term = self.term_scores(field, lengths, np.array([b for _, b in items], np.float32))
-                positive = bool((per_term[lengths > 0] > 0).all())
-                cold = lengths > 0
-                cold[[w for w, _ in rows]] = False
-                if docs.size:
-                    yield docs, np.repeat(per_term[cold].astype(np.float64), lengths[cold]), positive
-                for w, row in rows:
-                    yield None, row, np.float64(per_term[w])
-                continue
-            docs, lengths = self.view.term_postings(field, values)
-            if docs.size == 0:
-                continue
-            if not scoring:
-                yield docs, None, True
-                continue
-            boosts = np.array([b for _, b in items], np.float32)
-            per_term = self.term_scores(field, lengths, boosts)
-            yield (docs, np.repeat(per_term.astype(np.float64), lengths),
-                   bool((per_term[lengths > 0] > 0).all()))
-
     def _batch(self, terms: list, features: list, scoring: bool, need_counts: bool):
-        """Term and rank_feature clauses over their posting lists, a field at a time:
-        (matching-clause counts per slot, or None unless `need_counts`; summed float64 scores,
-        or None unless `scoring`; bool per slot: matches at least one clause)."""
+        """Term and rank_feature clauses over their posting lists, a field at a time, in the
+        compiled kernels (`indexer.kernels`): (matching-clause counts per slot, or None unless
+        `need_counts`; summed float64 scores, or None unless `scoring`; bool per slot: matches
+        at least one clause)."""
         n = self.view.n
-        sums = np.zeros(n, np.float64) if scoring else None
-        postings: list[np.ndarray] = []
-        dense: list[np.ndarray] = []
+        # counting without scores (msm > 1 in filter context) adds into a scratch array
+        sums = np.zeros(n, np.float64) if scoring or need_counts else None
+        counts = np.zeros(n, np.int32) if need_counts else NO_COUNTS
+        accumulate = sums is not None
+        marks: list[Runs | np.ndarray] = []
+        """What matched, in case "sum > 0" cannot tell: runs, and dense rows (> 0 where matched)."""
         positive = True
-        tmp = None
-        for docs, weights, pos in itertools.chain(self._term_postings(terms, scoring),
-                                                  self._feature_postings(features, scoring)):
-            if docs is None:
-                # a dense row over the first slots (scoring only): bool, times the term's score;
-                # or float32 scores, with a row > 0 exactly where the feature is
-                row, scale = weights, pos
-                head = sums[:row.size]
-                if isinstance(scale, np.ndarray):
-                    head += row
-                    dense.append(scale)
-                else:
-                    if tmp is None:
-                        tmp = np.empty(row.size, np.float64)
-                    head += np.multiply(row, scale, out=tmp)  # (a `where=` add is slower)
-                    dense.append(row)
-                    positive = positive and bool(scale > 0)
+        by_field: dict[str, list[tuple[str, np.float32]]] = {}
+        for field, value, boost in terms:
+            by_field.setdefault(field, []).append((value, boost))
+        for field, items in by_field.items():
+            runs, lengths, rows = self.view.term_runs(field, [v for v, _ in items], dense=accumulate)
+            marks += runs
+            if not accumulate:
                 continue
-            postings.append(docs)
-            if scoring:
-                sums += np.bincount(docs, weights=weights, minlength=n)
-                positive = positive and pos
-        counts = None
+            per_term = self.term_scores(field, lengths, np.array([b for _, b in items], np.float32))
+            positive = positive and bool((per_term[lengths > 0] > 0).all())
+            for r in runs:
+                kernels.add_runs(sums, counts, r, per_term)
+            for w, row in rows:
+                kernels.add_bool_row(sums, counts, row, per_term[w])
+                marks.append(row)
+        for runs, weights, rows in self._feature_runs(features, accumulate):
+            marks += runs
+            if not accumulate:
+                continue
+            for r in runs:
+                positive = kernels.add_feature_runs(sums, counts, r, weights) and positive
+            for codes, scores in rows:
+                kernels.add_code_row(sums, counts, codes, scores)
+                positive = positive and bool((scores[1:] > 0).all())
+                marks.append(codes)
         if need_counts:
-            counts = np.zeros(n, np.int64)
-            for docs in postings:
-                counts += np.bincount(docs, minlength=n)
-            for row in dense:
-                counts[:row.size] += row if row.dtype == bool else row > 0
             hit = counts > 0
         elif scoring and positive:
             hit = sums > 0  # every matching clause adds a positive score: no count needed
         else:
             hit = np.zeros(n, bool)
-            for docs in postings:
-                hit[docs] = True
-            for row in dense:
-                hit[:row.size] |= row if row.dtype == bool else row > 0
-        return counts, sums, hit
+            for m in marks:
+                if isinstance(m, Runs):
+                    kernels.mark_runs(hit, m)
+                else:
+                    hit[:m.size] |= m if m.dtype == bool else m > 0
+        return (counts if need_counts else None), (sums if scoring else None), hit
 
     # ------------------------------------------------------------------ rank_feature
-    def _feature_postings(self, clauses: list[_FeatureClause], scoring: bool):
-        """Per field and segment: (doc slots of its rank_feature clauses' postings, their
-        float64 scores or None, whether every score is > 0). The function of the feature
-        values before the weight (`rank_feature_pre`) is computed once per version over the
-        whole field (`BaseVersion.derived`) and gathered with the postings, the hot features'
-        as dense rows; each clause's weight is then applied (`rank_feature_apply`)."""
+    def _feature_runs(self, clauses: list[_FeatureClause], scoring: bool):
+        """Per field: (its rank_feature clauses' postings as runs (kernels.Runs) whose values,
+        times the float32 weights, are the clauses' scores (see kernels.add_feature_runs);
+        the weights; the hot features' dense rows [(codes, the float32 scores of the codes)]).
+        The function of the feature values before the weight (`rank_feature_pre`) is computed
+        once per version over the whole field (`BaseVersion.derived`); each clause's weight
+        is applied in the kernel."""
         by_field: dict[str, list[_FeatureClause]] = {}
         for clause in clauses:
             by_field.setdefault(clause[0], []).append(clause)
         for field, items in by_field.items():
             features = [c[1] for c in items]
             if not scoring:
-                for part in self.view.feature_parts(field, features):
-                    if part.docs.size:
-                        yield part.docs, None, True
+                yield self.view.feature_runs(field, features)[0], None, []
                 continue
             with np.errstate(over="ignore"):
                 # BoostQuery: the clause's boost times the one passed down, in float32
@@ -603,28 +571,26 @@ class Evaluator:
                 # weight applied (history_decay < 1 gives every history item its own)
                 derive = Derive(("pre", kind, float(param)),
                                 lambda v, k=kind, p=param: rank_feature_pre(k, p, v))
-                split = getattr(self.view, "feature_parts_dense", None)
-                parts, rows = split(field, features, derive) if split is not None else (
-                    self.view.feature_parts(field, features, derive), [])
-                for part in parts:
-                    if part.docs.size:
-                        scores = rank_feature_apply(kind, np.repeat(weights, part.lengths), part.values)
-                        yield part.docs, scores, bool(scores.min() > 0)
-                for w, codes, table, smallest in rows:
-                    weight = weights[w]
-                    # the row's distinct values scored (Lucene's arithmetic), then gathered
-                    scores = rank_feature_apply(kind, np.full(table.size, weight), table)
+                runs, rows = self.view.feature_runs(field, features, derive, dense=True)
+                scored = []
+                for w, codes, table in rows:
+                    # the row's distinct values scored (Lucene's arithmetic), gathered in the kernel
+                    scores = rank_feature_apply(kind, np.full(table.size, weights[w]), table)
                     scores[0] = 0  # documents without the feature
-                    if np.isfinite(weight) and weight > 0 and float(weight) * smallest > 1e-30:
-                        yield None, np.take(scores, codes), codes  # > 0 exactly where the feature is
-                    else:  # a zero, vanishing or infinite weight: scores of 0 still match
-                        docs = np.flatnonzero(codes)
-                        yield docs, scores[codes[docs]].astype(np.float64), bool(scores[1:].min() > 0)
+                    scored.append((codes, scores))
+                yield runs, weights, scored
                 continue
-            for part in self.view.feature_parts(field, features):
-                if part.docs.size:
-                    scores = self._feature_scores(items, weights, part.lengths, part.values)
-                    yield part.docs, scores, bool(scores.min() > 0)
+            # clauses of several functions (never the builder's): each posting's final score,
+            # computed here, is its value, and the kernel's weight 1 keeps it as it is
+            runs, _ = self.view.feature_runs(field, features)
+            gathered = []
+            for r in runs:
+                lengths = r.ends - r.starts
+                positions = r.positions()
+                scores = self._feature_scores(items, weights, lengths, r.values[positions])
+                ends = np.cumsum(lengths)
+                gathered.append(Runs(r.docs[positions], scores, ends - lengths, ends, r.offset))
+            yield gathered, np.ones(len(items), np.float32), []
 
     @staticmethod
     def _feature_scores(items: list[_FeatureClause], weights: np.ndarray, lengths: np.ndarray,
@@ -1126,25 +1092,17 @@ def _compare(col: np.ndarray, op: str, bound) -> np.ndarray:
 
 def top_hits(view: IndexView, body: ParsedBody, mask: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Slots and scores of the page of hits, in sort order."""
-    cand = np.flatnonzero(mask)
     want = body.start + body.size
+    first = body.sort[0]
+    if want and first.field == "_score" and first.descending:
+        # only documents scoring at least the want-th best score can reach the page: found in
+        # one compiled pass (`run` raised already if a NaN score matched)
+        cand = np.flatnonzero(mask & (score >= kernels.kth_score(mask, score, want)))
+    else:
+        cand = np.flatnonzero(mask)
     if want == 0 or cand.size == 0:
         return cand[:0], score[:0]
     cscore = score[cand]
-    first = body.sort[0]
-    if first.field == "_score" and first.descending and cand.size > 4 * want:
-        # Only documents scoring at least the want-th best score can reach the page.
-        if cand.size >= 64 * want and cand.size >= 8192:
-            # the want-th largest of 4 * want block maxima is at most the want-th best score
-            # (`run` raised already if a NaN score matched): one pass keeps a few candidates
-            # for the exact partition below
-            block = cand.size // (4 * want)
-            tops = cscore[:block * 4 * want].reshape(4 * want, block).max(axis=1)
-            keep = cscore >= np.partition(tops, tops.size - want)[tops.size - want]
-            cand, cscore = cand[keep], cscore[keep]
-        kth = np.partition(cscore, cand.size - want)[cand.size - want]
-        keep = cscore >= kth
-        cand, cscore = cand[keep], cscore[keep]
     keys = []
     for key in reversed(body.sort):
         if key.field == "_score":

@@ -36,13 +36,20 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from . import kernels
 from .backend import Document, IndexSchema
-from .embedded_query import DATE_MISSING, Derive, Part, parse_date
+from .embedded_query import DATE_MISSING, Derive, parse_date
 from .features import check_features, quantize
+from .kernels import Runs
+
+if TYPE_CHECKING:
+    from .documents import DocumentColumns, ListColumn
 
 FORMAT = "cooccur-embedded/1"
 OVERLAY = "overlay.jsonl"
@@ -157,6 +164,136 @@ def _feature_column(docs: Sequence[Document], name: str):
     return names, indptr, cols[order].astype(np.int32), vals[order]
 
 
+def unicode_array(strings: pa.Array) -> np.ndarray:
+    """A numpy `<U` array of Arrow strings; ASCII ones without a Python object per string
+    (their bytes laid out in a fixed-width matrix)."""
+    if len(strings) == 0:
+        return np.array([], "<U1")
+    if not pc.all(pc.string_is_ascii(strings)).as_py():
+        return np.array(strings.to_pylist(), dtype=str)
+    strings = strings.cast(pa.large_string())
+    offsets = np.frombuffer(strings.buffers()[1], np.int64)[strings.offset:strings.offset + len(strings) + 1]
+    data = np.frombuffer(strings.buffers()[2], np.uint8)
+    lengths = np.diff(offsets)
+    width = max(int(lengths.max()), 1)
+    matrix = np.zeros((len(strings), width), np.uint8)
+    rows = np.repeat(np.arange(len(strings)), lengths)
+    columns = np.arange(int(lengths.sum())) - np.repeat(offsets[:-1] - offsets[0], lengths)
+    matrix[rows, columns] = data[offsets[0]:offsets[-1]]
+    return matrix.view(f"S{width}").ravel().astype(f"<U{width}")
+
+
+def _column_csr(column: ListColumn, n: int):
+    """(sorted terms, indptr, indices, dl, values or None) of a dictionary-encoded column."""
+    order = pc.array_sort_indices(column.dictionary).to_numpy()
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    slots = np.repeat(np.arange(n, dtype=np.int64), np.diff(column.offsets))
+    indptr, indices, dl, values = kernels.csr(rank[column.codes], slots, len(order), n, column.values)
+    return unicode_array(column.dictionary.take(order)), indptr, indices, dl, values
+
+
+def segment_from_columns(columns: DocumentColumns, schema: IndexSchema) -> Segment:
+    """build_segment of documents given as columns (`indexer.documents.DocumentColumns`):
+    the same arrays, with no Python object per value (one counting pass per field)."""
+    n = len(columns.ids)
+    none = (np.array([], "<U1"), np.zeros(1, np.int64), np.zeros(0, np.int32))
+    keyword = {f: _column_csr(columns.keyword[f], n)[:4] if f in columns.keyword else (*none, np.zeros(n, np.int32))
+               for f in schema.keyword_fields}
+    dates = {}
+    for field in schema.date_fields:
+        text = columns.dates.get(field)
+        values = text.to_pylist() if text is not None else [None] * n  # one per document
+        dates[field] = np.array([DATE_MISSING if v is None else parse_date(v) for v in values], np.int64)
+    numbers = {f: columns.numbers[f].astype(np.float32) for f in schema.number_fields}
+    features = {}
+    for field in schema.feature_fields:
+        if field in columns.features:
+            terms, indptr, indices, _, values = _column_csr(columns.features[field], n)
+            features[field] = (terms, indptr, indices, quantize(values))
+        else:
+            features[field] = (*none, np.zeros(0, np.float32))
+    return Segment(unicode_array(columns.ids), keyword, dates, numbers, features)
+
+
+def _texts(strings: pa.Array, before: str, after: str) -> tuple[np.ndarray, np.ndarray]:
+    """(bytes, offsets) of each string between `before` and `after`."""
+    text = pc.binary_join_element_wise(before, strings, after, "").cast(pa.large_string())
+    offsets = np.frombuffer(text.buffers()[1], np.int64)[text.offset:text.offset + len(text) + 1]
+    data = np.frombuffer(text.buffers()[2], np.uint8) if len(text) else np.zeros(0, np.uint8)
+    return data, offsets
+
+
+LINES_PER_CHUNK = 4096
+"""Lines laid out at a time: one buffer of a few MB reused, instead of the whole file's
+hundreds of MB faulted in page by page."""
+
+
+def write_document_lines(f, columns: DocumentColumns, schema: IndexSchema) -> tuple[np.ndarray, np.ndarray | None]:
+    """Write the docs.jsonl of documents given as columns to `f`: (the lines' byte offsets,
+    the feature cuts or None), as `document_line` writes them (feature fields last) up to the
+    text of numbers (the same doubles read back: kernels.float_texts). The strings need no
+    escapes (DocumentColumns); each is rendered once per distinct value, and the compiled
+    kernels lay the lines out (kernels.put, put_lists: measure, then write)."""
+    n = len(columns.ids)
+    everyone = np.arange(n)
+
+    def one(texts, which, prefix=b""):
+        return lambda out, cursor, a, b: kernels.put(out, cursor, texts, which[a:b], prefix)
+
+    def lists(c: ListColumn, texts, prefix: bytes, suffix: bytes, values=None):
+        return lambda out, cursor, a, b: kernels.put_lists(out, cursor, texts, c.codes, c.offsets[a:b + 1],
+                                                           c.present[a:b], prefix, suffix, values)
+
+    head = [one(_texts(columns.ids, '{"id":"', '"'), everyone)]
+    for field in schema.keyword_fields:
+        if field in columns.keyword:
+            c = columns.keyword[field]
+            head.append(lists(c, _texts(c.dictionary, '"', '"'), f',"{field}":['.encode(), b"]"))
+    for field in schema.date_fields:
+        if field in columns.dates:
+            text = columns.dates[field]
+            which = np.where(text.is_valid().to_numpy(zero_copy_only=False), everyone, -1)
+            head.append(one(_texts(text.fill_null(""), '"', '"'), which, f',"{field}":'.encode()))
+    for field in schema.number_fields:
+        values = columns.numbers[field]
+        head.append(one(kernels.float_texts(np.nan_to_num(values)), np.where(np.isnan(values), -1, everyone),
+                        f',"{field}":'.encode()))
+    tail = []
+    for field in schema.feature_fields:
+        if field in columns.features:
+            c = columns.features[field]
+            tail.append(lists(c, _texts(c.dictionary, '"', '":'), f',"{field}":{{'.encode(), b"}",
+                              kernels.float_texts(c.values)))
+    end = one((np.frombuffer(b"}\n", np.uint8), np.array([0, 2], np.int64)), np.zeros(n, np.int64))
+    lengths = np.zeros(n, np.int64)
+    nothing = np.zeros(0, np.uint8)
+    for put in (*head, *tail, end):
+        put(nothing, lengths, 0, n)
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    cuts = np.full(n, -1, np.int64) if schema.feature_fields else None
+    buffer = np.empty(0, np.uint8)
+    for a in range(0, n, LINES_PER_CHUNK):
+        b = min(n, a + LINES_PER_CHUNK)
+        size = int(offsets[b] - offsets[a])
+        if buffer.size < size:
+            buffer = np.empty(size, np.uint8)
+        out = buffer[:size]
+        starts = offsets[a:b] - offsets[a]
+        cursor = starts.copy()
+        for put in head:
+            put(out, cursor, a, b)
+        if cuts is not None:
+            head_end = cursor.copy()
+            for put in tail:
+                put(out, cursor, a, b)
+            cuts[a:b] = np.where(cursor > head_end, head_end - starts, -1)
+        end(out, cursor, a, b)
+        f.write(out)
+    return offsets, cuts
+
+
 def _csr(term_ids: dict[str, int], rows: np.ndarray, cols: np.ndarray):
     """(sorted terms, CSR row pointers, the order putting the (term id, slot) pairs in CSR order)."""
     terms = np.array(list(term_ids), dtype=str) if term_ids else np.array([], "<U1")
@@ -191,43 +328,6 @@ def lookup(sorted_values: np.ndarray, wanted: Sequence[str]) -> tuple[np.ndarray
     pos = np.searchsorted(sorted_values, w)
     pos_c = np.minimum(pos, len(sorted_values) - 1)
     return pos_c, (pos < len(sorted_values)) & (sorted_values[pos_c] == w)
-
-
-def gather(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenated postings of CSR rows and the length of each."""
-    positions, lengths = gather_positions(indptr, rows)
-    return indices[positions].astype(np.int64), lengths
-
-
-def gather_positions(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions in the CSR arrays of the concatenated postings of rows, and the length of each."""
-    starts = indptr[rows]
-    lengths = indptr[rows + 1] - starts
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, np.int64), lengths
-    # position k of the output belongs to row r: start[r] + (k - first output position of r)
-    offsets = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
-    return offsets + np.arange(total), lengths
-
-
-def runs(indptr: np.ndarray, array: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The concatenated runs array[indptr[r]:indptr[r + 1]] of CSR rows, and the length of
-    each: one copy of the slices, no position arrays (a 500-item history gathers about a
-    million postings at 100k items)."""
-    starts = indptr[rows]
-    ends = indptr[rows + 1]
-    lengths = ends - starts
-    if rows.size == 1:
-        return array[int(starts[0]):int(ends[0])], lengths
-    if rows.size == 0:
-        return array[:0], lengths
-    if rows.size > 32:
-        total = int(lengths.sum())
-        if total < 64 * rows.size:  # many short lists: one gather beats hundreds of slices
-            offsets = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
-            return array[offsets + np.arange(total)], lengths
-    return np.concatenate([array[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]), lengths
 
 
 # --------------------------------------------------------------------------- on disk
@@ -358,8 +458,12 @@ class BaseVersion:
         pos[~found] = 0
         return pos, found
 
-    HOT_SHARE = 4
-    """A posting list longer than 1/HOT_SHARE of the documents (and than HOT_MIN) is "hot"."""
+    HOT_SHARE = 1
+    """A posting list longer than 1/HOT_SHARE of the documents (and than HOT_MIN) is "hot".
+    None by default: with the compiled kernels, scattering a list's sorted postings costs
+    less than adding a dense row, even for lists over half the documents (bench/index.py's
+    100k model, history 500: 20% slower with the lists over 1/4 dense, 15% over 1/2). The
+    rows stay available (tests/test_lucene_parity.py forces them on, so they stay exact)."""
     HOT_MIN = 4096
     HOT_MAX = 32
     """Hot lists kept dense per field (the longest): at most 32 rows of 1 or 2 bytes per document."""
@@ -560,122 +664,99 @@ class Snapshot:
             slots = [self.slots_of_ids([t]) for t in terms]
             lengths = np.array([len(s) for s in slots], np.int64)
             return (np.concatenate(slots) if slots else np.zeros(0, np.int64)), lengths
-        docs, lengths, _ = self._postings(lambda seg: seg.keyword[field], terms)
-        return docs, lengths
-
-    def feature_postings(
-        self, field: str, features: Sequence[str]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Live doc slots having each feature of a rank_features field, concatenated, the
-        count per feature, and the (quantized float32) feature values aligned with the slots."""
-        return self._postings(lambda seg: seg.features[field], features, with_values=True)
-
-    def _postings(self, columns, terms: Sequence[str], with_values: bool = False):
-        parts = [self._segment_postings(columns(self.base.segment), terms, 0, with_values)]
+        parts = [self._gathered(self._runs(("k", field), self.base.segment.keyword[field], terms, 0, None))]
         if self.extra is not None:
-            parts.append(self._segment_postings(columns(self.extra), terms, self.n_base, with_values))
-        docs, values = parts[0][0], parts[0][2]
+            parts.append(self._gathered(self._runs(None, self.extra.keyword[field], terms, self.n_base, None)))
+        docs = parts[0][0]
         if len(parts) > 1:
             # keep postings grouped per term: interleave base and overlay runs term by term
             owners = np.concatenate([np.repeat(np.arange(len(terms)), p[1]) for p in parts])
-            order = np.argsort(owners, kind="stable")
-            docs = np.concatenate([p[0] for p in parts])[order]
-            if with_values:
-                values = np.concatenate([p[2] for p in parts])[order]
+            docs = np.concatenate([p[0] for p in parts])[np.argsort(owners, kind="stable")]
         lengths = sum(p[1] for p in parts)
         if self.live is not None and docs.size:
             keep = self.live[docs]
             owners = np.repeat(np.arange(len(terms)), lengths)
             docs = docs[keep]
-            if with_values:
-                values = values[keep]
             lengths = np.bincount(owners[keep], minlength=len(terms)).astype(np.int64)
-        return docs, lengths, values
+        return docs, lengths
 
-    def _segment_postings(self, columns, terms: Sequence[str], offset: int, with_values: bool):
-        t, indptr, indices, rest = columns
-        pos, found = self.base.find(("terms", id(t)), t, terms) if offset == 0 else lookup(t, terms)
-        lengths = np.zeros(len(terms), np.int64)
+    @staticmethod
+    def _gathered(runs: Runs) -> tuple[np.ndarray, np.ndarray]:
+        """(the runs' slots, concatenated, as int64; the length of each run)."""
+        return runs.docs[runs.positions()].astype(np.int64) + runs.offset, runs.ends - runs.starts
+
+    def _runs(self, key: tuple | None, columns: tuple, terms: Sequence[str], offset: int,
+              values: np.ndarray | None) -> Runs:
+        """The runs of `terms` in a segment's CSR columns (names, indptr, indices, ...): the
+        version's (its dictionary look-ups cached under `key`) or, with key None, the overlay's."""
+        names, indptr, indices = columns[:3]
+        if key is not None:
+            pos, found = self.base.find(key, names, terms)
+        else:
+            pos, found = lookup(names, terms)
+        starts = np.zeros(len(terms), np.int64)
+        ends = np.zeros(len(terms), np.int64)
         rows = pos[found]
-        docs, lengths[found] = runs(indptr, indices, rows)
-        values = runs(indptr, rest, rows)[0] if with_values else None
-        return docs.astype(np.int64) + offset if offset else docs.astype(np.int64), lengths, values
+        starts[found] = indptr[rows]
+        ends[found] = indptr[rows + 1]
+        return Runs(indices, values, starts, ends, offset)
 
-    def feature_parts(self, field: str, features: Sequence[str], derive: Derive | None = None) -> list[Part]:
-        """Per segment (the version's, then the overlay's): the doc slots having each feature of
-        a rank_features field, concatenated feature by feature, the count per feature, and the
-        feature values aligned with the slots, or `derive`'s values of them (computed once per
-        version over the whole field and cached: see `Derive`). Dead slots are included: the
-        evaluator masks them out of the result, and feature clauses use no statistics."""
-        parts = []
-        for seg, offset in ((self.base.segment, 0), (self.extra, self.n_base)):
-            if seg is None:
-                continue
-            names, indptr, indices, values = seg.features[field]
-            pos, found = self.base.find(("features", field), names, features) if seg is self.base.segment \
-                else lookup(names, features)
-            rows = pos[found]
-            lengths = np.zeros(len(features), np.int64)
-            docs, lengths[found] = runs(indptr, indices, rows)
-            if derive is not None:
-                values = self.base.derived(field, derive) if seg is self.base.segment else derive.fn(values)
-            parts.append(Part(docs if not offset else docs + np.int32(offset), lengths, runs(indptr, values, rows)[0]))
-        return parts
+    def term_runs(self, field: str, terms: Sequence[str], dense: bool) -> tuple[list[Runs], np.ndarray, list]:
+        """A keyword field's postings of each term: (runs per segment; docFreq of each term
+        over live documents; with `dense`, [(term position, bool row over the version's
+        slots)] of its hot terms, whose runs are then left empty). With live changes the
+        live postings are gathered first (docFreq counts live documents), without dense rows."""
+        if self.live is not None or field == "id":
+            docs, lengths = self.term_postings(field, terms)
+            ends = np.cumsum(lengths)
+            return [Runs(docs, None, ends - lengths, ends)], lengths, []
+        runs = self._runs(("k", field), self.base.segment.keyword[field], terms, 0, None)
+        lengths = runs.ends - runs.starts
+        rows = []
+        if dense and (hot := self._hot(runs, "k", field)) is not None:
+            where, at = hot
+            stack = self.base.dense_keyword(field)
+            rows = [(w, stack[i]) for w, i in zip(where.tolist(), at.tolist(), strict=True)]
+            runs.ends[where] = runs.starts[where]
+        return [runs], lengths, rows
 
-    def term_postings_dense(self, field: str, terms: Sequence[str]):
-        """Like term_postings, with the hot terms' postings left out of the gathered slots:
-        (slots of the other terms, concatenated; docFreq of every term; [(term position, bool
-        row over the version's slots)] of the hot ones). None when the snapshot has live
-        changes (docFreq then counts live documents: term_postings)."""
-        if self.live is not None or self.extra is not None or field == "id":
-            return None
-        t, indptr, indices, _ = self.base.segment.keyword[field]
-        hot = self.base.hot_rows("k", field)
+    def _hot(self, runs: Runs, kind: str, field: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(positions of the runs that are hot lists, their rows in the field's dense stack)."""
+        hot = self.base.hot_rows(kind, field)
         if not hot.size:
             return None
-        pos, found = self.base.find(("terms", id(t)), t, terms)
-        rows = pos[found]
-        lengths = np.zeros(len(terms), np.int64)
-        lengths[found] = indptr[rows + 1] - indptr[rows]
-        where = np.flatnonzero(found)
-        at = np.minimum(np.searchsorted(hot, rows), hot.size - 1)
-        is_hot = hot[at] == rows
+        hot_starts = (self.base.segment.keyword if kind == "k" else self.base.segment.features)[field][1][hot]
+        at = np.minimum(np.searchsorted(hot_starts, runs.starts), hot_starts.size - 1)
+        is_hot = (hot_starts[at] == runs.starts) & (runs.ends > runs.starts)
         if not is_hot.any():
             return None
-        stack = self.base.dense_keyword(field)
-        dense_rows = [(w, stack[i]) for w, i in zip(where[is_hot].tolist(), at[is_hot].tolist(), strict=True)]
-        docs, _ = runs(indptr, indices, rows[~is_hot])
-        return docs, lengths, dense_rows
+        return np.flatnonzero(is_hot), at[is_hot]
 
-    def feature_parts_dense(self, field: str, features: Sequence[str], derive: Derive):
-        """feature_parts with `derive`, the hot features of the version apart: (parts, with
-        no postings (length 0) for the hot features; [(position in `features`, its row of
-        codes over the version's slots, the codes' table of derive's values, the smallest
-        of them)] for the hot features whose values are all > 0: see dense_feature)."""
-        hot = self.base.hot_rows("f", field)
-        if not hot.size:
-            return self.feature_parts(field, features, derive), []
-        names, indptr, indices, _ = self.base.segment.features[field]
-        pos, found = self.base.find(("features", field), names, features)
-        rows = pos[found]
-        where = np.flatnonzero(found)
-        at = np.minimum(np.searchsorted(hot, rows), hot.size - 1)
-        is_hot = hot[at] == rows
-        rows_out = []
-        if is_hot.any():
+    def feature_runs(self, field: str, features: Sequence[str], derive: Derive | None = None,
+                     dense: bool = False) -> tuple[list[Runs], list]:
+        """A rank_features field's postings of each feature: (runs per segment, the version's
+        then the overlay's, with the feature values or `derive`'s values of them (computed
+        once per version over the whole field and kept: see `Derive`); with `dense` (and
+        `derive`), [(feature position, its row of codes over the version's slots, the codes'
+        table of derive's values)] of the hot features whose values are all > 0 (see
+        BaseVersion.dense_feature), their runs left empty). Dead slots are included: the
+        evaluator masks them out of the result, and feature clauses use no statistics."""
+        base = self.base.segment.features[field]
+        values = base[3] if derive is None else self.base.derived(field, derive)
+        runs = [self._runs(("f", field), base, features, 0, values)]
+        rows = []
+        if dense and derive is not None and (hot := self._hot(runs[0], "f", field)) is not None:
+            where, at = hot
             codes, tables, smallest = self.base.dense_feature(field, derive)
-            is_hot &= smallest[at] > 0
-            rows_out = [(w, codes[i], tables[i], smallest[i])
-                        for w, i in zip(where[is_hot].tolist(), at[is_hot].tolist(), strict=True)]
-        lengths = np.zeros(len(features), np.int64)
-        cold = rows[~is_hot]
-        lengths[where[~is_hot]] = indptr[cold + 1] - indptr[cold]
-        values = self.base.derived(field, derive)
-        docs, _ = runs(indptr, indices, cold)
-        parts = [Part(docs, lengths, runs(indptr, values, cold)[0])]
+            usable = smallest[at] > 0
+            where, at = where[usable], at[usable]
+            rows = [(w, codes[i], tables[i]) for w, i in zip(where.tolist(), at.tolist(), strict=True)]
+            runs[0].ends[where] = runs[0].starts[where]
         if self.extra is not None:
-            parts += self.feature_parts(field, features, derive)[1:]
-        return parts, rows_out
+            extra = self.extra.features[field]
+            values = extra[3] if derive is None else derive.fn(extra[3])
+            runs.append(self._runs(None, extra, features, self.n_base, values))
+        return runs, rows
 
     def slots_of_ids(self, ids: Sequence[str]) -> np.ndarray:
         pos, found = self.base.find(("ids",), self.base.segment.ids, list(ids))

@@ -117,3 +117,50 @@ def test_missing_and_corrupt_model_dirs(tmp_path):
     model = open_model(root)
     with pytest.raises(ModelDirError, match="unreadable Parquet"):
         list(iter_documents(model, schema_for(model)))
+
+
+def _lists(column, n, values=False):
+    """Per document: the list a ListColumn holds (None where absent), or with `values` the
+    dict of its names and values."""
+    words = column.dictionary.to_pylist()
+    out = []
+    for d in range(n):
+        if not column.present[d]:
+            out.append(None)
+            continue
+        span = range(column.offsets[d], column.offsets[d + 1])
+        names = [words[column.codes[p]] for p in span]
+        out.append(dict(zip(names, column.values[span].tolist(), strict=True)) if values else names)
+    return out
+
+
+def test_columns_hold_the_documents(tmp_path):
+    """The columnar form of a model's documents (what the embedded backend indexes) holds
+    exactly the documents that iteration yields."""
+    root = write_model(
+        tmp_path / "m",
+        indicators=[
+            {"indicator": "buy", "item": "a", "correlators": ["b.1", "c", "z"], "scores": [3.5, 1.25, 0.0]},
+            {"indicator": "view", "item": "b.1", "correlators": ["a%"], "scores": [2.0]},
+        ],
+        rankings=[{"item": "a", "popular": 9.0, "trending": -3.0, "hot": 0.0},
+                  {"item": "r", "popular": 0.0, "trending": 8.0, "hot": 0.0}],
+        properties=[{"item": "p", "name": "category", "values": ["c2", "c1"]},
+                    {"item": "a", "name": "expireDate", "values": ["2026-01-01T00:00:00Z"]}],
+    )
+    model = open_model(root)
+    schema = schema_for(model, ("expireDate",))
+    documents = iter_documents(model, schema, prior=Prior("popular", 0.5, 1.0))
+    columns = documents.columns()
+    docs = list(documents)
+    n = len(docs)
+    assert columns.ids.to_pylist() == [d["id"] for d in docs] == ["a", "b.1", "p", "r"]
+    for field in ("buy", "view", "category"):
+        assert _lists(columns.keyword[field], n) == [d.get(field) for d in docs], field
+    for field in ("buy_w", "view_w"):
+        assert _lists(columns.features[field], n, values=True) == [d.get(field) for d in docs], field
+    assert columns.dates["expireDate"].to_pylist() == [d.get("expireDate") for d in docs]
+    for field in schema.number_fields:
+        assert [None if v != v else v for v in columns.numbers[field].tolist()] == [d.get(field) for d in docs]
+    assert columns.numbers["prior"].tolist() == [3.0, 1.0, 1.0, 1.0]
+    assert iter_documents(model, schema, only={"a"}).columns() is None  # a subset: documents one by one

@@ -774,3 +774,95 @@ def test_bad_source_filters(tmp_path, source, path):
     with pytest.raises(UnsupportedQuery) as e:
         backend.search({"query": {"match_all": {}}, "_source": source})
     assert e.value.path == path
+
+
+# ----------------------------------------------------------------------------- the columnar path
+def _model(root, indicators, properties=(), rankings=()):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for part, rows in (("indicators", indicators), ("properties", properties), ("rankings", rankings)):
+        (root / part).mkdir(parents=True)
+        if rows:
+            pq.write_table(pa.Table.from_pylist(list(rows)), root / part / "part-0.parquet")
+    (root / "manifest.json").write_text(json.dumps({"format": "cooccur-model/1", "indicators": ["buy", "view"],
+                                                    "properties": ["category", "expireDate"]}))
+    return root
+
+
+EDGE_MODEL = {
+    "indicators": [
+        # a repeated correlator (once in the postings; its last weight), a weight of 0 (no feature),
+        # ids with dots and '%' (encoded feature names), non-ASCII, an empty list, a weight below
+        # Float.MIN_NORMAL (no feature, so no weights field at all)
+        {"indicator": "buy", "item": "a", "correlators": ["b.1", "c", "z", "c"], "scores": [3.5, 1.25, 0.0, 7.0]},
+        {"indicator": "view", "item": "b.1", "correlators": ["a%", "é"], "scores": [2.0, 12.537]},
+        {"indicator": "view", "item": "a", "correlators": [], "scores": []},
+        {"indicator": "buy", "item": "é", "correlators": ["a"], "scores": [1e-300]},
+    ],
+    "properties": [
+        {"item": "p", "name": "category", "values": ["c1", "c2", "c1"]},
+        {"item": "a", "name": "expireDate", "values": ["2026-01-01T00:00:00Z", "not a date, never read"]},
+        {"item": "zz", "name": "category", "values": []},  # no value: no document
+    ],
+    "rankings": [{"item": "a", "popular": 9.0, "trending": -3.0, "hot": 0.0},
+                 {"item": "q", "popular": 0.0, "trending": 8.5, "hot": 1e20}],
+}
+
+
+def _index_both(tmp_path, model_rows):
+    """The model indexed column by column (ModelDocuments) and document by document (a list)."""
+    from indexer.documents import Prior, iter_documents, open_model, schema_for
+
+    model = open_model(_model(tmp_path / "model", **model_rows))
+    schema = schema_for(model, ("expireDate",))
+    documents = iter_documents(model, schema, prior=Prior("popular", 0.5, 1.0))
+    columnar, per_document = EmbeddedBackend(tmp_path / "col", "items", 1), EmbeddedBackend(tmp_path / "doc", "items", 1)
+    columnar.create_version(schema, documents)
+    per_document.create_version(schema, list(documents))
+    return schema, documents, columnar.snapshot().base, per_document.snapshot().base
+
+
+def test_columnar_indexing_writes_what_the_documents_path_writes(tmp_path):
+    schema, documents, col, doc = _index_both(tmp_path, EDGE_MODEL)
+    assert documents.columns() is not None  # the columnar path was taken
+    a, b = col.segment, doc.segment
+    assert a.ids.tolist() == b.ids.tolist() == ["a", "b.1", "p", "q", "é"]
+    for kind in ("keyword", "features"):
+        for field in getattr(schema, f"{kind[:-1] if kind == 'features' else kind}_fields"):
+            for x, y in zip(getattr(a, kind)[field], getattr(b, kind)[field], strict=True):
+                assert x.dtype == y.dtype and x.tolist() == y.tolist(), (field, x, y)
+    for field in schema.number_fields:
+        assert np.array_equal(a.numbers[field], b.numbers[field], equal_nan=True)
+    assert a.dates["expireDate"].tolist() == b.dates["expireDate"].tolist()
+    for slot in range(a.n):
+        full, lean = col.document(slot), col.document(slot, lean=True)
+        assert full == doc.document(slot) and lean == doc.document(slot, lean=True)
+        assert [type(v) for v in full.values()] == [type(doc.document(slot)[k]) for k in full]
+    assert col.document(0)["buy_w"] == {"b%2E1": 3.5, "c": 7.0}
+    assert col.cuts.tolist() == doc.cuts.tolist()
+    assert col.offsets.tolist() == [0, *np.cumsum([len(line) for line in
+                                                   (col.directory / "docs.jsonl").read_bytes().splitlines(True)])]
+
+
+@pytest.mark.parametrize("change", [
+    {"indicators": [{"indicator": "buy", "item": "a", "correlators": ["b", None], "scores": [1.0, 2.0]}]},
+    {"indicators": [{"indicator": "buy", "item": 'a"', "correlators": ["b"], "scores": [1.0]}]},
+    {"indicators": [{"indicator": "buy", "item": "a", "correlators": ["b", "c"], "scores": [1.0]}]},
+    {"indicators": [{"indicator": "buy", "item": "a", "correlators": ["b"], "scores": [1e39]}]},
+    {"rankings": [{"item": "a", "popular": float("nan"), "trending": 0.0, "hot": 0.0}]},
+])
+def test_irregular_models_take_the_documents_path(tmp_path, change):
+    """A null, a string JSON must escape, mismatched lists, a weight beyond float32, a
+    non-finite number: no columns, so the per-document path judges the model as it always
+    did (here, a non-finite ranking fails its document by name)."""
+    from indexer.documents import iter_documents, open_model, schema_for
+
+    model = open_model(_model(tmp_path / "model", **{**EDGE_MODEL, **change}))
+    schema = schema_for(model, ("expireDate",))
+    documents = iter_documents(model, schema)
+    assert documents.columns() is None
+    if "rankings" in change:
+        with pytest.raises(DocumentsFailed) as e:
+            EmbeddedBackend(tmp_path / "idx", "items", 1).create_version(schema, documents)
+        assert [i for i, _ in e.value.failed] == ["a"]

@@ -1,0 +1,365 @@
+"""Compiled loops of the embedded evaluator (numba): one pass over a query's postings that
+gathers each posting's value, applies its clause's weight with Lucene's float32 rounding and
+adds the score to its document; the dense rows of the hot lists; the top hits' threshold.
+
+A 500-item history reaches about a million postings at 100 000 items (docs/search.md,
+"Speed"); numpy needs a pass (and an array) per step and costs ~8 ns a posting, these loops
+~1 ns. The arithmetic is Lucene's, operation for operation, in the same precision (numba
+keeps float32 * float32 in float32 and never contracts or reorders without `fastmath`),
+so scores stay bit-identical to `tests/test_lucene_parity.py`'s Lucene.
+
+The kernels are compiled for fixed signatures when this module is imported (from numba's
+cache in `__pycache__` after the first time: `cache=True`), so a server compiles before it
+forks and no request waits for the compiler. The Python wrappers below bring their inputs
+to those signatures: C-contiguous, read-only views (the version's arrays are read-only memory
+maps; in-memory ones are viewed read-only, never copied).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, types
+
+_F8 = types.Array(types.float64, 1, "C")
+_F4 = types.Array(types.float32, 1, "C")
+_I4 = types.Array(types.int32, 1, "C")
+_B1 = types.Array(types.boolean, 1, "C")
+_RO_I4 = types.Array(types.int32, 1, "C", readonly=True)
+_RO_I8 = types.Array(types.int64, 1, "C", readonly=True)
+_RO_F4 = types.Array(types.float32, 1, "C", readonly=True)
+_RO_F8 = types.Array(types.float64, 1, "C", readonly=True)
+_RO_U2 = types.Array(types.uint16, 1, "C", readonly=True)
+_RO_B1 = types.Array(types.boolean, 1, "C", readonly=True)
+_JIT = {"cache": True, "nogil": True, "boundscheck": False}
+
+NO_COUNTS = np.zeros(0, np.int32)
+"""`counts` argument meaning "do not count matching clauses"."""
+
+
+@dataclass(frozen=True)
+class Runs:
+    """Postings of one segment, one run per clause: clause i's documents are
+    docs[starts[i]:ends[i]] + offset and its values values[starts[i]:ends[i]] (an empty run
+    when starts[i] == ends[i]). `docs` and `values` are a field's whole CSR arrays (or a
+    gathered copy), so nothing is copied per query."""
+
+    docs: np.ndarray
+    values: np.ndarray | None
+    starts: np.ndarray
+    ends: np.ndarray
+    offset: int = 0
+
+    def positions(self) -> np.ndarray:
+        """The positions in docs / values of every posting, run after run."""
+        lengths = self.ends - self.starts
+        ends = np.cumsum(lengths)
+        return np.repeat(self.starts - (ends - lengths), lengths) + np.arange(ends[-1] if ends.size else 0)
+
+
+def readonly(array: np.ndarray, dtype) -> np.ndarray:
+    """A C-contiguous read-only view of `array` as `dtype` (a copy only when it must convert)."""
+    out = np.ascontiguousarray(array, dtype=dtype)
+    if out.flags.writeable:
+        out = out.view()
+        out.flags.writeable = False
+    return out
+
+
+def _positions(runs: Runs) -> tuple[np.ndarray, np.ndarray]:
+    return readonly(runs.starts, np.int64), readonly(runs.ends, np.int64)
+
+
+# --------------------------------------------------------------------------- kernels
+@njit(types.void(_F8, _I4, _RO_I4, _RO_I8, _RO_I8, types.int64, _RO_F4), **_JIT)
+def _add_runs(sums, counts, docs, starts, ends, offset, scores):
+    count = counts.size > 0
+    for i in range(starts.size):
+        s = np.float64(scores[i])
+        for p in range(starts[i], ends[i]):
+            d = docs[p] + offset
+            sums[d] += s
+            if count:
+                counts[d] += 1
+
+
+def add_runs(sums: np.ndarray, counts: np.ndarray, runs: Runs, scores: np.ndarray) -> None:
+    """sums[doc] += scores[i] (a float32, added in double as Lucene's BooleanScorer sums) for
+    every posting of run i; counts[doc] += 1 unless `counts` is NO_COUNTS."""
+    _add_runs(sums, counts, readonly(runs.docs, np.int32), *_positions(runs), runs.offset,
+              readonly(scores, np.float32))
+
+
+@njit([types.boolean(_F8, _I4, _RO_I4, _RO_F4, _RO_I8, _RO_I8, types.int64, _RO_F4),
+       types.boolean(_F8, _I4, _RO_I4, _RO_F8, _RO_I8, _RO_I8, types.int64, _RO_F4)], **_JIT)
+def _add_feature_runs(sums, counts, docs, values, starts, ends, offset, weights):
+    count = counts.size > 0
+    positive = True
+    for i in range(starts.size):
+        w = np.float64(weights[i])
+        for p in range(starts[i], ends[i]):
+            # float64 values (log): (float) (w * Math.log(a + S)), in double then rounded; float32
+            # values: the product of two floats is exact in double, so rounding it once is the
+            # float32 product, bit for bit (IEEE 754)
+            s = np.float32(np.float64(values[p]) * w)
+            if not s > 0:
+                positive = False
+            d = docs[p] + offset
+            sums[d] += np.float64(s)
+            if count:
+                counts[d] += 1
+    return positive
+
+
+def add_feature_runs(sums: np.ndarray, counts: np.ndarray, runs: Runs, weights: np.ndarray) -> bool:
+    """rank_feature clauses: for every posting p of run i, the float32 score w_i * values[p]
+    (float32 values: in float32; float64 values, the log function's ln(a + S): in double,
+    rounded to float32), added in double to sums[doc]; counts as in add_runs. Returns whether
+    every score was > 0 (then "matches a clause" is "sum > 0")."""
+    values = runs.values
+    dtype = np.float64 if values.dtype == np.float64 else np.float32
+    return bool(_add_feature_runs(sums, counts, readonly(runs.docs, np.int32), readonly(values, dtype),
+                                  *_positions(runs), runs.offset, readonly(weights, np.float32)))
+
+
+@njit(types.void(_B1, _RO_I4, _RO_I8, _RO_I8, types.int64), **_JIT)
+def _mark_runs(hit, docs, starts, ends, offset):
+    for i in range(starts.size):
+        for p in range(starts[i], ends[i]):
+            hit[docs[p] + offset] = True
+
+
+def mark_runs(hit: np.ndarray, runs: Runs) -> None:
+    """hit[doc] = True for every posting of the runs."""
+    _mark_runs(hit, readonly(runs.docs, np.int32), *_positions(runs), runs.offset)
+
+
+@njit(types.void(_F8, _I4, _RO_U2, _RO_F4), **_JIT)
+def _add_code_row(sums, counts, codes, table):
+    count = counts.size > 0
+    for d in range(codes.size):
+        c = codes[d]
+        if c:
+            sums[d] += np.float64(table[c])
+            if count:
+                counts[d] += 1
+
+
+def add_code_row(sums: np.ndarray, counts: np.ndarray, codes: np.ndarray, table: np.ndarray) -> None:
+    """A hot feature's dense row: sums[d] += table[codes[d]] (float32 scores of the row's
+    distinct values; code 0: no feature) over the row's documents; counts as in add_runs."""
+    _add_code_row(sums, counts, readonly(codes, np.uint16), readonly(table, np.float32))
+
+
+@njit(types.void(_F8, _I4, _RO_B1, types.float64), **_JIT)
+def _add_bool_row(sums, counts, row, score):
+    count = counts.size > 0
+    for d in range(row.size):
+        if row[d]:
+            sums[d] += score
+            if count:
+                counts[d] += 1
+
+
+def add_bool_row(sums: np.ndarray, counts: np.ndarray, row: np.ndarray, score: float) -> None:
+    """A hot term's dense row: sums[d] += score where row[d]; counts as in add_runs."""
+    _add_bool_row(sums, counts, readonly(row, np.bool_), np.float64(score))
+
+
+@njit(types.float32(_RO_B1, _RO_F4, types.int64), **_JIT)
+def _kth_score(mask, score, k):
+    # a min-heap of the k best scores so far: heap[0] is the k-th best
+    heap = np.empty(k, np.float32)
+    size = 0
+    for d in range(mask.size):
+        if not mask[d]:
+            continue
+        s = score[d]
+        if size < k:
+            # sift up
+            j = size
+            size += 1
+            while j > 0:
+                parent = (j - 1) >> 1
+                if heap[parent] <= s:
+                    break
+                heap[j] = heap[parent]
+                j = parent
+            heap[j] = s
+        elif s > heap[0]:
+            # replace the smallest and sift down
+            j = 0
+            while True:
+                child = 2 * j + 1
+                if child >= k:
+                    break
+                if child + 1 < k and heap[child + 1] < heap[child]:
+                    child += 1
+                if heap[child] >= s:
+                    break
+                heap[j] = heap[child]
+                j = child
+            heap[j] = s
+    if size < k:
+        return -np.inf
+    return heap[0]
+
+
+def kth_score(mask: np.ndarray, score: np.ndarray, k: int) -> np.float32:
+    """The k-th best score among the documents of `mask` (-inf when fewer match), in one pass:
+    only documents scoring at least that can be among the k best."""
+    return _kth_score(readonly(mask, np.bool_), readonly(score, np.float32), k)
+
+
+# --------------------------------------------------------------------------- indexing
+@njit(cache=True, nogil=True)
+def _csr(terms, slots, n_terms, n_slots, values):
+    last = np.full(n_terms, -1, np.int64)
+    counts = np.zeros(n_terms + 1, np.int64)
+    dl = np.zeros(n_slots, np.int32)
+    for p in range(terms.size):
+        t = terms[p]
+        if last[t] != slots[p]:
+            last[t] = slots[p]
+            counts[t + 1] += 1
+            dl[slots[p]] += 1
+    indptr = np.cumsum(counts)
+    pos = indptr[:-1].copy()
+    indices = np.empty(indptr[-1], np.int32)
+    out = np.empty(indptr[-1] if values.size else 0, values.dtype)
+    last[:] = -1
+    at = np.zeros(n_terms, np.int64)
+    for p in range(terms.size):
+        t = terms[p]
+        s = slots[p]
+        if last[t] == s:
+            if values.size:
+                out[at[t]] = values[p]  # a repeated feature keeps its first place and its last value
+            continue
+        last[t] = s
+        at[t] = pos[t]
+        indices[pos[t]] = s
+        if values.size:
+            out[pos[t]] = values[p]
+        pos[t] += 1
+    return indptr, indices, dl, out
+
+
+def csr(terms: np.ndarray, slots: np.ndarray, n_terms: int, n_slots: int,
+        values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """CSR postings from (term id, slot) pairs given in ascending slot order, in one counting
+    pass: (int64 row pointers, int32 slots ascending within each term, int32 distinct terms
+    per slot, the values aligned with the slots or None). A pair repeated within a slot is
+    one posting (docs-only postings; a dict keeps a repeated key's first place and last value)."""
+    empty = np.zeros(0, np.float64)
+    indptr, indices, dl, out = _csr(readonly(terms, np.int64), readonly(slots, np.int64), n_terms, n_slots,
+                                    readonly(empty if values is None else values, np.float64))
+    return indptr, indices, dl, None if values is None else out
+
+
+@njit(cache=True, nogil=True)
+def _float_texts(data, offsets):
+    # ".0" after texts of digits only (Arrow writes 3.0 as "3", json.dumps as "3.0")
+    n = offsets.size - 1
+    out_offsets = np.zeros(n + 1, np.int64)
+    for i in range(n):
+        integral = True
+        for p in range(offsets[i], offsets[i + 1]):
+            c = data[p]
+            if not (48 <= c <= 57 or c == 45):
+                integral = False
+                break
+        out_offsets[i + 1] = out_offsets[i] + offsets[i + 1] - offsets[i] + (2 if integral else 0)
+    out = np.empty(out_offsets[n], np.uint8)
+    for i in range(n):
+        q = out_offsets[i]
+        for p in range(offsets[i], offsets[i + 1]):
+            out[q] = data[p]
+            q += 1
+        if q < out_offsets[i + 1]:
+            out[q] = 46
+            out[q + 1] = 48
+    return out, out_offsets
+
+
+def float_texts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The JSON of float64 values as json.dumps writes them up to the digits: (bytes, offsets).
+    Arrow's shortest round-trip text (the same double reads back), with ".0" on integral ones
+    so they read back as floats."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = pc.cast(pa.array(values), pa.large_string())
+    offsets = np.frombuffer(text.buffers()[1], np.int64)[text.offset:text.offset + len(text) + 1]
+    data = np.frombuffer(text.buffers()[2], np.uint8) if len(text) else np.zeros(0, np.uint8)
+    data, offsets = _float_texts(readonly(data, np.uint8), readonly(offsets, np.int64))
+    return readonly(data, np.uint8), readonly(offsets, np.int64)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _copy(out, q, data, start, stop):
+    for p in range(start, stop):
+        out[q] = data[p]
+        q += 1
+    return q
+
+
+@njit(cache=True, nogil=True)
+def _put(out, cursor, data, offsets, which, prefix):
+    measure = out.size == 0
+    for d in range(which.size):
+        w = which[d]
+        if w < 0:
+            continue
+        if measure:
+            cursor[d] += prefix.size + offsets[w + 1] - offsets[w]
+        else:
+            q = _copy(out, cursor[d], prefix, 0, prefix.size)
+            cursor[d] = _copy(out, q, data, offsets[w], offsets[w + 1])
+
+
+@njit(cache=True, nogil=True)
+def _put_lists(out, cursor, data, offsets, codes, doc_offsets, present, prefix, suffix, value_data, value_offsets):
+    measure = out.size == 0
+    with_values = value_offsets.size > 0
+    for d in range(present.size):
+        if not present[d]:
+            continue
+        first, last = doc_offsets[d], doc_offsets[d + 1]
+        if measure:
+            size = prefix.size + suffix.size + max(last - first - 1, 0)
+            for p in range(first, last):
+                size += offsets[codes[p] + 1] - offsets[codes[p]]
+                if with_values:
+                    size += value_offsets[p + 1] - value_offsets[p]
+            cursor[d] += size
+            continue
+        q = _copy(out, cursor[d], prefix, 0, prefix.size)
+        for p in range(first, last):
+            if p > first:
+                out[q] = 44  # ,
+                q += 1
+            q = _copy(out, q, data, offsets[codes[p]], offsets[codes[p] + 1])
+            if with_values:
+                q = _copy(out, q, value_data, value_offsets[p], value_offsets[p + 1])
+        cursor[d] = _copy(out, q, suffix, 0, suffix.size)
+
+
+def put(out: np.ndarray, cursor: np.ndarray, texts: tuple[np.ndarray, np.ndarray], which: np.ndarray,
+        prefix: bytes = b"") -> None:
+    """Lines being built in `out` (empty: only measure): for each document d with which[d] >= 0,
+    `prefix` and text which[d] written at cursor[d], the cursor moved past them."""
+    _put(out, cursor, readonly(texts[0], np.uint8), readonly(texts[1], np.int64), readonly(which, np.int64),
+         np.frombuffer(prefix, np.uint8))
+
+
+def put_lists(out: np.ndarray, cursor: np.ndarray, texts: tuple[np.ndarray, np.ndarray], codes: np.ndarray,
+              doc_offsets: np.ndarray, present: np.ndarray, prefix: bytes, suffix: bytes,
+              values: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    """Like `put`, for each present document: prefix, then its texts[codes[p]] (each followed
+    by values' text p, when given) joined with commas, then suffix."""
+    value_data, value_offsets = values if values is not None else (np.zeros(0, np.uint8), np.zeros(0, np.int64))
+    _put_lists(out, cursor, readonly(texts[0], np.uint8), readonly(texts[1], np.int64), readonly(codes, np.int64),
+               readonly(doc_offsets, np.int64), readonly(present, np.bool_), np.frombuffer(prefix, np.uint8),
+               np.frombuffer(suffix, np.uint8), readonly(value_data, np.uint8), readonly(value_offsets, np.int64))

@@ -1,0 +1,119 @@
+"""indexer.kernels: the compiled loops of the embedded evaluator and indexer, against numpy
+references and hand-checked answers (the Lucene parity of whole searches is
+tests/test_lucene_parity.py's)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from indexer import kernels
+from indexer.kernels import NO_COUNTS, Runs
+
+
+def _runs(docs, starts, ends, values=None, offset=0):
+    return Runs(np.array(docs, np.int32), None if values is None else np.array(values), np.array(starts, np.int64),
+                np.array(ends, np.int64), offset)
+
+
+def test_add_runs_known_answer():
+    # run 0 = docs 1, 3; run 1 = doc 3; run 2 empty; offset 1
+    sums, counts = np.zeros(6), np.zeros(6, np.int32)
+    kernels.add_runs(sums, counts, _runs([1, 3, 3], [0, 2, 3], [2, 3, 3], offset=1), np.array([0.5, 2.0, 9.0], np.float32))
+    assert sums.tolist() == [0, 0, 0.5, 0, 2.5, 0]
+    assert counts.tolist() == [0, 0, 1, 0, 2, 0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_feature_scores_round_as_lucene(dtype):
+    """float32 values: the float32 product w * v; float64 values (log's ln(a + S)): the double
+    product rounded to float32; summed in double. Checked on many random products, where a
+    double product rounded once and float32 arithmetic could differ."""
+    rng = np.random.default_rng(1)
+    values = (rng.lognormal(0, 3, 20_000)).astype(dtype)
+    weights = rng.lognormal(0, 3, 4).astype(np.float32)
+    docs = rng.integers(0, 50, values.size).astype(np.int32)
+    starts = np.arange(4) * 5000
+    sums = np.zeros(50)
+    positive = kernels.add_feature_runs(sums, NO_COUNTS, Runs(docs, values, starts, starts + 5000), weights)
+    w = np.repeat(weights, 5000)
+    if dtype == np.float32:
+        scores = w * values  # numpy float32 arithmetic
+    else:
+        scores = (w.astype(np.float64) * values).astype(np.float32)
+    expected = np.zeros(50)
+    for d, s in zip(docs.tolist(), scores.tolist(), strict=True):  # in posting order, as Lucene's sum
+        expected[d] += s
+    assert positive
+    assert sums.tolist() == expected.tolist()  # bit for bit
+
+
+def test_feature_scores_report_a_zero_score():
+    sums = np.zeros(3)
+    runs = _runs([0, 1], [0], [2], np.array([1.0, 2.0], np.float32))
+    assert not kernels.add_feature_runs(sums, NO_COUNTS, runs, np.array([0.0], np.float32))
+    assert kernels.add_feature_runs(sums, NO_COUNTS, runs, np.array([1.0], np.float32))
+
+
+def test_marks_and_dense_rows():
+    hit = np.zeros(5, bool)
+    kernels.mark_runs(hit, _runs([0, 2, 4], [0, 1], [1, 2], offset=0))
+    assert hit.tolist() == [True, False, True, False, False]
+    sums, counts = np.zeros(4), np.zeros(4, np.int32)
+    kernels.add_code_row(sums, counts, np.array([0, 2, 1], np.uint16), np.array([0, 1.5, 0.25], np.float32))
+    kernels.add_bool_row(sums, counts, np.array([True, True, False, True]), 2.0)
+    assert sums.tolist() == [2.0, 2.25, 1.5, 2.0]
+    assert counts.tolist() == [1, 2, 1, 1]
+
+
+def test_kth_score():
+    rng = np.random.default_rng(2)
+    score = rng.integers(0, 100, 10_000).astype(np.float32)  # many ties
+    mask = rng.random(10_000) < 0.3
+    for k in (1, 7, 100):
+        assert kernels.kth_score(mask, score, k) == np.sort(score[mask])[-k]
+    assert kernels.kth_score(np.zeros(3, bool), score[:3], 2) == -np.inf
+
+
+def test_csr_known_answer():
+    # slot 0: terms 2, 0, 2 (repeated); slot 1: none; slot 2: term 0
+    indptr, indices, dl, values = kernels.csr(np.array([2, 0, 2, 0]), np.array([0, 0, 0, 2]), 3, 3,
+                                              np.array([1.0, 2.0, 3.0, 4.0]))
+    assert indptr.tolist() == [0, 2, 2, 3]
+    assert indices.tolist() == [0, 2, 0]
+    assert dl.tolist() == [2, 0, 1]
+    assert values.tolist() == [2.0, 4.0, 3.0]  # a repeated key: first place, last value (a dict's)
+    assert kernels.csr(np.array([1]), np.array([0]), 2, 1)[3] is None
+
+
+def test_float_texts_read_back_as_the_same_floats():
+    values = np.array([3.0, -0.0, 12.537, 1e-05, 1e16, 1e22, 0.1, 5e-324, 1.7976931348623157e308, 123456.0, -2.0])
+    data, offsets = kernels.float_texts(values)
+    texts = [bytes(data[a:b]).decode() for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    assert texts[0] == "3.0" and texts[1] == "-0.0" and texts[-1] == "-2.0"
+    back = [json.loads(t) for t in texts]
+    assert all(type(b) is float for b in back)
+    assert back == values.tolist()
+    assert [np.signbit(b) for b in back] == np.signbit(values).tolist()
+
+
+def test_put_and_put_lists_lay_out_lines():
+    strings = pa.array(["x", "yy", "é"]).cast(pa.large_string())
+    texts = (np.frombuffer(strings.buffers()[2], np.uint8), np.frombuffer(strings.buffers()[1], np.int64))
+    # doc 0: text 1 and list [0, 2]; doc 1: no text and no list; doc 2: text 0 and list [1]
+    which = np.array([1, -1, 0])
+    codes, doc_offsets, present = np.array([0, 2, 1]), np.array([0, 2, 2, 3]), np.array([True, False, True])
+    lengths = np.zeros(3, np.int64)
+    nothing = np.zeros(0, np.uint8)
+    kernels.put(nothing, lengths, texts, which, b"<")
+    kernels.put_lists(nothing, lengths, texts, codes, doc_offsets, present, b"[", b"]")
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    out = np.zeros(int(lengths.sum()), np.uint8)
+    cursor = starts.copy()
+    kernels.put(out, cursor, texts, which, b"<")
+    kernels.put_lists(out, cursor, texts, codes, doc_offsets, present, b"[", b"]")
+    assert (cursor == starts + lengths).all()
+    assert bytes(out).decode() == "<yy[x,é]<x[yy]"
