@@ -31,16 +31,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from indicators import validate
+from indicators.validate import ITEM_EVENTS, Event, format_time
+
 from .errors import BadRequest, EventFileError, EventStoreError, ImportRejected
-from .request import format_time, item_id, parse_time
 
 log = logging.getLogger(__name__)
 
-ITEM_EVENTS = ("$set", "$unset", "$delete")
-EVENT_KEYS = {
-    "event", "entityType", "entityId", "targetEntityType", "targetEntityId", "properties",
-    "eventTime", "eventId", "prId", "creationTime", "tags",
-}
 DAY_MS = 86_400_000
 
 SCHEMA = """
@@ -104,92 +101,13 @@ def ms_to_iso(ms: int) -> str:
     return format_time(datetime.fromtimestamp(ms / 1000, tz=UTC))
 
 
-@dataclass(frozen=True)
-class Event:
-    """One PredictionIO event, validated. User events have a target item; item events
-    (`$set`, `$unset`, `$delete` on entityType "item") have properties instead."""
-
-    event: str
-    entity_type: str
-    entity_id: str
-    time_ms: int
-    target_entity_type: str | None = None
-    target_entity_id: str | None = None
-    properties: dict[str, Any] | None = None
-
-    @property
-    def is_item_change(self) -> bool:
-        return self.event in ITEM_EVENTS and self.entity_type == "item"
-
-    def to_json(self) -> dict[str, Any]:
-        """PredictionIO's JSON form (what `cooccur train` reads)."""
-        out: dict[str, Any] = {"event": self.event, "entityType": self.entity_type, "entityId": self.entity_id}
-        if self.target_entity_id is not None:
-            out["targetEntityType"] = self.target_entity_type
-            out["targetEntityId"] = self.target_entity_id
-        if self.properties is not None:
-            out["properties"] = self.properties
-        out["eventTime"] = ms_to_iso(self.time_ms)
-        return out
-
-
 def parse_event(obj: Any, where: str = "", *, now: int | None = None) -> Event:
-    """Validate one PredictionIO event object (raises `BadRequest` naming the field)."""
-    at = f"{where}." if where else ""
-    if not isinstance(obj, dict):
-        raise BadRequest(where or "(body)", "an event must be a JSON object")
-    unknown = sorted(set(obj) - EVENT_KEYS)
-    if unknown:
-        raise BadRequest(f"{at}{unknown[0]}", "unknown field of a PredictionIO event")
-    for key in ("event", "entityType", "entityId"):
-        if key not in obj:
-            raise BadRequest(f"{at}{key}", "is required")
-    name = item_id(obj["event"], f"{at}event")
-    entity_type = item_id(obj["entityType"], f"{at}entityType")
-    entity_id = item_id(obj["entityId"], f"{at}entityId")
-    time_ms = now if now is not None else now_ms()
-    if obj.get("eventTime") is not None:
-        time_ms = int(parse_time(obj["eventTime"], f"{at}eventTime").timestamp() * 1000)
-    if name.startswith("$"):
-        if name not in ITEM_EVENTS:
-            raise BadRequest(f"{at}event", f"{name!r}: the only $-events are {', '.join(ITEM_EVENTS)}")
-        if obj.get("targetEntityId") is not None:
-            raise BadRequest(f"{at}targetEntityId", f"a {name} event has no target")
-        props = obj.get("properties")
-        if name == "$delete":
-            if props:
-                raise BadRequest(f"{at}properties", "a $delete event has no properties")
-            props = None
-        else:
-            if not isinstance(props, dict) or not props:
-                raise BadRequest(f"{at}properties", f"a {name} event needs a non-empty object")
-            for key in props:
-                item_id(key, f"{at}properties")
-            if name == "$set":
-                for key, value in props.items():
-                    _check_property(value, f"{at}properties.{key}")
-        return Event(name, entity_type, entity_id, time_ms, properties=props)
-    if entity_type != "user":
-        raise BadRequest(f"{at}entityType", f"must be \"user\" for a {name!r} event, not {entity_type!r}")
-    if obj.get("targetEntityType", "item") != "item":
-        raise BadRequest(f"{at}targetEntityType", f"must be \"item\", not {obj['targetEntityType']!r}")
-    if "targetEntityId" not in obj:
-        raise BadRequest(f"{at}targetEntityId", "is required (the item the user acted on)")
-    target = item_id(obj["targetEntityId"], f"{at}targetEntityId")
-    if obj.get("properties") not in (None, {}) and not isinstance(obj["properties"], dict):
-        raise BadRequest(f"{at}properties", "must be an object")
-    return Event(name, entity_type, entity_id, time_ms, "item", target)
-
-
-def _check_property(value: Any, where: str) -> None:
-    """Property values are strings, numbers, booleans or lists of them (kept as keywords)."""
-    scalar = (str, int, float, bool)
-    if isinstance(value, list):
-        for i, v in enumerate(value):
-            if not isinstance(v, scalar):
-                raise BadRequest(f"{where}[{i}]", "must be a string, number or boolean")
-    elif not isinstance(value, scalar):
-        raise BadRequest(where, "must be a string, number, boolean or a list of them")
+    """Validate one PredictionIO event object with the shared validator
+    (indicators/validate.py; raises `BadRequest` naming the field)."""
+    try:
+        return validate.parse_event(obj, where, now_ms=now if now is not None else now_ms())
+    except validate.InvalidEvent as e:
+        raise BadRequest(e.field, e.problem) from None
 
 
 def parse_events(body: Any, *, now: int | None = None) -> list[Event]:
