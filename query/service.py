@@ -73,7 +73,7 @@ class HttpError(Exception):
 
 
 _REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-            405: "Method Not Allowed", 411: "Length Required", 413: "Payload Too Large",
+            405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required", 413: "Payload Too Large",
             415: "Unsupported Media Type", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
@@ -234,7 +234,10 @@ class App:
             raise HttpError(400, "Content-Length is not a number", "Content-Length") from None
         if length is not None and length > limit:
             raise HttpError(413, f"request body of {length} bytes exceeds the limit of {limit}", "(body)")
-        data = environ["wsgi.input"].read(limit + 1 if length is None else length)
+        try:
+            data = environ["wsgi.input"].read(limit + 1 if length is None else length)
+        except OSError:  # the server's request_timeout, or the client went away
+            raise HttpError(408, "the request body did not arrive in time", "(body)") from None
         if len(data) > limit:
             raise HttpError(413, f"request body exceeds the limit of {limit} bytes", "(body)")
         if not data:
