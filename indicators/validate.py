@@ -19,6 +19,7 @@ The rules (docs/api.md, "Events"):
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -194,6 +195,58 @@ def _item_event(obj: dict, name: str, entity_type: str, entity_id: str, when: in
         if name == "$set":
             check_property(value, f"{at}properties.{key}")
     return Event(name, entity_type, entity_id, when, properties=props)
+
+
+def decode_line(raw: bytes) -> str:
+    """A line of an events file as text; bytes that are not UTF-8 reject the row."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidEvent("(line)", "not UTF-8 text") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def loads_strict(text: str | bytes, where: str = "(line)") -> Any:
+    """Strict JSON (no NaN / Infinity; Python's parser takes them), errors as `InvalidEvent`."""
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as e:
+        raise InvalidEvent(where, f"not JSON: {e.msg} at column {e.colno}") from None
+    except RecursionError:
+        raise InvalidEvent(where, "not JSON: nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more than 4,300 digits
+        raise InvalidEvent(where, f"not JSON: {e}") from None
+
+
+def parse_json_line(text: str, *, now_ms: int) -> Event:
+    """One line of a PredictionIO JSON-lines file."""
+    obj = loads_strict(text)
+    if not isinstance(obj, dict):
+        raise InvalidEvent("(line)", "not a JSON object")
+    return parse_event(obj, now_ms=now_ms)
+
+
+def parse_row(user: str | None, event: str | None, item: str | None, time: str | None, *, now_ms: int,
+              columns: tuple[str, str, str, str] = ("user", "event", "item", "time")) -> Event:
+    """One row of a CSV / TSV / Parquet file (cells already stripped) as a user event; an
+    error names the file's column (`columns`: the names of user, event, item, time)."""
+    obj: dict[str, Any] = {"event": event, "entityType": "user", "entityId": user,
+                           "targetEntityType": "item", "targetEntityId": item}
+    if time:
+        obj["eventTime"] = time
+    for key, value in (("event", event), ("entityId", user), ("targetEntityId", item)):
+        if not value:  # an empty cell is a missing value
+            del obj[key]
+    try:
+        if event is not None and event.startswith("$"):
+            raise InvalidEvent("event", "a $-event needs properties: give it as JSON lines")
+        return parse_event(obj, now_ms=now_ms)
+    except InvalidEvent as e:
+        names = dict(zip(("entityId", "event", "targetEntityId", "eventTime"), columns, strict=True))
+        raise InvalidEvent(names.get(e.field, e.field), e.problem) from None
 
 
 def _show(value: Any) -> str:
