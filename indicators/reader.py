@@ -13,7 +13,6 @@ when some rows are bad.
 
 from __future__ import annotations
 
-import csv
 import glob
 import json
 import logging
@@ -240,21 +239,13 @@ def _read_delimited(spark: SparkSession, files: list[str], s: InputSettings, kin
     def parse(raw: bytes, row: dict):
         if not raw.strip():
             return None
-        cells = csv_cells(validate.decode_line(raw), sep, len(header))
+        cells = validate.csv_cells(validate.decode_line(raw), sep, len(header))
         if row["block"] == 0 and cells == header:
             return HEADER
         user, event, item, time = (cells[k] for k in at)
         return validate.parse_row(user, event, item, time, now_ms=0, columns=columns), bool(time)
 
     return _validated(_raw_lines(spark, files), parse)
-
-
-def csv_cells(text: str, sep: str, width: int) -> list[str]:
-    """The stripped cells of one CSV / TSV line; a row of another width is rejected."""
-    cells = [c.strip() for c in next(csv.reader([text], delimiter=sep), [])]
-    if len(cells) != width:
-        raise validate.InvalidEvent("(row)", f"{len(cells)} columns, header has {width}")
-    return cells
 
 
 def _read_pio(spark: SparkSession, files: list[str]) -> DataFrame:

@@ -19,6 +19,7 @@ The rules (docs/api.md, "Events"):
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import re
@@ -227,6 +228,14 @@ def parse_json_line(text: str, *, now_ms: int) -> Event:
     if not isinstance(obj, dict):
         raise InvalidEvent("(line)", "not a JSON object")
     return parse_event(obj, now_ms=now_ms)
+
+
+def csv_cells(text: str, sep: str, width: int) -> list[str]:
+    """The stripped cells of one CSV / TSV line; a row of another width is rejected."""
+    cells = [c.strip() for c in next(csv.reader([text], delimiter=sep), [])]
+    if len(cells) != width:
+        raise InvalidEvent("(row)", f"{len(cells)} columns, header has {width}")
+    return cells
 
 
 def parse_row(user: str | None, event: str | None, item: str | None, time: str | None, *, now_ms: int,

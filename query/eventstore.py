@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import re
 import sqlite3
 import threading
 import time as _time
@@ -471,75 +470,46 @@ class ImportReport:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
-_NOT_UTF8 = re.compile("[\udc80-\udcff]")
-
-
 def read_events_file(path: str | Path) -> Iterator[tuple[int, Event | BadRequest, str]]:
     """(line number, event or the problem, raw line) for each row of a JSON-lines (PredictionIO)
     or CSV/TSV (header user,event,item[,time]) file. The format follows the extension:
-    .csv / .tsv, anything else is JSON lines."""
+    .csv / .tsv, anything else is JSON lines. Rows go through the validator `cooccur train`
+    and the HTTP API use (indicators/validate.py), line by line as `train` reads them."""
     p = Path(path)
     if not p.is_file():
         raise EventFileError(str(p), "no such file")
     suffix = p.suffix.lower()
     now = now_ms()
-    # surrogateescape keeps undecodable bytes visible, so such a row is reported, not fatal.
-    with open(p, newline="" if suffix in (".csv", ".tsv") else None, encoding="utf-8",
-              errors="surrogateescape") as f:
+    with open(p, "rb") as f:
         if suffix in (".csv", ".tsv"):
-            reader = csv.reader(f, delimiter="\t" if suffix == ".tsv" else ",")
-            header = [h.strip() for h in next(reader, [])]
+            sep = "\t" if suffix == ".tsv" else ","
+            first = f.readline().decode("utf-8", "replace")
+            header = [h.strip() for h in next(csv.reader([first], delimiter=sep), [])]
             missing = [c for c in ("user", "event", "item") if c not in header]
             if missing:
                 raise EventFileError(str(p), f"header {header} lacks column(s) {', '.join(missing)}")
-            col = {name: header.index(name) for name in ("user", "event", "item", "time") if name in header}
-            for row in reader:
-                line = reader.line_num
-                raw = ",".join(row)
-                if not row:
-                    continue
-                if _NOT_UTF8.search(raw):
-                    yield line, BadRequest("(row)", "not UTF-8 text"), raw.encode("utf-8", "replace").decode()
-                    continue
-                if len(row) != len(header):
-                    yield line, BadRequest("(row)", f"{len(row)} columns, header has {len(header)}"), raw
-                    continue
-                obj: dict[str, Any] = {
-                    "event": row[col["event"]], "entityType": "user", "entityId": row[col["user"]],
-                    "targetEntityType": "item", "targetEntityId": row[col["item"]],
-                }
-                if "time" in col and row[col["time"]].strip():
-                    obj["eventTime"] = _csv_time(row[col["time"]].strip())
-                try:
-                    yield line, parse_event(obj, now=now), raw
-                except BadRequest as e:
-                    field = {"entityId": "user", "targetEntityId": "item", "eventTime": "time"}.get(e.field, e.field)
-                    yield line, BadRequest(field, e.problem), raw
+            at = [header.index(name) if name in header else None for name in ("user", "event", "item", "time")]
+
+            def parse(text: str) -> Event:
+                cells = validate.csv_cells(text, sep, len(header))
+                user, event, item, time = (None if k is None else cells[k] for k in at)
+                return validate.parse_row(user, event, item, time, now_ms=now)
+
+            start = 2
         else:
-            for line, text in enumerate(f, 1):
-                if not text.strip():
-                    continue
-                if _NOT_UTF8.search(text):
-                    yield line, BadRequest("(line)", "not UTF-8 text"), text.encode("utf-8", "replace").decode().rstrip("\n")
-                    continue
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as e:
-                    yield line, BadRequest("(json)", e.msg), text.rstrip("\n")
-                    continue
-                try:
-                    yield line, parse_event(obj, now=now), text.rstrip("\n")
-                except BadRequest as e:
-                    yield line, e, text.rstrip("\n")
+            def parse(text: str) -> Event:
+                return validate.parse_json_line(text, now_ms=now)
 
-
-def _csv_time(text: str) -> str:
-    """CSV times are ISO-8601 or epoch seconds (as `cooccur train` reads them)."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        return text
-    return ms_to_iso(int(seconds * 1000))
+            start = 1
+        for line, raw in enumerate(f, start):
+            raw = raw.rstrip(b"\r\n")
+            if not raw.strip():
+                continue
+            shown = raw.decode("utf-8", "replace")
+            try:
+                yield line, parse(validate.decode_line(raw)), shown
+            except validate.InvalidEvent as e:
+                yield line, BadRequest(e.field, e.problem), shown
 
 
 def import_events(store: EventStore, path: str | Path, *, rejects: str | Path | None = None) -> ImportReport:
