@@ -58,6 +58,8 @@ class Event:
     target_entity_type: str | None = None
     target_entity_id: str | None = None
     properties: dict[str, Any] | None = None
+    event_id: str | None = None
+    """The store's id of a stored event (None for one not stored yet)."""
 
     @property
     def is_item_change(self) -> bool:

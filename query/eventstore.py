@@ -70,6 +70,12 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO counters VALUES ('item_changes', 0);
+-- Stored events an update could not fold, with the reason: kept, left out of updates and exports.
+CREATE TABLE IF NOT EXISTS quarantine (
+    event_id TEXT PRIMARY KEY,
+    reason   TEXT NOT NULL,
+    time     INTEGER NOT NULL
+);
 """
 
 
@@ -420,24 +426,44 @@ class EventStore:
     @staticmethod
     def _events_until(conn: sqlite3.Connection, last: int, after_rowid: int | None,
                       after_ms: int | None) -> Iterator[Event]:
-        for item, t in conn.execute("SELECT item, time FROM item_deleted ORDER BY time, item"):
-            yield Event("$delete", "item", item, t)
-        for item, name, value, t in conn.execute(
-            "SELECT item, name, value, time FROM item_props ORDER BY time, item, name"
+        """The snapshot's events (see `snapshot_since`), each with its event id; quarantined
+        ones left out."""
+        kept = "event_id NOT IN (SELECT event_id FROM quarantine)"
+        for item, t, event_id in conn.execute(
+            f"SELECT item, time, event_id FROM item_deleted WHERE {kept} ORDER BY time, item"
+        ):
+            yield Event("$delete", "item", item, t, event_id=event_id)
+        for item, name, value, t, event_id in conn.execute(
+            f"SELECT item, name, value, time, event_id FROM item_props WHERE {kept} ORDER BY time, item, name"
         ):
             if value is None:
-                yield Event("$unset", "item", item, t, properties={name: None})
+                yield Event("$unset", "item", item, t, properties={name: None}, event_id=event_id)
             else:
-                yield Event("$set", "item", item, t, properties={name: json.loads(value)})
-        where, args = "rowid <= ?", [last]
+                yield Event("$set", "item", item, t, properties={name: json.loads(value)}, event_id=event_id)
+        where, args = "rowid <= ? AND CAST(rowid AS TEXT) NOT IN (SELECT event_id FROM quarantine)", [last]
         if after_rowid is not None:
             where, args = where + " AND rowid > ?", args + [after_rowid]
         elif after_ms is not None:
             where, args = where + " AND time > ?", args + [after_ms]
-        for user, action, item, t in conn.execute(
-            f"SELECT user, action, item, time FROM events WHERE {where} ORDER BY time, rowid", args
+        for rowid, user, action, item, t in conn.execute(
+            f"SELECT rowid, user, action, item, time FROM events WHERE {where} ORDER BY time, rowid", args
         ):
-            yield Event(action, "user", user, t, "item", item)
+            yield Event(action, "user", user, t, "item", item, event_id=str(rowid))
+
+    def quarantine(self, bad: Sequence[tuple[str, str]]) -> None:
+        """Mark stored events (event id, reason) as ones an update cannot fold: they stay in
+        the store (readable by id) and are left out of later updates and exports."""
+        with self._write_lock:
+            self._conn().executemany(
+                "INSERT INTO quarantine (event_id, reason, time) VALUES (?, ?, ?) "
+                "ON CONFLICT(event_id) DO UPDATE SET reason = excluded.reason",
+                [(event_id, reason, now_ms()) for event_id, reason in bad])
+
+    def quarantined(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The newest quarantined events: eventId, reason, when."""
+        rows = self._conn().execute(
+            "SELECT event_id, reason, time FROM quarantine ORDER BY time DESC, event_id LIMIT ?", (limit,))
+        return [{"eventId": e, "reason": r, "at": ms_to_iso(t)} for e, r, t in rows]
 
     def stats(self) -> dict[str, Any]:
         conn = self._conn()
@@ -448,6 +474,7 @@ class EventStore:
             "per_action": per_action,
             "items_with_properties": conn.execute("SELECT COUNT(DISTINCT item) FROM item_props").fetchone()[0],
             "deleted_items": conn.execute("SELECT COUNT(*) FROM item_deleted").fetchone()[0],
+            "quarantined": conn.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0],
         }
 
 
