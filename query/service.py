@@ -89,6 +89,8 @@ class App:
         self._latency_ms: deque[float] = deque(maxlen=10_000)
         self.last_prune: dict[str, Any] | None = None
         self.refresher: Refresher | None = None
+        self._health_checked: tuple[str, list] | None = None
+        """(version, failed checks) of the last version /health checked."""
 
     # ------------------------------------------------------------------ WSGI
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -278,13 +280,23 @@ class App:
                             "Authorization", headers=[("WWW-Authenticate", "Bearer")])
 
     def _health(self) -> tuple[int, Any]:
+        """200 when the current version loads and answers a query (the backend's checks,
+        which `cooccur doctor` runs too; once per version), else 503 with the reason."""
         try:
             current = [v for v in self.rec.backend.versions() if v.current]
         except IndexerError as e:
-            return 503, {"status": "unavailable", "error": str(e)}
+            return 503, {"status": "unavailable", "error": str(e), "hint": e.hint}
         if not current:
             return 503, {"status": "unavailable", "error": "no index version yet: run `cooccur index`"}
-        return 200, {"status": "ok", "version": current[0].name, "documents": current[0].documents}
+        version = current[0].name
+        cached = self._health_checked
+        if cached is None or cached[0] != version:
+            failed = [c for c in self.rec.backend.checks() if not c.ok]
+            cached = self._health_checked = (version, failed)
+        if cached[1]:
+            check = cached[1][0]
+            return 503, {"status": "unavailable", "version": version, "error": check.detail, "hint": check.hint}
+        return 200, {"status": "ok", "version": version, "documents": current[0].documents}
 
     def stats(self) -> dict[str, Any]:
         """Counters since start; latency percentiles over the last 10,000 queries."""
