@@ -288,6 +288,9 @@ class Recommender:
         for i, rule in enumerate(request.rules):
             if rule.name not in fields:
                 raise BadRequest(f"{request.rules_key}[{i}].name", f"{rule.name!r} is not a field of the index")
+            if rule.name != "id" and rule.name not in schema.keyword_fields:
+                raise BadRequest(f"{request.rules_key}[{i}].name", f"{rule.name!r} is not a keyword field: rules "
+                                 "match keyword values (dates go in dateRange)")
         if request.date_range and request.date_range.name not in schema.date_fields:
             raise BadRequest("dateRange.name", f"{request.date_range.name!r} is not a date field of the index")
 
