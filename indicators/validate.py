@@ -157,7 +157,7 @@ def parse_event(obj: Any, where: str = "", *, now_ms: int) -> Event:
         raise InvalidEvent(where or "(body)", "an event must be a JSON object")
     unknown = sorted(set(obj) - EVENT_KEYS)
     if unknown:
-        raise InvalidEvent(f"{at}{check_text(unknown[0], at + '(key)')}", "unknown field of a PredictionIO event")
+        raise InvalidEvent(f"{at}{key_name(unknown[0])}", "unknown field of a PredictionIO event")
     for key in ("event", "entityType", "entityId"):
         if key not in obj:
             raise InvalidEvent(f"{at}{key}", "is required")
@@ -258,6 +258,12 @@ def parse_row(user: str | None, event: str | None, item: str | None, time: str |
     except InvalidEvent as e:
         names = dict(zip(("entityId", "event", "targetEntityId", "eventTime"), columns, strict=True))
         raise InvalidEvent(names.get(e.field, e.field), e.problem) from None
+
+
+def key_name(key: str) -> str:
+    """An object key as a field name in an error: as is, or quoted when it is blank or not
+    valid Unicode (an error must name something a client can read)."""
+    return key if key.strip() and not _SURROGATE.search(key) and key.isprintable() else _show(key)
 
 
 def _show(value: Any) -> str:

@@ -182,7 +182,7 @@ def parse_rules(value: Any, where: str = "fields") -> list[Rule]:
             raise BadRequest(at, "must be an object {name, values, bias}")
         unknown = sorted(set(raw) - {"name", "values", "bias"})
         if unknown:
-            raise BadRequest(f"{at}.{unknown[0]}", "unknown key (expected name, values, bias)")
+            raise BadRequest(f"{at}.{validate.key_name(unknown[0])}", "unknown key (expected name, values, bias)")
         for key in ("name", "values", "bias"):
             if key not in raw:
                 raise BadRequest(f"{at}.{key}", "is required")
@@ -206,7 +206,7 @@ def parse_query(obj: Any, *, max_num: int = 1000) -> QueryRequest:
         raise BadRequest("(body)", "must be a JSON object")
     unknown = sorted(set(obj) - KNOWN_KEYS)
     if unknown:
-        raise BadRequest(unknown[0], "unknown field (see docs/api.md for the request fields)")
+        raise BadRequest(validate.key_name(unknown[0]), "unknown field (see docs/api.md for the request fields)")
     args: dict[str, Any] = {}
     if obj.get("user") is not None:
         args["user"] = item_id(obj["user"], "user")
@@ -228,7 +228,8 @@ def parse_query(obj: Any, *, max_num: int = 1000) -> QueryRequest:
             raise BadRequest("dateRange", "must be an object {name, before, after}")
         unknown = sorted(set(dr) - {"name", "before", "after"})
         if unknown:
-            raise BadRequest(f"dateRange.{unknown[0]}", "unknown key (expected name, before, after)")
+            raise BadRequest(f"dateRange.{validate.key_name(unknown[0])}",
+                             "unknown key (expected name, before, after)")
         if "name" not in dr:
             raise BadRequest("dateRange.name", "is required")
         before = normalize_date(dr["before"], "dateRange.before") if dr.get("before") is not None else None

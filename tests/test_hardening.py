@@ -168,14 +168,13 @@ def user_event(**changes):
             "targetEntityId": "a", **changes}
 
 
-LONE = '"\\udc00"'  # a JSON string holding a lone surrogate
 CLIENT_ERRORS = [
     # finding 1 and 5: lone surrogates, stored then fatal to every update; or a 500
-    ("/events.json", '{"event": "$set", "entityType": "item", "entityId": "a", "properties": {"t": %s}}' % LONE,
-     "properties.t"),
-    ("/events.json", json.dumps(user_event()).replace('"u"', LONE), "entityId"),
-    ("/events.json", json.dumps(user_event()).replace('"a"', LONE), "targetEntityId"),
-    ("/queries.json", '{"user": %s}' % LONE, "user"),
+    ("/events.json", json.dumps({"event": "$set", "entityType": "item", "entityId": "a",
+                                 "properties": {"t": "\udc00"}}), "properties.t"),
+    ("/events.json", json.dumps(user_event(entityId="\udc00")), "entityId"),
+    ("/events.json", json.dumps(user_event(targetEntityId="\udc00")), "targetEntityId"),
+    ("/queries.json", json.dumps({"user": "\udc00"}), "user"),
     # finding 5: dates that overflow, a 5,001-digit number
     ("/events.json", json.dumps(user_event(eventTime="9999-12-31T23:59:59-12:00")), "eventTime"),
     ("/events.json", json.dumps(user_event(eventTime="0001-01-01T00:00:00+01:00")), "eventTime"),
