@@ -152,6 +152,7 @@ def serve(
     before_fork: Callable[[], None] | None = None,
     request_timeout: float = 10.0,
     max_connections: int = 1000,
+    idle_timeout: float = 5.0,
 ) -> None:
     """Run `app` (a WSGI callable, loaded in this process) in `workers` forked processes of
     `threads` threads each, until SIGINT / SIGTERM. `on_ready(host, port)`: once bound (port
@@ -179,7 +180,7 @@ def serve(
         "threads": threads,
         "worker_class": _deadline_worker(request_timeout),
         "preload_app": True,
-        "keepalive": 5,
+        "keepalive": idle_timeout,
         "timeout": 120,
         "graceful_timeout": 10,
         "loglevel": "warning",
@@ -262,7 +263,8 @@ def run(recommender, settings, events=None, on_ready: Callable[[str, int], None]
 
     serve(app, host=settings.host, port=settings.port, workers=settings.processes, threads=settings.threads,
           on_ready=on_ready, on_worker=lambda: housekeeping(jobs), before_fork=before_fork,
-          request_timeout=settings.request_timeout, max_connections=settings.max_connections)
+          request_timeout=settings.request_timeout, max_connections=settings.max_connections,
+          idle_timeout=settings.idle_timeout)
 
 
 def _serve_one(app: Any, settings: Any, jobs: list, on_ready: Callable[[str, int], None] | None) -> None:
