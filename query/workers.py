@@ -180,7 +180,7 @@ def serve(
         "threads": threads,
         "worker_class": _deadline_worker(request_timeout),
         "preload_app": True,
-        "keepalive": idle_timeout,
+        "keepalive": max(1, round(idle_timeout)),
         "timeout": 120,
         "graceful_timeout": 10,
         "loglevel": "warning",
