@@ -24,6 +24,11 @@ worker dies its lock is released and another worker's waiting thread takes over.
 refresher per model holds across several `serve` processes too.
 
 Request counts and latency in `GET /stats` are the answering worker's (its `pid` says which).
+
+`--workers 1` runs no gunicorn: the app is served by waitress in this process, which reads
+requests asynchronously (slow clients hold connections, not threads; query/service.py
+`make_server`). Under gunicorn a request not received within `[serve] request_timeout` is
+dropped; docs/api.md, "Deployment", puts a buffering reverse proxy in front.
 """
 
 from __future__ import annotations
