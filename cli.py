@@ -569,7 +569,7 @@ def events_import_cmd(ctx, file, rejects, backend, data_dir, name, events_path):
     from query.eventstore import import_events
 
     rec, events = _open_recommender(ctx, backend, data_dir, name, events_path)
-    report = import_events(rec.events, file, rejects=rejects)
+    report = import_events(rec.events, file, rejects=rejects, check=rec.check_events)
     applied = rec.apply_item_changes(report.item_changes) if report.item_changes else 0
     click.echo(f"imported {report.events} events in {report.seconds:.2f} s ({report.rate:,.0f} events/s) "
                f"into {events.path}")

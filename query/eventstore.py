@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time as _time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -539,14 +539,22 @@ def read_events_file(path: str | Path) -> Iterator[tuple[int, Event | BadRequest
                 yield line, BadRequest(e.field, e.problem), shown
 
 
-def import_events(store: EventStore, path: str | Path, *, rejects: str | Path | None = None) -> ImportReport:
+def import_events(store: EventStore, path: str | Path, *, rejects: str | Path | None = None,
+                  check: Callable[[list[Event]], None] | None = None) -> ImportReport:
     """Bulk-load an events file into the store (no HTTP). Bad rows are never dropped silently:
     without `rejects` any bad row rejects the whole file (nothing stored); with it they are
-    written there (`line<TAB>field: problem<TAB>raw row`) and the rest is stored."""
+    written there (`line<TAB>field: problem<TAB>raw row`) and the rest is stored. `check`:
+    the service's own checks of an event (`Recommender.check_events`: reserved and date
+    properties), so a row the HTTP API refuses is refused here too."""
     start = _time.perf_counter()
     good: list[Event] = []
     bad: list[tuple[int, str, str, str]] = []
     for line, result, raw in read_events_file(path):
+        if check is not None and isinstance(result, Event) and result.is_item_change:
+            try:
+                check([result])
+            except BadRequest as e:
+                result = e
         if isinstance(result, BadRequest):
             bad.append((line, result.field, result.problem, raw))
         else:

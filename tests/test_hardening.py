@@ -333,3 +333,14 @@ def test_killed_writers_leftovers_are_cleaned_and_a_half_replaced_model_restored
     assert r.exit_code == 0, r.output
     assert (model / "manifest.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model"]
+
+
+def test_import_refuses_what_the_http_api_refuses(tmp_path):
+    """A date property that is no date: 400 over HTTP, a rejected row in `events import`
+    (before, the import stored it and then failed)."""
+    make_backend(tmp_path)
+    f = tmp_path / "items.jsonl"
+    f.write_text('{"event": "$set", "entityType": "item", "entityId": "i1", "properties": {"date": "soon"}}\n'
+                 '{"event": "view", "entityType": "user", "entityId": "u1", "targetEntityId": "i1"}\n')
+    r = cli("events", "import", f, "--data-dir", tmp_path)
+    assert_clean_error(r, "1 of 2 rows rejected, nothing imported", f"{f}:1: properties.date:")
