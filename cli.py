@@ -58,8 +58,32 @@ def fail_cleanly(fn):
         except _user_errors() as e:
             hint = getattr(e, "hint", "")
             raise click.ClickException(f"{e}" + (f"\nHint: {hint}" if hint else "")) from None
+        except OSError as e:  # a full disk, a read-only mount, no permission: the user's to fix
+            where = f": {e.filename}" if e.filename else ""
+            raise click.ClickException(f"{e.strerror or e}{where}\nHint: {_os_hint(e)}") from None
+        except Exception as e:
+            if not type(e).__module__.startswith(("pyspark", "py4j")):
+                raise
+            # Spark refused to start or failed (e.g. --conf spark.driver.memory=abc): its
+            # first line, not a Java stack.
+            first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            raise click.ClickException(
+                f"Spark failed: {first[:300]}\nHint: check the --conf / [train] spark_options values "
+                "(https://spark.apache.org/docs/latest/configuration.html) and Java; -vv shows Spark's log"
+            ) from None
 
     return wrapper
+
+
+def _os_hint(e: OSError) -> str:
+    import errno
+
+    return {
+        errno.ENOSPC: "free some disk space (or point --data-dir / -o elsewhere) and run it again",
+        errno.EROFS: "the file system is read-only: choose a writable --data-dir / -o",
+        errno.EACCES: "fix the permissions, or choose a writable --data-dir / -o",
+        errno.EPERM: "fix the permissions (or file attributes), or choose a writable --data-dir / -o",
+    }.get(e.errno or 0, "check the path, its permissions and free space")
 
 
 # --------------------------------------------------------------------------- config
@@ -196,6 +220,8 @@ def _train_settings(ctx: click.Context, **flags):
             key, sep, value = item.partition("=")
             if not sep or not key:
                 raise ConfigError(f"--conf {item!r}: expected KEY=VALUE")
+            if not key.strip().startswith("spark."):  # Spark ignores other keys without a word
+                raise ConfigError(f"--conf {item!r}: not a Spark setting (Spark's keys start with spark.)")
             options[key.strip()] = value.strip()
         section["spark_options"] = options
     flags.pop("spark_conf", None)
@@ -283,9 +309,11 @@ def _index_settings(ctx: click.Context, **overrides):
 def index_cmd(ctx, model_dir, backend, data_dir, name, keep_versions, changed_only):
     """Index a model directory into a new version of the search backend, then switch to it."""
     from indexer.run import index_model
+    from indicators.state import recover
 
     settings = _index_settings(ctx, backend=backend, data_dir=data_dir, name=name,
                                keep_versions=keep_versions)
+    recover(Path(model_dir))  # a model a killed train / update left half-replaced
     done = 0
     live = sys.stderr.isatty()
 
@@ -543,7 +571,7 @@ def events_import_cmd(ctx, file, rejects, backend, data_dir, name, events_path):
     from query.eventstore import import_events
 
     rec, events = _open_recommender(ctx, backend, data_dir, name, events_path)
-    report = import_events(rec.events, file, rejects=rejects)
+    report = import_events(rec.events, file, rejects=rejects, check=rec.check_events)
     applied = rec.apply_item_changes(report.item_changes) if report.item_changes else 0
     click.echo(f"imported {report.events} events in {report.seconds:.2f} s ({report.rate:,.0f} events/s) "
                f"into {events.path}")

@@ -71,6 +71,9 @@ CURRENT = "CURRENT"
 PROGRESS_EVERY = 1000
 
 
+BROKEN_HINT = "`cooccur rollback` to the version before, or `cooccur index MODEL_DIR` again"
+
+
 class IndexBusy(IndexerError):
     """Another process is creating a version of (or rolling back) the same index."""
 
@@ -417,6 +420,10 @@ class EmbeddedBackend:
             name = path.read_text().strip() or None
         except FileNotFoundError:
             return None
+        except (UnicodeDecodeError, OSError) as e:
+            raise BackendUnavailable(f"{path} cannot be read ({e})", hint=BROKEN_HINT) from None
+        if name is not None and (not name.startswith("v") or "/" in name or not name.isprintable()):
+            raise BackendUnavailable(f"{path} names no index version: {name[:40]!r}", hint=BROKEN_HINT)
         self._current = (key, name)
         return name
 
@@ -471,9 +478,12 @@ class EmbeddedBackend:
                     continue
                 try:
                     base = BaseVersion(self.root / name)
+                    state, pos = read_overlay(self.root / name / OVERLAY, {}, 0)
                 except FileNotFoundError:
                     continue  # switched and pruned while we looked: read CURRENT again
-                state, pos = read_overlay(self.root / name / OVERLAY, {}, 0)
+                except (OSError, ValueError, KeyError, IndexError) as e:  # a truncated or damaged file
+                    raise BackendUnavailable(f"index version {name} in {self.root} cannot be loaded: {e}",
+                                             hint=BROKEN_HINT) from None
                 self._snapshot = Snapshot(base, state, pos)
         if self._snapshot is None or self._snapshot.version != self._current_name():
             raise BackendUnavailable(f"index {self.root}: the current version keeps changing or is missing")

@@ -570,7 +570,7 @@ class BaseVersion:
         return json.loads(os.pread(self._docs_fd, end - start, start))
 
     def close(self) -> None:
-        if self._docs_fd >= 0:
+        if getattr(self, "_docs_fd", -1) >= 0:  # absent when __init__ failed (a broken file)
             os.close(self._docs_fd)
             self._docs_fd = -1
 

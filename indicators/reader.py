@@ -1,7 +1,13 @@
 """Read events (CSV/TSV, PredictionIO JSON lines, Parquet), validate every row, keep line numbers.
 
-Rows are parsed by Spark's native readers (`from_csv`, `from_json`), never row by row in
-Python. Line numbers are recovered without a second full read of good rows: within one
+Every row goes through the one event validator (indicators/validate.py), which `cooccur
+events import` and the HTTP event API use too, so a row is accepted or rejected the same
+way everywhere with the same reason. Spark reads the lines (as bytes: a row that is not
+UTF-8 is rejected, never turned into U+FFFD) and the validator runs in Python workers
+over Arrow batches (`mapInArrow`; bench/reader.py: no slower than the native parsers it
+replaced). Event times are kept to the millisecond, as the event store keeps them.
+
+Line numbers are recovered without a second full read of good rows: within one
 file split Spark reads rows in order, so a row's line is the rows before its split
 (from a tiny per-split count) plus its position inside the split
 (`monotonically_increasing_id` is consecutive within a partition). That is only computed
@@ -11,16 +17,20 @@ when some rows are bad.
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-from pyspark.sql import Column, DataFrame, SparkSession
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.storagelevel import StorageLevel
 
+from . import validate
 from .errors import BadRow, InputNotFound, JobError
 from .settings import InputSettings
 
@@ -34,12 +44,6 @@ FORMATS = {
     ".ndjson": "jsonl",
     ".parquet": "parquet",
 }
-PROPERTY_EVENTS = ("$set", "$unset", "$delete")
-PIO_SCHEMA = (
-    "event string, entityType string, entityId string, targetEntityType string, "
-    "targetEntityId string, eventTime string, properties string, _corrupt string"
-)
-
 # Row kinds after validation.
 USER_EVENT, ITEM_EVENT, IGNORED, REJECTED, BLANK = "user", "item", "ignored", "rejected", "blank"
 
@@ -133,16 +137,16 @@ def _format_of(path: str, fmt: str) -> str | None:
     return FORMATS.get(os.path.splitext(name)[1])
 
 
-def _parse_time(col: Column) -> Column:
-    """ISO-8601 (with or without zone; UTC when none) or epoch seconds / milliseconds."""
-    digits = col.rlike(r"^\s*\d{9,13}\s*$")
-    num = F.trim(col).cast("long")
-    epoch = F.when(num >= 100_000_000_000, F.timestamp_millis(num)).otherwise(F.timestamp_seconds(num))
-    return F.when(digits, epoch).otherwise(F.try_to_timestamp(F.trim(col)))
-
-
-def _empty(c: Column) -> Column:
-    return c.isNull() | (F.trim(c) == "")
+OUTPUT = pa.schema([
+    ("file", pa.string()), ("block", pa.int64()), ("pos", pa.int64()), ("text", pa.string()),
+    ("kind", pa.string()), ("field", pa.string()), ("problem", pa.string()), ("user", pa.string()),
+    ("event", pa.string()), ("item", pa.string()), ("time", pa.timestamp("us", tz="UTC")),
+    ("properties", pa.string()),
+])
+OUTPUT_DDL = ("file string, block bigint, pos bigint, text string, kind string, field string, "
+              "problem string, user string, event string, item string, time timestamp, properties string")
+HEADER = "header"
+"""A CSV header line (dropped before counting)."""
 
 
 def _with_position(df: DataFrame) -> DataFrame:
@@ -165,18 +169,54 @@ def _read_header(path: str, sep: str) -> list[str]:
     return [c.strip().strip('"') for c in line.split(sep)]
 
 
-def _validate(
-    fields: list[tuple[str, Column]], time_name: str, time_raw: Column, time: Column
-) -> tuple[Column, Column]:
-    """(field, problem) of the first failing check; nulls when the row is good."""
-    field: Column = F.lit(None).cast("string")
-    problem: Column = F.lit(None).cast("string")
-    checks = [(name, _empty(c), "missing") for name, c in fields]
-    checks.append((time_name, ~_empty(time_raw) & time.isNull(), "unparseable time"))
-    for name, bad, what in reversed(checks):
-        field = F.when(bad, F.lit(name)).otherwise(field)
-        problem = F.when(bad, F.lit(what)).otherwise(problem)
-    return field, problem
+def _classify(e: validate.Event, timed: bool) -> tuple:
+    """(kind, field, problem, user, event, item, time, properties) of a valid event."""
+    when = datetime.fromtimestamp(e.time_ms / 1000, tz=UTC) if timed else None
+    if e.is_item_change:
+        props = None if e.properties is None else json.dumps(e.properties)
+        return ITEM_EVENT, None, None, e.entity_id, e.event, None, when, props
+    if e.target_entity_id is None:  # `$set` and friends on users: user properties, unused
+        return IGNORED, None, None, e.entity_id, e.event, None, when, None
+    return USER_EVENT, None, None, e.entity_id, e.event, e.target_entity_id, when, None
+
+
+RowParser = Callable[[bytes, dict], "tuple[validate.Event, bool] | str | None"]
+
+
+def _validated(df: DataFrame, parse: RowParser) -> DataFrame:
+    """Every row of `df` (file, block, pos, raw bytes, any other columns) through the
+    shared validator (indicators/validate.py) in Python, one Arrow batch at a time.
+    `parse(raw, row)` gives (event, has a time), None for a blank line, HEADER for a CSV
+    header line, or raises `InvalidEvent`."""
+
+    def run(batches):
+        blank = (BLANK, *([None] * 7))
+        for batch in batches:
+            cols = batch.to_pydict()
+            out: dict[str, list] = {name: [] for name in OUTPUT.names}
+            for i in range(batch.num_rows):
+                row = {k: v[i] for k, v in cols.items()}
+                raw = row["raw"] or b""
+                try:
+                    parsed = parse(raw, row)
+                except validate.InvalidEvent as bad:
+                    result: tuple = (REJECTED, bad.field, bad.problem, *([None] * 5))
+                else:
+                    result = blank if parsed is None else (HEADER, *blank[1:]) if parsed == HEADER \
+                        else _classify(*parsed)
+                values = (row["file"], row["block"], row["pos"], raw.decode("utf-8", "replace"), *result)
+                for name, value in zip(OUTPUT.names, values, strict=True):
+                    out[name].append(value)
+            yield pa.RecordBatch.from_pydict(out, schema=OUTPUT)
+
+    return df.mapInArrow(run, OUTPUT_DDL).where(F.col("kind") != HEADER)
+
+
+def _raw_lines(spark: SparkSession, files: list[str]) -> DataFrame:
+    """file, block, pos and the line's bytes as read (not decoded: bytes that are not UTF-8
+    reject the row instead of becoming U+FFFD)."""
+    return _with_position(spark.read.text(files)).select(
+        "file", "block", "pos", F.col("value").cast("binary").alias("raw"))
 
 
 def _read_delimited(spark: SparkSession, files: list[str], s: InputSettings, kind: str) -> DataFrame:
@@ -196,77 +236,31 @@ def _read_delimited(spark: SparkSession, files: list[str], s: InputSettings, kin
             f"{files[0]}:1: header has no column {', '.join(map(repr, missing))} (columns: {header})",
             hint="name the columns in [train.input] (user, event, item, time)",
         )
-    schema = ", ".join(f"`c{i}` string" for i in range(len(header)))
-    raw = _with_position(spark.read.text(files))
-    parsed = raw.select(
-        "file", "block", "pos", "value",
-        F.from_csv("value", schema, {"sep": sep, "mode": "PERMISSIVE"}).alias("r"),
-    )
-    col = {name: F.col(f"r.c{header.index(name)}") for name in wanted.values()}
-    is_header = F.col("block") == 0
-    for i, name in enumerate(header):
-        is_header &= F.coalesce(F.trim(F.col(f"r.c{i}")) == name, F.lit(False))
-    time = _parse_time(col[s.time])
-    field, problem = _validate(
-        [(s.user, col[s.user]), (s.event, col[s.event]), (s.item, col[s.item])], s.time, col[s.time], time
-    )
-    return parsed.where(~is_header).select(
-        "file", "block", "pos", F.col("value").alias("text"),
-        F.when(F.trim(F.col("value")) == "", BLANK)
-        .when(field.isNotNull(), REJECTED)
-        .otherwise(USER_EVENT).alias("kind"),
-        field.alias("field"), problem.alias("problem"),
-        F.trim(col[s.user]).alias("user"), F.trim(col[s.event]).alias("event"),
-        F.trim(col[s.item]).alias("item"), time.alias("time"),
-        F.lit(None).cast("string").alias("properties"),
-    )
+    at = [header.index(wanted[k]) for k in ("user", "event", "item", "time")]
+    columns = (s.user, s.event, s.item, s.time)
+
+    def parse(raw: bytes, row: dict):
+        if not raw.strip():
+            return None
+        cells = validate.csv_cells(validate.decode_line(raw), sep, len(header))
+        if row["block"] == 0 and cells == header:
+            return HEADER
+        user, event, item, time = (cells[k] for k in at)
+        return validate.parse_row(user, event, item, time, now_ms=0, columns=columns), bool(time)
+
+    return _validated(_raw_lines(spark, files), parse)
 
 
 def _read_pio(spark: SparkSession, files: list[str]) -> DataFrame:
-    raw = _with_position(spark.read.text(files))
-    r = F.from_json("value", PIO_SCHEMA, {"columnNameOfCorruptRecord": "_corrupt"})
-    parsed = raw.select("file", "block", "pos", "value", r.alias("r"))
-    c = {k: F.col(f"r.{k}") for k in ("event", "entityType", "entityId", "targetEntityId", "eventTime")}
-    time = _parse_time(c["eventTime"])
-    is_item_event = (c["entityType"] == "item") & c["event"].isin(*PROPERTY_EVENTS)
-    # `$set` and friends on users carry user properties, which the job does not use.
-    is_user_event = (c["entityType"] == "user") & ~c["event"].startswith("$")
-    user_field, user_problem = _validate(
-        [("event", c["event"]), ("entityId", c["entityId"]), ("targetEntityId", c["targetEntityId"])],
-        "eventTime", c["eventTime"], time,
-    )
-    item_field, item_problem = _validate([("entityId", c["entityId"])], "eventTime", c["eventTime"], time)
-    bad_json = F.col("r._corrupt").isNotNull() | F.col("r").isNull()
-    base_field, base_problem = _validate(
-        [("event", c["event"]), ("entityType", c["entityType"])], "eventTime", c["eventTime"], time
-    )
-    field = (
-        F.when(bad_json, F.lit("(line)"))
-        .when(base_field.isNotNull(), base_field)
-        .when(is_user_event, user_field)
-        .when(is_item_event, item_field)
-    )
-    problem = (
-        F.when(bad_json, F.lit("not a JSON object"))
-        .when(base_problem.isNotNull(), base_problem)
-        .when(is_user_event, user_problem)
-        .when(is_item_event, item_problem)
-    )
-    blank = F.trim(F.col("value")) == ""
-    kind = (
-        F.when(blank, BLANK)
-        .when(field.isNotNull(), REJECTED)
-        .when(is_user_event, USER_EVENT)
-        .when(is_item_event, ITEM_EVENT)
-        .otherwise(IGNORED)
-    )
-    return parsed.select(
-        "file", "block", "pos", F.col("value").alias("text"), kind.alias("kind"),
-        field.alias("field"), problem.alias("problem"),
-        F.trim(c["entityId"]).alias("user"), F.trim(c["event"]).alias("event"),
-        F.trim(c["targetEntityId"]).alias("item"), time.alias("time"),
-        F.col("r.properties").alias("properties"),
-    )
+    def parse(raw: bytes, row: dict):
+        if not raw.strip():
+            return None
+        obj = validate.loads_strict(validate.decode_line(raw))
+        if not isinstance(obj, dict):
+            raise validate.InvalidEvent("(line)", "not a JSON object")
+        return validate.parse_event(obj, now_ms=0), obj.get("eventTime") is not None
+
+    return _validated(_raw_lines(spark, files), parse)
 
 
 def _read_parquet(spark: SparkSession, files: list[str], s: InputSettings) -> DataFrame:
@@ -278,26 +272,27 @@ def _read_parquet(spark: SparkSession, files: list[str], s: InputSettings) -> Da
             f"{files[0]}: no column {', '.join(map(repr, missing))} (columns: {sorted(names)})",
             hint="name the columns in [train.input] (user, event, item, time)",
         )
-    col = {k: F.col(f"`{k}`").cast("string") for k in (s.user, s.event, s.item)}
+    # Typed columns: their values as text (timestamps in ISO form, UTC) go through the same
+    # validator as a CSV row's cells.
+    time = F.lit(None).cast("string")
     if s.time in names:
-        t = F.col(f"`{s.time}`")
-        time_raw = t.cast("string")
         ttype = dict(raw.dtypes)[s.time]
-        time = t.cast("timestamp") if ttype.startswith("timestamp") or ttype == "date" else _parse_time(time_raw)
-    else:
-        time_raw, time = F.lit(None).cast("string"), F.lit(None).cast("timestamp")
-    field, problem = _validate(
-        [(s.user, col[s.user]), (s.event, col[s.event]), (s.item, col[s.item])], s.time, time_raw, time
-    )
+        t = F.col(f"`{s.time}`")
+        timestamp = ttype.startswith("timestamp") or ttype == "date"
+        time = F.date_format(t, "yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'") if timestamp else t.cast("string")
     text = F.to_json(F.struct(*[F.col(f"`{c}`") for c in raw.columns if c not in ("file", "block", "pos")]))
-    return raw.select(
-        "file", "block", "pos", text.alias("text"),
-        F.when(field.isNotNull(), REJECTED).otherwise(USER_EVENT).alias("kind"),
-        field.alias("field"), problem.alias("problem"),
-        F.trim(col[s.user]).alias("user"), F.trim(col[s.event]).alias("event"),
-        F.trim(col[s.item]).alias("item"), time.alias("time"),
-        F.lit(None).cast("string").alias("properties"),
+    rows = raw.select(
+        "file", "block", "pos", text.cast("binary").alias("raw"),
+        *[F.trim(F.col(f"`{c}`").cast("string")).alias(k) for k, c in (("u", s.user), ("e", s.event), ("i", s.item))],
+        F.trim(time).alias("t"),
     )
+    columns = (s.user, s.event, s.item, s.time)
+
+    def parse(raw: bytes, row: dict):
+        event = validate.parse_row(row["u"], row["e"], row["i"], row["t"], now_ms=0, columns=columns)
+        return event, bool(row["t"])
+
+    return _validated(rows, parse)
 
 
 def _line_numbers(rows: DataFrame, all_rows: DataFrame, header_lines: int) -> DataFrame:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +19,7 @@ from .errors import JobError
 from .settings import IndicatorSettings, InputSettings, RankingSettings, TrainSettings
 
 MODEL_FORMAT = "cooccur-model/1"
+log = logging.getLogger(__name__)
 
 
 class StateError(JobError):
@@ -49,12 +52,36 @@ def writing(model: Path) -> Iterator[None]:
             raise StateError(str(model), "another update is writing this model now") from None
         _HELD.add(key)
         try:
-            aside = sorted(model.parent.glob(f".{model.name}.old-*"))
-            if aside and not model.exists():
-                os.replace(aside[-1], model)
+            recover(model)
             yield
         finally:
             _HELD.discard(key)
+
+
+def recover(model: Path) -> None:
+    """Undo what a killed writer of `model` left: a model renamed aside (`.NAME.old-PID`)
+    with no new one renamed in is put back; temporary copies (`.NAME.tmp-PID`,
+    `.NAME.old-PID`) of processes that are gone are removed. Safe without the writer lock:
+    only dead processes' copies are touched."""
+    def dead(p: Path) -> bool:
+        pid = p.name.rpartition("-")[2]
+        if not pid.isdigit():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # alive, another user's
+            return False
+        return False
+
+    aside = sorted((p for p in model.parent.glob(f".{model.name}.old-*") if dead(p)),
+                   key=lambda p: p.stat().st_mtime)
+    if aside and not model.exists():
+        os.replace(aside.pop(), model)
+    for p in [*aside, *(p for p in model.parent.glob(f".{model.name}.tmp-*") if dead(p))]:
+        log.warning("removing %s left by an interrupted run", p)
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def read_state(path: Path, **options) -> pa.Table:

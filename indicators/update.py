@@ -108,6 +108,8 @@ class UpdateReport:
     changed_items: int = 0
     """Items whose document differs from the base model's (what `index --changed-only` rewrites)."""
     rejects_file: str | None = None
+    quarantined: int = 0
+    """Stored events left out because they cannot be folded (`update --from-store`; kept in the store)."""
     newest_event: str | None = None
     timings: dict = field(default_factory=dict)
     seconds: float = 0.0

@@ -19,28 +19,24 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import re
 import sqlite3
 import threading
 import time as _time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from indicators import validate
+from indicators.validate import ITEM_EVENTS, Event, format_time
+
 from .errors import BadRequest, EventFileError, EventStoreError, ImportRejected
-from .request import format_time, item_id, parse_time
 
 log = logging.getLogger(__name__)
 
-ITEM_EVENTS = ("$set", "$unset", "$delete")
-EVENT_KEYS = {
-    "event", "entityType", "entityId", "targetEntityType", "targetEntityId", "properties",
-    "eventTime", "eventId", "prId", "creationTime", "tags",
-}
 DAY_MS = 86_400_000
 
 SCHEMA = """
@@ -74,6 +70,12 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO counters VALUES ('item_changes', 0);
+-- Stored events an update could not fold, with the reason: kept, left out of updates and exports.
+CREATE TABLE IF NOT EXISTS quarantine (
+    event_id TEXT PRIMARY KEY,
+    reason   TEXT NOT NULL,
+    time     INTEGER NOT NULL
+);
 """
 
 
@@ -104,92 +106,13 @@ def ms_to_iso(ms: int) -> str:
     return format_time(datetime.fromtimestamp(ms / 1000, tz=UTC))
 
 
-@dataclass(frozen=True)
-class Event:
-    """One PredictionIO event, validated. User events have a target item; item events
-    (`$set`, `$unset`, `$delete` on entityType "item") have properties instead."""
-
-    event: str
-    entity_type: str
-    entity_id: str
-    time_ms: int
-    target_entity_type: str | None = None
-    target_entity_id: str | None = None
-    properties: dict[str, Any] | None = None
-
-    @property
-    def is_item_change(self) -> bool:
-        return self.event in ITEM_EVENTS and self.entity_type == "item"
-
-    def to_json(self) -> dict[str, Any]:
-        """PredictionIO's JSON form (what `cooccur train` reads)."""
-        out: dict[str, Any] = {"event": self.event, "entityType": self.entity_type, "entityId": self.entity_id}
-        if self.target_entity_id is not None:
-            out["targetEntityType"] = self.target_entity_type
-            out["targetEntityId"] = self.target_entity_id
-        if self.properties is not None:
-            out["properties"] = self.properties
-        out["eventTime"] = ms_to_iso(self.time_ms)
-        return out
-
-
 def parse_event(obj: Any, where: str = "", *, now: int | None = None) -> Event:
-    """Validate one PredictionIO event object (raises `BadRequest` naming the field)."""
-    at = f"{where}." if where else ""
-    if not isinstance(obj, dict):
-        raise BadRequest(where or "(body)", "an event must be a JSON object")
-    unknown = sorted(set(obj) - EVENT_KEYS)
-    if unknown:
-        raise BadRequest(f"{at}{unknown[0]}", "unknown field of a PredictionIO event")
-    for key in ("event", "entityType", "entityId"):
-        if key not in obj:
-            raise BadRequest(f"{at}{key}", "is required")
-    name = item_id(obj["event"], f"{at}event")
-    entity_type = item_id(obj["entityType"], f"{at}entityType")
-    entity_id = item_id(obj["entityId"], f"{at}entityId")
-    time_ms = now if now is not None else now_ms()
-    if obj.get("eventTime") is not None:
-        time_ms = int(parse_time(obj["eventTime"], f"{at}eventTime").timestamp() * 1000)
-    if name.startswith("$"):
-        if name not in ITEM_EVENTS:
-            raise BadRequest(f"{at}event", f"{name!r}: the only $-events are {', '.join(ITEM_EVENTS)}")
-        if obj.get("targetEntityId") is not None:
-            raise BadRequest(f"{at}targetEntityId", f"a {name} event has no target")
-        props = obj.get("properties")
-        if name == "$delete":
-            if props:
-                raise BadRequest(f"{at}properties", "a $delete event has no properties")
-            props = None
-        else:
-            if not isinstance(props, dict) or not props:
-                raise BadRequest(f"{at}properties", f"a {name} event needs a non-empty object")
-            for key in props:
-                item_id(key, f"{at}properties")
-            if name == "$set":
-                for key, value in props.items():
-                    _check_property(value, f"{at}properties.{key}")
-        return Event(name, entity_type, entity_id, time_ms, properties=props)
-    if entity_type != "user":
-        raise BadRequest(f"{at}entityType", f"must be \"user\" for a {name!r} event, not {entity_type!r}")
-    if obj.get("targetEntityType", "item") != "item":
-        raise BadRequest(f"{at}targetEntityType", f"must be \"item\", not {obj['targetEntityType']!r}")
-    if "targetEntityId" not in obj:
-        raise BadRequest(f"{at}targetEntityId", "is required (the item the user acted on)")
-    target = item_id(obj["targetEntityId"], f"{at}targetEntityId")
-    if obj.get("properties") not in (None, {}) and not isinstance(obj["properties"], dict):
-        raise BadRequest(f"{at}properties", "must be an object")
-    return Event(name, entity_type, entity_id, time_ms, "item", target)
-
-
-def _check_property(value: Any, where: str) -> None:
-    """Property values are strings, numbers, booleans or lists of them (kept as keywords)."""
-    scalar = (str, int, float, bool)
-    if isinstance(value, list):
-        for i, v in enumerate(value):
-            if not isinstance(v, scalar):
-                raise BadRequest(f"{where}[{i}]", "must be a string, number or boolean")
-    elif not isinstance(value, scalar):
-        raise BadRequest(where, "must be a string, number, boolean or a list of them")
+    """Validate one PredictionIO event object with the shared validator
+    (indicators/validate.py; raises `BadRequest` naming the field)."""
+    try:
+        return validate.parse_event(obj, where, now_ms=now if now is not None else now_ms())
+    except validate.InvalidEvent as e:
+        raise BadRequest(e.field, e.problem) from None
 
 
 def parse_events(body: Any, *, now: int | None = None) -> list[Event]:
@@ -503,24 +426,44 @@ class EventStore:
     @staticmethod
     def _events_until(conn: sqlite3.Connection, last: int, after_rowid: int | None,
                       after_ms: int | None) -> Iterator[Event]:
-        for item, t in conn.execute("SELECT item, time FROM item_deleted ORDER BY time, item"):
-            yield Event("$delete", "item", item, t)
-        for item, name, value, t in conn.execute(
-            "SELECT item, name, value, time FROM item_props ORDER BY time, item, name"
+        """The snapshot's events (see `snapshot_since`), each with its event id; quarantined
+        ones left out."""
+        kept = "event_id NOT IN (SELECT event_id FROM quarantine)"
+        for item, t, event_id in conn.execute(
+            f"SELECT item, time, event_id FROM item_deleted WHERE {kept} ORDER BY time, item"
+        ):
+            yield Event("$delete", "item", item, t, event_id=event_id)
+        for item, name, value, t, event_id in conn.execute(
+            f"SELECT item, name, value, time, event_id FROM item_props WHERE {kept} ORDER BY time, item, name"
         ):
             if value is None:
-                yield Event("$unset", "item", item, t, properties={name: None})
+                yield Event("$unset", "item", item, t, properties={name: None}, event_id=event_id)
             else:
-                yield Event("$set", "item", item, t, properties={name: json.loads(value)})
-        where, args = "rowid <= ?", [last]
+                yield Event("$set", "item", item, t, properties={name: json.loads(value)}, event_id=event_id)
+        where, args = "rowid <= ? AND CAST(rowid AS TEXT) NOT IN (SELECT event_id FROM quarantine)", [last]
         if after_rowid is not None:
             where, args = where + " AND rowid > ?", args + [after_rowid]
         elif after_ms is not None:
             where, args = where + " AND time > ?", args + [after_ms]
-        for user, action, item, t in conn.execute(
-            f"SELECT user, action, item, time FROM events WHERE {where} ORDER BY time, rowid", args
+        for rowid, user, action, item, t in conn.execute(
+            f"SELECT rowid, user, action, item, time FROM events WHERE {where} ORDER BY time, rowid", args
         ):
-            yield Event(action, "user", user, t, "item", item)
+            yield Event(action, "user", user, t, "item", item, event_id=str(rowid))
+
+    def quarantine(self, bad: Sequence[tuple[str, str]]) -> None:
+        """Mark stored events (event id, reason) as ones an update cannot fold: they stay in
+        the store (readable by id) and are left out of later updates and exports."""
+        with self._write_lock:
+            self._conn().executemany(
+                "INSERT INTO quarantine (event_id, reason, time) VALUES (?, ?, ?) "
+                "ON CONFLICT(event_id) DO UPDATE SET reason = excluded.reason",
+                [(event_id, reason, now_ms()) for event_id, reason in bad])
+
+    def quarantined(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The newest quarantined events: eventId, reason, when."""
+        rows = self._conn().execute(
+            "SELECT event_id, reason, time FROM quarantine ORDER BY time DESC, event_id LIMIT ?", (limit,))
+        return [{"eventId": e, "reason": r, "at": ms_to_iso(t)} for e, r, t in rows]
 
     def stats(self) -> dict[str, Any]:
         conn = self._conn()
@@ -531,6 +474,7 @@ class EventStore:
             "per_action": per_action,
             "items_with_properties": conn.execute("SELECT COUNT(DISTINCT item) FROM item_props").fetchone()[0],
             "deleted_items": conn.execute("SELECT COUNT(*) FROM item_deleted").fetchone()[0],
+            "quarantined": conn.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0],
         }
 
 
@@ -553,85 +497,64 @@ class ImportReport:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
-_NOT_UTF8 = re.compile("[\udc80-\udcff]")
-
-
 def read_events_file(path: str | Path) -> Iterator[tuple[int, Event | BadRequest, str]]:
     """(line number, event or the problem, raw line) for each row of a JSON-lines (PredictionIO)
     or CSV/TSV (header user,event,item[,time]) file. The format follows the extension:
-    .csv / .tsv, anything else is JSON lines."""
+    .csv / .tsv, anything else is JSON lines. Rows go through the validator `cooccur train`
+    and the HTTP API use (indicators/validate.py), line by line as `train` reads them."""
     p = Path(path)
     if not p.is_file():
         raise EventFileError(str(p), "no such file")
     suffix = p.suffix.lower()
     now = now_ms()
-    # surrogateescape keeps undecodable bytes visible, so such a row is reported, not fatal.
-    with open(p, newline="" if suffix in (".csv", ".tsv") else None, encoding="utf-8",
-              errors="surrogateescape") as f:
+    with open(p, "rb") as f:
         if suffix in (".csv", ".tsv"):
-            reader = csv.reader(f, delimiter="\t" if suffix == ".tsv" else ",")
-            header = [h.strip() for h in next(reader, [])]
+            sep = "\t" if suffix == ".tsv" else ","
+            first = f.readline().decode("utf-8", "replace")
+            header = [h.strip() for h in next(csv.reader([first], delimiter=sep), [])]
             missing = [c for c in ("user", "event", "item") if c not in header]
             if missing:
                 raise EventFileError(str(p), f"header {header} lacks column(s) {', '.join(missing)}")
-            col = {name: header.index(name) for name in ("user", "event", "item", "time") if name in header}
-            for row in reader:
-                line = reader.line_num
-                raw = ",".join(row)
-                if not row:
-                    continue
-                if _NOT_UTF8.search(raw):
-                    yield line, BadRequest("(row)", "not UTF-8 text"), raw.encode("utf-8", "replace").decode()
-                    continue
-                if len(row) != len(header):
-                    yield line, BadRequest("(row)", f"{len(row)} columns, header has {len(header)}"), raw
-                    continue
-                obj: dict[str, Any] = {
-                    "event": row[col["event"]], "entityType": "user", "entityId": row[col["user"]],
-                    "targetEntityType": "item", "targetEntityId": row[col["item"]],
-                }
-                if "time" in col and row[col["time"]].strip():
-                    obj["eventTime"] = _csv_time(row[col["time"]].strip())
-                try:
-                    yield line, parse_event(obj, now=now), raw
-                except BadRequest as e:
-                    field = {"entityId": "user", "targetEntityId": "item", "eventTime": "time"}.get(e.field, e.field)
-                    yield line, BadRequest(field, e.problem), raw
+            at = [header.index(name) if name in header else None for name in ("user", "event", "item", "time")]
+
+            def parse(text: str) -> Event:
+                cells = validate.csv_cells(text, sep, len(header))
+                user, event, item, time = (None if k is None else cells[k] for k in at)
+                return validate.parse_row(user, event, item, time, now_ms=now)
+
+            start = 2
         else:
-            for line, text in enumerate(f, 1):
-                if not text.strip():
-                    continue
-                if _NOT_UTF8.search(text):
-                    yield line, BadRequest("(line)", "not UTF-8 text"), text.encode("utf-8", "replace").decode().rstrip("\n")
-                    continue
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as e:
-                    yield line, BadRequest("(json)", e.msg), text.rstrip("\n")
-                    continue
-                try:
-                    yield line, parse_event(obj, now=now), text.rstrip("\n")
-                except BadRequest as e:
-                    yield line, e, text.rstrip("\n")
+            def parse(text: str) -> Event:
+                return validate.parse_json_line(text, now_ms=now)
+
+            start = 1
+        for line, raw in enumerate(f, start):
+            raw = raw.rstrip(b"\r\n")
+            if not raw.strip():
+                continue
+            shown = raw.decode("utf-8", "replace")
+            try:
+                yield line, parse(validate.decode_line(raw)), shown
+            except validate.InvalidEvent as e:
+                yield line, BadRequest(e.field, e.problem), shown
 
 
-def _csv_time(text: str) -> str:
-    """CSV times are ISO-8601 or epoch seconds (as `cooccur train` reads them)."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        return text
-    return ms_to_iso(int(seconds * 1000))
-
-
-def import_events(store: EventStore, path: str | Path, *, rejects: str | Path | None = None) -> ImportReport:
+def import_events(store: EventStore, path: str | Path, *, rejects: str | Path | None = None,
+                  check: Callable[[list[Event]], None] | None = None) -> ImportReport:
     """Bulk-load an events file into the store (no HTTP). Bad rows are never dropped silently:
     without `rejects` any bad row rejects the whole file (nothing stored); with it they are
-    written there (`line<TAB>field: problem<TAB>raw row`) and the rest is stored."""
+    written there (`line<TAB>field: problem<TAB>raw row`) and the rest is stored. `check`:
+    the service's own checks of an event (`Recommender.check_events`: reserved and date
+    properties), so a row the HTTP API refuses is refused here too."""
     start = _time.perf_counter()
     good: list[Event] = []
     bad: list[tuple[int, str, str, str]] = []
     for line, result, raw in read_events_file(path):
+        if check is not None and isinstance(result, Event) and result.is_item_change:
+            try:
+                check([result])
+            except BadRequest as e:
+                result = e
         if isinstance(result, BadRequest):
             bad.append((line, result.field, result.problem, raw))
         else:

@@ -285,6 +285,9 @@ class Recommender:
         for i, rule in enumerate(request.rules):
             if rule.name not in fields:
                 raise BadRequest(f"{request.rules_key}[{i}].name", f"{rule.name!r} is not a field of the index")
+            if rule.name != "id" and rule.name not in schema.keyword_fields:
+                raise BadRequest(f"{request.rules_key}[{i}].name", f"{rule.name!r} is not a keyword field: rules "
+                                 "match keyword values (dates go in dateRange)")
         if request.date_range and request.date_range.name not in schema.date_fields:
             raise BadRequest("dateRange.name", f"{request.date_range.name!r} is not a date field of the index")
 
@@ -450,13 +453,16 @@ class Recommender:
         for i, e in enumerate(events):
             if e.is_item_change and e.properties:
                 for name in e.properties:
+                    at = f"[{i}].properties.{name}" if len(events) > 1 else f"properties.{name}"
                     if name in reserved:
-                        at = f"[{i}].properties.{name}" if len(events) > 1 else f"properties.{name}"
                         raise BadRequest(at, "is reserved (item id, ranking or indicator field)")
                     if e.event == "$set" and name in self.date_fields:
                         value = e.properties[name]
-                        value = value[0] if isinstance(value, list) and value else value
-                        normalize_date(value, f"properties.{name}")
+                        if isinstance(value, list):
+                            if len(value) != 1:
+                                raise BadRequest(at, f"a date field holds one date, not {len(value)} values")
+                            value = value[0]
+                        normalize_date(value, at)
 
     def ingest(self, events: Sequence[Event], *, with_ids: bool = False) -> InsertReport:
         """Store events; item `$set` / `$unset` / `$delete` change the current index at once.
@@ -484,6 +490,8 @@ class Recommender:
                 docs[e.entity_id] = None
                 continue
             doc = docs.get(e.entity_id)
+            if doc is None and e.event == "$unset":
+                continue  # nothing to unset: an unknown item must not become an empty document
             doc = {"id": e.entity_id} if doc is None else dict(doc)
             for name, value in (e.properties or {}).items():
                 if e.event == "$unset":

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from indicators import validate
+from indicators.validate import format_time
 
 from .errors import BadRequest
 
-MAX_ID_LENGTH = 512
+MAX_BIAS = 1e6
+"""|bias| at most (rules, userBias, itemBias, itemSetBias): beyond it scores overflow the
+float32 that Lucene and Elasticsearch score in (docs/api.md)."""
 MAX_RESULT_WINDOW = 10_000
 """`from` + `num` at most: Elasticsearch's default index.max_result_window (docs/api.md)."""
 # Every Universal Recommender query field (docs/api.md, "Request"), plus cooccur's own
@@ -123,31 +128,20 @@ def normalize_date(value: Any, where: str) -> str:
 
 
 def parse_time(value: Any, where: str) -> datetime:
-    """An ISO-8601 date/time (a `Z` suffix is accepted) as an aware UTC datetime."""
-    if not isinstance(value, str) or not value.strip():
-        raise BadRequest(where, f"must be an ISO-8601 date/time string, not {value!r}")
-    text = value.strip()
+    """An ISO-8601 date/time (a `Z` suffix is accepted) as an aware UTC datetime: the event
+    validator's rule (indicators/validate.py), so requests and events read times alike."""
     try:
-        dt = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
-    except ValueError:
-        raise BadRequest(where, f"{value!r} is not an ISO-8601 date/time") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
-
-
-def format_time(dt: datetime) -> str:
-    text = dt.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds")
-    return text + "Z"
+        return validate.parse_time(value, where)
+    except validate.InvalidEvent as e:
+        raise BadRequest(e.field, e.problem) from None
 
 
 def item_id(value: Any, where: str) -> str:
-    """A non-empty id string of bounded length."""
-    if not isinstance(value, str) or not value:
-        raise BadRequest(where, f"must be a non-empty string, not {value!r}")
-    if len(value) > MAX_ID_LENGTH:
-        raise BadRequest(where, f"longer than {MAX_ID_LENGTH} characters")
-    return value
+    """A non-empty id string of bounded length, valid Unicode (the event validator's rule)."""
+    try:
+        return validate.check_id(value, where)
+    except validate.InvalidEvent as e:
+        raise BadRequest(e.field, e.problem) from None
 
 
 def id_list(value: Any, where: str, *, allow_empty: bool = True) -> tuple[str, ...]:
@@ -162,6 +156,13 @@ def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise BadRequest(where, f"must be a number, not {value!r}")
     return float(value)
+
+
+def _bias(value: Any, where: str) -> float:
+    bias = _number(value, where)
+    if abs(bias) > MAX_BIAS:
+        raise BadRequest(where, f"{bias:g} is out of range (-{MAX_BIAS:g} to {MAX_BIAS:g})")
+    return bias
 
 
 def _bool(value: Any, where: str) -> bool:
@@ -181,13 +182,13 @@ def parse_rules(value: Any, where: str = "fields") -> list[Rule]:
             raise BadRequest(at, "must be an object {name, values, bias}")
         unknown = sorted(set(raw) - {"name", "values", "bias"})
         if unknown:
-            raise BadRequest(f"{at}.{unknown[0]}", "unknown key (expected name, values, bias)")
+            raise BadRequest(f"{at}.{validate.key_name(unknown[0])}", "unknown key (expected name, values, bias)")
         for key in ("name", "values", "bias"):
             if key not in raw:
                 raise BadRequest(f"{at}.{key}", "is required")
         name = item_id(raw["name"], f"{at}.name")
         values = id_list(raw["values"], f"{at}.values", allow_empty=False)
-        rules.append(Rule(name, values, _number(raw["bias"], f"{at}.bias")))
+        rules.append(Rule(name, values, _bias(raw["bias"], f"{at}.bias")))
     return rules
 
 
@@ -205,7 +206,7 @@ def parse_query(obj: Any, *, max_num: int = 1000) -> QueryRequest:
         raise BadRequest("(body)", "must be a JSON object")
     unknown = sorted(set(obj) - KNOWN_KEYS)
     if unknown:
-        raise BadRequest(unknown[0], "unknown field (see docs/api.md for the request fields)")
+        raise BadRequest(validate.key_name(unknown[0]), "unknown field (see docs/api.md for the request fields)")
     args: dict[str, Any] = {}
     if obj.get("user") is not None:
         args["user"] = item_id(obj["user"], "user")
@@ -227,7 +228,8 @@ def parse_query(obj: Any, *, max_num: int = 1000) -> QueryRequest:
             raise BadRequest("dateRange", "must be an object {name, before, after}")
         unknown = sorted(set(dr) - {"name", "before", "after"})
         if unknown:
-            raise BadRequest(f"dateRange.{unknown[0]}", "unknown key (expected name, before, after)")
+            raise BadRequest(f"dateRange.{validate.key_name(unknown[0])}",
+                             "unknown key (expected name, before, after)")
         if "name" not in dr:
             raise BadRequest("dateRange.name", "is required")
         before = normalize_date(dr["before"], "dateRange.before") if dr.get("before") is not None else None
@@ -266,7 +268,7 @@ def parse_query(obj: Any, *, max_num: int = 1000) -> QueryRequest:
         }
     for key, attr in (("userBias", "user_bias"), ("itemBias", "item_bias"), ("itemSetBias", "item_set_bias")):
         if obj.get(key) is not None:
-            args[attr] = _number(obj[key], key)
+            args[attr] = _bias(obj[key], key)
     return QueryRequest(**args)
 
 

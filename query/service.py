@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import json
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from collections import Counter, deque
@@ -45,7 +47,7 @@ ROUTES = {
     "/queries.json": ("POST",),
     "/events.json": ("POST", "GET"),
     "/batch/events.json": ("POST",),
-    "/health": ("GET",),
+    "/health": ("GET", "HEAD"),
     "/stats": ("GET",),
 }
 EVENT_PATH = re.compile(r"^/events/([^/]+)\.json$")
@@ -54,6 +56,11 @@ MAX_BATCH = 50
 FIND_PARAMS = ("accessKey", "entityType", "entityId", "event", "targetEntityType", "targetEntityId",
                "startTime", "untilTime", "limit", "reversed")
 """The query parameters of GET /events.json (PredictionIO's, less `channel`)."""
+
+
+def _no_constant(name: str) -> Any:
+    """Strict JSON in: NaN, Infinity and -Infinity are not JSON (Python's parser takes them)."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 class HttpError(Exception):
@@ -66,7 +73,7 @@ class HttpError(Exception):
 
 
 _REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-            405: "Method Not Allowed", 411: "Length Required", 413: "Payload Too Large",
+            405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required", 413: "Payload Too Large",
             415: "Unsupported Media Type", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
@@ -82,6 +89,8 @@ class App:
         self._latency_ms: deque[float] = deque(maxlen=10_000)
         self.last_prune: dict[str, Any] | None = None
         self.refresher: Refresher | None = None
+        self._health_checked: tuple[str, list] | None = None
+        """(version, failed checks) of the last version /health checked."""
 
     # ------------------------------------------------------------------ WSGI
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -112,11 +121,16 @@ class App:
             self._counts[f"{route} {status}"] += 1
             if path == "/queries.json" and status == 200:
                 self._latency_ms.append(elapsed)
-        body = json.dumps(payload).encode()
+        try:
+            body = json.dumps(payload, allow_nan=False).encode()
+        except ValueError:  # strict JSON out: a non-finite number is the server's fault
+            log.error("response to %s %s holds a non-finite number: %r", method, path, payload)
+            status, headers = 500, []
+            body = b'{"error": "internal error (see the server log)"}'
         start_response(f"{status} {_REASONS.get(status, '')}".strip(), [
             ("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers,
         ])
-        return [body]
+        return [b"" if method == "HEAD" else body]
 
     def _dispatch(self, path: str, method: str, environ: dict[str, Any]) -> tuple[int, Any]:
         allowed = ROUTES.get(path) or (("GET",) if EVENT_PATH.match(path) else None)
@@ -222,7 +236,10 @@ class App:
             raise HttpError(400, "Content-Length is not a number", "Content-Length") from None
         if length is not None and length > limit:
             raise HttpError(413, f"request body of {length} bytes exceeds the limit of {limit}", "(body)")
-        data = environ["wsgi.input"].read(limit + 1 if length is None else length)
+        try:
+            data = environ["wsgi.input"].read(limit + 1 if length is None else length)
+        except OSError:  # the server's request_timeout, or the client went away
+            raise HttpError(408, "the request body did not arrive in time", "(body)") from None
         if len(data) > limit:
             raise HttpError(413, f"request body exceeds the limit of {limit} bytes", "(body)")
         if not data:
@@ -231,13 +248,15 @@ class App:
         if ctype and "json" not in ctype and not ctype.startswith("text/plain"):
             raise HttpError(415, f"Content-Type {ctype!r}: send application/json", "Content-Type")
         try:
-            return json.loads(data)
+            return json.loads(data, parse_constant=_no_constant)
         except UnicodeDecodeError:
             raise HttpError(400, "body is not UTF-8", "(body)") from None
         except json.JSONDecodeError as e:
             raise HttpError(400, f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}", "(body)") from None
         except RecursionError:
             raise HttpError(400, "JSON nested too deeply", "(body)") from None
+        except ValueError as e:  # e.g. an integer of more than 4,300 digits (int_max_str_digits)
+            raise HttpError(400, f"invalid JSON: {e}", "(body)") from None
 
     def _authorize(self, environ: dict[str, Any]) -> None:
         token = self.settings.token
@@ -261,13 +280,23 @@ class App:
                             "Authorization", headers=[("WWW-Authenticate", "Bearer")])
 
     def _health(self) -> tuple[int, Any]:
+        """200 when the current version loads and answers a query (the backend's checks,
+        which `cooccur doctor` runs too; once per version), else 503 with the reason."""
         try:
             current = [v for v in self.rec.backend.versions() if v.current]
         except IndexerError as e:
-            return 503, {"status": "unavailable", "error": str(e)}
+            return 503, {"status": "unavailable", "error": str(e), "hint": e.hint}
         if not current:
             return 503, {"status": "unavailable", "error": "no index version yet: run `cooccur index`"}
-        return 200, {"status": "ok", "version": current[0].name, "documents": current[0].documents}
+        version = current[0].name
+        cached = self._health_checked
+        if cached is None or cached[0] != version:
+            failed = [c for c in self.rec.backend.checks() if not c.ok]
+            cached = self._health_checked = (version, failed)
+        if cached[1]:
+            check = cached[1][0]
+            return 503, {"status": "unavailable", "version": version, "error": check.detail, "hint": check.hint}
+        return 200, {"status": "ok", "version": version, "documents": current[0].documents}
 
     def stats(self) -> dict[str, Any]:
         """Counters since start; latency percentiles over the last 10,000 queries."""
@@ -324,16 +353,95 @@ class Pruner(threading.Thread):
         self.stopped.set()
 
 
-def make_server(app: App, host: str, port: int, threads: int, max_body_bytes: int):
-    """A waitress server bound to host:port (port 0 = any free port: see `.effective_port`)."""
-    from waitress.server import create_server
+BUSY_BODY = json.dumps({"error": "too many open connections: try again shortly"}).encode()
+BUSY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                 b"Retry-After: 1\r\nConnection: close\r\nContent-Length: "
+                 + str(len(BUSY_BODY)).encode() + b"\r\n\r\n" + BUSY_BODY)
 
-    return create_server(
+
+def make_server(app: App, host: str, port: int, threads: int, max_body_bytes: int):
+    """A waitress server bound to host:port (port 0 = any free port: see `.effective_port`),
+    bounded against slow and idle clients by `app.settings` (docs/api.md, "Deployment"):
+
+    - waitress reads requests asynchronously and hands only complete ones to the threads,
+      so a slow client holds a connection, never a thread: queries go on;
+    - a request not received whole within `request_timeout` seconds (headers and body), or
+      a keep-alive connection idle for `idle_timeout`, is closed;
+    - past `max_connections` open connections a new one gets a JSON 503 and is closed
+      (waitress itself would stop accepting, and every client would wait);
+    - waitress's own errors (a body over the limit, a malformed request) are JSON too."""
+    from waitress.channel import HTTPChannel
+    from waitress.server import TcpWSGIServer
+    from waitress.task import ErrorTask
+
+    settings = app.settings
+
+    class JsonErrorTask(ErrorTask):
+        def execute(self) -> None:
+            e = self.request.error
+            body = json.dumps({"error": f"{e.reason}: {e.body}"}).encode()
+            self.status = f"{e.code} {e.reason}"
+            self.response_headers.append(("Content-Type", "application/json"))
+            self.set_close_on_finish()
+            self.content_length = len(body)
+            self.write(body)
+
+    class Channel(HTTPChannel):
+        error_task_class = JsonErrorTask
+        request_started: float | None = None
+        """When the first byte of the request being received came (None between requests)."""
+
+        def received(self, data: bytes) -> bool:
+            out = super().received(data)
+            if self.request is None:
+                self.request_started = None
+            elif self.request_started is None:
+                self.request_started = time.time()
+            return out
+
+    class Server(TcpWSGIServer):
+        channel_class = Channel
+
+        def handle_accept(self) -> None:
+            if len(self.active_channels) < settings.max_connections:
+                return super().handle_accept()
+            try:
+                accepted = self.accept()
+            except OSError:
+                return
+            if accepted is None:
+                return
+            conn = accepted[0]
+            try:  # read what the client sent, so closing does not reset the connection first
+                conn.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    conn.recv(65536)
+                conn.send(BUSY_RESPONSE)
+                conn.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+        def maintenance(self, now: float) -> None:
+            super().maintenance(now)  # idle keep-alive connections (channel_timeout)
+            cutoff = now - settings.request_timeout
+            for channel in self.active_channels.values():
+                started = getattr(channel, "request_started", None)
+                if started is not None and started < cutoff and not channel.requests:
+                    channel.will_close = True
+
+    return Server(
         app, host=host, port=port, threads=threads,
-        # waitress answers 413 itself past this; the app checks a tighter limit with a JSON error.
+        # waitress answers 413 itself past this (as JSON, above); the app checks a tighter
+        # limit with a message of its own.
         max_request_body_size=max_body_bytes + 1024,
         expose_tracebacks=False, ident="cooccur",
-        connection_limit=max(100, threads * 16),
+        # Over max_connections the server answers 503 itself; waitress's limit (it stops
+        # accepting) stays out of the way.
+        connection_limit=settings.max_connections + 100,
+        channel_timeout=max(1, round(settings.idle_timeout)),
+        cleanup_interval=1,
     )
 
 

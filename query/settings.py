@@ -195,6 +195,12 @@ class ServeSettings:
     """Writes (POST /events.json) need `Authorization: Bearer <token>` (or ?accessKey=) when set."""
     max_body_bytes: int = 1024 * 1024
     """Larger request bodies get 413."""
+    max_connections: int = 1000
+    """Open connections per process at most; one more gets a JSON 503 and is closed."""
+    request_timeout: float = 10.0
+    """Seconds to receive one whole request (headers and body); a slower client is cut off."""
+    idle_timeout: float = 30.0
+    """Seconds a keep-alive connection may sit idle between requests."""
 
     @property
     def processes(self) -> int:
@@ -210,3 +216,8 @@ class ServeSettings:
             raise SettingsError("port", f"{self.port} is not a TCP port", "serve")
         if self.max_body_bytes < 1024:
             raise SettingsError("max_body_bytes", "must be at least 1024", "serve")
+        if self.max_connections < 1:
+            raise SettingsError("max_connections", "must be at least 1", "serve")
+        for key in ("request_timeout", "idle_timeout"):
+            if not getattr(self, key) > 0:
+                raise SettingsError(key, "must be a positive number of seconds", "serve")

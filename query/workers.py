@@ -24,6 +24,11 @@ worker dies its lock is released and another worker's waiting thread takes over.
 refresher per model holds across several `serve` processes too.
 
 Request counts and latency in `GET /stats` are the answering worker's (its `pid` says which).
+
+`--workers 1` runs no gunicorn: the app is served by waitress in this process, which reads
+requests asynchronously (slow clients hold connections, not threads; query/service.py
+`make_server`). Under gunicorn a request not received within `[serve] request_timeout` is
+dropped; docs/api.md, "Deployment", puts a buffering reverse proxy in front.
 """
 
 from __future__ import annotations
@@ -82,6 +87,60 @@ def _check_bind(host: str, port: int) -> None:
         s.bind((host, port))
 
 
+def _deadline_worker(request_timeout: float):
+    """gunicorn's gthread worker, with a deadline on receiving each request.
+
+    gthread reads a request in a pool thread from a blocking socket: a client that sends
+    half a request would hold the thread for as long as it likes. Here every read waits at
+    most until `request_timeout` seconds after the request's first read, then the
+    connection is dropped and the thread is free. Slow clients still hold threads for up
+    to that long: in production put a buffering reverse proxy in front (docs/api.md,
+    "Deployment"), or serve with `--workers 1` (waitress reads requests asynchronously)."""
+    import socket
+    import time
+
+    from gunicorn.workers.gthread import ThreadWorker
+
+    class DeadlineSocket(socket.socket):
+        __slots__ = ()
+        deadlines: dict[int, float] = {}
+        """fd -> when the request being received must be complete (none between requests)."""
+
+        def setblocking(self, flag: bool) -> None:
+            super().setblocking(flag)
+            if flag:
+                self.deadlines.pop(self.fileno(), None)  # a new request starts on this connection
+
+        def _wait(self) -> None:
+            if self.gettimeout() == 0.0:  # the worker's own non-blocking reads
+                return
+            deadline = self.deadlines.setdefault(self.fileno(), time.monotonic() + request_timeout)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"request not received within {request_timeout:g} s")
+            self.settimeout(left)
+
+        def recv(self, *args):  # type: ignore[override]
+            self._wait()
+            return super().recv(*args)
+
+        def recv_into(self, *args):  # type: ignore[override]
+            self._wait()
+            return super().recv_into(*args)
+
+        def close(self) -> None:
+            self.deadlines.pop(self.fileno(), None)
+            super().close()
+
+    class DeadlineWorker(ThreadWorker):
+        def enqueue_req(self, conn) -> None:
+            if type(conn.sock) is socket.socket:
+                conn.sock.__class__ = DeadlineSocket
+            super().enqueue_req(conn)
+
+    return DeadlineWorker
+
+
 def bind_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -96,6 +155,9 @@ def serve(
     on_ready: Callable[[str, int], None] | None = None,
     on_worker: Callable[[], None] | None = None,
     before_fork: Callable[[], None] | None = None,
+    request_timeout: float = 10.0,
+    max_connections: int = 1000,
+    idle_timeout: float = 5.0,
 ) -> None:
     """Run `app` (a WSGI callable, loaded in this process) in `workers` forked processes of
     `threads` threads each, until SIGINT / SIGTERM. `on_ready(host, port)`: once bound (port
@@ -121,16 +183,16 @@ def serve(
         "bind": [bind_address(host, port)],
         "workers": workers,
         "threads": threads,
-        "worker_class": "gthread",
+        "worker_class": _deadline_worker(request_timeout),
         "preload_app": True,
-        "keepalive": 5,
+        "keepalive": max(1, round(idle_timeout)),
         "timeout": 120,
         "graceful_timeout": 10,
         "loglevel": "warning",
         "errorlog": "-",
         "accesslog": None,
         "proc_name": "cooccur",
-        "worker_connections": max(100, threads * 16),
+        "worker_connections": max_connections,
         "when_ready": when_ready,
         "post_worker_init": post_worker_init,
     }
@@ -193,6 +255,10 @@ def run(recommender, settings, events=None, on_ready: Callable[[str, int], None]
     if refresher is not None:
         jobs.append((_lock_file("refresh", refresher.model_dir), "refresher", refresher.start))
 
+    if settings.processes == 1:
+        _serve_one(app, settings, jobs, on_ready)
+        return
+
     def before_fork() -> None:
         from indexer.embedded import tune_malloc
 
@@ -201,4 +267,21 @@ def run(recommender, settings, events=None, on_ready: Callable[[str, int], None]
             store.close()  # SQLite connections must not cross a fork: each worker opens its own
 
     serve(app, host=settings.host, port=settings.port, workers=settings.processes, threads=settings.threads,
-          on_ready=on_ready, on_worker=lambda: housekeeping(jobs), before_fork=before_fork)
+          on_ready=on_ready, on_worker=lambda: housekeeping(jobs), before_fork=before_fork,
+          request_timeout=settings.request_timeout, max_connections=settings.max_connections,
+          idle_timeout=settings.idle_timeout)
+
+
+def _serve_one(app: Any, settings: Any, jobs: list, on_ready: Callable[[str, int], None] | None) -> None:
+    """One process (`--workers 1`): waitress, which reads requests asynchronously, so slow
+    clients hold connections, never threads (query/service.py `make_server`)."""
+    from .service import make_server
+
+    server = make_server(app, settings.host, settings.port, settings.threads, settings.max_body_bytes)
+    if on_ready is not None:
+        on_ready(server.effective_host, server.effective_port)
+    housekeeping(jobs)
+    try:
+        server.run()
+    finally:
+        server.close()

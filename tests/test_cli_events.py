@@ -78,4 +78,4 @@ def test_user_errors_are_clean(tmp_path):
     r = runner.invoke(main, ["events", "import", str(latin1), "--data-dir", str(tmp_path),
                              "--rejects", str(tmp_path / "new" / "dir" / "rejects.txt")])
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "new" / "dir" / "rejects.txt").read_text().startswith("2\t(row): not UTF-8 text")
+    assert (tmp_path / "new" / "dir" / "rejects.txt").read_text().startswith("2\t(line): not UTF-8 text")

@@ -47,7 +47,7 @@ def test_bad_rows_fail_with_file_and_line(spark, tmp_path):
     f.write_text("user,event,item,time\n" + GOOD + "u1,purchase,,2026-01-01\n")
     r = run("train", f, "-o", tmp_path / "model")
     assert r.exit_code == 1
-    assert f"Error: 1 of 151 input rows rejected: {f}:152: item: missing" in r.stderr
+    assert f"Error: 1 of 151 input rows rejected: {f}:152: item: is required (the item the user acted on)" in r.stderr
     assert "Traceback" not in r.output
     assert not (tmp_path / "model").exists()
 
@@ -60,7 +60,8 @@ def test_rejects_file_keeps_every_bad_row(spark, tmp_path):
     assert "input: 152 rows = 150 accepted + 2 rejected" in r.stdout
     rejects = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
     assert [(x["line"], x["field"], x["problem"]) for x in rejects] == [
-        (152, "item", "missing"), (153, "time", "unparseable time")
+        (152, "item", "is required (the item the user acted on)"),
+        (153, "time", "'never' is not an ISO-8601 date/time"),
     ]
     manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
     assert manifest["counts"]["input"]["rejected"] == 2

@@ -180,3 +180,40 @@ def test_serve_refresh_options_are_checked_before_serving(trained, args, message
     cfg, d = trained
     r = run("serve", "--port", "0", *[a.format(d=d) for a in args], config=cfg)
     assert r.exit_code == 1 and message in r.output and "Traceback" not in r.output
+
+
+def test_an_event_the_update_cannot_fold_is_quarantined(trained):
+    """Issue 11, finding 1: one stored event the update cannot fold (a lone surrogate, which
+    no UTF-8 model file holds; stored by an older version) stopped every later update. Now it
+    is quarantined (kept, marked with the reason, counted) and the other events are folded,
+    then and at the next update."""
+    import sqlite3
+
+    from query.recommender import Recommender
+    from query.service import App
+
+    cfg, d = trained
+    purchase = lambda u, item: {"event": "purchase", "entityType": "user", "entityId": u,  # noqa: E731
+                                "targetEntityType": "item", "targetEntityId": item,
+                                "eventTime": "2026-01-03T00:00:00Z"}
+    add(d, [purchase("u60", "i1"), purchase("u60", "i2")])
+    with sqlite3.connect(d / "data" / "events.db") as conn:  # as the HTTP API stored it before the fix
+        conn.execute("INSERT INTO item_props VALUES ('i1', 'title', ?, 1767398400000, 'bad-event')",
+                     (json.dumps("\udc00"),))
+        conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'item_changes'")
+    r = run("update", d / "model", "--from-store", "--json", config=cfg)
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["updated"] and report["quarantined"] == 1 and report["new_users"] == 1
+    store = EventStore(str(d / "data" / "events.db"))
+    assert store.quarantined() == [{"eventId": "bad-event", "at": store.quarantined()[0]["at"],
+                                    "reason": "properties.title: holds a lone surrogate (U+DC00), not valid Unicode"}]
+    app = App(Recommender(None, store))
+    assert app.stats()["events"]["quarantined"] == 1  # GET /stats
+
+    add(d, [purchase("u61", "i3"), {"event": "$set", "entityType": "item", "entityId": "i4",
+                                    "properties": {"color": "red"}}])
+    r = run("update", d / "model", "--from-store", "--json", config=cfg)
+    report = json.loads(r.stdout)
+    assert report["updated"] and report["quarantined"] == 0 and report["new_users"] == 1
+    assert report["input"]["user_events"] == 1

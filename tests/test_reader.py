@@ -42,10 +42,10 @@ def test_csv_with_bad_rows_names_file_line_field(spark, tmp_path):
     assert (c.rows, c.accepted, c.rejected, c.blank_lines) == (6, 2, 4, 1)
     assert c.rows == c.accepted + c.rejected
     assert bad_rows(data) == [
-        ("ev.csv", 3, "item", "missing"),
-        ("ev.csv", 6, "time", "unparseable time"),
-        ("ev.csv", 7, "user", "missing"),
-        ("ev.csv", 8, "event", "missing"),
+        ("ev.csv", 3, "item", "is required (the item the user acted on)"),
+        ("ev.csv", 6, "time", "'yesterday' is not an ISO-8601 date/time"),
+        ("ev.csv", 7, "user", "is required"),
+        ("ev.csv", 8, "event", "is required"),
     ]
     assert events_of(data) == [
         ("u1", "view", "i1", "2026-01-01T10:00:00"),
@@ -107,9 +107,9 @@ def test_pio_json_lines(spark, tmp_path):
     c = data.counts
     assert (c.rows, c.user_events, c.item_events, c.ignored, c.rejected) == (6, 1, 1, 1, 3)
     assert bad_rows(data) == [
-        ("ev.jsonl", 3, "targetEntityId", "missing"),
-        ("ev.jsonl", 5, "(line)", "not a JSON object"),
-        ("ev.jsonl", 6, "eventTime", "unparseable time"),
+        ("ev.jsonl", 3, "targetEntityId", "is required (the item the user acted on)"),
+        ("ev.jsonl", 5, "(line)", "not JSON: Expecting property name enclosed in double quotes at column 2"),
+        ("ev.jsonl", 6, "eventTime", "'someday' is not an ISO-8601 date/time"),
     ]
     assert events_of(data) == [("u1", "view", "i1", "2026-01-01T00:00:00")]
     props = data.item_events.collect()
@@ -128,7 +128,7 @@ def test_parquet_rows_are_numbered_by_row(spark, tmp_path):
     pq.write_table(table, tmp_path / "ev.parquet")
     data = read_events(spark, [str(tmp_path / "ev.parquet")], InputSettings())
     assert data.counts.rows == 3 and data.counts.rejected == 1
-    assert bad_rows(data) == [("ev.parquet", 3, "user", "missing")]
+    assert bad_rows(data) == [("ev.parquet", 3, "user", "is required")]
     assert [e[:3] for e in events_of(data)] == [("u1", "view", "i1"), ("u2", "buy", "i2")]
 
 
