@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 import tomllib
 from dataclasses import fields, is_dataclass
@@ -345,12 +346,18 @@ def _doctor_checks(settings, spark: bool):
     except JavaMissing as e:
         yield Check("java", False, str(e), e.hint)
     data_dir = Path(settings.data_dir)
+    # A check creates nothing: a missing data dir is fine when the command that needs it can create it.
+    existing = next(p for p in (data_dir, *data_dir.resolve().parents) if p.exists())
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        probe = data_dir / ".cooccur-doctor-probe"
-        probe.write_text("ok")
-        probe.unlink()
-        yield Check("data dir", True, f"{data_dir.resolve()} is writable")
+        if existing != data_dir:
+            if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+                raise PermissionError(13, f"cannot create it: {existing} is not writable")
+            yield Check("data dir", True, f"{data_dir.resolve()} does not exist yet (`cooccur index` creates it)")
+        else:
+            probe = data_dir / ".cooccur-doctor-probe"
+            probe.write_text("ok")
+            probe.unlink()
+            yield Check("data dir", True, f"{data_dir.resolve()} is writable")
     except OSError as e:
         yield Check("data dir", False, f"{data_dir}: {e.strerror or e}",
                     "choose a writable --data-dir ([index] data_dir) or fix its permissions")
@@ -436,16 +443,19 @@ def _events_option(fn):
                         help="Event store file (default: [events] path, else DATA_DIR/events.db).")(fn)
 
 
-def _open_recommender(ctx: click.Context, backend, data_dir, name, events_path, *, check_model: bool = False):
+def _open_recommender(ctx: click.Context, backend, data_dir, name, events_path, *, check_model: bool = False,
+                      read_only: bool = False):
     """The recommender over the configured index and event store. `check_model` (serve,
-    recommend): configured indicators the served index lacks are an error now."""
+    recommend): configured indicators the served index lacks are an error now. `read_only`
+    (recommend): a missing event store is not created; the recommender then has none."""
     from indexer.backends import open_backend
     from query.eventstore import EventStore
     from query.recommender import Recommender
 
     index_settings = _index_settings(ctx, backend=backend, data_dir=data_dir, name=name)
     events = _event_settings(ctx, index_settings, events_path)
-    rec = Recommender(open_backend(index_settings), EventStore(events.path), _query_settings(ctx),
+    store = None if read_only and not Path(events.path).is_file() else EventStore(events.path)
+    rec = Recommender(open_backend(index_settings), store, _query_settings(ctx),
                       date_fields=index_settings.date_fields, fallback_model=_train_model(ctx))
     if check_model:
         rec.check_model()
@@ -481,14 +491,27 @@ def _parse_field_option(values: tuple[str, ...]) -> list[dict[str, Any]]:
 @click.option("--num", type=int, help="Number of results (default: [query] num).")
 @click.option("--return-self", is_flag=True, default=None, help="Allow the query item(s) in the results.")
 @click.option("--explain", is_flag=True, help="Show which indicators and rules contributed.")
-@click.option("--json", "as_json", is_flag=True, help="Print the JSON response (as the HTTP service does).")
+@click.option("--format", "out_format", type=click.Choice(["table", "json", "ndjson", "csv"]),
+              default="table", show_default=True,
+              help="table; json (the HTTP service's response); ndjson (one item a line); csv (with a header).")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--show", "show", multiple=True, metavar="PROPERTY",
+              help="Also print this item property from the index (e.g. title, category), repeatable.")
 @_index_options
 @_events_option
 @click.pass_context
 @fail_cleanly
 def recommend_cmd(ctx, user, item, item_set, history_json, field_rules, blacklist, num, return_self,
-                  explain, as_json, backend, data_dir, name, events_path):
-    """Recommend items for a user, an item, an item set or an inline history."""
+                  explain, out_format, as_json, show, backend, data_dir, name, events_path):
+    """Recommend items for a user, an item, an item set or an inline history.
+
+    A user with no history in the event store gets popular items (backfill); stderr says so.
+
+    \b
+    Example:
+      cooccur recommend --user u1 --num 5
+      cooccur recommend --item i3 --format csv --show title --show category
+    """
     from query.errors import BadRequest
 
     request: dict[str, Any] = {"user": user, "item": item, "num": num, "returnSelf": return_self}
@@ -506,20 +529,59 @@ def recommend_cmd(ctx, user, item, item_set, history_json, field_rules, blacklis
     if explain:
         request["explain"] = True
     request = {k: v for k, v in request.items() if v is not None}
-    rec, _ = _open_recommender(ctx, backend, data_dir, name, events_path, check_model=True)
+    rec, events = _open_recommender(ctx, backend, data_dir, name, events_path, check_model=True,
+                                    read_only=True)
     response = rec.recommend(request)
-    if as_json:
-        echo_json(response.to_json())
-        return
+    log.debug("index version %s", response.version)
+    if user and not (item or item_set or history_json) and not _has_history(rec, user):
+        click.echo(f"user {user} has no history in the event store {events.path}: the results are "
+                   "backfill (popular items)\nHint: store their events with `cooccur events import` "
+                   "or POST /events.json", err=True)
     if not response.item_scores:
         click.echo("no recommendations (no match and nothing to backfill)", err=True)
-    for rank, s in enumerate(response.item_scores, 1):
-        where = ("personal: " + ",".join(s.source["personal"])) if "personal" in s.source \
-            else f"backfill: {s.source['backfill']}"
-        click.echo(f"{rank:>3}  {s.item}  {s.score:.6g}  ({where})")
-        if s.explain:
-            click.echo(f"       {json.dumps(s.explain)}")
-    click.echo(f"index version {response.version}", err=True)
+    docs = rec.backend.get([s.item for s in response.item_scores]) if show else {}
+    _print_recommendations(response, "json" if as_json else out_format, show, docs)
+
+
+def _has_history(rec, user: str) -> bool:
+    """Whether the event store holds any event of this user."""
+    return rec.events is not None and bool(rec.events.history(user, None, 1))
+
+
+def _print_recommendations(response, out_format: str, show: tuple[str, ...], docs: dict[str, Any]) -> None:
+    """The response on stdout as a table, JSON, NDJSON or CSV, with the `show` properties."""
+    import csv
+
+    def source(s) -> str:
+        if "personal" in s.source:
+            return "personal: " + ",".join(s.source["personal"])
+        return f"backfill: {s.source['backfill']}"
+
+    def props(item: str) -> dict[str, Any]:
+        return {p: (docs.get(item) or {}).get(p) for p in show}
+
+    def text(value: Any) -> str:
+        return "" if value is None else "|".join(map(str, value)) if isinstance(value, list) else str(value)
+
+    if out_format == "json":
+        body = response.to_json()
+        for entry in body["itemScores"] if show else []:
+            entry["properties"] = props(entry["item"])
+        echo_json(body)
+    elif out_format == "ndjson":
+        for rank, s in enumerate(response.item_scores, 1):
+            click.echo(json.dumps({"rank": rank, **s.to_json(), **({"properties": props(s.item)} if show else {})}))
+    elif out_format == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["rank", "item", "score", "source", *show])
+        for rank, s in enumerate(response.item_scores, 1):
+            writer.writerow([rank, s.item, f"{s.score:.6g}", source(s), *map(text, props(s.item).values())])
+    else:
+        for rank, s in enumerate(response.item_scores, 1):
+            shown = "".join(f"  {text(v)}" for v in props(s.item).values())
+            click.echo(f"{rank:>3}  {s.item}  {s.score:.6g}  ({source(s)}){shown}")
+            if s.explain:
+                click.echo(f"       {json.dumps(s.explain)}")
 
 
 @main.group("events")
@@ -528,49 +590,86 @@ def events_group() -> None:
 
 
 @events_group.command("import")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--rejects", type=click.Path(dir_okay=False),
               help="Write bad rows here and import the rest (default: any bad row rejects the file).")
+@click.option("--stdin-format", type=click.Choice(["jsonl", "csv", "tsv"]), default="jsonl", show_default=True,
+              help="Format of FILE `-` (standard input).")
 @_index_options
 @_events_option
 @click.pass_context
 @fail_cleanly
-def events_import_cmd(ctx, file, rejects, backend, data_dir, name, events_path):
-    """Bulk-load a JSON-lines (PredictionIO) or CSV/TSV (user,event,item[,time]) file; item
-    $set/$unset/$delete also update the current index."""
+def events_import_cmd(ctx, file, rejects, stdin_format, backend, data_dir, name, events_path):
+    """Bulk-load a JSON-lines (PredictionIO) or CSV/TSV (user,event,item[,time]) file, or `-`
+    for standard input; item $set/$unset/$delete also update the current index.
+
+    \b
+    Example:
+      cooccur events import events.jsonl
+      cooccur events export - --events old.db | cooccur events import -
+    """
+    import tempfile
+
     from query.eventstore import import_events
 
     rec, events = _open_recommender(ctx, backend, data_dir, name, events_path)
-    report = import_events(rec.events, file, rejects=rejects)
-    applied = rec.apply_item_changes(report.item_changes) if report.item_changes else 0
+    with tempfile.TemporaryDirectory(prefix="cooccur-stdin-") as tmp:
+        if file == "-":  # the reader wants a named file (its suffix tells the format)
+            path = Path(tmp) / f"stdin.{stdin_format}"
+            with open(path, "wb") as f:
+                while chunk := sys.stdin.buffer.read(1 << 20):
+                    f.write(chunk)
+            file = str(path)
+        report = import_events(rec.events, file, rejects=rejects)
     click.echo(f"imported {report.events} events in {report.seconds:.2f} s ({report.rate:,.0f} events/s) "
                f"into {events.path}")
-    if report.item_changes:
+    if report.item_changes and not any(v.current for v in rec.backend.versions()):
+        click.echo(f"{len(report.item_changes)} item changes stored (no index yet: `cooccur train "
+                   "--from-store` and `cooccur index` use them)")
+    elif report.item_changes:
+        applied = rec.apply_item_changes(report.item_changes)
         click.echo(f"{len(report.item_changes)} item changes, {applied} documents updated in the current index")
     if report.rejected:
         click.echo(f"{report.rejected} bad rows written to {rejects}", err=True)
 
 
+def _existing_store(ctx: click.Context, backend, data_dir, name, events_path):
+    """The configured event store for a command that only reads it: never created here."""
+    from query.errors import EventStoreError
+    from query.eventstore import EventStore
+
+    events = _event_settings(ctx, _index_settings(ctx, backend=backend, data_dir=data_dir, name=name),
+                             events_path)
+    if not Path(events.path).is_file():
+        error = EventStoreError(events.path, "no event store there")
+        error.hint = "store events first (`cooccur events import FILE`), or name the store with --events"
+        raise error
+    return EventStore(events.path)
+
+
 @events_group.command("export")
-@click.argument("out", type=click.Path(dir_okay=False), required=False)
+@click.argument("out", type=click.Path(dir_okay=False, allow_dash=True), required=False)
 @_index_options
 @_events_option
 @click.pass_context
 @fail_cleanly
 def events_export_cmd(ctx, out, backend, data_dir, name, events_path):
-    """Write every stored event as PredictionIO JSON lines (what `cooccur train` reads) to OUT or stdout."""
-    from query.eventstore import EventStore
+    """Write every stored event as PredictionIO JSON lines (what `cooccur train` reads) to OUT,
+    or to stdout without OUT or with `-`.
 
-    events = _event_settings(ctx, _index_settings(ctx, backend=backend, data_dir=data_dir, name=name),
-                             events_path)
-    store = EventStore(events.path)
-    if out is None:
+    \b
+    Example:
+      cooccur events export events.jsonl
+      cooccur events export - | head
+    """
+    store = _existing_store(ctx, backend, data_dir, name, events_path)
+    if out is None or out == "-":
         n = store.export(sys.stdout)
     else:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         with open(out, "w", encoding="utf-8") as f:
             n = store.export(f)
-    click.echo(f"exported {n} events from {events.path}", err=True)
+    click.echo(f"exported {n} events from {store.path}", err=True)
 
 
 @events_group.command("prune")
@@ -582,7 +681,6 @@ def events_export_cmd(ctx, out, backend, data_dir, name, events_path):
 @fail_cleanly
 def events_prune_cmd(ctx, keep, backend, data_dir, name, events_path):
     """Remove events older than each action's retention window."""
-    from query.eventstore import EventStore
 
     events = _event_settings(ctx, _index_settings(ctx, backend=backend, data_dir=data_dir, name=name),
                              events_path)
@@ -600,7 +698,7 @@ def events_prune_cmd(ctx, keep, backend, data_dir, name, events_path):
     if not retention:
         click.echo("no retention configured ([events] retention or --keep ACTION=DAYS): nothing to prune", err=True)
         return
-    removed = EventStore(events.path).prune(retention)
+    removed = _existing_store(ctx, backend, data_dir, name, events_path).prune(retention)
     for action, n in removed.items():
         click.echo(f"{action}: removed {n} events older than {retention[action]:g} days")
 
