@@ -215,9 +215,11 @@ def _train_settings(ctx: click.Context, **flags):
 
 
 @main.command("train")
-@click.argument("events", nargs=-1, required=True)
+@click.argument("events", nargs=-1)
 @click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False),
               help="Model directory to write (replaced atomically if it exists).")
+@click.option("--from-store", is_flag=True,
+              help="Train on every event in the event store (instead of EVENTS files).")
 @click.option("--rejects", type=click.Path(dir_okay=False),
               help="Write bad rows here (JSON lines) and train on the rest; default: fail.")
 @click.option("--primary", help="Primary action (e.g. purchase).")
@@ -235,18 +237,38 @@ def _train_settings(ctx: click.Context, **flags):
 @click.option("--master", "spark_master", help="Spark master (default local[*]).")
 @click.option("--conf", "spark_conf", multiple=True, metavar="KEY=VALUE",
               help="Spark setting, repeatable (e.g. spark.driver.memory=8g).")
+@click.option("--events", "events_path", type=click.Path(dir_okay=False),
+              help="With --from-store: the event store file (default: [events] path, else DATA_DIR/events.db).")
 @click.pass_context
 @fail_cleanly
-def train_cmd(ctx, events, out, rejects, **flags):
-    """Compute LLR indicators, rankings and properties from EVENTS into a model directory.
+def train_cmd(ctx, events, out, from_store, rejects, events_path, **flags):
+    """Compute LLR indicators, rankings and properties from EVENTS (or the event store, with
+    --from-store) into a model directory.
 
     EVENTS are files, directories or globs of CSV/TSV (header user,event,item,time),
-    PredictionIO JSON lines or Parquet."""
-    from indicators.job import run_train
+    PredictionIO JSON lines or Parquet. With --from-store the model also records the store's
+    watermark, so `cooccur update MODEL --from-store` adds exactly the events stored later.
 
+    \b
+    Example:
+      cooccur events import events.jsonl && cooccur train --from-store -o model
+      cooccur train events.csv -o model --rejects bad-rows.jsonl
+    """
+    on_stage = lambda line: click.echo(line, err=True)  # noqa: E731
+    if bool(events) == from_store:
+        raise ConfigError("give EVENTS files or --from-store (one of them)")
     settings = _train_settings(ctx, **flags)
-    report = run_train(list(events), settings, out, rejects=rejects,
-                       on_stage=lambda line: click.echo(line, err=True))
+    if from_store:
+        from query.fromstore import train_from_store
+
+        if rejects or flags.get("input_format"):
+            raise ConfigError("--rejects and --format are for EVENTS files (the store's events are valid already)")
+        store = _event_settings(ctx, _index_settings(ctx), events_path).path
+        report = train_from_store(store, settings, out, on_stage=on_stage)
+    else:
+        from indicators.job import run_train
+
+        report = run_train(list(events), settings, out, rejects=rejects, on_stage=on_stage)
     c = report.input
     click.echo(f"input: {c['rows']:,} rows = {c['accepted']:,} accepted + {c['rejected']:,} rejected"
                + (f" (written to {report.rejects_file})" if report.rejects_file else ""))
@@ -593,36 +615,50 @@ def events_group() -> None:
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--rejects", type=click.Path(dir_okay=False),
               help="Write bad rows here and import the rest (default: any bad row rejects the file).")
-@click.option("--stdin-format", type=click.Choice(["jsonl", "csv", "tsv"]), default="jsonl", show_default=True,
-              help="Format of FILE `-` (standard input).")
+@click.option("--stdin-format", type=click.Choice(["jsonl", "csv", "tsv"]),
+              help="Format of FILE `-` (standard input; default jsonl, csv with --map).")
+@click.option("--map", "mapping_path", type=click.Path(dir_okay=False),
+              help="Mapping file (TOML): FILE is a CSV/TSV of any layout, mapped to events by its rules "
+                   "(docs/input-mapping.md).")
 @_index_options
 @_events_option
 @click.pass_context
 @fail_cleanly
-def events_import_cmd(ctx, file, rejects, stdin_format, backend, data_dir, name, events_path):
+def events_import_cmd(ctx, file, rejects, stdin_format, mapping_path, backend, data_dir, name, events_path):
     """Bulk-load a JSON-lines (PredictionIO) or CSV/TSV (user,event,item[,time]) file, or `-`
-    for standard input; item $set/$unset/$delete also update the current index.
+    for standard input; item $set/$unset/$delete also update the current index. With --map,
+    a CSV of any layout (e.g. MovieLens ratings, or item properties) by simple rules.
 
     \b
     Example:
       cooccur events import events.jsonl
+      cooccur events import ratings.csv --map examples/movielens/ratings.toml
       cooccur events export - --events old.db | cooccur events import -
     """
     import tempfile
 
     from query.eventstore import import_events
+    from query.inputmap import import_mapped, load_mapping
 
+    mapping = load_mapping(mapping_path) if mapping_path else None
     rec, events = _open_recommender(ctx, backend, data_dir, name, events_path)
     with tempfile.TemporaryDirectory(prefix="cooccur-stdin-") as tmp:
-        if file == "-":  # the reader wants a named file (its suffix tells the format)
-            path = Path(tmp) / f"stdin.{stdin_format}"
+        if file == "-":  # the readers want a named file (its suffix tells the format)
+            path = Path(tmp) / f"stdin.{stdin_format or ('csv' if mapping else 'jsonl')}"
             with open(path, "wb") as f:
                 while chunk := sys.stdin.buffer.read(1 << 20):
                     f.write(chunk)
             file = str(path)
-        report = import_events(rec.events, file, rejects=rejects)
-    click.echo(f"imported {report.events} events in {report.seconds:.2f} s ({report.rate:,.0f} events/s) "
-               f"into {events.path}")
+        if mapping is not None:
+            mapped = import_mapped(rec.events, file, mapping, rejects=rejects)
+            click.echo(f"{mapped.rows:,} rows = {mapped.accepted:,} accepted + {mapped.rejected:,} rejected: "
+                       f"imported {mapped.user_events:,} user events and {mapped.item_events:,} item events "
+                       f"in {mapped.seconds:.2f} s into {events.path}")
+            report = mapped
+        else:
+            report = import_events(rec.events, file, rejects=rejects)
+            click.echo(f"imported {report.events} events in {report.seconds:.2f} s "
+                       f"({report.rate:,.0f} events/s) into {events.path}")
     if report.item_changes and not any(v.current for v in rec.backend.versions()):
         click.echo(f"{len(report.item_changes)} item changes stored (no index yet: `cooccur train "
                    "--from-store` and `cooccur index` use them)")
@@ -635,16 +671,11 @@ def events_import_cmd(ctx, file, rejects, stdin_format, backend, data_dir, name,
 
 def _existing_store(ctx: click.Context, backend, data_dir, name, events_path):
     """The configured event store for a command that only reads it: never created here."""
-    from query.errors import EventStoreError
-    from query.eventstore import EventStore
+    from query.fromstore import open_existing
 
     events = _event_settings(ctx, _index_settings(ctx, backend=backend, data_dir=data_dir, name=name),
                              events_path)
-    if not Path(events.path).is_file():
-        error = EventStoreError(events.path, "no event store there")
-        error.hint = "store events first (`cooccur events import FILE`), or name the store with --events"
-        raise error
-    return EventStore(events.path)
+    return open_existing(events.path)
 
 
 @events_group.command("export")
@@ -843,7 +874,10 @@ def serve_cmd(ctx, host, port, workers, threads, token, refresh_every, model_dir
 def _split_options(fn):
     """The options `evaluate` and `tune` share: the split, k, the actions, users, Spark."""
     for option in reversed([
-        click.argument("events", nargs=-1, required=True),
+        click.argument("events", nargs=-1),
+        click.option("--from-store", is_flag=True, help="Use every event in the event store (instead of EVENTS)."),
+        click.option("--events", "events_path", type=click.Path(dir_okay=False),
+                     help="With --from-store: the event store file (default: [events] path, else DATA_DIR/events.db)."),
         click.option("--split", "split_text", default="time-fraction:0.8", show_default=True,
                      help="time:DATE, time-fraction:F, leave-last:N (per user) or random:F (per user)."),
         click.option("-k", "ks", type=int, multiple=True, help="Metrics at k, repeatable (default 10)."),
@@ -884,6 +918,17 @@ def _split_settings(ctx, split_text, split_seed, max_users, primary, indicators,
     return split, settings, _index_settings(ctx), query_settings
 
 
+def _event_files(ctx, stack, events: tuple[str, ...], from_store: bool, events_path: str | None) -> list[str]:
+    """EVENTS, or (--from-store) a snapshot of the event store as a file living as long as `stack`."""
+    if bool(events) == from_store:
+        raise ConfigError("give EVENTS files or --from-store (one of them)")
+    if not from_store:
+        return list(events)
+    from query.fromstore import store_file
+
+    return [stack.enter_context(store_file(_event_settings(ctx, _index_settings(ctx), events_path).path)).path]
+
+
 def _write_report(data: dict[str, Any], out: str | None) -> None:
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -896,14 +941,17 @@ def _write_report(data: dict[str, Any], out: str | None) -> None:
               help="Also draw precision@k and MAP@k for k = 1..20 per variant into this image (PNG/SVG).")
 @click.pass_context
 @fail_cleanly
-def evaluate_cmd(ctx, events, split_text, ks, primary, indicators, max_users, split_seed, input_format,
-                 spark_master, spark_conf, as_json, out, plot_path):
+def evaluate_cmd(ctx, events, from_store, events_path, split_text, ks, primary, indicators, max_users,
+                 split_seed, input_format, spark_master, spark_conf, as_json, out, plot_path):
     """Measure recommendation quality on EVENTS: train on the earlier part of a split, query
     each test user with their training history (as the live service would), score the
     held-out primary-action items. Variants: popularity; primary indicator only vs all
     indicators; our scoring vs UR-style scoring.
 
-    Example: cooccur evaluate ratings.csv --split leave-last:5 -k 10 -k 20 --plot eval.png
+    \b
+    Example:
+      cooccur evaluate ratings.csv --split leave-last:5 -k 10 -k 20 --plot eval.png
+      cooccur evaluate --from-store --split random:0.8 --users 500
     """
     import contextlib
 
@@ -917,7 +965,7 @@ def evaluate_cmd(ctx, events, split_text, ks, primary, indicators, max_users, sp
             bar = stack.enter_context(click.progressbar(length=total, label="querying users", file=sys.stderr))
             return bar.update
 
-        report = run_evaluation(list(events), settings, split, wanted, query_settings=query_settings,
+        report = run_evaluation(_event_files(ctx, stack, events, from_store, events_path), settings, split, wanted, query_settings=query_settings,
                                 index_settings=index_settings, max_users=max_users, progress=progress,
                                 on_stage=lambda line: click.echo(line, err=True))
     if plot_path:
@@ -942,14 +990,19 @@ def evaluate_cmd(ctx, events, split_text, ks, primary, indicators, max_users, sp
               help="Write the chosen settings as a config fragment (TOML) to this file.")
 @click.pass_context
 @fail_cleanly
-def tune_cmd(ctx, events, split_text, ks, primary, indicators, max_users, split_seed, input_format,
-             spark_master, spark_conf, as_json, out, rounds, toml_path):
+def tune_cmd(ctx, events, from_store, events_path, split_text, ks, primary, indicators, max_users, split_seed,
+             input_format, spark_master, spark_conf, as_json, out, rounds, toml_path):
     """Choose scoring, popularity prior, history decay, query length and min LLR for EVENTS on
     a validation split carved from the training part only (never the test part); print the
     chosen settings' validation and test metrics beside the defaults'.
 
-    Example: cooccur tune ratings.csv --split leave-last:5 -o tuned.toml
+    \b
+    Example:
+      cooccur tune ratings.csv --split leave-last:5 -o tuned.toml
+      cooccur tune --from-store --split random:0.8 -o tuned.toml
     """
+    import contextlib
+
     from query.evaluation import EvaluationError
     from query.tuning import format_tuning, run_tuning
 
@@ -957,8 +1010,10 @@ def tune_cmd(ctx, events, split_text, ks, primary, indicators, max_users, split_
         raise EvaluationError(f"--rounds {rounds}: must be at least 1")
     split, settings, index_settings, query_settings = _split_settings(
         ctx, split_text, split_seed, max_users, primary, indicators, spark_conf, input_format, spark_master)
-    report = run_tuning(list(events), settings, split, ks or (10,), index=index_settings, query=query_settings,
-                        max_users=max_users, rounds=rounds, on_stage=lambda line: click.echo(line, err=True))
+    with contextlib.ExitStack() as stack:
+        report = run_tuning(_event_files(ctx, stack, events, from_store, events_path), settings, split,
+                            ks or (10,), index=index_settings, query=query_settings, max_users=max_users,
+                            rounds=rounds, on_stage=lambda line: click.echo(line, err=True))
     _write_report(report.to_json(), out)
     if toml_path:
         Path(toml_path).parent.mkdir(parents=True, exist_ok=True)
