@@ -302,7 +302,13 @@ def _index_settings(ctx: click.Context, **overrides):
 @click.pass_context
 @fail_cleanly
 def index_cmd(ctx, model_dir, backend, data_dir, name, keep_versions, changed_only):
-    """Index a model directory into a new version of the search backend, then switch to it."""
+    """Index a model directory into a new version of the search backend, then switch to it.
+
+    \b
+    Example:
+      cooccur index model
+      cooccur index model --changed-only --backend elasticsearch
+    """
     from indexer.run import index_model
 
     settings = _index_settings(ctx, backend=backend, data_dir=data_dir, name=name,
@@ -334,7 +340,12 @@ def index_cmd(ctx, model_dir, backend, data_dir, name, keep_versions, changed_on
 @click.pass_context
 @fail_cleanly
 def indexes_cmd(ctx, backend, data_dir, name):
-    """List the kept index versions; `*` marks the current one."""
+    """List the kept index versions; `*` marks the current one.
+
+    \b
+    Example:
+      cooccur indexes --data-dir cooccur-data
+    """
     from indexer.backends import open_backend
 
     versions = open_backend(_index_settings(ctx, backend=backend, data_dir=data_dir, name=name)).versions()
@@ -350,7 +361,12 @@ def indexes_cmd(ctx, backend, data_dir, name):
 @click.pass_context
 @fail_cleanly
 def rollback_cmd(ctx, backend, data_dir, name):
-    """Switch back to the version before the current one."""
+    """Switch back to the version before the current one.
+
+    \b
+    Example:
+      cooccur rollback && cooccur indexes
+    """
     from indexer.backends import open_backend
 
     v = open_backend(_index_settings(ctx, backend=backend, data_dir=data_dir, name=name)).rollback()
@@ -414,7 +430,13 @@ def _doctor_checks(settings, spark: bool):
 @click.pass_context
 @fail_cleanly
 def doctor_cmd(ctx, backend, data_dir, name, spark):
-    """Check Java, the data directory, (Spark) and the search backend; exit 1 if any fails."""
+    """Check Java, the data directory, (Spark) and the search backend; exit 1 if any fails.
+    Creates nothing.
+
+    \b
+    Example:
+      cooccur doctor --spark
+    """
     settings = _index_settings(ctx, backend=backend, data_dir=data_dir, name=name)
     failed = 0
     for check in _doctor_checks(settings, spark):
@@ -711,7 +733,12 @@ def events_export_cmd(ctx, out, backend, data_dir, name, events_path):
 @click.pass_context
 @fail_cleanly
 def events_prune_cmd(ctx, keep, backend, data_dir, name, events_path):
-    """Remove events older than each action's retention window."""
+    """Remove events older than each action's retention window.
+
+    \b
+    Example:
+      cooccur events prune --keep view=90 --keep purchase=365
+    """
 
     events = _event_settings(ctx, _index_settings(ctx, backend=backend, data_dir=data_dir, name=name),
                              events_path)
@@ -755,7 +782,13 @@ def update_cmd(ctx, model_dir, events, from_store, out, rejects, input_format, a
                backend, data_dir, name, events_path):
     """Fold new events into MODEL_DIR: the result equals `cooccur train` on all events, at a
     fraction of its cost (docs/model-format.md, state/). Then `cooccur index MODEL_DIR
-    --changed-only` rewrites only the item documents that changed."""
+    --changed-only` rewrites only the item documents that changed.
+
+    \b
+    Example:
+      cooccur update model --from-store && cooccur index model --changed-only
+      cooccur update model new-events.jsonl -o model-2
+    """
     from dataclasses import asdict, replace
 
     from indicators.state import model_settings, read_manifest
@@ -816,7 +849,14 @@ def update_cmd(ctx, model_dir, events, from_store, out, rejects, input_format, a
 def serve_cmd(ctx, host, port, workers, threads, token, refresh_every, model_dir, backend, data_dir, name,
               events_path):
     """Serve POST /queries.json, the PredictionIO event API (POST /events.json,
-    POST /batch/events.json, GET /events.json, GET /events/<id>.json), GET /health and GET /stats."""
+    POST /batch/events.json, GET /events.json, GET /events/<id>.json), GET /health, GET /stats
+    and GET /metrics (Prometheus).
+
+    \b
+    Example:
+      cooccur serve --port 8000 --token "$TOKEN"
+      cooccur serve --refresh-every '5 min' --model model
+    """
     from query.refresh import Refresher
     from query.settings import ServeSettings
     from query.workers import run as serve
@@ -1045,7 +1085,12 @@ def config_from_engine_json_cmd(engine_json, out):
 
     Every parameter not carried over is listed with why, and every one carried over with a
     different meaning with how, on stderr and as comments atop the TOML
-    (docs/ur-migration.md has the whole table)."""
+    (docs/ur-migration.md has the whole table).
+
+    \b
+    Example:
+      cooccur config from-engine-json engine.json -o cooccur.toml
+    """
     from query.engine_json import convert_file
 
     conversion = convert_file(engine_json)
