@@ -389,7 +389,7 @@ def _doctor_checks(settings, spark: bool):
     try:
         if existing != data_dir:
             if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
-                raise PermissionError(13, f"cannot create it: {existing} is not writable")
+                raise PermissionError(13, f"cannot create it: {existing} is not a writable directory")
             yield Check("data dir", True, f"{data_dir.resolve()} does not exist yet (`cooccur index` creates it)")
         else:
             probe = data_dir / ".cooccur-doctor-probe"
