@@ -681,7 +681,7 @@ def events_import_cmd(ctx, file, rejects, stdin_format, mapping_path, backend, d
             report = import_events(rec.events, file, rejects=rejects)
             click.echo(f"imported {report.events} events in {report.seconds:.2f} s "
                        f"({report.rate:,.0f} events/s) into {events.path}")
-    if report.item_changes and not any(v.current for v in rec.backend.versions()):
+    if report.item_changes and not _has_index(rec):
         click.echo(f"{len(report.item_changes)} item changes stored (no index yet: `cooccur train "
                    "--from-store` and `cooccur index` use them)")
     elif report.item_changes:
@@ -689,6 +689,15 @@ def events_import_cmd(ctx, file, rejects, stdin_format, mapping_path, backend, d
         click.echo(f"{len(report.item_changes)} item changes, {applied} documents updated in the current index")
     if report.rejected:
         click.echo(f"{report.rejected} bad rows written to {rejects}", err=True)
+
+
+def _has_index(rec) -> bool:
+    """Whether the backend has a current version (an unreachable one counts: applying the
+    changes then says why they wait)."""
+    try:
+        return any(v.current for v in rec.backend.versions())
+    except IndexerError:
+        return True
 
 
 def _existing_store(ctx: click.Context, backend, data_dir, name, events_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -31,7 +32,7 @@ def make_store(path):
 def test_store_file_is_one_snapshot_with_its_watermark(tmp_path):
     make_store(tmp_path / "e.db").close()
     with store_file(tmp_path / "e.db") as snap:
-        lines = [json.loads(x) for x in open(snap.path)]
+        lines = [json.loads(x) for x in Path(snap.path).read_text().splitlines()]
         assert (snap.lines, snap.user_events) == (33, 32) == (len(lines), len(lines) - 1)
         assert lines[0]["event"] == "$set" and lines[0]["properties"] == {"category": ["a", "b"]}
         assert snap.event_store == {"path": str((tmp_path / "e.db").resolve()), "rowid": 32, "item_changes": 1}
