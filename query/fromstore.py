@@ -6,6 +6,8 @@ event) is written as a PredictionIO JSON-lines file, which the Spark job reads l
 events file; the model records the snapshot's watermark, so a later `cooccur update
 --from-store` folds exactly the events stored after it (by row id, query/refresh.py).
 The job is imported only by `train_from_store`: the snapshot itself needs no Spark.
+The file is local to the driver (the system's temp directory, TMPDIR): with a cluster
+master, export the store to shared storage (`cooccur events export`) and train on that.
 """
 
 from __future__ import annotations
