@@ -75,12 +75,15 @@ def train_from_store(store_path: str | Path, settings, out: str | os.PathLike, *
     from indicators.job import run_train
     from indicators.state import writing
 
+    # Absolute: Spark resolves a relative path against the JVM's working directory, which is
+    # not this process's once it has changed directory (a notebook's, a test's chdir).
+    out = Path(out).resolve()
     with store_file(store_path) as snap:
         if snap.user_events == 0:
             raise EventStoreError(str(store_path), "the event store holds no user events", hint=NO_EVENTS_HINT)
         report = run_train([snap.path], settings, out, on_stage=on_stage)
-    with writing(Path(out)):
-        manifest_path = Path(out) / "manifest.json"
+    with writing(out):
+        manifest_path = out / "manifest.json"
         manifest = json.loads(manifest_path.read_text())
         manifest["event_store"] = snap.event_store
         tmp = manifest_path.with_name(".manifest.json.tmp")

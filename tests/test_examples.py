@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from cli import main
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.slow]  # a Spark job per evaluate, tune variant and train
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "movielens"
