@@ -14,14 +14,15 @@ $(BIN)/cooccur: pyproject.toml
 
 setup: $(BIN)/cooccur
 
-# The main job end to end on the bundled sample: store the events, train on them, index
-# into the embedded backend, recommend for a known user and for a brand-new one; then add
-# new events incrementally (update + index --changed-only) and ask about a new item.
+# The main job end to end on the bundled sample: store the events, train on the store (the
+# one source of truth), index into the embedded backend, recommend for a known user and for
+# a brand-new one; then add new events incrementally (update + index --changed-only) and ask
+# about a new item.
 COOCCUR := $(BIN)/cooccur -c sample/cooccur.toml
 demo: setup
 	rm -rf $(DEMO_DIR)
 	$(COOCCUR) events import sample/events.jsonl
-	$(COOCCUR) train sample/events.jsonl -o $(DEMO_DIR)/model
+	$(COOCCUR) train --from-store -o $(DEMO_DIR)/model
 	$(COOCCUR) index $(DEMO_DIR)/model
 	@echo "--- recommendations for u1 (history from the event store):"
 	$(COOCCUR) recommend --user u1 --num 5

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 import tomllib
 from dataclasses import fields, is_dataclass
@@ -240,9 +241,11 @@ def _train_settings(ctx: click.Context, **flags):
 
 
 @main.command("train")
-@click.argument("events", nargs=-1, required=True)
+@click.argument("events", nargs=-1)
 @click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False),
               help="Model directory to write (replaced atomically if it exists).")
+@click.option("--from-store", is_flag=True,
+              help="Train on every event in the event store (instead of EVENTS files).")
 @click.option("--rejects", type=click.Path(dir_okay=False),
               help="Write bad rows here (JSON lines) and train on the rest; default: fail.")
 @click.option("--primary", help="Primary action (e.g. purchase).")
@@ -260,18 +263,38 @@ def _train_settings(ctx: click.Context, **flags):
 @click.option("--master", "spark_master", help="Spark master (default local[*]).")
 @click.option("--conf", "spark_conf", multiple=True, metavar="KEY=VALUE",
               help="Spark setting, repeatable (e.g. spark.driver.memory=8g).")
+@click.option("--events", "events_path", type=click.Path(dir_okay=False),
+              help="With --from-store: the event store file (default: [events] path, else DATA_DIR/events.db).")
 @click.pass_context
 @fail_cleanly
-def train_cmd(ctx, events, out, rejects, **flags):
-    """Compute LLR indicators, rankings and properties from EVENTS into a model directory.
+def train_cmd(ctx, events, out, from_store, rejects, events_path, **flags):
+    """Compute LLR indicators, rankings and properties from EVENTS (or the event store, with
+    --from-store) into a model directory.
 
     EVENTS are files, directories or globs of CSV/TSV (header user,event,item,time),
-    PredictionIO JSON lines or Parquet."""
-    from indicators.job import run_train
+    PredictionIO JSON lines or Parquet. With --from-store the model also records the store's
+    watermark, so `cooccur update MODEL --from-store` adds exactly the events stored later.
 
+    \b
+    Example:
+      cooccur events import events.jsonl && cooccur train --from-store -o model
+      cooccur train events.csv -o model --rejects bad-rows.jsonl
+    """
+    on_stage = lambda line: click.echo(line, err=True)  # noqa: E731
+    if bool(events) == from_store:
+        raise ConfigError("give EVENTS files or --from-store (one of them)")
     settings = _train_settings(ctx, **flags)
-    report = run_train(list(events), settings, out, rejects=rejects,
-                       on_stage=lambda line: click.echo(line, err=True))
+    if from_store:
+        from query.fromstore import train_from_store
+
+        if rejects or flags.get("input_format"):
+            raise ConfigError("--rejects and --format are for EVENTS files (the store's events are valid already)")
+        store = _event_settings(ctx, _index_settings(ctx), events_path).path
+        report = train_from_store(store, settings, out, on_stage=on_stage)
+    else:
+        from indicators.job import run_train
+
+        report = run_train(list(events), settings, out, rejects=rejects, on_stage=on_stage)
     c = report.input
     click.echo(f"input: {c['rows']:,} rows = {c['accepted']:,} accepted + {c['rejected']:,} rejected"
                + (f" (written to {report.rejects_file})" if report.rejects_file else ""))
@@ -307,7 +330,13 @@ def _index_settings(ctx: click.Context, **overrides):
 @click.pass_context
 @fail_cleanly
 def index_cmd(ctx, model_dir, backend, data_dir, name, keep_versions, changed_only):
-    """Index a model directory into a new version of the search backend, then switch to it."""
+    """Index a model directory into a new version of the search backend, then switch to it.
+
+    \b
+    Example:
+      cooccur index model
+      cooccur index model --changed-only --backend elasticsearch
+    """
     from indexer.run import index_model
     from indicators.state import recover
 
@@ -341,7 +370,12 @@ def index_cmd(ctx, model_dir, backend, data_dir, name, keep_versions, changed_on
 @click.pass_context
 @fail_cleanly
 def indexes_cmd(ctx, backend, data_dir, name):
-    """List the kept index versions; `*` marks the current one."""
+    """List the kept index versions; `*` marks the current one.
+
+    \b
+    Example:
+      cooccur indexes --data-dir cooccur-data
+    """
     from indexer.backends import open_backend
 
     versions = open_backend(_index_settings(ctx, backend=backend, data_dir=data_dir, name=name)).versions()
@@ -357,7 +391,12 @@ def indexes_cmd(ctx, backend, data_dir, name):
 @click.pass_context
 @fail_cleanly
 def rollback_cmd(ctx, backend, data_dir, name):
-    """Switch back to the version before the current one."""
+    """Switch back to the version before the current one.
+
+    \b
+    Example:
+      cooccur rollback && cooccur indexes
+    """
     from indexer.backends import open_backend
 
     v = open_backend(_index_settings(ctx, backend=backend, data_dir=data_dir, name=name)).rollback()
@@ -375,12 +414,18 @@ def _doctor_checks(settings, spark: bool):
     except JavaMissing as e:
         yield Check("java", False, str(e), e.hint)
     data_dir = Path(settings.data_dir)
+    # A check creates nothing: a missing data dir is fine when the command that needs it can create it.
+    existing = next(p for p in (data_dir, *data_dir.resolve().parents) if p.exists())
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        probe = data_dir / ".cooccur-doctor-probe"
-        probe.write_text("ok")
-        probe.unlink()
-        yield Check("data dir", True, f"{data_dir.resolve()} is writable")
+        if existing != data_dir:
+            if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+                raise PermissionError(13, f"cannot create it: {existing} is not a writable directory")
+            yield Check("data dir", True, f"{data_dir.resolve()} does not exist yet (`cooccur index` creates it)")
+        else:
+            probe = data_dir / ".cooccur-doctor-probe"
+            probe.write_text("ok")
+            probe.unlink()
+            yield Check("data dir", True, f"{data_dir.resolve()} is writable")
     except OSError as e:
         yield Check("data dir", False, f"{data_dir}: {e.strerror or e}",
                     "choose a writable --data-dir ([index] data_dir) or fix its permissions")
@@ -415,7 +460,13 @@ def _doctor_checks(settings, spark: bool):
 @click.pass_context
 @fail_cleanly
 def doctor_cmd(ctx, backend, data_dir, name, spark):
-    """Check Java, the data directory, (Spark) and the search backend; exit 1 if any fails."""
+    """Check Java, the data directory, (Spark) and the search backend; exit 1 if any fails.
+    Creates nothing.
+
+    \b
+    Example:
+      cooccur doctor --spark
+    """
     settings = _index_settings(ctx, backend=backend, data_dir=data_dir, name=name)
     failed = 0
     for check in _doctor_checks(settings, spark):
@@ -466,16 +517,19 @@ def _events_option(fn):
                         help="Event store file (default: [events] path, else DATA_DIR/events.db).")(fn)
 
 
-def _open_recommender(ctx: click.Context, backend, data_dir, name, events_path, *, check_model: bool = False):
+def _open_recommender(ctx: click.Context, backend, data_dir, name, events_path, *, check_model: bool = False,
+                      read_only: bool = False):
     """The recommender over the configured index and event store. `check_model` (serve,
-    recommend): configured indicators the served index lacks are an error now."""
+    recommend): configured indicators the served index lacks are an error now. `read_only`
+    (recommend): a missing event store is not created; the recommender then has none."""
     from indexer.backends import open_backend
     from query.eventstore import EventStore
     from query.recommender import Recommender
 
     index_settings = _index_settings(ctx, backend=backend, data_dir=data_dir, name=name)
     events = _event_settings(ctx, index_settings, events_path)
-    rec = Recommender(open_backend(index_settings), EventStore(events.path), _query_settings(ctx),
+    store = None if read_only and not Path(events.path).is_file() else EventStore(events.path)
+    rec = Recommender(open_backend(index_settings), store, _query_settings(ctx),
                       date_fields=index_settings.date_fields, fallback_model=_train_model(ctx))
     if check_model:
         rec.check_model()
@@ -511,14 +565,27 @@ def _parse_field_option(values: tuple[str, ...]) -> list[dict[str, Any]]:
 @click.option("--num", type=int, help="Number of results (default: [query] num).")
 @click.option("--return-self", is_flag=True, default=None, help="Allow the query item(s) in the results.")
 @click.option("--explain", is_flag=True, help="Show which indicators and rules contributed.")
-@click.option("--json", "as_json", is_flag=True, help="Print the JSON response (as the HTTP service does).")
+@click.option("--format", "out_format", type=click.Choice(["table", "json", "ndjson", "csv"]),
+              default="table", show_default=True,
+              help="table; json (the HTTP service's response); ndjson (one item a line); csv (with a header).")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--show", "show", multiple=True, metavar="PROPERTY",
+              help="Also print this item property from the index (e.g. title, category), repeatable.")
 @_index_options
 @_events_option
 @click.pass_context
 @fail_cleanly
 def recommend_cmd(ctx, user, item, item_set, history_json, field_rules, blacklist, num, return_self,
-                  explain, as_json, backend, data_dir, name, events_path):
-    """Recommend items for a user, an item, an item set or an inline history."""
+                  explain, out_format, as_json, show, backend, data_dir, name, events_path):
+    """Recommend items for a user, an item, an item set or an inline history.
+
+    A user with no history in the event store gets popular items (backfill); stderr says so.
+
+    \b
+    Example:
+      cooccur recommend --user u1 --num 5
+      cooccur recommend --item i3 --format csv --show title --show category
+    """
     from query.errors import BadRequest
 
     request: dict[str, Any] = {"user": user, "item": item, "num": num, "returnSelf": return_self}
@@ -536,20 +603,59 @@ def recommend_cmd(ctx, user, item, item_set, history_json, field_rules, blacklis
     if explain:
         request["explain"] = True
     request = {k: v for k, v in request.items() if v is not None}
-    rec, _ = _open_recommender(ctx, backend, data_dir, name, events_path, check_model=True)
+    rec, events = _open_recommender(ctx, backend, data_dir, name, events_path, check_model=True,
+                                    read_only=True)
     response = rec.recommend(request)
-    if as_json:
-        echo_json(response.to_json())
-        return
+    log.debug("index version %s", response.version)
+    if user and not (item or item_set or history_json) and not _has_history(rec, user):
+        click.echo(f"user {user} has no history in the event store {events.path}: the results are "
+                   "backfill (popular items)\nHint: store their events with `cooccur events import` "
+                   "or POST /events.json", err=True)
     if not response.item_scores:
         click.echo("no recommendations (no match and nothing to backfill)", err=True)
-    for rank, s in enumerate(response.item_scores, 1):
-        where = ("personal: " + ",".join(s.source["personal"])) if "personal" in s.source \
-            else f"backfill: {s.source['backfill']}"
-        click.echo(f"{rank:>3}  {s.item}  {s.score:.6g}  ({where})")
-        if s.explain:
-            click.echo(f"       {json.dumps(s.explain)}")
-    click.echo(f"index version {response.version}", err=True)
+    docs = rec.backend.get([s.item for s in response.item_scores]) if show else {}
+    _print_recommendations(response, "json" if as_json else out_format, show, docs)
+
+
+def _has_history(rec, user: str) -> bool:
+    """Whether the event store holds any event of this user."""
+    return rec.events is not None and bool(rec.events.history(user, None, 1))
+
+
+def _print_recommendations(response, out_format: str, show: tuple[str, ...], docs: dict[str, Any]) -> None:
+    """The response on stdout as a table, JSON, NDJSON or CSV, with the `show` properties."""
+    import csv
+
+    def source(s) -> str:
+        if "personal" in s.source:
+            return "personal: " + ",".join(s.source["personal"])
+        return f"backfill: {s.source['backfill']}"
+
+    def props(item: str) -> dict[str, Any]:
+        return {p: (docs.get(item) or {}).get(p) for p in show}
+
+    def text(value: Any) -> str:
+        return "" if value is None else "|".join(map(str, value)) if isinstance(value, list) else str(value)
+
+    if out_format == "json":
+        body = response.to_json()
+        for entry in body["itemScores"] if show else []:
+            entry["properties"] = props(entry["item"])
+        echo_json(body)
+    elif out_format == "ndjson":
+        for rank, s in enumerate(response.item_scores, 1):
+            click.echo(json.dumps({"rank": rank, **s.to_json(), **({"properties": props(s.item)} if show else {})}))
+    elif out_format == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["rank", "item", "score", "source", *show])
+        for rank, s in enumerate(response.item_scores, 1):
+            writer.writerow([rank, s.item, f"{s.score:.6g}", source(s), *map(text, props(s.item).values())])
+    else:
+        for rank, s in enumerate(response.item_scores, 1):
+            shown = "".join(f"  {text(v)}" for v in props(s.item).values())
+            click.echo(f"{rank:>3}  {s.item}  {s.score:.6g}  ({source(s)}){shown}")
+            if s.explain:
+                click.echo(f"       {json.dumps(s.explain)}")
 
 
 @main.group("events")
@@ -558,49 +664,104 @@ def events_group() -> None:
 
 
 @events_group.command("import")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--rejects", type=click.Path(dir_okay=False),
               help="Write bad rows here and import the rest (default: any bad row rejects the file).")
+@click.option("--stdin-format", type=click.Choice(["jsonl", "csv", "tsv"]),
+              help="Format of FILE `-` (standard input; default jsonl, csv with --map).")
+@click.option("--map", "mapping_path", type=click.Path(dir_okay=False),
+              help="Mapping file (TOML): FILE is a CSV/TSV of any layout, mapped to events by its rules "
+                   "(docs/input-mapping.md).")
 @_index_options
 @_events_option
 @click.pass_context
 @fail_cleanly
-def events_import_cmd(ctx, file, rejects, backend, data_dir, name, events_path):
-    """Bulk-load a JSON-lines (PredictionIO) or CSV/TSV (user,event,item[,time]) file; item
-    $set/$unset/$delete also update the current index."""
-    from query.eventstore import import_events
+def events_import_cmd(ctx, file, rejects, stdin_format, mapping_path, backend, data_dir, name, events_path):
+    """Bulk-load a JSON-lines (PredictionIO) or CSV/TSV (user,event,item[,time]) file, or `-`
+    for standard input; item $set/$unset/$delete also update the current index. With --map,
+    a CSV of any layout (e.g. MovieLens ratings, or item properties) by simple rules.
 
+    \b
+    Example:
+      cooccur events import events.jsonl
+      cooccur events import ratings.csv --map examples/movielens/ratings.toml
+      cooccur events export - --events old.db | cooccur events import -
+    """
+    import tempfile
+
+    from query.eventstore import import_events
+    from query.inputmap import import_mapped, load_mapping
+
+    mapping = load_mapping(mapping_path) if mapping_path else None
     rec, events = _open_recommender(ctx, backend, data_dir, name, events_path)
-    report = import_events(rec.events, file, rejects=rejects, check=rec.check_events)
-    applied = rec.apply_item_changes(report.item_changes) if report.item_changes else 0
-    click.echo(f"imported {report.events} events in {report.seconds:.2f} s ({report.rate:,.0f} events/s) "
-               f"into {events.path}")
-    if report.item_changes:
+    with tempfile.TemporaryDirectory(prefix="cooccur-stdin-") as tmp:
+        if file == "-":  # the readers want a named file (its suffix tells the format)
+            path = Path(tmp) / f"stdin.{stdin_format or ('csv' if mapping else 'jsonl')}"
+            with open(path, "wb") as f:
+                while chunk := sys.stdin.buffer.read(1 << 20):
+                    f.write(chunk)
+            file = str(path)
+        if mapping is not None:
+            mapped = import_mapped(rec.events, file, mapping, rejects=rejects, check=rec.check_events)
+            click.echo(f"{mapped.rows:,} rows = {mapped.accepted:,} accepted + {mapped.rejected:,} rejected: "
+                       f"imported {mapped.user_events:,} user events and {mapped.item_events:,} item events "
+                       f"in {mapped.seconds:.2f} s into {events.path}")
+            report = mapped
+        else:
+            report = import_events(rec.events, file, rejects=rejects, check=rec.check_events)
+            click.echo(f"imported {report.events} events in {report.seconds:.2f} s "
+                       f"({report.rate:,.0f} events/s) into {events.path}")
+    if report.item_changes and not _has_index(rec):
+        click.echo(f"{len(report.item_changes)} item changes stored (no index yet: `cooccur train "
+                   "--from-store` and `cooccur index` use them)")
+    elif report.item_changes:
+        applied = rec.apply_item_changes(report.item_changes)
         click.echo(f"{len(report.item_changes)} item changes, {applied} documents updated in the current index")
     if report.rejected:
         click.echo(f"{report.rejected} bad rows written to {rejects}", err=True)
 
 
+def _has_index(rec) -> bool:
+    """Whether the backend has a current version (an unreachable one counts: applying the
+    changes then says why they wait)."""
+    try:
+        return any(v.current for v in rec.backend.versions())
+    except IndexerError:
+        return True
+
+
+def _existing_store(ctx: click.Context, backend, data_dir, name, events_path):
+    """The configured event store for a command that only reads it: never created here."""
+    from query.fromstore import open_existing
+
+    events = _event_settings(ctx, _index_settings(ctx, backend=backend, data_dir=data_dir, name=name),
+                             events_path)
+    return open_existing(events.path)
+
+
 @events_group.command("export")
-@click.argument("out", type=click.Path(dir_okay=False), required=False)
+@click.argument("out", type=click.Path(dir_okay=False, allow_dash=True), required=False)
 @_index_options
 @_events_option
 @click.pass_context
 @fail_cleanly
 def events_export_cmd(ctx, out, backend, data_dir, name, events_path):
-    """Write every stored event as PredictionIO JSON lines (what `cooccur train` reads) to OUT or stdout."""
-    from query.eventstore import EventStore
+    """Write every stored event as PredictionIO JSON lines (what `cooccur train` reads) to OUT,
+    or to stdout without OUT or with `-`.
 
-    events = _event_settings(ctx, _index_settings(ctx, backend=backend, data_dir=data_dir, name=name),
-                             events_path)
-    store = EventStore(events.path)
-    if out is None:
+    \b
+    Example:
+      cooccur events export events.jsonl
+      cooccur events export - | head
+    """
+    store = _existing_store(ctx, backend, data_dir, name, events_path)
+    if out is None or out == "-":
         n = store.export(sys.stdout)
     else:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         with open(out, "w", encoding="utf-8") as f:
             n = store.export(f)
-    click.echo(f"exported {n} events from {events.path}", err=True)
+    click.echo(f"exported {n} events from {store.path}", err=True)
 
 
 @events_group.command("prune")
@@ -611,8 +772,12 @@ def events_export_cmd(ctx, out, backend, data_dir, name, events_path):
 @click.pass_context
 @fail_cleanly
 def events_prune_cmd(ctx, keep, backend, data_dir, name, events_path):
-    """Remove events older than each action's retention window."""
-    from query.eventstore import EventStore
+    """Remove events older than each action's retention window.
+
+    \b
+    Example:
+      cooccur events prune --keep view=90 --keep purchase=365
+    """
 
     events = _event_settings(ctx, _index_settings(ctx, backend=backend, data_dir=data_dir, name=name),
                              events_path)
@@ -630,7 +795,7 @@ def events_prune_cmd(ctx, keep, backend, data_dir, name, events_path):
     if not retention:
         click.echo("no retention configured ([events] retention or --keep ACTION=DAYS): nothing to prune", err=True)
         return
-    removed = EventStore(events.path).prune(retention)
+    removed = _existing_store(ctx, backend, data_dir, name, events_path).prune(retention)
     for action, n in removed.items():
         click.echo(f"{action}: removed {n} events older than {retention[action]:g} days")
 
@@ -656,7 +821,13 @@ def update_cmd(ctx, model_dir, events, from_store, out, rejects, input_format, a
                backend, data_dir, name, events_path):
     """Fold new events into MODEL_DIR: the result equals `cooccur train` on all events, at a
     fraction of its cost (docs/model-format.md, state/). Then `cooccur index MODEL_DIR
-    --changed-only` rewrites only the item documents that changed."""
+    --changed-only` rewrites only the item documents that changed.
+
+    \b
+    Example:
+      cooccur update model --from-store && cooccur index model --changed-only
+      cooccur update model new-events.jsonl -o model-2
+    """
     from dataclasses import asdict, replace
 
     from indicators.state import model_settings, read_manifest
@@ -717,7 +888,14 @@ def update_cmd(ctx, model_dir, events, from_store, out, rejects, input_format, a
 def serve_cmd(ctx, host, port, workers, threads, token, refresh_every, model_dir, backend, data_dir, name,
               events_path):
     """Serve POST /queries.json, the PredictionIO event API (POST /events.json,
-    POST /batch/events.json, GET /events.json, GET /events/<id>.json), GET /health and GET /stats."""
+    POST /batch/events.json, GET /events.json, GET /events/<id>.json), GET /health, GET /stats
+    and GET /metrics (Prometheus).
+
+    \b
+    Example:
+      cooccur serve --port 8000 --token "$TOKEN"
+      cooccur serve --refresh-every '5 min' --model model
+    """
     from query.refresh import Refresher
     from query.settings import ServeSettings
     from query.workers import run as serve
@@ -775,7 +953,10 @@ def serve_cmd(ctx, host, port, workers, threads, token, refresh_every, model_dir
 def _split_options(fn):
     """The options `evaluate` and `tune` share: the split, k, the actions, users, Spark."""
     for option in reversed([
-        click.argument("events", nargs=-1, required=True),
+        click.argument("events", nargs=-1),
+        click.option("--from-store", is_flag=True, help="Use every event in the event store (instead of EVENTS)."),
+        click.option("--events", "events_path", type=click.Path(dir_okay=False),
+                     help="With --from-store: the event store file (default: [events] path, else DATA_DIR/events.db)."),
         click.option("--split", "split_text", default="time-fraction:0.8", show_default=True,
                      help="time:DATE, time-fraction:F, leave-last:N (per user) or random:F (per user)."),
         click.option("-k", "ks", type=int, multiple=True, help="Metrics at k, repeatable (default 10)."),
@@ -816,6 +997,17 @@ def _split_settings(ctx, split_text, split_seed, max_users, primary, indicators,
     return split, settings, _index_settings(ctx), query_settings
 
 
+def _event_files(ctx, stack, events: tuple[str, ...], from_store: bool, events_path: str | None) -> list[str]:
+    """EVENTS, or (--from-store) a snapshot of the event store as a file living as long as `stack`."""
+    if bool(events) == from_store:
+        raise ConfigError("give EVENTS files or --from-store (one of them)")
+    if not from_store:
+        return list(events)
+    from query.fromstore import store_file
+
+    return [stack.enter_context(store_file(_event_settings(ctx, _index_settings(ctx), events_path).path)).path]
+
+
 def _write_report(data: dict[str, Any], out: str | None) -> None:
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -828,14 +1020,17 @@ def _write_report(data: dict[str, Any], out: str | None) -> None:
               help="Also draw precision@k and MAP@k for k = 1..20 per variant into this image (PNG/SVG).")
 @click.pass_context
 @fail_cleanly
-def evaluate_cmd(ctx, events, split_text, ks, primary, indicators, max_users, split_seed, input_format,
-                 spark_master, spark_conf, as_json, out, plot_path):
+def evaluate_cmd(ctx, events, from_store, events_path, split_text, ks, primary, indicators, max_users,
+                 split_seed, input_format, spark_master, spark_conf, as_json, out, plot_path):
     """Measure recommendation quality on EVENTS: train on the earlier part of a split, query
     each test user with their training history (as the live service would), score the
     held-out primary-action items. Variants: popularity; primary indicator only vs all
     indicators; our scoring vs UR-style scoring.
 
-    Example: cooccur evaluate ratings.csv --split leave-last:5 -k 10 -k 20 --plot eval.png
+    \b
+    Example:
+      cooccur evaluate ratings.csv --split leave-last:5 -k 10 -k 20 --plot eval.png
+      cooccur evaluate --from-store --split random:0.8 --users 500
     """
     import contextlib
 
@@ -849,7 +1044,7 @@ def evaluate_cmd(ctx, events, split_text, ks, primary, indicators, max_users, sp
             bar = stack.enter_context(click.progressbar(length=total, label="querying users", file=sys.stderr))
             return bar.update
 
-        report = run_evaluation(list(events), settings, split, wanted, query_settings=query_settings,
+        report = run_evaluation(_event_files(ctx, stack, events, from_store, events_path), settings, split, wanted, query_settings=query_settings,
                                 index_settings=index_settings, max_users=max_users, progress=progress,
                                 on_stage=lambda line: click.echo(line, err=True))
     if plot_path:
@@ -874,14 +1069,19 @@ def evaluate_cmd(ctx, events, split_text, ks, primary, indicators, max_users, sp
               help="Write the chosen settings as a config fragment (TOML) to this file.")
 @click.pass_context
 @fail_cleanly
-def tune_cmd(ctx, events, split_text, ks, primary, indicators, max_users, split_seed, input_format,
-             spark_master, spark_conf, as_json, out, rounds, toml_path):
+def tune_cmd(ctx, events, from_store, events_path, split_text, ks, primary, indicators, max_users, split_seed,
+             input_format, spark_master, spark_conf, as_json, out, rounds, toml_path):
     """Choose scoring, popularity prior, history decay, query length and min LLR for EVENTS on
     a validation split carved from the training part only (never the test part); print the
     chosen settings' validation and test metrics beside the defaults'.
 
-    Example: cooccur tune ratings.csv --split leave-last:5 -o tuned.toml
+    \b
+    Example:
+      cooccur tune ratings.csv --split leave-last:5 -o tuned.toml
+      cooccur tune --from-store --split random:0.8 -o tuned.toml
     """
+    import contextlib
+
     from query.evaluation import EvaluationError
     from query.tuning import format_tuning, run_tuning
 
@@ -889,8 +1089,10 @@ def tune_cmd(ctx, events, split_text, ks, primary, indicators, max_users, split_
         raise EvaluationError(f"--rounds {rounds}: must be at least 1")
     split, settings, index_settings, query_settings = _split_settings(
         ctx, split_text, split_seed, max_users, primary, indicators, spark_conf, input_format, spark_master)
-    report = run_tuning(list(events), settings, split, ks or (10,), index=index_settings, query=query_settings,
-                        max_users=max_users, rounds=rounds, on_stage=lambda line: click.echo(line, err=True))
+    with contextlib.ExitStack() as stack:
+        report = run_tuning(_event_files(ctx, stack, events, from_store, events_path), settings, split,
+                            ks or (10,), index=index_settings, query=query_settings, max_users=max_users,
+                            rounds=rounds, on_stage=lambda line: click.echo(line, err=True))
     _write_report(report.to_json(), out)
     if toml_path:
         Path(toml_path).parent.mkdir(parents=True, exist_ok=True)
@@ -922,7 +1124,12 @@ def config_from_engine_json_cmd(engine_json, out):
 
     Every parameter not carried over is listed with why, and every one carried over with a
     different meaning with how, on stderr and as comments atop the TOML
-    (docs/ur-migration.md has the whole table)."""
+    (docs/ur-migration.md has the whole table).
+
+    \b
+    Example:
+      cooccur config from-engine-json engine.json -o cooccur.toml
+    """
     from query.engine_json import convert_file
 
     conversion = convert_file(engine_json)

@@ -155,7 +155,7 @@ class EmbeddedBackend:
         with self._writer_lock():
             version, count, removed = self._publish(schema, documents, progress,
                                                     {"model_id": model_id, **(model or {})})
-        logger.info("index %s: version %s with %d documents", self.root, version, count)
+        logger.debug("index %s: version %s with %d documents", self.root, version, count)
         return IndexReport(version, count, [], time.monotonic() - started, removed)
 
     def update_version(
@@ -210,7 +210,7 @@ class EmbeddedBackend:
                  **(changes.model or {})},
             )
         added = len(replace) - stats["replaced"]
-        logger.info(
+        logger.debug(
             "index %s: version %s from %s: %d documents copied, %d replaced, %d added, %d deleted",
             self.root, version, current, stats["copied"], stats["replaced"], added, stats["deleted"],
         )

@@ -46,14 +46,14 @@ def index_model(
             return backend.create_version(
                 schema, iter_documents(model, schema, prior=prior), progress=progress,
                 model_id=model.model_id, model=model.served)
-        logger.info(
+        logger.debug(
             "indexing %d changed items of %s (%d documents, %d deletions) into the %s backend (%s)",
             len(changes.documents) + len(changes.deleted), model.path, len(changes.documents),
             len(changes.deleted), settings.backend, settings.name,
         )
         return backend.update_version(schema, changes, progress=progress)
     backend = open_backend(settings)
-    logger.info("indexing %s into the %s backend (%s)", model.path, settings.backend, settings.name)
+    logger.debug("indexing %s into the %s backend (%s)", model.path, settings.backend, settings.name)
     return backend.create_version(
         schema, iter_documents(model, schema, prior=prior), progress=progress, model_id=model.model_id,
         model=model.served,

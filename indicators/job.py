@@ -81,7 +81,7 @@ def build_spark_session(
     java_options = f"-Dlog4j.configurationFile={LOG4J_CONFIG}"
     defaults = {
         "spark.sql.session.timeZone": "UTC",
-        "spark.ui.showConsoleProgress": "true",
+        "spark.ui.showConsoleProgress": str(sys.stderr.isatty()).lower(),  # piped, bars splice into lines
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.adaptive.enabled": "true",
         "spark.driver.extraJavaOptions": java_options,

@@ -66,8 +66,8 @@ class EventStoreError(QueryError):
 
     hint = "point --events ([events] path) at a cooccur event store, or at a new file"
 
-    def __init__(self, path: str, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
+    def __init__(self, path: str, problem: str, *, hint: str = "") -> None:
+        super().__init__(f"{path}: {problem}", hint=hint)
         self.path = path
 
 

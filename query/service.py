@@ -9,6 +9,7 @@
     GET  /events/<id>.json    one stored event
     GET  /health              200 with the index version, 503 without a usable index
     GET  /stats               request counts, query latency percentiles, event store counts
+    GET  /metrics             the same in the Prometheus text format (query/metrics.py)
 
 Every error is JSON {"error": ..., "field": ...} with a 4xx/5xx status, never a traceback.
 """
@@ -49,6 +50,7 @@ ROUTES = {
     "/batch/events.json": ("POST",),
     "/health": ("GET", "HEAD"),
     "/stats": ("GET",),
+    "/metrics": ("GET",),
 }
 EVENT_PATH = re.compile(r"^/events/([^/]+)\.json$")
 MAX_BATCH = 50
@@ -96,6 +98,12 @@ class App:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
+        if path == "/metrics" and method == "GET":  # /stats in the Prometheus text format
+            from .metrics import render
+
+            body, content_type = render(self)
+            start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+            return [body]
         started = time.perf_counter()
         try:
             status, payload = self._dispatch(path, method, environ)

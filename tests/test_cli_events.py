@@ -79,3 +79,56 @@ def test_user_errors_are_clean(tmp_path):
                              "--rejects", str(tmp_path / "new" / "dir" / "rejects.txt")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "new" / "dir" / "rejects.txt").read_text().startswith("2\t(line): not UTF-8 text")
+
+
+def test_import_from_stdin_and_export_to_stdout(tmp_path):
+    runner = CliRunner()
+    db = ["--events", str(tmp_path / "e.db"), "--data-dir", str(tmp_path)]
+    lines = "".join(json.dumps({"event": "view", "entityType": "user", "entityId": f"u{i}", "targetEntityType": "item",
+                                "targetEntityId": "a", "eventTime": "2000-01-01T00:00:00Z"}) + "\n" for i in range(3))
+    result = runner.invoke(main, ["events", "import", "-", *db], input=lines)
+    assert result.exit_code == 0, result.output
+    assert "imported 3 events" in result.stdout
+    result = runner.invoke(main, ["events", "import", "-", "--stdin-format", "csv", *db],
+                           input="user,event,item,time\nu9,buy,b,2000-01-02T00:00:00Z\n")
+    assert result.exit_code == 0 and "imported 1 events" in result.stdout, result.output
+    result = runner.invoke(main, ["events", "export", "-", *db])
+    assert result.exit_code == 0, result.output
+    exported = [json.loads(x) for x in result.stdout.splitlines()]
+    assert [(e["event"], e["entityId"]) for e in exported] == [("view", "u0"), ("view", "u1"), ("view", "u2"),
+                                                               ("buy", "u9")]
+    assert result.stderr.strip() == f"exported 4 events from {tmp_path / 'e.db'}"
+
+
+def test_import_with_a_mapping(tmp_path):
+    mapping = tmp_path / "ratings.toml"
+    mapping.write_text('user = "userId"\nitem = "movieId"\ntime = "timestamp"\n'
+                       '[[event]]\nname = "rate"\n[[event]]\nname = "like"\nwhen = "rating >= 4"\n')
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text("userId,movieId,rating,timestamp\n1,10,4.5,964982703\n1,20,2,964982704\n2,10,x,964982705\n")
+    runner = CliRunner()
+    args = ["events", "import", str(ratings), "--map", str(mapping), "--data-dir", str(tmp_path)]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 1
+    assert f"Error: 1 of 3 rows rejected, nothing imported: {ratings}:4: rating: 'x' is not a number" in result.stderr
+    result = runner.invoke(main, [*args, "--rejects", str(tmp_path / "bad.tsv")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("3 rows = 2 accepted + 1 rejected: imported 3 user events and 0 item events")
+    assert EventStore(tmp_path / "events.db").history("1", None, 10) == {"rate": ["20", "10"], "like": ["10"]}
+
+    mapping.write_text('item = "movieId"\n[properties]\ngenre = { column = "genres", split = "|" }\n')
+    result = runner.invoke(main, args, input=None)
+    assert result.exit_code == 1 and "no column 'genres'" in result.stderr and "Traceback" not in result.output
+    mapping.write_text('item = "movieId"\n[properties]\ngenre = { colum = "genres" }\n')
+    result = runner.invoke(main, args)
+    assert result.exit_code == 1 and f"Error: {mapping}: properties.genre.colum: unknown key" in result.stderr
+
+
+def test_read_only_commands_create_no_store(tmp_path):
+    runner = CliRunner()
+    data = tmp_path / "data"
+    for args in (["events", "export", "-"], ["events", "prune", "--keep", "view=3"]):
+        result = runner.invoke(main, [*args, "--data-dir", str(data)])
+        assert result.exit_code == 1, result.output
+        assert "no event store there" in result.stderr and "cooccur events import" in result.stderr
+    assert not data.exists()

@@ -74,3 +74,39 @@ def test_no_subject_is_popular_items(env):
 def test_no_index_yet(tmp_path):
     result = CliRunner().invoke(main, ["recommend", "--data-dir", str(tmp_path), "--user", "u"])
     assert result.exit_code == 1 and "no current version" in result.output and "cooccur index" in result.output
+
+
+def test_formats_and_shown_properties(env):
+    scores = [s["score"] for s in json.loads(run(env, "--user", "u", "--num", "2", "--json").stdout)["itemScores"]]
+    result = run(env, "--user", "u", "--num", "2", "--format", "csv", "--show", "category", "--show", "date")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "rank,item,score,source,category,date",
+        f"1,i2,{scores[0]:.6g},personal: purchase,y,2025-02-10T00:00:00Z",
+        f"2,i1,{scores[1]:.6g},personal: purchase,x,2025-01-10T00:00:00Z",
+    ]
+    result = run(env, "--user", "u", "--num", "2", "--format", "ndjson", "--show", "category")
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["rank"], r["item"], r["properties"]) for r in rows] == [(1, "i2", {"category": ["y"]}),
+                                                                      (2, "i1", {"category": ["x"]})]
+    result = run(env, "--user", "u", "--num", "1", "--format", "json", "--show", "category")
+    assert json.loads(result.stdout)["itemScores"][0]["properties"] == {"category": ["y"]}
+    result = run(env, "--user", "u", "--num", "1", "--show", "category")
+    assert result.stdout.split() == ["1", "i2", result.stdout.split()[2], "(personal:", "purchase)", "y"]
+    assert result.stderr == ""  # nothing on stderr for a user with history (the version only with -v)
+
+
+def test_user_without_history_is_told_the_results_are_backfill(env):
+    result = run(env, "--user", "stranger", "--num", "2")
+    assert result.exit_code == 0, result.output
+    assert "user stranger has no history in the event store" in result.stderr
+    assert "backfill" in result.stderr and "cooccur events import" in result.stderr
+    assert all("(backfill: popular)" in line for line in result.stdout.splitlines())
+
+
+def test_no_event_store_is_not_created(tmp_path):
+    make_backend(tmp_path)
+    result = CliRunner().invoke(main, ["recommend", "--data-dir", str(tmp_path), "--user", "u", "--num", "1"])
+    assert result.exit_code == 0, result.output
+    assert "has no history" in result.stderr
+    assert not (tmp_path / "events.db").exists()

@@ -86,3 +86,21 @@ def test_missing_java_is_named(tmp_path, events):
     assert r.exit_code == 1
     assert "Error: Java was not found: Spark needs Java 17 or newer" in r.stderr
     assert "Hint: install Java 17+" in r.stderr
+
+
+def test_train_from_store(spark, tmp_path, events):
+    store = tmp_path / "events.db"
+    r = run("events", "import", events, "--events", store)
+    assert r.exit_code == 0, r.output
+    r = run("train", "--from-store", "--events", store, "-o", tmp_path / "model")
+    assert r.exit_code == 0, r.output
+    assert "input: 150 rows = 150 accepted + 0 rejected" in r.stdout
+    assert json.loads((tmp_path / "model" / "manifest.json").read_text())["event_store"]["rowid"] == 150
+
+
+def test_from_store_errors(tmp_path, events):
+    r = run("train", events, "--from-store", "-o", tmp_path / "m")
+    assert r.exit_code == 1 and "give EVENTS files or --from-store" in r.stderr
+    r = run("train", "--from-store", "--events", tmp_path / "none.db", "-o", tmp_path / "m")
+    assert r.exit_code == 1 and "none.db: no event store there" in r.stderr and "cooccur events import" in r.stderr
+    assert not (tmp_path / "none.db").exists()
