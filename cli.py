@@ -356,7 +356,7 @@ def _doctor_checks(settings, spark: bool):
                     "choose a writable --data-dir ([index] data_dir) or fix its permissions")
     if spark:
         try:
-            from indicators.job import build_spark_session
+            from indicators.spark import build_spark_session
         except ImportError as e:
             yield Check("spark", True, f"skipped: the Spark job is not available ({e})")
         else:

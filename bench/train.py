@@ -722,7 +722,7 @@ def main() -> None:
         print(json.dumps(scipy_indicators(**json.loads(a.scipy_worker))))
         return
 
-    from indicators.job import build_spark_session
+    from indicators.spark import build_spark_session
 
     sets = [DATASETS[s] for s in a.sets.split(",") if s]
     parity_sets = set(filter(None, a.parity.split(",")))

@@ -552,7 +552,7 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
 
-    from indicators.job import build_spark_session
+    from indicators.spark import build_spark_session
 
     sets = [DATASETS[s] for s in a.sets.split(",") if s]
     shares = tuple(float(s) for s in a.shares.split(",") if s)

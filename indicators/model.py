@@ -17,6 +17,7 @@ read and write models with pyarrow alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -176,6 +177,12 @@ def data_of(model: Location, manifest: dict) -> Location:
     return model / data
 
 
+def model_data(target: str | os.PathLike | Location) -> Location:
+    """The parts directory of the model at `target` (its manifest read first)."""
+    model = location(target)
+    return data_of(model, read_manifest_at(model))
+
+
 def new_version(model: Location) -> tuple[str, Location]:
     """A fresh model id and the version directory (created) to write its parts into."""
     model_id = uuid.uuid4().hex
@@ -189,10 +196,8 @@ def publish(model: Location, manifest: dict) -> None:
     in one step readers see whole. Then remove what no reader can need any more: versions
     older than the one replaced, and a first-layout model's parts."""
     previous = None
-    try:
+    with contextlib.suppress(OSError, ValueError):  # no model there yet, or a broken one
         previous = read_manifest_at(model).get("data")
-    except (FileNotFoundError, ValueError, OSError):
-        pass
     text = json.dumps(manifest, indent=2, default=str) + "\n"
     target = model / MANIFEST
     if model.fs.type_name in _RENAMES:

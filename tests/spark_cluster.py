@@ -1,0 +1,101 @@
+"""A real Spark standalone cluster for the `cluster` tests (registered in conftest.py).
+
+Started from pyspark's own distribution, as docs/cluster.md shows: one master and two
+workers (1 core, 1 GB each: it fits a 2-core CI machine), bound to loopback on free ports,
+logs and work directories under the test run's temporary directory. One cluster per test
+session; its processes are stopped by pid at the end. Skipped, with the reason, where Java
+is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+START_TIMEOUT_S = 120  # a loaded 2-core machine starts three JVMs slowly
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _alive_workers(ui_port: int) -> int:
+    """Workers the master lists as ALIVE (its web UI's JSON), 0 while it is not up."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=2) as r:
+            return int(json.load(r).get("aliveworkers", 0))
+    except (OSError, ValueError):
+        return 0
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """Stop each daemon by its pid (its own process group: a worker's executors too)."""
+    for p in reversed(procs):
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in reversed(procs):
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(tmp_path_factory) -> str:
+    """The master URL (spark://127.0.0.1:PORT) of a running 1-master, 2-worker cluster."""
+    from indicators.errors import JavaMissing
+    from indicators.spark import check_java
+
+    try:
+        check_java()
+    except JavaMissing as e:
+        pytest.skip(f"no Spark standalone cluster: {e}")
+    import pyspark
+
+    spark_home = Path(pyspark.__file__).parent
+    spark_class = str(spark_home / "bin" / "spark-class")
+    work = tmp_path_factory.mktemp("spark-cluster")
+    env = {
+        **os.environ, "SPARK_HOME": str(spark_home), "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_DAEMON_MEMORY": "256m",  # the master's and workers' own JVMs
+    }
+    port, ui_port = _free_port(), _free_port()
+    url = f"spark://127.0.0.1:{port}"
+    procs: list[subprocess.Popen] = []
+
+    def start(name: str, *args: str) -> None:
+        log = open(work / f"{name}.log", "w")  # noqa: SIM115 - the daemon writes it until stopped
+        procs.append(subprocess.Popen([spark_class, *args], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True))
+
+    try:
+        start("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+              "--port", str(port), "--webui-port", str(ui_port))
+        for i in (1, 2):
+            start(f"worker-{i}", "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1",
+                  "--cores", "1", "--memory", "1g", "--webui-port", str(_free_port()),
+                  "--work-dir", str(work / f"worker-{i}"))
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while _alive_workers(ui_port) < 2:
+            dead = [p.args[1] for p in procs if p.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                logs = "\n".join((work / f).read_text()[-2000:] for f in sorted(os.listdir(work))
+                                 if f.endswith(".log"))
+                raise RuntimeError(f"the Spark cluster did not start ({dead or 'timeout'}):\n{logs}")
+            time.sleep(0.5)
+    except BaseException:
+        _stop(procs)
+        raise
+    yield url
+    _stop(procs)
