@@ -16,6 +16,8 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -51,21 +53,14 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             p.wait()
 
 
-@pytest.fixture(scope="session")
-def spark_cluster(tmp_path_factory) -> str:
-    """The master URL (spark://127.0.0.1:PORT) of a running 1-master, 2-worker cluster."""
-    from indicators.errors import JavaMissing
-    from indicators.spark import check_java
-
-    try:
-        check_java()
-    except JavaMissing as e:
-        pytest.skip(f"no Spark standalone cluster: {e}")
+@contextmanager
+def standalone_cluster(work: Path, workers: int = 2, cores: int = 1, memory: str = "1g") -> Iterator[str]:
+    """Start a master and `workers` workers (each `cores` cores, `memory` for executors)
+    from pyspark's distribution, logs under `work`; yield the master URL; stop them."""
     import pyspark
 
     spark_home = Path(pyspark.__file__).parent
     spark_class = str(spark_home / "bin" / "spark-class")
-    work = tmp_path_factory.mktemp("spark-cluster")
     env = {
         **os.environ, "SPARK_HOME": str(spark_home), "SPARK_LOCAL_IP": "127.0.0.1",
         "SPARK_DAEMON_MEMORY": "256m",  # the master's and workers' own JVMs
@@ -82,20 +77,32 @@ def spark_cluster(tmp_path_factory) -> str:
     try:
         start("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
               "--port", str(port), "--webui-port", str(ui_port))
-        for i in (1, 2):
+        for i in range(1, workers + 1):
             start(f"worker-{i}", "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1",
-                  "--cores", "1", "--memory", "1g", "--webui-port", str(_free_port()),
+                  "--cores", str(cores), "--memory", memory, "--webui-port", str(_free_port()),
                   "--work-dir", str(work / f"worker-{i}"))
         deadline = time.monotonic() + START_TIMEOUT_S
-        while _alive_workers(ui_port) < 2:
+        while _alive_workers(ui_port) < workers:
             dead = [p.args[1] for p in procs if p.poll() is not None]
             if dead or time.monotonic() > deadline:
                 logs = "\n".join((work / f).read_text()[-2000:] for f in sorted(os.listdir(work))
                                  if f.endswith(".log"))
                 raise RuntimeError(f"the Spark cluster did not start ({dead or 'timeout'}):\n{logs}")
             time.sleep(0.5)
-    except BaseException:
+        yield url
+    finally:
         _stop(procs)
-        raise
-    yield url
-    _stop(procs)
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(tmp_path_factory) -> Iterator[str]:
+    """The master URL (spark://127.0.0.1:PORT) of a running 1-master, 2-worker cluster."""
+    from indicators.errors import JavaMissing
+    from indicators.spark import check_java
+
+    try:
+        check_java()
+    except JavaMissing as e:
+        pytest.skip(f"no Spark standalone cluster: {e}")
+    with standalone_cluster(tmp_path_factory.mktemp("spark-cluster")) as url:
+        yield url
