@@ -10,7 +10,6 @@ properties, changed items) and publishes its manifest (indicators.model).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
@@ -30,8 +29,6 @@ from .rankings import from_micros, micros
 from .settings import TrainSettings
 from .stages import Stages
 from .state import StateError, model_settings, read_state
-
-log = logging.getLogger(__name__)
 
 # Pairs scored per chunk: bounds the LLR temporaries (about 40 bytes a pair).
 SCORE_CHUNK = 4_000_000

@@ -24,7 +24,6 @@ with Spark: `update_from_events` (the event store's events) never starts a JVM.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable
@@ -46,8 +45,6 @@ from .state import model_settings, read_manifest, writing
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
-
-log = logging.getLogger(__name__)
 
 
 def read_delta(spark: SparkSession, paths: list[str], settings: TrainSettings,

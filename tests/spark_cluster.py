@@ -70,9 +70,10 @@ def standalone_cluster(work: Path, workers: int = 2, cores: int = 1, memory: str
     procs: list[subprocess.Popen] = []
 
     def start(name: str, *args: str) -> None:
-        log = open(work / f"{name}.log", "w")  # noqa: SIM115 - the daemon writes it until stopped
-        procs.append(subprocess.Popen([spark_class, *args], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True))
+        with open(work / f"{name}.log", "w") as log:  # the daemon keeps its own descriptor
+            procs.append(subprocess.Popen([spark_class, *args], env=env, stdout=log,
+                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          start_new_session=True))
 
     try:
         start("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
