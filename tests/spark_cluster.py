@@ -40,6 +40,15 @@ def _alive_workers(ui_port: int) -> int:
         return 0
 
 
+def _die_with_parent() -> None:
+    """In a daemon before it starts: SIGTERM when the process that started it dies, even
+    killed (Linux prctl PR_SET_PDEATHSIG, kept across exec), so no daemon outlives a run
+    that was stopped before its teardown."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
 def _stop(procs: list[subprocess.Popen]) -> None:
     """Stop each daemon by its pid (its own process group: a worker's executors too)."""
     for p in reversed(procs):
@@ -73,7 +82,7 @@ def standalone_cluster(work: Path, workers: int = 2, cores: int = 1, memory: str
         with open(work / f"{name}.log", "w") as log:  # the daemon keeps its own descriptor
             procs.append(subprocess.Popen([spark_class, *args], env=env, stdout=log,
                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          start_new_session=True))
+                                          start_new_session=True, preexec_fn=_die_with_parent))
 
     try:
         start("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
