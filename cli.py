@@ -342,7 +342,7 @@ def index_cmd(ctx, model_dir, backend, data_dir, name, keep_versions, changed_on
 
     settings = _index_settings(ctx, backend=backend, data_dir=data_dir, name=name,
                                keep_versions=keep_versions)
-    recover(Path(model_dir))  # a model a killed train / update left half-replaced
+    recover(model_dir)  # a model a killed train / update left half-replaced (former layout)
     done = 0
     live = sys.stderr.isatty()
 
@@ -431,7 +431,7 @@ def _doctor_checks(settings, spark: bool):
                     "choose a writable --data-dir ([index] data_dir) or fix its permissions")
     if spark:
         try:
-            from indicators.job import build_spark_session
+            from indicators.spark import build_spark_session
         except ImportError as e:
             yield Check("spark", True, f"skipped: the Spark job is not available ({e})")
         else:

@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     if not (DATA / "events.csv").exists():
         convert(a.source, DATA)
-    from indicators.job import build_spark_session
     from indicators.settings import TrainSettings
+    from indicators.spark import build_spark_session
 
     spark = build_spark_session("local[*]", {"spark.ui.showConsoleProgress": "false",
                                              "spark.driver.memory": "2g"}, app_name="cooccur-defaults")

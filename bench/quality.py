@@ -514,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (DATA / "events.csv").exists():
         convert(a.source, DATA)
     peers = peers_available()
-    from indicators.job import build_spark_session
+    from indicators.spark import build_spark_session
 
     spark = build_spark_session("local[*]", {"spark.ui.showConsoleProgress": "false",
                                              "spark.driver.memory": "2g"}, app_name="cooccur-quality")

@@ -19,6 +19,13 @@ JVM, Python workers, the scipy child) from /proc every ~100 ms; each measured se
 records its peak, the tree's RSS when it started, and the peak per kind of process.
 
     python bench/train.py [--sets movielens,synth-1m,synth-5m] [--repeat N] [--master local[2]]
+                          [--cluster local|spark://HOST:PORT]
+
+With --cluster, `cooccur train` also runs on a Spark standalone cluster after the rest, in
+the same run: `local` starts one here from pyspark's distribution (a master and
+--cluster-workers workers of one core each, loopback only, as tests/spark_cluster.py does),
+a spark:// URL uses a running one. Its row sits beside the --master row, with the ratio
+and whether its model equals the --master one.
 
 Writes bench/results/train.json and prints a table. Other engineers share the machine:
 compare ratios within one run, not seconds across runs.
@@ -556,7 +563,9 @@ def compare(model_dir: Path, scipy_file: Path, sample: int, seed: int = 1, tol: 
         t = pq.read_table(path, columns=["indicator", "item", "correlators", "scores"])
         return {(r["indicator"], r["item"]): (r["correlators"], r["scores"]) for r in t.to_pylist()}
 
-    job = load(model_dir / "indicators")
+    from indicators.model import model_data
+
+    job = load(Path(model_data(model_dir).path) / "indicators")
     ref = load(scipy_file)
     only_job, only_ref = sorted(set(job) - set(ref)), sorted(set(ref) - set(job))
     keys = sorted(set(job) & set(ref))
@@ -642,6 +651,10 @@ def _dataset_rows(name: str, r: dict) -> list[tuple]:
         if not c.get("timeout"):
             rows.append((name, events, "  of which indicators stage", f"{c['stages']['indicators']:.1f}",
                          ratio(c["stages"]["indicators"]), ""))
+    cl = r.get("cooccur_cluster", {})
+    if cl:
+        add(f"cooccur train on a standalone cluster ({cl.get('workers', '?')} workers x 1 core)", cl,
+            cl.get("memory", {}).get("peak_mb"))
     if als:
         add("Spark ALS fit (primary only)", als, als.get("memory", {}).get("peak_mb"))
         if not als.get("timeout"):
@@ -659,8 +672,10 @@ def write_results(out: Path, info: dict, results: dict, *, merge: bool) -> dict:
     doc = {"machine": info, "datasets": results, "machine_runs": {n: info for n in results}}
     if merge and out.exists():
         old = json.loads(out.read_text())
+        datasets = old.get("datasets", {})
         doc = {**old, **doc,
-               "datasets": {**old.get("datasets", {}), **results},
+               # per dataset too: a run of some methods keeps the figures of the others
+               "datasets": {**datasets, **{n: {**datasets.get(n, {}), **r} for n, r in results.items()}},
                "machine_runs": {**old.get("machine_runs", {}), **doc["machine_runs"]}}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
@@ -697,6 +712,92 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def run_dataset(spark, ds: Dataset, a, sampler: RssSampler, work: Path, parity: bool) -> dict:
+    """cooccur, ALS and scipy on one dataset in `spark`, with the parity checks."""
+    with open(ds.paths[0], "rb") as f:
+        n_events = sum(1 for _ in f) - 1
+    print(f"{ds.name}: {n_events:,} events", file=sys.stderr)
+    r: dict = {"events": n_events, "primary": ds.primary, "indicators": list(ds.actions)}
+    model = work / f"{ds.name}-model"
+    ref = work / f"{ds.name}-scipy.parquet"
+    r["cooccur"] = run_cooccur(spark, ds, a.repeat, sampler, model)
+    if "als" in a.methods:
+        r["als"] = run_als(spark, ds, a.repeat, sampler)
+    if "scipy" not in a.methods:
+        print_table(table_rows({ds.name: r}))
+        return r
+    r["scipy"] = run_scipy(ds, sampler, ref)
+    if not r["cooccur"].get("timeout") and not r["scipy"].get("timeout"):
+        if caps_triggered(r["cooccur"]["counts"]):
+            r["parity"] = {"skipped": "a cap triggered: the scipy caps hash differently"}
+        else:
+            r["parity"] = compare(model, ref, a.parity_sample)
+    if parity:
+        print("  parity run with caps off", file=sys.stderr)
+        off = run_cooccur(spark, ds, 0, sampler, work / f"{ds.name}-model-nocaps", caps=0)
+        ref_off = work / f"{ds.name}-scipy-nocaps.parquet"
+        s_off = run_scipy(ds, sampler, ref_off, caps=0)
+        if off.get("timeout") or s_off.get("timeout"):
+            r["parity_caps_off"] = {"skipped": "timeout"}
+        else:
+            r["parity_caps_off"] = {
+                **compare(work / f"{ds.name}-model-nocaps", ref_off, a.parity_sample),
+                "cooccur_seconds": off["warmup_seconds"], "scipy_seconds": s_off["seconds"],
+            }
+        print(f"  parity (caps off): {r['parity_caps_off']}", file=sys.stderr)
+    print_table(table_rows({ds.name: r}))
+    return r
+
+
+def same_indicators(a: Path, b: Path) -> bool:
+    """Whether two models hold the same indicators (rows sorted: part files differ)."""
+    from indicators.model import model_data
+    from indicators.parts import read_table
+
+    def rows(m: Path):
+        t = read_table(model_data(m) / "indicators")
+        return t.sort_by([("indicator", "ascending"), ("item", "ascending")]).to_pylist()
+
+    return rows(a) == rows(b)
+
+
+def run_on_cluster(a, sets: list[Dataset], results: dict, sampler: RssSampler, work: Path) -> dict:
+    """cooccur train on a standalone cluster (started here for `local`); its figures go
+    beside each dataset's --master ones as `cooccur_cluster`."""
+    from contextlib import ExitStack
+
+    from indicators.spark import spark_session
+
+    # The executors run this interpreter (docs/cluster.md: the same path on every node).
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    with ExitStack() as stack:
+        url = a.cluster
+        if a.cluster == "local":
+            from tests.spark_cluster import standalone_cluster
+
+            (work / "cluster").mkdir()
+            url = stack.enter_context(standalone_cluster(work / "cluster", a.cluster_workers,
+                                                         memory=a.cluster_memory))
+        conf = {"spark.driver.memory": a.driver_memory, "spark.ui.showConsoleProgress": "false",
+                "spark.executor.memory": a.cluster_memory}
+        conf.update(dict(kv.split("=", 1) for kv in a.conf))
+        spark = stack.enter_context(spark_session(url, conf, "cooccur-bench-cluster"))
+        cores = spark.sparkContext.defaultParallelism
+        for ds in sets:
+            print(f"{ds.name} on the cluster {url} ({cores} cores)", file=sys.stderr)
+            model = work / f"{ds.name}-model-cluster"
+            r = run_cooccur(spark, ds, a.repeat, sampler, model)
+            local = results[ds.name]["cooccur"]
+            if not r.get("timeout") and not local.get("timeout"):
+                r["x_master"] = round(r["seconds"] / local["seconds"], 2)
+                r["same_model_as_master"] = same_indicators(model, work / f"{ds.name}-model")
+            r["workers"] = a.cluster_workers if a.cluster == "local" else None
+            results[ds.name]["cooccur_cluster"] = r
+            print_table(table_rows({ds.name: results[ds.name]}))
+    return {"master": "local standalone" if a.cluster == "local" else url, "cores": cores,
+            "executor_memory": a.cluster_memory, "spark_conf": conf}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sets", default="movielens,synth-1m", help="comma-separated: " + ",".join(DATASETS))
@@ -711,6 +812,12 @@ def main() -> None:
     p.add_argument("--merge", action="store_true",
                    help="keep the other datasets already in --out (add or replace the ones run)")
     p.add_argument("--markdown", action="store_true", help="print --out's figures as a Markdown table")
+    p.add_argument("--methods", default="cooccur,als,scipy", type=lambda v: set(v.split(",")),
+                   help="what runs besides cooccur train (als, scipy); --merge keeps the others' figures")
+    p.add_argument("--cluster", metavar="local|URL",
+                   help="also train on a standalone cluster: `local` starts one here, or a spark:// URL")
+    p.add_argument("--cluster-workers", type=int, default=2, help="workers of a `--cluster local` (1 core each)")
+    p.add_argument("--cluster-memory", default="2g", help="memory of each worker's executor")
     p.add_argument("--scipy-worker", help=argparse.SUPPRESS)
     a = p.parse_args()
 
@@ -722,7 +829,7 @@ def main() -> None:
         print(json.dumps(scipy_indicators(**json.loads(a.scipy_worker))))
         return
 
-    from indicators.job import build_spark_session
+    from indicators.spark import spark_session
 
     sets = [DATASETS[s] for s in a.sets.split(",") if s]
     parity_sets = set(filter(None, a.parity.split(",")))
@@ -731,45 +838,18 @@ def main() -> None:
     conf = {"spark.driver.memory": a.driver_memory, "spark.ui.showConsoleProgress": "false"}
     conf.update(dict(kv.split("=", 1) for kv in a.conf))
     sampler = RssSampler()
-    spark = build_spark_session(a.master, conf, app_name="cooccur-bench")
-    info = machine_info(spark, a.master, conf)
     results: dict[str, dict] = {}
     work = DATA / ".bench-train"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        for ds in sets:
-            with open(ds.paths[0], "rb") as f:
-                n_events = sum(1 for _ in f) - 1
-            print(f"{ds.name}: {n_events:,} events", file=sys.stderr)
-            r: dict = {"events": n_events, "primary": ds.primary, "indicators": list(ds.actions)}
-            results[ds.name] = r
-            model = work / f"{ds.name}-model"
-            ref = work / f"{ds.name}-scipy.parquet"
-            r["cooccur"] = run_cooccur(spark, ds, a.repeat, sampler, model)
-            r["als"] = run_als(spark, ds, a.repeat, sampler)
-            r["scipy"] = run_scipy(ds, sampler, ref)
-            if not r["cooccur"].get("timeout") and not r["scipy"].get("timeout"):
-                if caps_triggered(r["cooccur"]["counts"]):
-                    r["parity"] = {"skipped": "a cap triggered: the scipy caps hash differently"}
-                else:
-                    r["parity"] = compare(model, ref, a.parity_sample)
-            if ds.name in parity_sets:
-                print("  parity run with caps off", file=sys.stderr)
-                off = run_cooccur(spark, ds, 0, sampler, work / f"{ds.name}-model-nocaps", caps=0)
-                ref_off = work / f"{ds.name}-scipy-nocaps.parquet"
-                s_off = run_scipy(ds, sampler, ref_off, caps=0)
-                if off.get("timeout") or s_off.get("timeout"):
-                    r["parity_caps_off"] = {"skipped": "timeout"}
-                else:
-                    r["parity_caps_off"] = {
-                        **compare(work / f"{ds.name}-model-nocaps", ref_off, a.parity_sample),
-                        "cooccur_seconds": off["warmup_seconds"], "scipy_seconds": s_off["seconds"],
-                    }
-                print(f"  parity (caps off): {r['parity_caps_off']}", file=sys.stderr)
-            print_table(table_rows({ds.name: r}))
+        with spark_session(a.master, conf, "cooccur-bench") as spark:
+            info = machine_info(spark, a.master, conf)
+            for ds in sets:
+                results[ds.name] = run_dataset(spark, ds, a, sampler, work, ds.name in parity_sets)
+        if a.cluster:
+            info["cluster"] = run_on_cluster(a, sets, results, sampler, work)
     finally:
-        spark.stop()
         sampler.stop()
     info["load_average_after"] = round(os.getloadavg()[0], 2)
     doc = write_results(a.out, info, results, merge=a.merge)

@@ -184,8 +184,15 @@ def timed_update(spark, base_model: Path, delta: Path, work: Path, repeat: int,
 # --------------------------------------------------------------------------- checks and sizes
 
 
+def _version(model: Path) -> Path:
+    """The directory of the model's published version (docs/model-format.md)."""
+    from indicators.model import model_data
+
+    return Path(model_data(model).path)
+
+
 def _sorted_indicators(model: Path) -> pa.Table:
-    files = sorted((model / "indicators").glob("*.parquet"))
+    files = sorted((_version(model) / "indicators").glob("*.parquet"))
     t = pq.ParquetDataset(files).read(columns=["indicator", "item", "correlators", "scores"])
     return t.sort_by([("indicator", "ascending"), ("item", "ascending")])
 
@@ -228,11 +235,11 @@ def du(path: Path) -> int:
 
 
 def state_size(model: Path) -> dict:
-    """Size on disk (MB) of the model and of its state/ parts."""
+    """Size on disk (MB) of the model's published version and of its state/ parts."""
     mb = lambda b: round(b / 2**20, 1)  # noqa: E731
-    state = model / "state"
+    state = _version(model) / "state"
     return {
-        "model_mb": mb(du(model)),
+        "model_mb": mb(du(_version(model))),
         "state_mb": mb(du(state)),
         "pairs_mb": mb(du(state / "pairs")),
         "interactions_mb": mb(du(state / "interactions")),
@@ -552,7 +559,7 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
 
-    from indicators.job import build_spark_session
+    from indicators.spark import build_spark_session
 
     sets = [DATASETS[s] for s in a.sets.split(",") if s]
     shares = tuple(float(s) for s in a.shares.split(",") if s)

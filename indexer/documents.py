@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Set
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,12 +14,14 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+# The model format's module (pyarrow only), not the job: the reader and the writer share
+# its layout, its constants and its file systems (a model may be on any URI).
+from indicators.model import MODEL_FORMAT, RANKINGS, Location, data_of, location, read_manifest_at
+
 from .backend import ChangeSet, Document, IndexSchema
 from .errors import ChangedOnlyRefused, ModelDirError
 from .features import FINITE_BELOW, MIN_NORMAL, encode_feature
 
-MODEL_FORMAT = "cooccur-model/1"
-RANKINGS = ("popular", "trending", "hot")
 PRIOR = "prior"
 """Number field: the item's popularity prior (docs/search.md, "Popularity prior")."""
 WEIGHTS_SUFFIX = "_w"
@@ -46,10 +48,17 @@ class Prior:
 
 @dataclass(frozen=True)
 class Model:
-    """A model directory opened for indexing."""
+    """A model directory opened for indexing: where it is, its manifest, and the version
+    directory the manifest names (where its parts are read from)."""
 
-    path: Path
+    location: Location
     manifest: dict
+    data: Location
+
+    @property
+    def path(self) -> str:
+        """The model's path or URI, as given."""
+        return self.location.uri
 
     @property
     def indicators(self) -> list[str]:
@@ -77,36 +86,43 @@ class Model:
         return self.manifest.get("base_model_id")
 
 
-def open_model(path: str | Path) -> Model:
-    """Open and validate a model directory written by `cooccur train`."""
-    root = Path(path)
-    manifest_path = root / "manifest.json"
-    if not root.is_dir():
-        raise ModelDirError(str(root), "not a directory")
-    if not manifest_path.is_file():
-        raise ModelDirError(str(root), "no manifest.json (training did not finish?)")
+def open_model(path: str | os.PathLike) -> Model:
+    """Open and validate a model directory written by `cooccur train` (a local path or a
+    URI: indicators.model). The manifest is read first and names the version to read."""
+    root = location(path)
+    manifest_path = str(root / "manifest.json")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        if not root.is_dir() and not (root / "manifest.json").is_file():
+            raise ModelDirError(root.uri, "not a directory")
+        manifest = read_manifest_at(root)
+    except FileNotFoundError:
+        raise ModelDirError(root.uri, "no manifest.json (training did not finish?)") from None
     except json.JSONDecodeError as e:
-        raise ModelDirError(str(manifest_path), f"invalid JSON at line {e.lineno}: {e.msg}") from e
+        raise ModelDirError(manifest_path, f"invalid JSON at line {e.lineno}: {e.msg}") from e
+    except OSError as e:
+        raise ModelDirError(root.uri, f"unreadable: {e}") from None
     if manifest.get("format") != MODEL_FORMAT:
         raise ModelDirError(
-            str(manifest_path), f"format {manifest.get('format')!r}, expected {MODEL_FORMAT!r}"
+            manifest_path, f"format {manifest.get('format')!r}, expected {MODEL_FORMAT!r}"
         )
     if not isinstance(manifest.get("indicators"), list) or not manifest["indicators"]:
-        raise ModelDirError(str(manifest_path), "no `indicators` list (training did not finish?)")
+        raise ModelDirError(manifest_path, "no `indicators` list (training did not finish?)")
+    try:
+        data = data_of(root, manifest)
+    except ValueError as e:
+        raise ModelDirError(manifest_path, str(e)) from None
     for part in ("indicators", "rankings", "properties"):
-        if not (root / part).is_dir():
-            raise ModelDirError(str(root), f"missing {part}/")
+        if not (data / part).is_dir():
+            raise ModelDirError(data.uri, f"missing {part}/")
     for key in ("model_id", "base_model_id"):
         if key in manifest and (not isinstance(manifest[key], str) or not manifest[key]):
-            raise ModelDirError(str(manifest_path), f"`{key}` must be a non-empty string, not {manifest[key]!r}")
+            raise ModelDirError(manifest_path, f"`{key}` must be a non-empty string, not {manifest[key]!r}")
     clash = set(manifest["indicators"]) & set(manifest.get("properties", []))
     clash |= (set(manifest["indicators"]) | set(manifest.get("properties", []))) & set(RESERVED)
     clash |= {weights_field(i) for i in manifest["indicators"]} & set(manifest.get("properties", []))
     if clash:
-        raise ModelDirError(str(root), f"field name(s) used twice: {sorted(clash)}")
-    return Model(root, manifest)
+        raise ModelDirError(root.uri, f"field name(s) used twice: {sorted(clash)}")
+    return Model(root, manifest, data)
 
 
 def schema_for(model: Model, date_fields: tuple[str, ...] = (), *, weights: bool = True) -> IndexSchema:
@@ -120,15 +136,15 @@ def schema_for(model: Model, date_fields: tuple[str, ...] = (), *, weights: bool
                        feature_fields=features)
 
 
-def _read(path: Path, columns: list[str], only: Set[str] | None = None):
-    files = sorted(path.glob("*.parquet"))
+def _read(path: Location, columns: list[str], only: Set[str] | None = None):
+    files = path.files()
     if not files:
         return []
     # `only`: the filter is pushed down to the Parquet reader, which skips row groups
     # whose item statistics cannot match, so a small change set reads little of the model
     filters = ds.field("item").isin(pa.array(sorted(only), pa.string())) if only is not None else None
     try:
-        return pq.ParquetDataset(files, filters=filters).read(columns=columns).to_pylist()
+        return pq.ParquetDataset(files, filesystem=path.fs, filters=filters).read(columns=columns).to_pylist()
     except (pa.ArrowException, OSError) as e:
         raise ModelDirError(str(path), f"unreadable Parquet: {e}") from None
 
@@ -225,7 +241,7 @@ def _documents(model: Model, schema: IndexSchema, only: Set[str] | None, prior: 
             d = docs[item] = {"id": item}
         return d
 
-    for row in _read(model.path / "indicators", ["indicator", "item", "correlators", "scores"], only):
+    for row in _read(model.data / "indicators", ["indicator", "item", "correlators", "scores"], only):
         d = doc(row["item"])
         d[row["indicator"]] = list(row["correlators"])
         if weights_field(row["indicator"]) in features:
@@ -234,12 +250,12 @@ def _documents(model: Model, schema: IndexSchema, only: Set[str] | None, prior: 
             if weights:
                 d[weights_field(row["indicator"])] = weights
     dates = set(schema.date_fields)
-    for row in _read(model.path / "properties", ["item", "name", "values"], only):
+    for row in _read(model.data / "properties", ["item", "name", "values"], only):
         values = list(row["values"] or [])
         if not values:
             continue
         doc(row["item"])[row["name"]] = values[0] if row["name"] in dates else values
-    for row in _read(model.path / "rankings", ["item", *RANKINGS], only):
+    for row in _read(model.data / "rankings", ["item", *RANKINGS], only):
         d = doc(row["item"])
         for r in RANKINGS:
             d[r] = float(row[r] or 0.0)
@@ -257,12 +273,12 @@ _NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
 """Characters json.dumps escapes (ensure_ascii=False): the columnar path writes strings as they are."""
 
 
-def _table(path: Path, columns: list[str], types: list[pa.DataType]) -> pa.Table:
-    files = sorted(path.glob("*.parquet"))
+def _table(path: Location, columns: list[str], types: list[pa.DataType]) -> pa.Table:
+    files = path.files()
     if not files:
         return pa.table({c: pa.array([], t) for c, t in zip(columns, types, strict=True)})
     try:
-        table = pq.ParquetDataset(files).read(columns=columns).combine_chunks()
+        table = pq.ParquetDataset(files, filesystem=path.fs).read(columns=columns).combine_chunks()
     except (pa.ArrowException, OSError) as e:
         raise ModelDirError(str(path), f"unreadable Parquet: {e}") from None
     for c, t in zip(columns, types, strict=True):
@@ -367,11 +383,11 @@ def _columns(model: Model, schema: IndexSchema, prior: Prior) -> DocumentColumns
     if schema != expected or not (weighted or not schema.feature_fields) \
             or not set(RANKINGS) <= set(schema.number_fields) <= {*RANKINGS, PRIOR} or prior.ranking not in RANKINGS:
         raise _Irregular("schema")
-    ind = _table(model.path / "indicators", ["indicator", "item", "correlators", "scores"],
+    ind = _table(model.data / "indicators", ["indicator", "item", "correlators", "scores"],
                  [pa.string(), pa.string(), pa.list_(pa.string()), pa.list_(pa.float64())])
-    props = _table(model.path / "properties", ["item", "name", "values"],
+    props = _table(model.data / "properties", ["item", "name", "values"],
                    [pa.string(), pa.string(), pa.list_(pa.string())])
-    ranks = _table(model.path / "rankings", ["item", *RANKINGS], [pa.string()] + [pa.float64()] * len(RANKINGS))
+    ranks = _table(model.data / "rankings", ["item", *RANKINGS], [pa.string()] + [pa.float64()] * len(RANKINGS))
     if not set(pc.unique(ind.column("indicator")).to_pylist()) <= set(indicators) \
             or not set(pc.unique(props.column("name")).to_pylist()) <= set(model.properties):
         raise _Irregular("field")
@@ -430,16 +446,16 @@ def _columns(model: Model, schema: IndexSchema, prior: Prior) -> DocumentColumns
 
 def changed_items(model: Model) -> set[str]:
     """The items of the model's changed/ dataset (written by `cooccur update`)."""
-    path = model.path / "changed"
+    path = model.data / "changed"
     if not path.is_dir():
         raise ChangedOnlyRefused(
             "no-changed", f"{model.path} has no changed/ dataset (not written by `cooccur update`)"
         )
-    files = sorted(path.glob("*.parquet"))
+    files = path.files()
     if not files:
         return set()  # nothing changed: Spark writes no part file for an empty dataset
     try:
-        table = pq.ParquetDataset(files).read()
+        table = pq.ParquetDataset(files, filesystem=path.fs).read()
     except (pa.ArrowException, OSError) as e:
         raise ModelDirError(str(path), f"unreadable Parquet: {e}") from None
     if "item" not in table.column_names:

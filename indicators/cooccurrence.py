@@ -15,17 +15,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 from scipy import sparse
 
 from .columns import concat, run_ranks, sorted_codes
 from .llr import LlrTable
+from .model import Location, location
+
+if TYPE_CHECKING:  # pyspark is imported where it is used: the update's fold needs none
+    from pyspark.sql import DataFrame
 
 INDICATORS_SCHEMA = "indicator string, item string, correlators array<string>, scores array<double>"
 
@@ -92,8 +95,9 @@ def score_rows(
 
 @dataclass(frozen=True)
 class PairState:
-    """Where blocks save their pair counts, and the model's item codes (state/items.parquet:
-    the position of each item id) that the files use."""
+    """Where blocks save their pair counts (a path or URI every executor writes to), and
+    the model's item codes (state/items.parquet: the position of each item id) that the
+    files use."""
 
     directory: str
     items: pa.Array
@@ -112,10 +116,10 @@ def pair_table(indicator: int, a_codes: np.ndarray, b_codes: np.ndarray, c: spar
     })
 
 
-def write_pairs(table: pa.Table, path: str) -> None:
+def write_pairs(table: pa.Table, where: Location) -> None:
     """Save pair counts: lz4 (zstd reads back several times slower) and no column
     statistics (nothing filters on them)."""
-    pq.write_table(table, path, compression="lz4", write_statistics=False)
+    pq.write_table(table, where.path, filesystem=where.fs, compression="lz4", write_statistics=False)
 
 
 def _block_indicators(
@@ -181,7 +185,7 @@ def _block_indicators(
 
             part = TaskContext.get().partitionId() if TaskContext.get() else 0
             # Named by partition: a retried task overwrites its own file, never adds one.
-            write_pairs(pa.concat_tables(pairs), f"{pair_state.directory}/part-{part:05d}.parquet")
+            write_pairs(pa.concat_tables(pairs), location(pair_state.directory) / f"part-{part:05d}.parquet")
         ind_all = np.concatenate(out_ind)
         if len(ind_all) == 0:
             return
@@ -217,7 +221,9 @@ def indicators(
     have one of its items (role B): at most `partitions` copies of each interaction are
     shuffled, instead of every partial pair count. `specs` lists the indicators in output
     order (the primary's first); one row per (indicator, item) with a correlator. With
-    `pair_state` (a local or shared directory), every block also saves its pair counts."""
+    `pair_state`, every block also saves its pair counts."""
+    from pyspark.sql import functions as F
+
     actions = [primary] + [s.name for s in specs if s.name != primary]
     action_id = F.lit(-1)
     for i, act in enumerate(actions):

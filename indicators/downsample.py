@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from .columns import concat, run_ranks, sorted_codes
+
+if TYPE_CHECKING:  # pyspark is imported where it is used: `sample_hashes` needs none
+    from pyspark.sql import DataFrame
 
 USER_CAPPED_SCHEMA = (
     "action string, user string, item string, h long, user_kept boolean, user_capped boolean, "
@@ -41,6 +43,8 @@ MARKED_SCHEMA = (
 
 def sample_hash(seed: int):
     """The downsampling key of a (user, item) interaction."""
+    from pyspark.sql import functions as F
+
     return F.xxhash64(F.lit(seed).cast("long"), F.col("user"), F.col("item"))
 
 
@@ -61,6 +65,8 @@ def sample_hashes(seed: int, users: list[str], items: list[str]) -> np.ndarray:
 
 def binarize(events: DataFrame, actions: list[str]) -> DataFrame:
     """(action, user, item) of the indicator actions; `downsample` drops repeats."""
+    from pyspark.sql import functions as F
+
     return events.where(F.col("event").isin(*actions)).select(
         F.col("event").alias("action"), "user", "item"
     )

@@ -57,3 +57,10 @@ class InputNotFound(JobError):
 
 class SparkOutOfMemory(JobError):
     """Spark ran out of memory; names the setting to raise."""
+
+
+class ExecutorPython(JobError):
+    """The executors' Python cannot run the job (a module missing, another interpreter)."""
+
+    hint = ("point PYSPARK_PYTHON at a Python with cooccur's dependencies on every node "
+            "(or ship one with spark.archives): docs/cluster.md")

@@ -1,7 +1,7 @@
 """The indicator job's entry point: read events, downsample, count, score, write the model.
 
-`run_train` is the only place that builds a Spark session; `train` takes one, so tests
-share a session and the transforms stay DataFrame in, DataFrame out.
+`run_train` starts Spark (indicators.spark.spark_session); `train` takes a session, so
+tests share one and the transforms stay DataFrame in, DataFrame out.
 """
 
 from __future__ import annotations
@@ -10,22 +10,15 @@ import json
 import logging
 import math
 import os
-import shutil
-import sys
-import tempfile
 import time
-import uuid
-import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.storagelevel import StorageLevel
@@ -33,16 +26,26 @@ from pyspark.storagelevel import StorageLevel
 from .cooccurrence import IndicatorSpec, PairState, indicators
 from .downsample import binarize, downsample
 from .errors import BadInput, JobError, SparkOutOfMemory
-from .properties import current_properties, property_changes
-from .rankings import from_micros, kept_since, rankings
+from .model import (
+    MODEL_FORMAT,
+    Location,
+    discard,
+    iso,
+    location,
+    new_version,
+    package_version,
+    publish,
+)
+from .parts import write_properties, write_rankings, write_table
+from .properties import property_changes
+from .rankings import from_micros
 from .reader import EventInput, expand_paths, read_events
-from .settings import TrainSettings, parse_duration
-from .spark import check_java
-from .state import MODEL_FORMAT
+from .settings import TrainSettings
+from .spark import spark_session
+from .stages import Stages, timed
 
 log = logging.getLogger(__name__)
 
-LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 # Input events per partition: bounds each Python worker's arrays. A block also receives
 # copies of its users' other interactions, and more blocks mean more copies: two per core
 # measured fastest (synth-5m, local[2]: 4 blocks 15-17 s, 10 blocks 19 s).
@@ -71,71 +74,6 @@ class TrainReport:
     """Wall time of the whole run."""
 
 
-def build_spark_session(
-    master: str = "local[*]", options: dict[str, str] | None = None, app_name: str = "cooccur"
-) -> SparkSession:
-    """A Spark session for the job: UTC, Arrow on, bound to loopback in local mode."""
-    builder = SparkSession.builder.master(master).appName(app_name)
-    # py4j logs every connection close at INFO; Spark's start-up chatter goes via log4j.
-    logging.getLogger("py4j").setLevel(logging.WARNING)
-    java_options = f"-Dlog4j.configurationFile={LOG4J_CONFIG}"
-    defaults = {
-        "spark.sql.session.timeZone": "UTC",
-        "spark.ui.showConsoleProgress": str(sys.stderr.isatty()).lower(),  # piped, bars splice into lines
-        "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.sql.adaptive.enabled": "true",
-        "spark.driver.extraJavaOptions": java_options,
-        "spark.executor.extraJavaOptions": java_options,
-    }
-    if master.startswith("local"):
-        # Bind to loopback: no lookups of the machine's name, no exposed ports.
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-        defaults.update({
-            "spark.driver.host": "127.0.0.1",
-            "spark.driver.bindAddress": "127.0.0.1",
-            "spark.ui.enabled": "false",
-            # Small local jobs drown in 200 shuffle tasks; AQE coalesces further.
-            "spark.sql.shuffle.partitions": str(max(4, 2 * (os.cpu_count() or 2))),
-        })
-    for key, value in {**defaults, **(options or {})}.items():
-        builder = builder.config(key, value)
-    if master.startswith("local"):
-        # Python workers must be this interpreter (the virtualenv that has cooccur).
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = builder.getOrCreate()
-    session.sparkContext.setLogLevel("ERROR")
-    if not master.startswith("local"):
-        session.sparkContext.addPyFile(_package_zip())
-    return session
-
-
-def _package_zip() -> str:
-    """This package as a zip for a cluster's Python workers (they unpickle its functions)."""
-    package = Path(__file__).parent
-    target = Path(tempfile.mkdtemp(prefix="cooccur-")) / "indicators.zip"
-    with zipfile.ZipFile(target, "w") as z:
-        for f in package.glob("*.py"):
-            z.write(f, f"indicators/{f.name}")
-    return str(target)
-
-
-class Stages:
-    """Times each stage and logs one summary line per stage."""
-
-    def __init__(self, on_stage: Callable[[str], None] | None) -> None:
-        self.timings: dict[str, float] = {}
-        self.on_stage = on_stage or (lambda line: log.info(line))
-        self._t = time.perf_counter()
-
-    def done(self, name: str, summary: str, seconds: float | None = None) -> None:
-        """Log a finished stage; its time is since the last one unless given (a stage that
-        ran concurrently with others)."""
-        now = time.perf_counter()
-        self.timings[name] = round(now - self._t, 3) if seconds is None else seconds
-        self._t = now
-        self.on_stage(f"{name:<12} {summary} ({self.timings[name]:.1f} s)")
-
-
 def train(
     spark: SparkSession,
     paths: list[str],
@@ -148,11 +86,13 @@ def train(
     """Compute indicators, rankings and properties from events into a model directory.
 
     Bad rows fail the run (BadInput) unless `rejects` names a file to write them to.
-    The model directory appears complete or not at all (written aside, then renamed)."""
+    `out` is a local path or a URI every executor can write (docs/cluster.md). The model
+    appears complete or not at all: its parts go into a new version directory, and the
+    manifest naming it is written last (indicators.model)."""
     stages = Stages(on_stage)
     started = time.perf_counter()
     try:
-        report = _train(spark, paths, settings, Path(out), rejects, stages)
+        report = _train(spark, paths, settings, location(out), rejects, stages)
         report.seconds = round(time.perf_counter() - started, 3)
         return report
     except JobError:
@@ -178,7 +118,7 @@ def _train(
     spark: SparkSession,
     paths: list[str],
     settings: TrainSettings,
-    out: Path,
+    out: Location,
     rejects: str | os.PathLike | None,
     stages: Stages,
 ) -> TrainReport:
@@ -224,24 +164,21 @@ def _train(
     if missing:
         log.warning("no events for indicator(s) %s: their fields stay empty", ", ".join(missing))
 
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    model_id, version = new_version(out)
     try:
         # Rankings and properties are independent of the indicators: their Spark jobs run
         # beside the co-occurrence job and fill the cores it leaves idle between stages.
-        state = tmp / "state"
-        state.mkdir()
+        state = version / "state"
         if settings.min_events_per_user and settings.save_state:
             held = marked.where("held")
-            held.select("action", "user", "item", "h").write.parquet(str(state / "held_interactions"))
-            held.where("first_user").select("user", "primary_events").write.parquet(str(state / "held_users"))
+            held.select("action", "user", "item", "h").write.parquet((state / "held_interactions").uri)
+            held.where("first_user").select("user", "primary_events").write.parquet((state / "held_users").uri)
         kept = marked.where(~F.col("held")) if settings.min_events_per_user else marked
         with ThreadPoolExecutor(max_workers=2) as pool:
-            rank_job = pool.submit(_timed, _write_rankings, data, settings, tmp)
-            props_job = pool.submit(_timed, _write_properties, data, tmp)
-            seconds, report.indicators = _timed(
-                _write_indicators, spark, kept, settings, n_users, partitions, tmp
+            rank_job = pool.submit(timed, _write_rankings, data, settings, version)
+            props_job = pool.submit(timed, _write_properties, data, version)
+            seconds, report.indicators = timed(
+                _write_indicators, spark, kept, settings, n_users, partitions, version
             )
             stages.done("indicators", "; ".join(
                 f"{i}: {v['items']:,} items, {v['correlators']:,} correlators"
@@ -256,7 +193,8 @@ def _train(
         report.timings = dict(stages.timings)
         manifest = {
             "format": MODEL_FORMAT,
-            "model_id": uuid.uuid4().hex,
+            "model_id": model_id,
+            "data": f"versions/{model_id}",
             "created": iso(datetime.now(UTC)),
             "cooccur_version": package_version(),
             "primary": settings.primary,
@@ -276,21 +214,13 @@ def _train(
             },
             "timings": report.timings,
         }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        replace_dir(tmp, out)
+        publish(out, manifest)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard(version)
         raise
     finally:
         data.events.unpersist()
     return report
-
-
-def _timed(fn, *args):
-    """(seconds, result) of fn(*args)."""
-    t = time.perf_counter()
-    result = fn(*args)
-    return round(time.perf_counter() - t, 3), result
 
 
 def _state_info(settings: TrainSettings, n_users: int, generation: int = 0) -> dict:
@@ -300,30 +230,32 @@ def _state_info(settings: TrainSettings, n_users: int, generation: int = 0) -> d
 
 def _write_indicators(
     spark: SparkSession, kept: DataFrame, settings: TrainSettings, n_users: int,
-    partitions: int, model: Path,
+    partitions: int, version: Location,
 ) -> dict:
     """Write the indicators (and, with save_state, the interactions and pair counts);
     per indicator, items and correlators written."""
     specs = [IndicatorSpec(i.name, i.max_correlators, i.min_llr) for i in settings.indicators]
     pair_state = None
+    state = version / "state"
     if settings.save_state:
         kept.select("action", "user", "item", "h", "user_kept", "kept").write.parquet(
-            str(model / "state" / "interactions"))
+            (state / "interactions").uri)
         # The items' codes in the pair files: positions in this list, sorted by id (an
         # update appends new items, so codes never change).
         items = kept.select("item").distinct().toArrow()["item"].combine_chunks()
         items = items.take(pc.array_sort_indices(items))
-        pq.write_table(pa.table({"item": items}), model / "state" / "items.parquet")
-        (model / "state" / "pairs").mkdir()
-        pair_state = PairState(str((model / "state" / "pairs").resolve()), items)
-    path = model / "indicators"
+        write_table(pa.table({"item": items}), state / "items.parquet")
+        (state / "pairs").mkdir()
+        # The executors write the pair files themselves: the URI must reach them all.
+        pair_state = PairState((state / "pairs").uri, items)
+    path = (version / "indicators").uri
     indicators(
         kept.where("kept"), settings.primary, specs, n_users, partitions, pair_state,
-    ).write.parquet(str(path))
+    ).write.parquet(path)
     # Counted by Spark where the files are: the correlator lists never reach the driver.
     counted = {
         r["indicator"]: r
-        for r in spark.read.parquet(str(path)).groupBy("indicator").agg(
+        for r in spark.read.parquet(path).groupBy("indicator").agg(
             F.count(F.lit(1)).alias("items"), F.sum(F.size("correlators")).alias("pairs")
         ).collect()
     }
@@ -334,31 +266,7 @@ def _write_indicators(
     }
 
 
-def ranking_window(settings: TrainSettings, newest: datetime | None):
-    """(end, window) of the rankings: the configured end or the newest event."""
-    r = settings.rankings
-    end = datetime.fromisoformat(r.end.replace("Z", "+00:00")) if r.end else newest
-    if end is not None and end.tzinfo is None:
-        end = end.replace(tzinfo=UTC)
-    return end or datetime.now(UTC), parse_duration(r.window) if r.window else None
-
-
-def write_rankings(events: pa.Table, settings: TrainSettings, newest: datetime | None,
-                   first: datetime | None, model: Path) -> int:
-    """Rank items from the ranked events (item, time_us) into rankings/, and keep the
-    events that can still count into state/ (with a window, older ones never will)."""
-    end, window = ranking_window(settings, newest)
-    ranked = rankings(events["item"], events["time_us"], end, window, first)
-    (model / "rankings").mkdir()
-    pq.write_table(ranked, model / "rankings" / "part-00000.parquet")
-    since = kept_since(end, window)
-    if since is not None:
-        events = events.filter(pc.greater_equal(events["time_us"], since))
-    pq.write_table(events, model / "state" / "ranking_events.parquet")
-    return ranked.num_rows
-
-
-def _write_rankings(data: EventInput, settings: TrainSettings, model: Path) -> tuple[int, str | None]:
+def _write_rankings(data: EventInput, settings: TrainSettings, version: Location) -> tuple[int, str | None]:
     """Write the rankings; (items ranked, the newest event's time)."""
     actions = settings.rankings.events or [settings.primary]
     ranked = [data.per_event[a] for a in actions if a in data.per_event]
@@ -367,22 +275,12 @@ def _write_rankings(data: EventInput, settings: TrainSettings, model: Path) -> t
     newest, first = from_micros(newest_us), from_micros(first_us)
     events = data.events.where(F.col("event").isin(*actions)).select(
         "item", F.unix_micros("time").alias("time_us")).toArrow()
-    return write_rankings(events, settings, newest, first, model), iso(newest)
+    return write_rankings(events, settings, newest, first, version), iso(newest)
 
 
-def write_properties(changes: pa.Table, model: Path) -> tuple[list[str], int]:
-    """Write the current item properties and their state (latest changes); (property
-    names, items with properties)."""
-    state, props = current_properties(changes)
-    (model / "properties").mkdir()
-    pq.write_table(props, model / "properties" / "part-00000.parquet")
-    pq.write_table(state, model / "state" / "property_changes.parquet")
-    return sorted(pc.unique(props["name"]).to_pylist()), len(pc.unique(props["item"]))
-
-
-def _write_properties(data: EventInput, model: Path) -> tuple[list[str], int]:
+def _write_properties(data: EventInput, version: Location) -> tuple[list[str], int]:
     """Write the item properties; (property names, items with properties)."""
-    return write_properties(property_changes(data.item_events).toArrow(), model)
+    return write_properties(property_changes(data.item_events).toArrow(), version)
 
 
 def _interactions(
@@ -440,32 +338,6 @@ def write_rejects(data: EventInput, path: Path) -> str:
     return str(path)
 
 
-def replace_dir(new: Path, target: Path) -> None:
-    """Put `new` at `target`; an older model there is removed only after the rename."""
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        os.replace(target, old)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def iso(t: datetime | None) -> str | None:
-    if t is None:
-        return None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def package_version() -> str:
-    try:
-        return metadata.version("cooccur")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 def run_train(
     paths: list[str],
     settings: TrainSettings,
@@ -474,15 +346,7 @@ def run_train(
     rejects: str | os.PathLike | None = None,
     on_stage: Callable[[str], None] | None = None,
 ) -> TrainReport:
-    """The job's entry point: check Java, start Spark, train, stop Spark."""
-    check_java()
+    """The job's entry point: start (or reuse) Spark, train, stop what was started."""
     expand_paths(paths, settings.input.format)  # a missing input fails before the JVM starts
-    # A session that already runs in this process (a notebook's, a test run's) is reused
-    # and left running; one started here is stopped here.
-    owned = SparkSession.getActiveSession() is None
-    spark = build_spark_session(settings.spark_master, settings.spark_options)
-    try:
+    with spark_session(settings.spark_master, settings.spark_options) as spark:
         return train(spark, paths, settings, out, rejects=rejects, on_stage=on_stage)
-    finally:
-        if owned:
-            spark.stop()

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from .columns import sorted_codes
+
+if TYPE_CHECKING:  # pyspark is imported where it is used: update --from-store needs none
+    from pyspark.sql import DataFrame
 
 CHANGES_SCHEMA = pa.schema([
     ("item", pa.string()), ("kind", pa.string()), ("name", pa.string()),
@@ -32,6 +34,8 @@ PROPERTIES_SCHEMA = pa.schema([("item", pa.string()), ("name", pa.string()), ("v
 def property_changes(item_events: DataFrame, gen: int = 0) -> DataFrame:
     """One row per property a `$set`/`$unset` names, and one per `$delete` (name null):
     item, kind (set/unset/delete), name, values, time_us (0 when unknown), gen, file, pos."""
+    from pyspark.sql import functions as F
+
     at = [
         F.coalesce(F.unix_micros("time"), F.lit(0).cast("long")).alias("time_us"),
         F.lit(gen).cast("long").alias("gen"), "file", "pos",

@@ -106,7 +106,7 @@ class TrainSettings:
     rankings: RankingSettings = field(default_factory=RankingSettings)
     """Popularity rankings: [train.rankings]."""
     spark_master: str = "local[*]"
-    """Spark master: local[*] (all cores of this machine) or a cluster URL."""
+    """Spark master: local[*] (all cores of this machine) or a cluster URL (docs/cluster.md)."""
     spark_options: dict[str, str] = field(default_factory=dict)
     """Extra Spark settings, e.g. {"spark.driver.memory" = "8g"}."""
 

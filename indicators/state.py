@@ -13,14 +13,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .errors import JobError
+from .model import MODEL_FORMAT, Location, data_of, location, read_manifest_at
+from .parts import read_table
 from .settings import IndicatorSettings, InputSettings, RankingSettings, TrainSettings
 
-MODEL_FORMAT = "cooccur-model/1"
 log = logging.getLogger(__name__)
-
 
 class StateError(JobError):
     """The model has no usable counting state."""
@@ -36,33 +35,40 @@ _HELD: set[str] = set()
 
 
 @contextmanager
-def writing(model: Path) -> Iterator[None]:
+def writing(model: str | os.PathLike | Location) -> Iterator[None]:
     """Hold the model directory's writer lock (a file beside it): two updates of one model
-    at a time would lose one. Re-entrant within a process. A model left half-replaced by
-    a killed writer (renamed aside before the new one is renamed in) is put back first."""
-    key = str(model.resolve())
-    if key in _HELD:
+    at a time would lose one. Re-entrant within a process. Local models only: a model on a
+    remote store has one writer by deployment (docs/cluster.md)."""
+    where = location(model)
+    if not where.local or where.uri in _HELD:
         yield
         return
-    model.parent.mkdir(parents=True, exist_ok=True)
-    with open(model.parent / f".{model.name}.lock", "w") as f:
+    parent, name = os.path.split(where.path)
+    os.makedirs(parent, exist_ok=True)
+    with open(os.path.join(parent, f".{name}.lock"), "w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise StateError(str(model), "another update is writing this model now") from None
-        _HELD.add(key)
+            raise StateError(where.uri, "another update is writing this model now") from None
+        _HELD.add(where.uri)
         try:
-            recover(model)
+            recover(where)
             yield
         finally:
-            _HELD.discard(key)
+            _HELD.discard(where.uri)
 
 
-def recover(model: Path) -> None:
-    """Undo what a killed writer of `model` left: a model renamed aside (`.NAME.old-PID`)
-    with no new one renamed in is put back; temporary copies (`.NAME.tmp-PID`,
-    `.NAME.old-PID`) of processes that are gone are removed. Safe without the writer lock:
-    only dead processes' copies are touched."""
+def recover(model: str | os.PathLike | Location) -> None:
+    """Undo what a killed writer of a local `model` left under the former publish-by-rename
+    (models are now published by their manifest, `indicators.model`): a model renamed aside
+    (`.NAME.old-PID`) with no new one renamed in is put back; temporary copies
+    (`.NAME.tmp-PID`, `.NAME.old-PID`) of processes that are gone are removed. Safe without
+    the writer lock: only dead processes' copies are touched."""
+    where = location(model)
+    if not where.local:
+        return
+    model = Path(where.path)
+
     def dead(p: Path) -> bool:
         pid = p.name.rpartition("-")[2]
         if not pid.isdigit():
@@ -84,12 +90,12 @@ def recover(model: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def read_state(path: Path, **options) -> pa.Table:
+def read_state(where: Location, **options) -> pa.Table:
     """A state table (file or directory), or a StateError naming it when it is unreadable."""
     try:
-        return pq.read_table(path, **options)
+        return read_table(where, **options)
     except (pa.ArrowException, OSError) as e:
-        raise StateError(str(path), f"unreadable Parquet ({e})") from None
+        raise StateError(str(where), f"unreadable Parquet ({e})") from None
 
 
 def model_settings(manifest: dict) -> TrainSettings:
@@ -101,31 +107,41 @@ def model_settings(manifest: dict) -> TrainSettings:
     return TrainSettings(**s)
 
 
-def read_manifest(model: Path) -> dict:
+def read_manifest(model: str | os.PathLike | Location) -> dict:
     """The manifest of a model with state, or a StateError saying what is missing."""
-    path = model / "manifest.json"
-    if not path.is_file():
-        raise StateError(str(model), "not a model directory (no manifest.json)")
+    where = location(model)
+    path = str(where / "manifest.json")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = read_manifest_at(where)
+    except FileNotFoundError:
+        raise StateError(where.uri, "not a model directory (no manifest.json)") from None
     except json.JSONDecodeError as e:
-        raise StateError(str(path), f"invalid JSON at line {e.lineno}: {e.msg}") from None
+        raise StateError(path, f"invalid JSON at line {e.lineno}: {e.msg}") from None
+    except OSError as e:
+        raise StateError(path, f"unreadable ({e})") from None
     if manifest.get("format") != MODEL_FORMAT:
-        raise StateError(str(path), f"format {manifest.get('format')!r}, expected {MODEL_FORMAT!r}")
+        raise StateError(path, f"format {manifest.get('format')!r}, expected {MODEL_FORMAT!r}")
     state = manifest.get("state") or {}
     if not isinstance(state, dict) or not state.get("pairs"):
-        raise StateError(str(model), "the model was trained without its counting state (state/)")
+        raise StateError(where.uri, "the model was trained without its counting state (state/)")
     if not all(
             isinstance(state.get(k), int) and state[k] >= 0 for k in ("users", "generation")):
-        raise StateError(str(path), "`state` needs whole numbers `users` and `generation`")
+        raise StateError(path, "`state` needs whole numbers `users` and `generation`")
     if not isinstance(manifest.get("settings"), dict) or not isinstance(manifest.get("indicators"), list):
-        raise StateError(str(path), "no `settings` / `indicators` (training did not finish?)")
+        raise StateError(path, "no `settings` / `indicators` (training did not finish?)")
     parts = ["interactions", "items.parquet", "pairs", "ranking_events.parquet", "property_changes.parquet"]
     if manifest["settings"].get("min_events_per_user"):
         parts += ["held_interactions", "held_users"]
+    state_dir = state_of(where, manifest)
     for part in parts:
-        if not (model / "state" / part).exists():
-            raise StateError(str(model / "state"), f"missing {part}")
+        if not (state_dir / part).exists():
+            raise StateError(str(state_dir), f"missing {part}")
     return manifest
 
 
+def state_of(model: Location, manifest: dict) -> Location:
+    """The state/ directory of the model version a manifest names."""
+    try:
+        return data_of(model, manifest) / "state"
+    except ValueError as e:
+        raise StateError(str(model / "manifest.json"), str(e)) from None

@@ -720,21 +720,10 @@ def run_evaluation(
 def with_spark(settings: TrainSettings, app_name: str, run: Callable[[SparkSession], T]) -> T:
     """Check Java, start (or reuse) a Spark session for `settings`, run, and stop the session
     if it was started here."""
-    from pyspark.sql import SparkSession
+    from indicators.spark import spark_session
 
-    from indicators.job import build_spark_session
-    from indicators.spark import check_java
-
-    check_java()
-    # A session already running in this process (a notebook, the test suite) is reused and
-    # left running: getOrCreate would return it anyway, and stopping it is not ours to do.
-    owned = SparkSession.getActiveSession() is None
-    spark = build_spark_session(settings.spark_master, settings.spark_options, app_name=app_name)
-    try:
+    with spark_session(settings.spark_master, settings.spark_options, app_name) as spark:
         return run(spark)
-    finally:
-        if owned:
-            spark.stop()
 
 
 def _skipped_text(skipped: Mapping[str, int]) -> str:

@@ -57,11 +57,11 @@ def update_from_store(model_dir: str | Path, store_path: str | Path, out: str | 
 
     if not Path(store_path).is_file():
         raise EventStoreError(str(store_path), "no event store there")
-    with writing(Path(out or model_dir)):  # the watermark read and the update, as one
-        return _fold_new_events(Path(model_dir), str(Path(store_path).resolve()), out, on_stage)
+    with writing(out or model_dir):  # the watermark read and the update, as one (a path or URI)
+        return _fold_new_events(model_dir, str(Path(store_path).resolve()), out, on_stage)
 
 
-def _fold_new_events(model_dir: Path, store_path: str, out, on_stage):
+def _fold_new_events(model_dir: str | Path, store_path: str, out, on_stage):
     from indicators.state import read_manifest
     from indicators.update import update_from_events
 

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from indicators.model import RANKINGS  # the model format's popularity rankings
+
 from .errors import SettingsError
 
-RANKINGS = ("popular", "trending", "hot")
 SCORINGS = ("terms", "weights")
 WEIGHT_FUNCTIONS = ("linear", "saturation", "log")
 

@@ -6,12 +6,13 @@ import pytest
 
 # The live search nodes of the `opensearch` and `elasticsearch` tests.
 from search_nodes import es_url, opensearch_url  # noqa: F401
+from spark_cluster import spark_cluster  # noqa: F401 - the `cluster` tests' fixture
 
 
 @pytest.fixture(scope="session")
 def spark():
     """One real local Spark session shared by every Spark test (starting one costs seconds)."""
-    from indicators.job import build_spark_session
+    from indicators.spark import build_spark_session
 
     session = build_spark_session(
         "local[2]",

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
+from indicators.model import model_data
 from query.eventstore import EventStore, parse_events
 from query.refresh import Refresher
 
@@ -154,20 +155,23 @@ def test_corrupt_state_and_a_busy_model_fail_cleanly(trained):
         fcntl.flock(other_writer, fcntl.LOCK_EX)
         r = run("update", d / "model", "--from-store", config=cfg)
     assert r.exit_code == 1 and "another update is writing this model now" in r.output
-    (d / "model" / "state" / "property_changes.parquet").write_bytes(b"not parquet")
+    (Path(model_data(d / "model").path) / "state" / "property_changes.parquet").write_bytes(b"not parquet")
     r = run("update", d / "model", "--from-store", config=cfg)
     assert r.exit_code == 1 and "property_changes.parquet: unreadable Parquet" in r.output
     assert "Traceback" not in r.output
 
 
-def test_a_model_half_replaced_by_a_killed_update_is_put_back(trained):
+def test_a_version_left_by_a_killed_update_is_never_read_and_is_cleaned_up(trained):
+    """A killed update leaves an unpublished version beside the model's: the manifest still
+    names the old one, the next update goes on from it and removes the leftover."""
     cfg, d = trained
-    (d / "model").rename(d / ".model.old-12345")
+    leftover = d / "model" / "versions" / "killed"
+    shutil.copytree(model_data(d / "model").path, leftover)
     add(d, [{"event": "view", "entityType": "user", "entityId": "u1", "targetEntityType": "item",
              "targetEntityId": "i1", "eventTime": "2026-01-03T00:00:00Z"}])
     r = run("update", d / "model", "--from-store", config=cfg)
     assert r.exit_code == 0, r.output
-    assert not (d / ".model.old-12345").exists() and manifest(d / "model")["state"]["generation"] == 1
+    assert not leftover.exists() and manifest(d / "model")["state"]["generation"] == 1
 
 
 @pytest.mark.parametrize("args,message", [

@@ -7,13 +7,14 @@ from collections import defaultdict
 
 import numpy as np
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 import pytest
 
 from bench.generate import generate, to_table
 from indicators.cooccurrence import IndicatorSpec, indicators
 from indicators.downsample import binarize, downsample, sample_hash
 from indicators.job import train
+from indicators.model import model_data
+from indicators.parts import read_table
 from indicators.settings import IndicatorSettings, TrainSettings
 
 pytestmark = pytest.mark.spark
@@ -172,11 +173,13 @@ def test_train_writes_the_model_directory(spark, events_csv, tmp_path):
     assert counts["rows"] == 4000 == counts["accepted"] + counts["rejected"]
     assert manifest["counts"]["actions"]["view"]["users_capped"] > 0
     assert [line.split()[0] for line in lines] == ["read", "downsample", "indicators", "rankings", "properties"]
-    ind = pq.read_table(tmp_path / "model" / "indicators").to_pylist()
+    data = model_data(tmp_path / "model")
+    assert manifest["data"] == f"versions/{manifest['model_id']}" == f"versions/{data.name}"
+    ind = read_table(data / "indicators").to_pylist()
     assert {r["indicator"] for r in ind} == {"purchase", "view"}
     assert all(1 <= len(r["correlators"]) <= 5 for r in ind)
     assert all(r["scores"] == sorted(r["scores"], reverse=True) for r in ind)
-    rank = pq.read_table(tmp_path / "model" / "rankings").to_pylist()
+    rank = read_table(data / "rankings").to_pylist()
     purchases = defaultdict(int)
     for _, e, i in read_rows(events_csv):
         purchases[i] += e == "purchase"
@@ -259,7 +262,7 @@ def test_min_events_per_user_sets_who_counts_and_n(spark, tmp_path, minimum, n_u
     assert manifest["state"]["users"] == manifest["counts"]["users"] == n_users
     assert manifest["counts"]["users_left_out"] == left_out
     assert all(sum(t) == n_users for row in view_tables.values() for t in row.values())
-    rows = pq.read_table(tmp_path / "model" / "indicators").to_pylist()
+    rows = read_table(model_data(tmp_path / "model") / "indicators").to_pylist()
     got = {r["item"]: dict(zip(r["correlators"], r["scores"], strict=True)) for r in rows if r["indicator"] == "view"}
     assert got.keys() == view_tables.keys()
     for item, tables in view_tables.items():
@@ -267,7 +270,7 @@ def test_min_events_per_user_sets_who_counts_and_n(spark, tmp_path, minimum, n_u
         for b, table in tables.items():
             assert got[item][b] == pytest.approx(g2(*table), abs=1e-9), (item, b)
     # Rankings still count every event (u2 bought `a` twice, u3 bought `b`).
-    rank = {r["item"]: r["popular"] for r in pq.read_table(tmp_path / "model" / "rankings").to_pylist()}
+    rank = {r["item"]: r["popular"] for r in read_table(model_data(tmp_path / "model") / "rankings").to_pylist()}
     assert rank == {"a": 3.0, "b": 2.0, "c": 1.0, "d": 1.0}
 
 

@@ -12,12 +12,14 @@ import random
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from indicators.job import train
+from indicators.model import location, model_data, read_manifest_at
+from indicators.parts import read_table
 from indicators.settings import IndicatorSettings, TrainSettings
-from indicators.update import StateError, update
+from indicators.state import StateError
+from indicators.update import update
 
 pytestmark = pytest.mark.spark
 
@@ -68,12 +70,13 @@ def write(path: Path, events: list[dict]) -> str:
     return str(path)
 
 
-def read_model(model: Path) -> dict:
-    """Everything a model says about items, in comparable form."""
-    ind = pq.ParquetDataset(sorted((model / "indicators").glob("*.parquet"))).read().to_pylist()
-    rank = pq.read_table(model / "rankings").to_pylist()
-    props = pq.read_table(model / "properties").to_pylist()
-    manifest = json.loads((model / "manifest.json").read_text())
+def read_model(model: Path | str) -> dict:
+    """Everything a model says about items, in comparable form (a path or a URI)."""
+    data = model_data(model)
+    ind = read_table(data / "indicators").to_pylist()
+    rank = read_table(data / "rankings").to_pylist()
+    props = read_table(data / "properties").to_pylist()
+    manifest = read_manifest_at(location(model))
     return {
         "indicators": {(r["indicator"], r["item"]): (r["correlators"], r["scores"]) for r in ind},
         "rankings": {r["item"]: (r["popular"], r["trending"], r["hot"]) for r in rank},
@@ -167,7 +170,7 @@ def test_update_writes_a_new_model_beside_the_base(spark, events, tmp_path):
     assert json.loads((base / "manifest.json").read_text()) == before  # the base is untouched
     assert after["base_model_id"] == before["model_id"] != after["model_id"] == report.model_id
     assert after["state"]["generation"] == 1
-    changed = set(pq.read_table(tmp_path / "next" / "changed").column("item").to_pylist())
+    changed = set(read_table(model_data(tmp_path / "next") / "changed").column("item").to_pylist())
     assert report.changed_items == len(changed) > 0
     # Every item outside `changed` has the same document in both models.
     old, new = read_model(base), read_model(tmp_path / "next")
@@ -272,3 +275,40 @@ def test_min_events_per_user_update_equals_full_retrain(spark, events, full, tmp
     assert reports[-1].users_left_out == want["users_left_out"]
     # Without the minimum every user with an indicator event counts.
     assert want["users"] + want["users_left_out"] == full["users"]
+
+
+def test_update_reads_and_publishes_on_a_store_without_rename(spark, events, tmp_path):
+    """A model on another file system (pyarrow's in-memory mock://, like an object store:
+    no atomic rename): an update writes it there, a second update reads it from there in
+    place, the indexer reads it; each is what the same updates give on a local disk. The
+    manifest is the one object that switches; older versions are removed."""
+    from indexer.documents import iter_documents, open_model, schema_for
+
+    parts = split(events, 2, 6)
+    base = tmp_path / "base"
+    train(spark, [write(tmp_path / "p0.jsonl", parts[0])], settings(), base)
+    deltas = [write(tmp_path / f"p{k}.jsonl", p) for k, p in enumerate(parts[1:], start=1)]
+    remote = "mock:///bucket/models/m"
+    update(spark, base, deltas[:1], remote)
+    first = model_data(remote)
+    update(spark, remote, deltas[1:])
+    update(spark, base, deltas[:1], tmp_path / "local")
+    update(spark, tmp_path / "local", deltas[1:])
+    assert_same_model(read_model(remote), read_model(tmp_path / "local"))
+
+    root = location(remote)
+    assert root.fs.type_name == "mock"
+    assert sorted(root.children()) == ["manifest.json", "versions"]  # nothing written aside
+    assert len((root / "versions").children()) == 2 and first.name in (root / "versions").children()
+    schema = schema_for(open_model(remote))
+    assert list(iter_documents(open_model(remote), schema)) == list(
+        iter_documents(open_model(tmp_path / "local"), schema))
+
+
+def test_update_from_the_store_imports_no_pyspark(spark, tmp_path):
+    """The store path and the serving refresher run in small processes: no pyspark there."""
+    code = ("import sys, indicators.update, query.refresh; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyspark', 'py4j')))")
+    out = __import__("subprocess").run([__import__("sys").executable, "-c", code], capture_output=True,
+                                       text=True, cwd=Path(__file__).resolve().parents[1], check=True)
+    assert out.stdout.strip() == "[]"
