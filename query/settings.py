@@ -25,10 +25,10 @@ class QuerySettings:
     else the actions in the user's history."""
     primary: str | None = None
     """The primary action (default: the first indicator)."""
-    max_query_events: int = 50
+    max_query_events: int = 100
     """Most recent distinct items per action taken from a user's history (the UR's
-    maxQueryEvents, 100 there; 50 was as good on validation splits and is cheaper)."""
-    history_decay: float = 0.95
+    maxQueryEvents, also 100; chosen on validation splits, bench/defaults.py)."""
+    history_decay: float = 0.98
     """Boost factor per step back in a user's history: the k-th newest item of an action
     weighs history_decay ** k (1.0 = every event alike). Lower favours what a user did
     last (next-item prediction) over their whole taste: run `cooccur tune`
@@ -43,7 +43,7 @@ class QuerySettings:
     `rank_feature` clause on the indexed LLR of that correlator, `[index]
     correlator_weights`); one for all indicators or a table per indicator, e.g.
     {like = "weights", view = "terms"} (unlisted ones: terms). The shipped defaults
-    (weights, log, prior 0.5, history_decay 0.95, 50 events, secondary boost 0.5, 100
+    (weights, log, prior 0.5, history_decay 0.98, 100 events, secondary boost 0.5, 100
     correlators) were chosen on validation splits of two protocols (bench/defaults.py,
     docs/evaluation.md)."""
     weight_function: str = "log"

@@ -21,13 +21,13 @@ def test_user_history_body_known_answer():
     history = {"purchase": ["a", "b"], "view": ["c", "a"], "rate": ["x"]}
     body = build_query(req, history, {}, settings, indicators=settings.indicators,
                        excluded=["a", "b", "z"], now=NOW, num=4)
-    # Newest first; the default history_decay 0.95 weighs the k-th newest 0.95 ** k.
+    # Newest first; the default history_decay 0.98 weighs the k-th newest 0.98 ** k.
     assert body == {
         "size": 4,
         "query": {"bool": {
             "must": [{"bool": {"should": [
-                term("purchase", "a", 1.0), term("purchase", "b", 0.95),
-                term("view", "c", 0.5), term("view", "a", 0.475),
+                term("purchase", "a", 1.0), term("purchase", "b", 0.98),
+                term("view", "c", 0.5), term("view", "a", 0.49),
             ], "minimum_should_match": 1}}],
             "must_not": [{"ids": {"values": ["a", "b", "z"]}}],
         }},
