@@ -1044,8 +1044,9 @@ def evaluate_cmd(ctx, events, from_store, events_path, split_text, ks, primary, 
             bar = stack.enter_context(click.progressbar(length=total, label="querying users", file=sys.stderr))
             return bar.update
 
-        report = run_evaluation(_event_files(ctx, stack, events, from_store, events_path), settings, split, wanted, query_settings=query_settings,
-                                index_settings=index_settings, max_users=max_users, progress=progress,
+        report = run_evaluation(_event_files(ctx, stack, events, from_store, events_path), settings, split, wanted,
+                                query_settings=query_settings, index_settings=index_settings, max_users=max_users,
+                                progress=progress,
                                 on_stage=lambda line: click.echo(line, err=True))
     if plot_path:
         from query.plots import plot_report

@@ -64,7 +64,8 @@ def peer_maps(searcher: Searcher, k: int) -> dict[str, float]:
     from pyspark.sql import functions as F
 
     v = searcher.prepared
-    out = {"popularity": run_variants(searcher.backend(PREVIOUS_DEFAULTS), v, [Variant("popularity", ())], [k])[0].metrics[k].map}
+    popularity = run_variants(searcher.backend(PREVIOUS_DEFAULTS), v, [Variant("popularity", ())], [k])[0]
+    out = {"popularity": popularity.metrics[k].map}
     data = interactions_of(primary_rows(v.events.where(~F.col("test")), v.primary))
     uidx, order = data.user_index, data.popularity_order()
     users = [uidx[u] for u in sorted(v.relevant) if u in uidx]

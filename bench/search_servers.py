@@ -95,7 +95,8 @@ def run_size(n: int, n_queries: int, servers: dict[str, str], repeats: int, data
             if p != "embedded":
                 row[p]["same_hits_as_embedded"] = all(
                     [i for i, _ in a] == [i for i, _ in b]
-                    and all(abs(x - y) <= 1e-6 * max(abs(x), abs(y), 1e-12) for (_, x), (_, y) in zip(a, b, strict=True))
+                    and all(abs(x - y) <= 1e-6 * max(abs(x), abs(y), 1e-12)
+                            for (_, x), (_, y) in zip(a, b, strict=True))
                     for a, b in zip(hits[p], hits["embedded"], strict=True))
                 row[p]["p50_ratio_to_embedded"] = round(row[p]["p50_ms"] / row["embedded"]["p50_ms"], 2)
         entry["queries"][case] = row

@@ -413,7 +413,8 @@ def freshness(every: str, rounds: int, work: Path, limit_s: float = 600.0) -> di
                     break
                 time.sleep(0.5)
             refresh = _http(f"{url}/stats").get("refresh", {})
-            rnd = {"round": k, "pause_before_post": round(pause, 2), "seconds_to_visible": seen, "polls": polls, "version": res.get("version"),
+            rnd = {"round": k, "pause_before_post": round(pause, 2), "seconds_to_visible": seen, "polls": polls,
+                   "version": res.get("version"),
                    "refresh": {key: refresh.get(key) for key in ("runs", "failures", "last_seconds", "last_result")}}
             print(f"    freshness round {k}: {rnd}", file=sys.stderr)
             out["rounds"].append(rnd)
@@ -497,10 +498,11 @@ def markdown(doc: dict) -> str:
             f"| {c['seconds_true']} | {c['ratio_true_over_false']} | {exact} |")
     lines.append("")
     for name, m in doc.get("machine_runs", {}).items():
-        code = (f"commit {m['git_commit'][:7]}" + (f" + working-tree edits of {', '.join(m['git_modified'])}"
-                                                   if m.get("git_modified") else "")) if m.get("git_commit") else "commit not recorded"
+        edits = f" + working-tree edits of {', '.join(m['git_modified'])}" if m.get("git_modified") else ""
+        code = f"commit {m['git_commit'][:7]}{edits}" if m.get("git_commit") else "commit not recorded"
         lines.append(f"- {name}: {m['date']}, {code}; load average {m['load_average_before']} before, "
-                     f"{m.get('load_average_after')} after; {doc['datasets'][name].get('repeat', '?')} timed run(s) per cell.")
+                     f"{m.get('load_average_after')} after; "
+                     f"{doc['datasets'][name].get('repeat', '?')} timed run(s) per cell.")
     fr = doc.get("freshness")
     if fr:
         code = f", commit {fr['git_commit'][:7]}" if fr.get("git_commit") else ""

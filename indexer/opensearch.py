@@ -50,7 +50,8 @@ def scoring_as_before_3(body: dict[str, Any]) -> dict[str, Any]:
         field: {"use_similarity": True, **spec} if spec.get("type") == "keyword" else spec
         for field, spec in body["mappings"].get("properties", {}).items()
     }
-    return {**body, "settings": {**settings, "index": index}, "mappings": {**body["mappings"], "properties": properties}}
+    return {**body, "settings": {**settings, "index": index},
+            "mappings": {**body["mappings"], "properties": properties}}
 
 
 def translate_error(e: BaseException, action: str, urls: list[str]) -> IndexerError:

@@ -128,7 +128,8 @@ def hint_for(product: Product, status: int, error_type: str) -> str:
     if status == 401:
         return f"set {product.credentials} under {section}"
     if status == 403:
-        return "the API key or user lacks privileges: it needs create_index, write, delete_index and manage on the alias's indices"
+        return ("the API key or user lacks privileges: it needs create_index, write, delete_index and manage "
+                "on the alias's indices")
     if error_type in ("mapper_parsing_exception", "illegal_argument_exception"):
         return f"check mappings/items.json and the shards/replicas settings of {section}"
     if error_type == "resource_already_exists_exception":
@@ -779,10 +780,7 @@ class SearchServerBackend:
             Hit(str(h["_id"]), float(h.get("_score") or 0.0), h.get("_source"))
             for h in resp["hits"]["hits"]
         ]
-        if resp["hits"]["hits"]:
-            version = str(resp["hits"]["hits"][0]["_index"])
-        else:
-            version = self._current(self._states()).name
+        version = str(resp["hits"]["hits"][0]["_index"]) if resp["hits"]["hits"] else self._current(self._states()).name
         return SearchResult(hits=hits, version=version)
 
     def _search(self, body: dict[str, Any], dfs: bool) -> dict[str, Any]:

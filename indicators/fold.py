@@ -229,7 +229,9 @@ def _member(values: np.ndarray, wanted: np.ndarray, size: int) -> np.ndarray:
     return table[values]
 
 
-def _rank_within(groups: np.ndarray, rows: np.ndarray, cap: int, *tie_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _rank_within(
+    groups: np.ndarray, rows: np.ndarray, cap: int, *tie_keys: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Of `rows`, those in groups larger than `cap` sorted by (group, *tie_keys), and each
     one's rank inside its group; rows of groups within the cap are all kept, unsorted
     (rank 0), since no order can drop them."""
@@ -528,7 +530,8 @@ def _count_step(base: Location, x: _Interactions, old_kept: np.ndarray, n_action
         pairs.matrices[i] = (pairs.matrices[i] + d).tocsr()
         pairs.matrices[i].eliminate_zeros()
         if pairs.matrices[i].nnz and pairs.matrices[i].data.min() < 0:
-            raise StateError(str(base / "state"), "pair counts went negative: the state does not match the interactions")
+            raise StateError(str(base / "state"),
+                             "pair counts went negative: the state does not match the interactions")
         changed_rows[np.diff(d.indptr) > 0] = True
     stages.done("count", f"{len(changed_users):,} users' pairs recounted; "
                 f"{int(changed_rows.sum()):,} primary items' counts changed")

@@ -133,5 +133,6 @@ def current_properties(changes: pa.Table) -> tuple[pa.Table, pa.Table]:
         & (pc.fill_null(pc.list_value_length(sets["values"]), 0).to_numpy(zero_copy_only=False) > 0)
     )
     state = pa.concat_tables([sets, deletes])
-    props = sets.filter(pa.array(alive)).select(PROPERTIES_SCHEMA.names).sort_by([("item", "ascending"), ("name", "ascending")])
+    props = (sets.filter(pa.array(alive)).select(PROPERTIES_SCHEMA.names)
+             .sort_by([("item", "ascending"), ("name", "ascending")]))
     return state, props

@@ -505,7 +505,8 @@ class _Converter:
             length = self.integer(f"{at}.maxQueryEvents", p["maxQueryEvents"], 0)
             if length is not None:
                 if per_indicator:
-                    self.drop(f"{at}.maxQueryEvents", "the indicators' maxIndicatorsPerQuery override it (as in the UR)")
+                    self.drop(f"{at}.maxQueryEvents",
+                              "the indicators' maxIndicatorsPerQuery override it (as in the UR)")
                     length = None
                 else:
                     self.differ(f"{at}.maxQueryEvents",
@@ -838,8 +839,8 @@ class _Converter:
             path = f'sparkConf["{key}"]'
             if key in COMMENT_KEYS:
                 continue
-            text = json.dumps(value) if isinstance(value, bool) else str(value) if isinstance(value, str | int | float) \
-                else None
+            text = (json.dumps(value) if isinstance(value, bool)
+                    else str(value) if isinstance(value, str | int | float) else None)
             if text is None:
                 self.drop(path, f"expected a string or number, not {json.dumps(value)}")
                 continue

@@ -256,7 +256,8 @@ class EventStore:
         for name, value in (e.properties or {}).items():
             stored = None if e.event == "$unset" else json.dumps(value)
             cur = conn.execute(
-                "INSERT INTO item_props (item, name, value, time, event_id) VALUES (?, ?, ?, ?, ?) ON CONFLICT(item, name) DO UPDATE SET "
+                "INSERT INTO item_props (item, name, value, time, event_id) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(item, name) DO UPDATE SET "
                 "value = excluded.value, time = excluded.time, event_id = excluded.event_id "
                 "WHERE excluded.time >= item_props.time",
                 (e.entity_id, name, stored, e.time_ms, event_id),
@@ -402,7 +403,9 @@ class EventStore:
         return Export(lines=n, user_events=users, last_rowid=mark.rowid)
 
     @contextmanager
-    def snapshot_since(self, after_rowid: int | None = None, after_ms: int | None = None) -> Iterator[tuple[Watermark, Iterator[Event]]]:
+    def snapshot_since(
+        self, after_rowid: int | None = None, after_ms: int | None = None
+    ) -> Iterator[tuple[Watermark, Iterator[Event]]]:
         """(watermark, events) of one consistent snapshot, even while the service writes:
         every item delete and property (compacted to the latest per item and name, so
         applying them again changes nothing), then the user events stored after a

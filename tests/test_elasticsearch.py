@@ -249,7 +249,8 @@ def test_mapping_meta_schema_with_feature_fields():
     assert _schema_from_meta(_schema_to_meta(schema)) == schema
     # indices written before feature fields existed: the same _meta as then, read back without any
     assert _schema_to_meta(SCHEMA) == {"keyword_fields": ["purchase", "view", "category"],
-                                       "date_fields": ["availableDate"], "number_fields": ["popular", "trending", "hot"]}
+                                       "date_fields": ["availableDate"],
+                                       "number_fields": ["popular", "trending", "hot"]}
     assert _schema_from_meta(_schema_to_meta(SCHEMA)) == SCHEMA
 
 
@@ -398,7 +399,8 @@ def test_happy_path_exact_request_sequence():
 
 def test_mapping_rejected_leaves_alias_untouched():
     rec = Recorder([
-        ("PUT", f"/{NEW}", es_error(400, "mapper_parsing_exception", "Failed to parse mapping: unknown parameter [doc_valuez]")),
+        ("PUT", f"/{NEW}",
+         es_error(400, "mapper_parsing_exception", "Failed to parse mapping: unknown parameter [doc_valuez]")),
     ])
     with pytest.raises(SearchServerError) as err:
         backend(rec).create_version(SCHEMA, iter(DOCS))

@@ -817,7 +817,8 @@ def _index_both(tmp_path, model_rows):
     model = open_model(_model(tmp_path / "model", **model_rows))
     schema = schema_for(model, ("expireDate",))
     documents = iter_documents(model, schema, prior=Prior("popular", 0.5, 1.0))
-    columnar, per_document = EmbeddedBackend(tmp_path / "col", "items", 1), EmbeddedBackend(tmp_path / "doc", "items", 1)
+    columnar = EmbeddedBackend(tmp_path / "col", "items", 1)
+    per_document = EmbeddedBackend(tmp_path / "doc", "items", 1)
     columnar.create_version(schema, documents)
     per_document.create_version(schema, list(documents))
     return schema, documents, columnar.snapshot().base, per_document.snapshot().base

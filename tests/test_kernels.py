@@ -22,7 +22,8 @@ def _runs(docs, starts, ends, values=None, offset=0):
 def test_add_runs_known_answer():
     # run 0 = docs 1, 3; run 1 = doc 3; run 2 empty; offset 1
     sums, counts = np.zeros(6), np.zeros(6, np.int32)
-    kernels.add_runs(sums, counts, _runs([1, 3, 3], [0, 2, 3], [2, 3, 3], offset=1), np.array([0.5, 2.0, 9.0], np.float32))
+    kernels.add_runs(sums, counts, _runs([1, 3, 3], [0, 2, 3], [2, 3, 3], offset=1),
+                     np.array([0.5, 2.0, 9.0], np.float32))
     assert sums.tolist() == [0, 0, 0.5, 0, 2.5, 0]
     assert counts.tolist() == [0, 0, 1, 0, 2, 0]
 
@@ -40,10 +41,8 @@ def test_feature_scores_round_as_lucene(dtype):
     sums = np.zeros(50)
     positive = kernels.add_feature_runs(sums, NO_COUNTS, Runs(docs, values, starts, starts + 5000), weights)
     w = np.repeat(weights, 5000)
-    if dtype == np.float32:
-        scores = w * values  # numpy float32 arithmetic
-    else:
-        scores = (w.astype(np.float64) * values).astype(np.float32)
+    # float32: numpy float32 arithmetic; float64: computed in float64, then rounded
+    scores = w * values if dtype == np.float32 else (w.astype(np.float64) * values).astype(np.float32)
     expected = np.zeros(50)
     for d, s in zip(docs.tolist(), scores.tolist(), strict=True):  # in posting order, as Lucene's sum
         expected[d] += s

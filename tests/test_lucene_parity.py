@@ -366,7 +366,8 @@ def _feature_queries(ids, weights, categories, seed: int = 13):
             continue
         outer: dict = {"must": [personal]}
         if rnd.random() < 0.5:
-            outer["should"] = [{"terms": {"category": rnd.sample(categories, 2), "boost": round(rnd.uniform(0.5, 5.0), 2)}}]
+            picked = rnd.sample(categories, 2)  # before the boost: keeps the seeded draw order
+            outer["should"] = [{"terms": {"category": picked, "boost": round(rnd.uniform(0.5, 5.0), 2)}}]
         if rnd.random() < 0.2:
             outer["filter"] = [{"terms": {"category": rnd.sample(categories, rnd.randint(1, 4))}}]
         if rnd.random() < 0.7:

@@ -44,8 +44,9 @@ def test_metrics_show_requests_latency_events_and_index_version(tmp_path):
     assert status == "200 OK" and headers["Content-Type"].startswith("text/plain; version=")
     got = samples(text)
     pid = str(app.stats()["pid"])
-    assert got[("cooccur_requests_total", frozenset({"pid": pid, "route": "/queries.json", "status": "200"}.items()))] == 3
-    assert got[("cooccur_requests_total", frozenset({"pid": pid, "route": "/queries.json", "status": "400"}.items()))] == 1
+    queries = {"pid": pid, "route": "/queries.json"}
+    assert got[("cooccur_requests_total", frozenset({**queries, "status": "200"}.items()))] == 3
+    assert got[("cooccur_requests_total", frozenset({**queries, "status": "400"}.items()))] == 1
     assert got[("cooccur_events_stored", frozenset({"action": "purchase"}.items()))] == 1
     assert got[("cooccur_events_stored", frozenset({"action": "view"}.items()))] == 2
     assert got[("cooccur_queries_timed", frozenset({"pid": pid}.items()))] == 3

@@ -83,7 +83,8 @@ def test_create_version_request_sequence_and_bodies():
     create = calls[1][2]
     assert create["settings"] == {"index": {"number_of_shards": 1, "number_of_replicas": 1}}
     assert create["mappings"]["properties"]["purchase"] == {"type": "keyword", "doc_values": False}
-    assert calls[2][2] == [{"index": {"_index": NEW, "_id": "a"}}, DOCS[0], {"index": {"_index": NEW, "_id": "b"}}, DOCS[1]]
+    assert calls[2][2] == [{"index": {"_index": NEW, "_id": "a"}}, DOCS[0],
+                           {"index": {"_index": NEW, "_id": "b"}}, DOCS[1]]
     meta = calls[5][2]["_meta"]["cooccur"]
     assert (meta["complete"], meta["documents"], meta["model_id"]) == (True, 2, "m1")
     assert calls[7][2] == {"actions": [{"add": {"index": NEW, "alias": "items"}}]}
@@ -97,7 +98,8 @@ def test_opensearch_3_indices_score_as_before():
     create = calls[1][2]
     assert create["settings"]["index"] == {
         "number_of_shards": 1, "number_of_replicas": 1, "similarity": {"default": {"type": "LegacyBM25"}}}
-    assert create["mappings"]["properties"]["purchase"] == {"use_similarity": True, "type": "keyword", "doc_values": False}
+    assert create["mappings"]["properties"]["purchase"] == {
+        "use_similarity": True, "type": "keyword", "doc_values": False}
     assert create["mappings"]["properties"]["prior"] == {"type": "float", "doc_values": True}
 
 
@@ -153,7 +155,8 @@ def test_checks_name_product_and_version():
                         ("POST", f"/{NEW}/_count", (200, {"count": 7}))])
     checks = list(backend(conn).checks())
     assert [c.ok for c in checks] == [True, True]
-    assert checks[0].name == "opensearch" and checks[0].detail.startswith(f"{URL}: OpenSearch 2.19.6 (cluster c1, client ")
+    assert checks[0].name == "opensearch"
+    assert checks[0].detail.startswith(f"{URL}: OpenSearch 2.19.6 (cluster c1, client ")
     assert checks[1].detail == f"alias items -> {NEW} (7 documents; 1 versions kept)"
 
 

@@ -118,11 +118,13 @@ def test_no_bytes_give_a_500(app, path, raw):
 
 
 TRICKY_LINES = [
-    b'{"event": "view", "entityType": "user", "entityId": "u1", "targetEntityId": "i1", "eventTime": "2026-01-01T00:00:00Z"}',
+    b'{"event": "view", "entityType": "user", "entityId": "u1", "targetEntityId": "i1",'
+    b' "eventTime": "2026-01-01T00:00:00Z"}',
     b'{"event": "view", "entityType": "user", "entityId": 5, "targetEntityId": "i1"}',  # finding 8: a number
     b'{"event": "view", "entityType": "user", "entityId": "\\udc00", "targetEntityId": "i1"}',  # a surrogate
     b'{"event": "view", "entityType": "user", "entityId": "\xff\xfe", "targetEntityId": "i1"}',  # not UTF-8
-    b'{"event": "view", "entityType": "user", "entityId": "u2", "targetEntityId": "i2", "eventTime": "9999-12-31T23:59:59-12:00"}',
+    b'{"event": "view", "entityType": "user", "entityId": "u2", "targetEntityId": "i2",'
+    b' "eventTime": "9999-12-31T23:59:59-12:00"}',
     b'{"event": "view", "entityType": "user", "entityId": "u2", "targetEntityId": "i2", "eventTime": "1767225600"}',
     b'{"event": "view", "entityType": "user", "entityId": " ", "targetEntityId": "i2"}',
     b'{"event": "$set", "entityType": "item", "entityId": "i1", "properties": {"t": NaN}}',
