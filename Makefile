@@ -36,6 +36,7 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 # The live-test OpenSearch and Elasticsearch nodes: jars from Maven Central, launchers by javac.
@@ -44,6 +45,7 @@ search-nodes:
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

@@ -18,6 +18,7 @@ maps; in-memory ones are viewed read-only, never copied).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numba import njit, types
@@ -32,7 +33,7 @@ _RO_F4 = types.Array(types.float32, 1, "C", readonly=True)
 _RO_F8 = types.Array(types.float64, 1, "C", readonly=True)
 _RO_U2 = types.Array(types.uint16, 1, "C", readonly=True)
 _RO_B1 = types.Array(types.boolean, 1, "C", readonly=True)
-_JIT = {"cache": True, "nogil": True, "boundscheck": False}
+_JIT: dict[str, Any] = {"cache": True, "nogil": True, "boundscheck": False}
 
 NO_COUNTS = np.zeros(0, np.int32)
 """`counts` argument meaning "do not count matching clauses"."""
@@ -118,6 +119,7 @@ def add_feature_runs(sums: np.ndarray, counts: np.ndarray, runs: Runs, weights: 
     rounded to float32), added in double to sums[doc]; counts as in add_runs. Returns whether
     every score was > 0 (then "matches a clause" is "sum > 0")."""
     values = runs.values
+    assert values is not None, "rank_feature runs carry values"
     dtype = np.float64 if values.dtype == np.float64 else np.float32
     return bool(_add_feature_runs(sums, counts, readonly(runs.docs, np.int32), readonly(values, dtype),
                                   *_positions(runs), runs.offset, readonly(weights, np.float32)))

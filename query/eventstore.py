@@ -326,7 +326,8 @@ class EventStore:
         out: list[dict[str, Any]] = []
         order = "DESC" if reverse else "ASC"
         if entity_type in (None, "user") and target_entity_type in (None, "item"):
-            where, args = ["1"], []
+            where: list[str] = ["1"]
+            args: list[str | int] = []
             for column, value in (("user", entity_id), ("action", event), ("item", target_entity_id)):
                 if value is not None:
                     where.append(f"{column} = ?")
@@ -564,7 +565,7 @@ def import_events(store: EventStore, path: str | Path, *, rejects: str | Path | 
             good.append(result)
     if bad and rejects is None:
         raise ImportRejected(str(path), len(bad), len(bad) + len(good), [(b[0], b[1], b[2]) for b in bad])
-    if bad:
+    if bad and rejects is not None:  # (None raised above)
         Path(rejects).parent.mkdir(parents=True, exist_ok=True)
         with open(rejects, "w", encoding="utf-8") as f:
             for line, field_, problem, raw in bad:

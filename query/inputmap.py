@@ -305,7 +305,7 @@ def import_mapped(store: EventStore, path: str | Path, mapping: Mapping, *,
     report.rejected, report.accepted = len(bad), report.rows - len(bad)
     if bad and rejects is None:
         raise ImportRejected(str(path), len(bad), report.rows, [(b[0], b[1], b[2]) for b in bad])
-    if bad:
+    if bad and rejects is not None:  # (None raised above)
         Path(rejects).parent.mkdir(parents=True, exist_ok=True)
         with open(rejects, "w", encoding="utf-8") as f:
             f.writelines(f"{line}\t{field_}: {problem}\t{raw}\n" for line, field_, problem, raw in bad)
