@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 
@@ -513,7 +513,7 @@ class Evaluator:
         for field, items in by_field.items():
             runs, lengths, rows = self.view.term_runs(field, [v for v, _ in items], dense=accumulate)
             marks += runs
-            if not accumulate:
+            if sums is None:  # (= not accumulate)
                 continue
             per_term = self.term_scores(field, lengths, np.array([b for _, b in items], np.float32))
             positive = positive and bool((per_term[lengths > 0] > 0).all())
@@ -524,7 +524,7 @@ class Evaluator:
                 marks.append(row)
         for runs, weights, rows in self._feature_runs(features, accumulate):
             marks += runs
-            if not accumulate:
+            if sums is None:  # (= not accumulate)
                 continue
             for r in runs:
                 positive = kernels.add_feature_runs(sums, counts, r, weights) and positive
@@ -534,7 +534,7 @@ class Evaluator:
                 marks.append(codes)
         if need_counts:
             hit = counts > 0
-        elif scoring and positive:
+        elif scoring and positive and sums is not None:  # (scoring: sums is set)
             hit = sums > 0  # every matching clause adds a positive score: no count needed
         else:
             hit = np.zeros(n, bool)
@@ -568,9 +568,10 @@ class Evaluator:
             if len(kinds) == 1:
                 kind, param = items[0][2], items[0][3]
                 # the function's value before the weight, cached per version, then each clause's
-                # weight applied (history_decay < 1 gives every history item its own)
+                # weight applied (history_decay < 1 gives every history item its own); mypy cannot
+                # infer a lambda whose defaults bind the loop's values, hence the ignore
                 derive = Derive(("pre", kind, float(param)),
-                                lambda v, k=kind, p=param: rank_feature_pre(k, p, v))
+                                lambda v, k=kind, p=param: rank_feature_pre(k, p, v))  # type: ignore[misc]
                 runs, rows = self.view.feature_runs(field, features, derive, dense=True)
                 scored = []
                 for w, codes, table in rows:
@@ -587,6 +588,7 @@ class Evaluator:
             for r in runs:
                 lengths = r.ends - r.starts
                 positions = r.positions()
+                assert r.values is not None  # view.feature_runs gives the values
                 scores = self._feature_scores(items, weights, lengths, r.values[positions])
                 ends = np.cumsum(lengths)
                 gathered.append(Runs(r.docs[positions], scores, ends - lengths, ends, r.offset))
@@ -660,7 +662,7 @@ class Evaluator:
         return field, feature, fn[0], fn[1], float(self._boost(spec, path, ONE)), boost
 
     @staticmethod
-    def _rank_feature_keys(spec: dict, path: str) -> None:
+    def _rank_feature_keys(spec: dict, path: str) -> NoReturn:
         functions = [k for k in spec if k in (*_RANK_FUNCTIONS, "sigmoid")]
         for key in spec:
             if key not in ("field", "boost", *_RANK_FUNCTIONS, "sigmoid"):
@@ -948,6 +950,7 @@ class Evaluator:
             return _Result(mask, None)
         # Lucene sums clause scores in double and rounds the bool's score to float32 (outside
         # `mask` the score means nothing: every consumer reads it where the mask is set).
+        assert total is not None  # scoring
         return _Result(mask, total.astype(np.float32))
 
     def _scored_clauses(self, path: str, boost: np.float32, scoring: bool, must: list, should: list,
@@ -959,12 +962,12 @@ class Evaluator:
             k = len(must_terms) + len(must_features)
             counts, sums, hit = self._batch(must_terms, must_features, scoring, need_counts=k > 1)
             mask &= hit if counts is None else counts == k
-            if scoring:
+            if total is not None and sums is not None:  # (= scoring)
                 total += sums
         for p, q in must_other:
             r = self.eval(q, p, boost, scoring)
             mask &= r.mask
-            if scoring:
+            if total is not None:  # (= scoring)
                 total += r.score
 
         # should: count matching clauses per document for minimum_should_match (a mask of the
@@ -978,18 +981,20 @@ class Evaluator:
                     matched += r.mask
                 else:
                     hit |= r.mask
-                if scoring:
+                if sums is not None and r.score is not None:  # (= scoring)
                     sums += np.where(r.mask, r.score, 0)
             if msm > 1:
                 mask &= matched >= msm
             elif msm == 1:
                 mask &= hit
-            if scoring:
+            if total is not None and sums is not None:  # (= scoring)
                 total += sums
 
     def _split_terms(self, clauses: list[Any], path: str, boost: np.float32):
         """Term and rank_feature clauses (batched over posting lists) apart from the others."""
-        terms, features, other = [], [], []
+        terms: list[tuple[str, str, Any]] = []  # boosts made float32 below (`pending`)
+        features: list[_FeatureClause] = []
+        other: list[tuple[str, Any]] = []
         keywords = self.keywords
         feature_fields = self.features
         functions = self._functions
