@@ -358,6 +358,7 @@ def _weights(correlators: ListColumn) -> ListColumn:
     """The rank_features column of an indicator: {encoded correlator: LLR} of the correlators
     scoring at least Float.MIN_NORMAL (others have no weight; a document with none, no field)."""
     values = correlators.values
+    assert values is not None  # an indicator's correlators carry their LLRs
     keep = values >= MIN_NORMAL  # (False for NaN)
     if (values[keep] >= FINITE_BELOW).any():
         raise _Irregular("weight")  # beyond float32: the document fails, as in Elasticsearch

@@ -180,10 +180,11 @@ def _block_indicators(
             out_row.append(row)
             out_b.append(b_dict.take(pa.array(col)))
             out_score.append(score)
-        if pairs:
+        if pairs and pair_state is not None:  # (pairs are only kept with a pair_state)
             from pyspark import TaskContext  # only inside a task
 
-            part = TaskContext.get().partitionId() if TaskContext.get() else 0
+            task = TaskContext.get()
+            part = task.partitionId() if task else 0
             # Named by partition: a retried task overwrites its own file, never adds one.
             write_pairs(pa.concat_tables(pairs), location(pair_state.directory) / f"part-{part:05d}.parquet")
         ind_all = np.concatenate(out_ind)

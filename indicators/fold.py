@@ -56,7 +56,7 @@ class UpdateReport:
 
     model_dir: str
     model_id: str
-    base_model_id: str
+    base_model_id: str | None  # None: a base manifest without model_id
     input: dict
     users: int = 0
     new_users: int = 0

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from .columns import sorted_codes
 
 if TYPE_CHECKING:  # pyspark is imported where it is used: update --from-store needs none
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
 
 CHANGES_SCHEMA = pa.schema([
     ("item", pa.string()), ("kind", pa.string()), ("name", pa.string()),
@@ -36,7 +36,7 @@ def property_changes(item_events: DataFrame, gen: int = 0) -> DataFrame:
     item, kind (set/unset/delete), name, values, time_us (0 when unknown), gen, file, pos."""
     from pyspark.sql import functions as F
 
-    at = [
+    at: list[Column | str] = [
         F.coalesce(F.unix_micros("time"), F.lit(0).cast("long")).alias("time_us"),
         F.lit(gen).cast("long").alias("gen"), "file", "pos",
     ]

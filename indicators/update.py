@@ -103,7 +103,7 @@ def delta_from_events(
     interactions = interactions.append_column("h", pa.array(sample_hashes(
         settings.seed, interactions["user"].to_pylist(), interactions["item"].to_pylist())))
     ranked = t.filter(pc.is_in(t["action"], pa.array(settings.rankings.events or [settings.primary])))
-    counts = {}
+    counts: dict[str, int] = {}
     for e in event:
         counts[e] = counts.get(e, 0) + 1
     n = len(user_events) + len(item_events)

@@ -27,7 +27,7 @@ Items nobody's history points to come only from backfill, which says so.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from indexer.documents import PRIOR, weights_field
 from indexer.features import encode_feature
@@ -109,8 +109,8 @@ def personal_terms(
     `part_filters`; 0: left out). A (field, value) pair appears once (its first, i.e. the
     user's, boost) so a value in both history and context is not doubled."""
     if biases is None:
-        biases = tuple(1.0 if b is None else b for b in (request.user_bias, request.item_bias,
-                                                            request.item_set_bias))  # type: ignore[assignment]
+        biases = cast(tuple[float, float, float], tuple(
+            1.0 if b is None else b for b in (request.user_bias, request.item_bias, request.item_set_bias)))
     (_, user), (_, item), (_, item_set) = _parts(request, history, item_docs, indicators, history_decay)
     weighted = [(t, biases[0]) for t in user]
     # the item's and the item set's correlators field by field, the item's first in each
