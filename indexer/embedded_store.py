@@ -36,7 +36,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -88,6 +88,9 @@ def check_document(doc: Any, schema: IndexSchema) -> str | None:
         else:
             return f"{name}: not a field of the index (fields: {', '.join(schema.all_fields())})"
     return None
+
+_Csr = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""A field's four arrays as Segment keeps them (see its keyword and features)."""
 
 
 @dataclass
@@ -263,6 +266,7 @@ def write_document_lines(f, columns: DocumentColumns, schema: IndexSchema) -> tu
     for field in schema.feature_fields:
         if field in columns.features:
             c = columns.features[field]
+            assert c.values is not None  # a rank_features column carries its values
             tail.append(lists(c, _texts(c.dictionary, '"', '":'), f',"{field}":{{'.encode(), b"}",
                               kernels.float_texts(c.values)))
     end = one((np.frombuffer(b"}\n", np.uint8), np.array([0, 2], np.int64)), np.zeros(n, np.int64))
@@ -420,13 +424,13 @@ class BaseVersion:
             return np.load(directory / name, mmap_mode="r", allow_pickle=False).view(np.ndarray)
 
         keyword = {
-            f: tuple(load(f"k{i}.{p}.npy") for p in ("terms", "indptr", "indices", "dl"))
+            f: cast(_Csr, tuple(load(f"k{i}.{p}.npy") for p in ("terms", "indptr", "indices", "dl")))
             for f, i in files["keyword"].items()
         }
         dates = {f: load(f"d{i}.npy") for f, i in files["date"].items()}
         numbers = {f: load(f"n{i}.npy") for f, i in files["number"].items()}
         features = {
-            f: tuple(load(f"f{i}.{p}.npy") for p in ("names", "indptr", "indices", "values"))
+            f: cast(_Csr, tuple(load(f"f{i}.{p}.npy") for p in ("names", "indptr", "indices", "values")))
             for f, i in files.get("feature", {}).items()
         }
         self.segment = Segment(load("ids.npy"), keyword, dates, numbers, features)
@@ -434,8 +438,9 @@ class BaseVersion:
         # versions written before it (or without feature fields) have no docs.cut.npy
         self.cuts = load("docs.cut.npy") if (directory / "docs.cut.npy").is_file() else None
         self._docs_fd = os.open(directory / "docs.jsonl", os.O_RDONLY)
-        self._derived: dict[tuple, np.ndarray] = {}
-        self._index: dict[tuple, dict[str, int]] = {}
+        # caches keyed by kind: each key's value has the type its method returns
+        self._derived: dict[tuple, Any] = {}
+        self._index: dict[tuple, Any] = {}
         self._derived_lock = threading.Lock()
 
     DERIVED_KEPT = 8
@@ -672,7 +677,7 @@ class Snapshot:
             # keep postings grouped per term: interleave base and overlay runs term by term
             owners = np.concatenate([np.repeat(np.arange(len(terms)), p[1]) for p in parts])
             docs = np.concatenate([p[0] for p in parts])[np.argsort(owners, kind="stable")]
-        lengths = sum(p[1] for p in parts)
+        lengths = cast(np.ndarray, sum(p[1] for p in parts))  # of arrays: an array
         if self.live is not None and docs.size:
             keep = self.live[docs]
             owners = np.repeat(np.arange(len(terms)), lengths)
