@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from indexer.backend import Backend
 
@@ -145,7 +145,8 @@ def score_rankings(
                 sums[j] += fn(ranked, rel, k)
         n = max(len(users), 1)
         cov = coverage_at_k((rankings.get(u, ()) for u in users), k, catalogue)
-        out[k] = Metrics(k, *(s / n for s in sums), coverage=cov, users=len(users))
+        precision, recall, map_, ndcg, hit_rate = (s / n for s in sums)
+        out[k] = Metrics(k, precision, recall, map_, ndcg, hit_rate, coverage=cov, users=len(users))
     return out
 
 
@@ -482,7 +483,7 @@ def default_variants(primary: str, actions: Sequence[str]) -> list[Variant]:
     """Popularity, then primary-only vs all indicators, each with our and UR-style scoring
     (the all-indicator variants only when there is more than one indicator)."""
     out = [Variant("popularity", ())]
-    sets = [("primary", (primary,))]
+    sets: list[tuple[str, tuple[str, ...]]] = [("primary", (primary,))]
     if len(actions) > 1:
         sets.append(("all", tuple(actions)))
     for label, fields in sets:
@@ -554,7 +555,9 @@ def recommend_for(
         return ur_style_recommend(backend, history, dict.fromkeys(variant.indicators, 1.0), excluded, num,
                                   settings)
     fields = settings.default_boosts(variant.indicators, variant.indicators[0])
-    fields.update({f: b for f, b in (settings.indicators or {}).items() if f in fields})
+    # (QuerySettings.__post_init__ has made a list of names a dict)
+    boosts = cast(dict[str, float], settings.indicators or {})
+    fields.update({f: b for f, b in boosts.items() if f in fields})
     from .recommender import Recommender
 
     rec = recommenders.get(variant.indicators)
@@ -663,13 +666,13 @@ def evaluate(
     variants: Sequence[Variant] | None = None,
     max_users: int | None = None,
     workdir: str | Path | None = None,
-    progress: Callable[[int, int], Callable[[int], None]] | None = None,
+    progress: Callable[[int], Callable[[int], None]] | None = None,
     on_stage: Callable[[str], None] | None = None,
 ) -> EvaluationReport:
     """Split, train on the earlier part, index into a temporary embedded backend, query
     every test user under every variant and score the held-out primary items.
 
-    `progress(total_users, ...)`: called once with the number of users, returns the per-user
+    `progress(total_users)`: called once with the number of users, returns the per-user
     callback. The temporary directory is removed unless `workdir` is given."""
     ks = sorted(set(ks))
     if not ks or ks[0] < 1:

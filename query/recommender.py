@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from indexer.backend import Backend, Document, Hit, IndexSchema
 from indexer.documents import PRIOR, weights_field
@@ -212,8 +212,10 @@ class Recommender:
         """Indicators, primary and blacklisted actions for one request."""
         model = model or self.served_model()
         s = self.settings
+        indicators: dict[str, float] | None
         if s.indicators:
-            indicators: dict[str, float] | None = dict(s.indicators)
+            # (QuerySettings.__post_init__ has made a list of names a dict)
+            indicators = dict(cast(dict[str, float], s.indicators))
             if model.keyword_fields is not None:
                 # After a switch to a version without one of them: serve with the others
                 # (`check_model` makes this an error at start).
@@ -482,8 +484,8 @@ class Recommender:
         items = list(dict.fromkeys(e.entity_id for e in ordered))
         try:
             docs: dict[str, Document | None] = dict(self.backend.get(items))
-        except BackendUnavailable as e:
-            log.warning("item changes stored but not applied to the index (%s)", e)
+        except BackendUnavailable as exc:
+            log.warning("item changes stored but not applied to the index (%s)", exc)
             return 0
         for e in ordered:
             if e.event == "$delete":
@@ -502,8 +504,8 @@ class Recommender:
         schema = self.index_schema()
         if schema is not None:
             known = set(schema.all_fields())
-            for doc in docs.values():
-                for name in [n for n in (doc or {}) if n not in known]:
+            for doc in (d for d in docs.values() if d is not None):
+                for name in [n for n in doc if n not in known]:
                     # Stored in the event store: the next training run indexes it.
                     log.info("item %s: property %r is not in the current index yet", doc["id"], name)
                     del doc[name]

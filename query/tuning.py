@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from indexer.settings import IndexSettings
 
@@ -89,7 +89,8 @@ class Candidate:
         if scoring == "weights":
             scoring = f"weights:{query.weight_function}"
         llrs = {i.min_llr or 0.0 for i in train.indicators}
-        configured = query.indicators or query.default_boosts(train.actions, train.primary)
+        # (QuerySettings.__post_init__ has made a list of names a dict)
+        configured = cast(dict[str, float], query.indicators) or query.default_boosts(train.actions, train.primary)
         boosts = tuple((a, float(configured.get(a, 0.0))) for a in train.actions[1:])
         return cls(scoring, float(index.prior_exponent), float(query.history_decay),
                    int(query.max_query_events), max(llrs), max(i.max_correlators for i in train.indicators),
