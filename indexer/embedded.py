@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -188,6 +188,7 @@ class EmbeddedBackend:
             replace = {d["id"]: d for d in changes.documents}
             dropped = set(changes.deleted) - set(replace)
             stats = {"copied": 0, "replaced": 0, "deleted": 0}
+            assert current is not None  # check_update_base raised otherwise
 
             def documents() -> Iterator[Document | tuple[Document, bytes]]:
                 base = self.root / current
@@ -287,8 +288,8 @@ class EmbeddedBackend:
             "files": files,
             **extra_meta,
         }
-        with open(tmp / "meta.json", "w") as f:
-            json.dump(meta, f, indent=1)
+        with open(tmp / "meta.json", "w") as meta_file:
+            json.dump(meta, meta_file, indent=1)
             f.flush()
             os.fsync(f.fileno())
         _fsync_dir(tmp)
@@ -310,7 +311,7 @@ class EmbeddedBackend:
                 lines[doc["id"]] = stored
                 problem = None
             else:
-                doc = item
+                doc = cast(Document, item)  # (type() is tuple above does not narrow for mypy)
                 problem = check_document(doc, schema)
             doc_id = doc.get("id") if isinstance(doc, dict) else None
             if problem is None and doc_id in seen:
@@ -318,7 +319,7 @@ class EmbeddedBackend:
             if problem is not None:
                 failed.append((str(doc_id), problem))
             else:
-                seen.add(doc_id)
+                seen.add(cast(str, doc_id))  # checked: a string
                 docs.append(doc)
             pending += 1
             if progress is not None and pending >= PROGRESS_EVERY:
