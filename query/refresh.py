@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 from indicators import validate
 
@@ -73,17 +74,20 @@ def _fold_new_events(model_dir: str | Path, store_path: str, out, on_stage):
     if manifest.get("newest_event"):
         newest = parse_time(manifest["newest_event"], "newest_event")
         after_ms = (newest - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
-    user_events, item_events, bad = [], [], []
+    user_events: list[tuple[str, str, str, int]] = []
+    item_events: list[tuple[str, str, dict | None, int]] = []
+    bad: list[tuple[str, str]] = []
     store = EventStore(store_path)
     with store.snapshot_since(after_rowid, after_ms) as (now, stored):
         for e in stored:
             reason = unfoldable(e)
             if reason is not None:
-                bad.append((e.event_id, reason))
+                bad.append((cast(str, e.event_id), reason))  # a stored event has its id
             elif e.is_item_change:
                 item_events.append((e.event, e.entity_id, e.properties, e.time_ms * 1000))
             else:
-                user_events.append((e.event, e.entity_id, e.target_entity_id, e.time_ms * 1000))
+                # a valid user event has a target (validate.parse_event)
+                user_events.append((e.event, e.entity_id, cast(str, e.target_entity_id), e.time_ms * 1000))
     if bad:
         store.quarantine(bad)
         log.warning("%d stored event(s) quarantined (kept in the store, left out of updates), e.g. %s: %s",

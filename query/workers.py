@@ -153,7 +153,7 @@ def serve(
     workers: int,
     threads: int,
     on_ready: Callable[[str, int], None] | None = None,
-    on_worker: Callable[[], None] | None = None,
+    on_worker: Callable[[], object] | None = None,
     before_fork: Callable[[], None] | None = None,
     request_timeout: float = 10.0,
     max_connections: int = 1000,
