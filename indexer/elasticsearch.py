@@ -15,7 +15,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from elastic_transport import (
     ConnectionError as TransportConnectionError,
@@ -150,7 +150,7 @@ class ElasticsearchBackend(SearchServerBackend):
         # A node without the rest-root module (the live tests' node built from Maven Central
         # artifacts) has no `GET /`: its version from the nodes info API instead.
         nodes = quick.nodes.info(node_id="_local", metric="_none").body
-        node = next(iter(nodes.get("nodes", {}).values()), {})
+        node: dict[str, Any] = next(iter(nodes.get("nodes", {}).values()), {})
         return {"version": {"number": node.get("version", "?")}, "cluster_name": nodes.get("cluster_name", "?")}
 
     def _indices(self, pattern: str) -> dict[str, Any]:
@@ -221,4 +221,5 @@ class ElasticsearchBackend(SearchServerBackend):
         }
         if _supports(helpers.streaming_bulk, "retry_on_status"):
             kwargs["retry_on_status"] = RETRY_STATUSES
-        return helpers.streaming_bulk(client, actions, **kwargs, **params)
+        # a generator: the stubs' return type (Iterable) is wider than what it gives
+        return cast(Iterator[tuple[bool, dict]], helpers.streaming_bulk(client, actions, **kwargs, **params))

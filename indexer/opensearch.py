@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 from opensearchpy import (
     ConnectionError,
@@ -187,5 +187,7 @@ class OpenSearchBackend(SearchServerBackend):
         return helpers.streaming_bulk(
             self._bulk_client, actions, chunk_size=s.chunk_size, max_chunk_bytes=s.max_chunk_bytes,
             raise_on_error=False, raise_on_exception=True, max_retries=s.max_retries,
-            initial_backoff=s.initial_backoff, max_backoff=s.max_backoff, yield_ok=True, **params,
+            # the stubs say int; the helper only sleeps min(max_backoff, initial_backoff * 2**n) seconds
+            initial_backoff=cast(int, s.initial_backoff), max_backoff=cast(int, s.max_backoff), yield_ok=True,
+            **params,
         )

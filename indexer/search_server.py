@@ -678,7 +678,9 @@ class SearchServerBackend:
         failures = response.get("failures") or []
         if failures or response.get("timed_out"):
             first = failures[0] if failures else {}
-            cause = first.get("cause") if isinstance(first.get("cause"), dict) else {}
+            cause = first.get("cause")
+            if not isinstance(cause, dict):
+                cause = {}
             raise IndexerError(
                 f"{action}: {len(failures)} document(s) failed to copy"
                 + (f" (first: {first.get('id')}: {cause.get('type')}: {cause.get('reason')})" if failures else
@@ -698,13 +700,14 @@ class SearchServerBackend:
     def _prune(self, current: str) -> list[str]:
         """Delete versions beyond keep_versions; a failure here is only a warning (the new
         version is already live)."""
+        errors: tuple[type[BaseException], ...] = (IndexerError, *self.client_errors)
         try:
             doomed = prune_choices(self._states(), current, self.keep_versions)
             if doomed:
                 self._delete_indices(doomed)
                 log.info("removed old versions %s", doomed)
             return doomed
-        except (IndexerError, *self.client_errors) as e:
+        except errors as e:
             log.warning("could not remove old versions of %s: %s", self.alias, e)
             return []
 
