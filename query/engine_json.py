@@ -402,7 +402,7 @@ class _Converter:
                     else:
                         self.differ(where_names, f"differs from {at}.indicators {listed}: the indicators are used")
         elif names_algo or names_ds:
-            names = names_algo or names_ds
+            names = names_algo or names_ds or []  # (one of them is set here)
             where_names = f"{at}.eventNames" if names_algo else f"{ds_at}.eventNames"
             entries = [(f"{where_names}[{i}]", {"name": n}) for i, n in enumerate(names)]
             self.carry(where_names, "[train] primary (the first) and [[train.indicators]] name")

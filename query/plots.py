@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from .errors import QueryError
 
 if TYPE_CHECKING:
+    from matplotlib.colors import ListedColormap
+
     from .evaluation import EvaluationReport
 
 Curves = Mapping[str, Mapping[int, Mapping[str, float]]]
@@ -39,7 +41,7 @@ def plot_curves(curves: Curves, path: str | Path, title: str = "") -> Path:
         raise PlotError("nothing to plot: no metrics at any k")
     fig, axes = plt.subplots(1, len(PLOTTED), figsize=(6 * len(PLOTTED) + 3, 4.4))
     # tab20 and two line styles: a dozen methods stay distinguishable in print
-    colors = plt.get_cmap("tab20").colors
+    colors: Any = cast("ListedColormap", plt.get_cmap("tab20")).colors  # tab20 is a ListedColormap
     for ax, (metric, label) in zip(axes, PLOTTED, strict=True):
         for i, (method, points) in enumerate(curves.items()):
             ks = sorted(points)
