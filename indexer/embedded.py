@@ -290,8 +290,8 @@ class EmbeddedBackend:
         }
         with open(tmp / "meta.json", "w") as meta_file:
             json.dump(meta, meta_file, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
+            meta_file.flush()
+            os.fsync(meta_file.fileno())
         _fsync_dir(tmp)
         return segment.n
 
