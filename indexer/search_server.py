@@ -42,6 +42,8 @@ from .mapping import ITEMS_MAPPING, build_index_body, load_template
 from .settings import ElasticsearchSettings
 
 log = logging.getLogger(__name__)
+DUPLICATE_IDS_HINT = "duplicate document ids in the model? (each id must appear once)"
+"""What a version whose count falls short of the documents sent most likely means."""
 
 _ALIAS_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,200}$")
 _VERSION_RE = r"_(\d{8})t(\d{6})(\d{3})z"
@@ -487,13 +489,7 @@ class SearchServerBackend:
         start = time.monotonic()
 
         def fill(name: str) -> tuple[int, str, str]:
-            total, failed = self._bulk(
-                bulk_actions(name, documents),
-                on_ok=(lambda: progress(1)) if progress is not None else None,
-            )
-            if failed:
-                raise DocumentsFailed(failed, total)
-            return total, "were written", "duplicate document ids in the model? (each id must appear once)"
+            return self._write_all(name, documents, progress), "were written", DUPLICATE_IDS_HINT
 
         name, count, removed = self._new_version(schema, model_id, dict(model or {}), fill, None)
         return IndexReport(
@@ -503,6 +499,17 @@ class SearchServerBackend:
             seconds=time.monotonic() - start,
             removed_versions=removed,
         )
+
+    def _write_all(self, name: str, documents: Iterable[Document], progress: ProgressFn | None) -> int:
+        """Bulk-index every document into index `name` (DocumentsFailed if any is refused);
+        the number written."""
+        total, failed = self._bulk(
+            bulk_actions(name, documents),
+            on_ok=(lambda: progress(1)) if progress is not None else None,
+        )
+        if failed:
+            raise DocumentsFailed(failed, total)
+        return total
 
     def update_version(
         self,
@@ -540,14 +547,8 @@ class SearchServerBackend:
         def fill(name: str) -> tuple[int, str, str]:
             nonlocal copied
             copied = self._copy(current.name, name, exclude=sorted({*written, *gone}))
-            total, failed = self._bulk(
-                bulk_actions(name, changes.documents),
-                on_ok=(lambda: progress(1)) if progress is not None else None,
-            )
-            if failed:
-                raise DocumentsFailed(failed, total)
-            return (copied + total, f"were expected ({copied} copied + {total} changed)",
-                    "duplicate document ids in the model? (each id must appear once)")
+            total = self._write_all(name, changes.documents, progress)
+            return copied + total, f"were expected ({copied} copied + {total} changed)", DUPLICATE_IDS_HINT
 
         extra = {"base_model_id": changes.base_model_id, "base_index": current.name, **(changes.model or {})}
         name, count, removed = self._new_version(schema, changes.model_id, extra, fill, [current.name])
