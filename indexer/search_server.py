@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from indicators.model import iso
+
 from .backend import (
     ChangeSet,
     Check,
@@ -587,7 +589,7 @@ class SearchServerBackend:
         meta: dict[str, Any] = {
             "cooccur": {
                 "alias": self.alias,
-                "created": created_at.astimezone(UTC).isoformat(),
+                "created": iso(created_at),
                 "complete": False,
             }
         }
@@ -734,7 +736,7 @@ class SearchServerBackend:
             out.append(
                 VersionInfo(
                     name=st.name,
-                    created=created.isoformat().replace("+00:00", "Z") if created else "",
+                    created=iso(created) or "",
                     documents=int(docs),
                     current=st.aliased,
                     model_id=st.model_id,
@@ -764,7 +766,7 @@ class SearchServerBackend:
         created = version_time(self.alias, target)
         return VersionInfo(
             name=target,
-            created=created.isoformat().replace("+00:00", "Z") if created else "",
+            created=iso(created) or "",
             documents=int(count),
             current=True,
         )

@@ -384,7 +384,7 @@ def test_happy_path_exact_request_sequence():
     ]
     assert rec.requests[2].body == [{"index": {"_index": NEW, "_id": "c"}}, DOCS[2]]
     assert rec.requests[5].body["_meta"]["cooccur"] == {
-        "alias": "items", "created": NOW.isoformat(), "complete": True, "documents": 3,
+        "alias": "items", "created": "2026-11-25T13:00:00.123456Z", "complete": True, "documents": 3,
         "schema": _schema_to_meta(SCHEMA),  # recorded without a model_id too: serving reads it
     }
     assert rec.requests[7].body == {"actions": [
