@@ -61,7 +61,7 @@ def generate(rows: int, into: Path) -> dict[str, Path]:
 CHILD = r"""
 import json, statistics, sys, time
 sys.path.insert(0, sys.argv[1])
-from indicators.job import build_spark_session
+from indicators.spark import build_spark_session
 from indicators.reader import read_events
 from indicators.settings import InputSettings
 files, repeat = json.loads(sys.argv[2]), int(sys.argv[3])
