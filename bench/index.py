@@ -532,7 +532,7 @@ def print_size(entry: dict) -> None:
         print(f"{'':>7}  {q['settings']:<8} {q['history']:>7}  "
               + (f"{b['p50_ms']:>8.2f}ms {b['p99_ms']:>5.2f}ms  " if b else f"{'':>10} {'':>7}  ")
               + f"{a['p50_ms']:>8.2f}ms {a['p99_ms']:>5.2f}ms  "
-              + (f"{r['p50_ms']:>9.2f} {r['p99_ms']:>6.2f}" if r else f"{'':>9} {'':>6}")
+              + (f"{r['p50_ms']:>9.2f} {r['p99_ms']:>6.2f}" if r else f"{'':>9} {'':>6}" if servers else "")
               + "".join(f"  {q[p]['p50_ms']:>13.2f}ms {q[p]['p99_ms']:>6.2f}ms  "
                         f"{q['ratio_to_embedded'][p]['p50_ms']:>11.2f} {q['ratio_to_embedded'][p]['p99_ms']:>6.2f}"
                         for p in servers))
