@@ -648,12 +648,12 @@ def _dataset_rows(name: str, r: dict) -> list[tuple]:
     def ratio(s: float | None) -> str:
         return "" if not base or s is None else f"{s / base:.2f}"
 
-    def add(method: str, m: dict, mem: float | None = None) -> None:
+    def add(method: str, m: dict, mem: float | None = None, n: int = events) -> None:
         if m.get("timeout"):
-            rows.append((name, events, method, f">{m['timeout_s']} (timeout)", "", ""))
+            rows.append((name, n, method, f">{m['timeout_s']} (timeout)", "", ""))
             return
         s = m["seconds"]
-        rows.append((name, events, method, f"{s:.1f}", ratio(s), f"{mem:,.0f}" if mem else ""))
+        rows.append((name, n, method, f"{s:.1f}", ratio(s), f"{mem:,.0f}" if mem else ""))
 
     c = r.get("cooccur", {})
     if c:
@@ -676,9 +676,11 @@ def _dataset_rows(name: str, r: dict) -> list[tuple]:
     cm, m = r.get("cooccur_mahout_settings", {}), r.get("mahout", {})
     if cm:
         sample = f", first {cm['sample_users']:,} users" if cm.get("sample_users") else ""
-        add(f"cooccur train, Mahout's settings (no caps, k={cm['k']}{sample})", cm, cm["memory"]["peak_mb"])
+        add(f"cooccur train, Mahout's settings (no caps, k={cm['k']}{sample})", cm, cm["memory"]["peak_mb"],
+            cm["events"])
     if m.get("seconds"):
-        add("Mahout 14.1 cooccurrencesIDSs (same settings, its JVM)", m, m["memory"]["jvm_peak_rss_mb"])
+        add("Mahout 14.1 cooccurrencesIDSs (same settings, its JVM)", m, m["memory"]["jvm_peak_rss_mb"],
+            cm["events"])
     elif m:
         rows.append((name, events, "Mahout 14.1 cooccurrencesIDSs", "(did not run)", "", ""))
     return rows
@@ -844,6 +846,8 @@ def mahout_events(ds: Dataset, work: Path, users: int | None) -> Path:
     if not users:
         return source
     out = work / "mahout-sample.csv"
+    if out.exists():  # written for the cooccur side of this run
+        return out
     kept: set[str] = set()
     with open(source, newline="") as f, open(out, "w", newline="") as w:
         reader = csv.DictReader(f)
@@ -863,9 +867,11 @@ def run_cooccur_as_mahout(spark, ds: Dataset, a, sampler: RssSampler, work: Path
 
     print(f"  cooccur with Mahout's settings (k = {a.mahout_k})", file=sys.stderr)
     events = mahout_events(ds, work, a.mahout_users)
+    with open(events, "rb") as f:
+        n_events = sum(1 for _ in f) - 1
     figures = mahout.run_cooccur(spark, events, ds.actions, a.mahout_k, work / "mahout-cooccur-model",
                                  a.repeat, sampler)
-    return {**figures, "k": a.mahout_k, "sample_users": a.mahout_users}
+    return {**figures, "k": a.mahout_k, "sample_users": a.mahout_users, "events": n_events}
 
 
 def run_mahout_side(a, ds: Dataset, r: dict, sampler: RssSampler, work: Path) -> None:
