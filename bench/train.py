@@ -653,7 +653,8 @@ def _dataset_rows(name: str, r: dict) -> list[tuple]:
             rows.append((name, n, method, f">{m['timeout_s']} (timeout)", "", ""))
             return
         s = m["seconds"]
-        rows.append((name, n, method, f"{s:.1f}", ratio(s), f"{mem:,.0f}" if mem else ""))
+        # (a row on a sample of the events has no ratio to the ALS fit on all of them)
+        rows.append((name, n, method, f"{s:.1f}", ratio(s) if n == events else "", f"{mem:,.0f}" if mem else ""))
 
     c = r.get("cooccur", {})
     if c:
