@@ -81,7 +81,12 @@ def start_servers(stack: contextlib.ExitStack, products: list[str], urls: dict[s
             except RuntimeError as e:
                 print(f"{product}: {e}\n{product}: its rows are skipped", file=sys.stderr, flush=True)
                 continue
-        version = server_backend(product, url, "bench")._info()["version"]["number"]
+        backend = server_backend(product, url, "bench")
+        try:
+            version = backend._info()["version"]["number"]
+        except backend.client_errors as e:
+            print(f"{product}: {backend._error(e, 'info')}; its rows are skipped", file=sys.stderr, flush=True)
+            continue
         out[product] = {"url": url, "version": version}
         print(f"{product} {version} at {url}", file=sys.stderr, flush=True)
     return out
