@@ -7,7 +7,9 @@ Each backend indexes the documents (best of --index-repeats), then the backends 
 bodies in alternating batches, so a busy machine slows all alike; the hits are compared
 (ids and order; scores within 1e-6 relative). Ratios are server / embedded. The servers are
 the nodes of `make search-nodes` (tests/search_nodes.py starts them: one JVM, 512 MB heap,
-HTTP on loopback), or --opensearch-url / --elasticsearch-url. The Elasticsearch node from
+HTTP on loopback), or --opensearch-url / --elasticsearch-url (start_servers, which
+bench/index.py and bench/serve.py use too: a product without a node is skipped with one
+line). The Elasticsearch node from
 Maven Central has no rank_features (docs/elasticsearch.md): it answers the former
 settings' bodies only.
 
