@@ -353,8 +353,8 @@ class SearchServerBackend:
     def _new_clients(self) -> None:
         """Clients of its own for a forked process (they connect on first use). The parent's
         keep-alive connections must not be shared: two processes writing requests to one
-        socket read each other's responses (`cooccur serve`'s forked workers: one worker's
-        search got another's hits and the other timed out)."""
+        socket read each other's responses (`cooccur serve`'s forked workers: one read two
+        responses at once, an internal error, while the other timed out)."""
         self.client = self._make_client(self._client_options)
 
     # ----------------------------------------------------------------- client primitives
