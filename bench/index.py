@@ -21,13 +21,24 @@ in its own child process over identical documents and histories; the parent alte
 the two in small batches of queries (and the indexing runs), so a shared, noisy machine
 slows both alike, and reports after/before ratios. The load average is recorded.
 
+Search servers beside it, in the same run (`--servers opensearch`, the default): a third
+child indexes the same model directory into the server's backend (this checkout's
+indexer/opensearch.py, no replicas) and answers the same bodies in the same alternating
+batches; its rows carry server / embedded (after) ratios and whether its hits equal the
+embedded ones (ids, order, scores within 1e-6). The server is the node of `make
+search-nodes` (tests/search_nodes.py starts it: one JVM, 512 MB heap, HTTP on loopback) or
+--opensearch-url; without a built node the row is skipped with one line (--no-servers: the
+embedded backend only).
+
     python bench/index.py [--sizes 10000 100000] [--queries 200] [--baseline REV | --no-baseline]
+                          [--servers opensearch | --no-servers] [--opensearch-url URL]
                           [--out bench/results/index.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -173,8 +184,10 @@ def histories(n: int, ids: list[str], weights: list[float], count: int, length: 
 
 
 # ----------------------------------------------------------------------------- child
-def child(code: str) -> None:
-    """Serve the parent's commands (JSON lines on stdin) with the code under `code`."""
+def child(code: str, product: str | None = None, url: str | None = None) -> None:
+    """Serve the parent's commands (JSON lines on stdin) with the code under `code`; with
+    `product` and `url`, on that search server (bench/search_servers.py) instead of the
+    embedded backend."""
     sys.path.insert(0, code)
     from indexer.documents import iter_documents, open_model, schema_for
     from indexer.embedded import EmbeddedBackend
@@ -202,7 +215,13 @@ def child(code: str) -> None:
             reply({})
         elif op == "index":
             # as `cooccur index` does: the model's documents into a new version
-            backend = EmbeddedBackend(Path(tmp.name) / str(cmd["run"]), "items", keep_versions=1)
+            if product:
+                from bench.search_servers import server_backend
+
+                # one alias: each run's version replaces (and prunes) the one before
+                backend = server_backend(product, url, f"bench_index_{os.getpid()}")
+            else:
+                backend = EmbeddedBackend(Path(tmp.name) / str(cmd["run"]), "items", keep_versions=1)
             started = time.perf_counter()
             backend.create_version(schema, iter_documents(model, schema))
             reply({"seconds": time.perf_counter() - started})
@@ -243,6 +262,10 @@ def child(code: str) -> None:
                     out.append([key, 0, [[h.id, h.score] for h in hits]])
             reply({"hits": out})
         elif op == "quit":
+            if product and backend is not None:
+                from bench.search_servers import drop
+
+                drop(backend)
             backend = None
             tmp.cleanup()
             reply({})
@@ -327,11 +350,11 @@ def grouped(stats: dict, groups: dict[str, tuple[str, ...]], runs: int) -> dict[
 
 
 class Child:
-    def __init__(self, label: str, code: str) -> None:
+    def __init__(self, label: str, code: str, server: tuple[str, str] | None = None) -> None:
         self.label = label
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--child", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            text=True, cwd=code,
+            [sys.executable, __file__, "--child", code, *(server or ())], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True, cwd=code,
         )
 
     def send(self, **cmd):
@@ -374,12 +397,16 @@ def percentiles(ms: list[float]) -> dict:
 
 
 def run(sizes: list[int], n_queries: int, baseline: str | None, index_repeats: int,
-        profile: bool = True) -> dict:
+        profile: bool = True, servers: dict[str, dict] | None = None) -> dict:
+    """The figures of every size: `after` (this checkout), `before` (the baseline) and one
+    row per server of `servers` ({product: {"url", "version"}}, this checkout's backend),
+    indexing the same model and answering the same bodies in alternating batches."""
     import numpy as np
 
+    servers = servers or {}
     results: dict = {
         "benchmark": "embedded backend: indexing a model directory (as `cooccur index`) and backend.search "
-                     "latency, in-process",
+                     "latency, in-process; search servers beside it (same documents and bodies)",
         "machine": {"python": platform.python_version(), "numpy": np.__version__, "cpus": os.cpu_count(),
                     "platform": platform.platform(), "load_average_before": list(os.getloadavg())},
         "baseline": baseline,
@@ -387,6 +414,7 @@ def run(sizes: list[int], n_queries: int, baseline: str | None, index_repeats: i
                             "popularity_prior": kv.get("popularity_prior", True)}
                      for name, kv in SETTINGS.items()},
         "queries_per_case": n_queries,
+        "servers": servers,
         "sizes": [],
     }
     with tempfile.TemporaryDirectory(prefix="cooccur-baseline-") as tmp:
@@ -400,6 +428,7 @@ def run(sizes: list[int], n_queries: int, baseline: str | None, index_repeats: i
             write_model(docs, model_dir)
             del docs
             children = [Child(label, code) for label, code in codes]
+            children += [Child(product, str(ROOT), (product, s["url"])) for product, s in servers.items()]
             try:
                 for c in children:
                     c.call(op="model", path=str(model_dir))
@@ -412,15 +441,21 @@ def run(sizes: list[int], n_queries: int, baseline: str | None, index_repeats: i
                     best = min(s)
                     entry["indexing"][label] = {"seconds": [round(x, 3) for x in s],
                                                 "documents_per_second": round(n / best)}
+                if servers:
+                    entry["indexing_ratio_to_embedded"] = {
+                        p: round(entry["indexing"][p]["documents_per_second"]
+                                 / entry["indexing"]["after"]["documents_per_second"], 4) for p in servers}
                 body_file = Path(tmp) / f"bodies-{n}.json"
                 body_file.write_text(json.dumps(bodies(n, n_queries)))
                 for c in children:
                     c.send(op="prepare", bodies=str(body_file))
                 for c in children:
                     c.recv()
-                if len(children) == 2:
-                    checks = [c.call(op="check")["hits"] for c in children]
-                    entry["same_results"] = _same(*checks)
+                checks = {c.label: c.call(op="check")["hits"] for c in children}
+                if "before" in checks:
+                    entry["same_results"] = _same(checks["before"], checks["after"])
+                if servers:
+                    entry["same_results_as_embedded"] = {p: _same(checks["after"], checks[p]) for p in servers}
                 for name in SETTINGS:
                     for length in HISTORIES:
                         ms: dict[str, list[float]] = {c.label: [] for c in children}
@@ -436,6 +471,10 @@ def run(sizes: list[int], n_queries: int, baseline: str | None, index_repeats: i
                         if "before" in ms:
                             row["ratio_after_before"] = {
                                 k: round(row["after"][k] / row["before"][k], 3) for k in ("p50_ms", "p99_ms")}
+                        if servers:
+                            row["ratio_to_embedded"] = {p: {
+                                k: round(row[p][k] / row["after"][k], 2) for k in ("p50_ms", "p99_ms")}
+                                for p in servers}
                         entry["queries"].append(row)
                 if profile:
                     after = next(c for c in children if c.label == "after")
@@ -470,6 +509,8 @@ def print_size(entry: dict) -> None:
     line = "  ".join(f"{label} {v['documents_per_second']:>9,} docs/s" for label, v in idx.items())
     if "before" in idx:
         line += f"  (x{idx['after']['documents_per_second'] / idx['before']['documents_per_second']:.2f})"
+    for product, r in entry.get("indexing_ratio_to_embedded", {}).items():
+        line += f"  ({product} x{r:.4f} of after)"
     print(f"{n:>7} items, {entry['indicator_postings']:,} indicator postings: indexing {line}")
     if "indexing_profile_ms" in entry:
         print(f"{'':>7}  profile of indexing (ms, under cProfile): "
@@ -479,21 +520,28 @@ def print_size(entry: dict) -> None:
               + ", ".join(f"{k} {v:.2f}" for k, v in steps.items()))
     if "same_results" in entry:
         print(f"{'':>7}  same hits and scores before/after: {entry['same_results']}")
+    for product, same in entry.get("same_results_as_embedded", {}).items():
+        print(f"{'':>7}  same hits and scores {product}/after: {same}")
+    servers = list(entry.get("same_results_as_embedded", {}))
     print(f"{'':>7}  {'settings':<8} {'history':>7}  {'before p50':>10} {'p99':>7}  "
-          f"{'after p50':>10} {'p99':>7}  {'ratio p50':>9} {'p99':>6}")
+          f"{'after p50':>10} {'p99':>7}  {'ratio p50':>9} {'p99':>6}"
+          + "".join(f"  {p + ' p50':>15} {'p99':>8}  {'x after p50':>11} {'p99':>6}" for p in servers))
     for q in entry["queries"]:
         b, a = q.get("before"), q["after"]
         r = q.get("ratio_after_before")
         print(f"{'':>7}  {q['settings']:<8} {q['history']:>7}  "
               + (f"{b['p50_ms']:>8.2f}ms {b['p99_ms']:>5.2f}ms  " if b else f"{'':>10} {'':>7}  ")
               + f"{a['p50_ms']:>8.2f}ms {a['p99_ms']:>5.2f}ms  "
-              + (f"{r['p50_ms']:>9.2f} {r['p99_ms']:>6.2f}" if r else ""))
+              + (f"{r['p50_ms']:>9.2f} {r['p99_ms']:>6.2f}" if r else f"{'':>9} {'':>6}" if servers else "")
+              + "".join(f"  {q[p]['p50_ms']:>13.2f}ms {q[p]['p99_ms']:>6.2f}ms  "
+                        f"{q['ratio_to_embedded'][p]['p50_ms']:>11.2f} {q['ratio_to_embedded'][p]['p99_ms']:>6.2f}"
+                        for p in servers))
     sys.stdout.flush()
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        child(sys.argv[2])
+    if len(sys.argv) in (3, 5) and sys.argv[1] == "--child":
+        child(*sys.argv[2:])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -501,9 +549,22 @@ def main() -> None:
     parser.add_argument("--baseline", default=BASELINE, help="revision to compare with (default %(default)s)")
     parser.add_argument("--no-baseline", action="store_true", help="time this checkout only")
     parser.add_argument("--index-repeats", type=int, default=2, help="indexing runs per version (best counts)")
+    parser.add_argument("--servers", nargs="+", default=["opensearch"], choices=["opensearch"],
+                        help="search servers measured beside the embedded backend (default %(default)s): "
+                             "a node of `make search-nodes`, or --opensearch-url; skipped when not built")
+    parser.add_argument("--no-servers", action="store_true", help="the embedded backend only")
+    parser.add_argument("--opensearch-url", help="an OpenSearch to use instead of starting a node")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "index.json"))
     args = parser.parse_args()
-    results = run(args.sizes, args.queries, None if args.no_baseline else args.baseline, args.index_repeats)
+    with contextlib.ExitStack() as stack:
+        servers = {}
+        if not args.no_servers:
+            sys.path.insert(0, str(ROOT))
+            from bench.search_servers import start_servers
+
+            servers = start_servers(stack, args.servers, {"opensearch": args.opensearch_url})
+        results = run(args.sizes, args.queries, None if args.no_baseline else args.baseline, args.index_repeats,
+                      servers=servers)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"load average before {results['machine']['load_average_before']}, "

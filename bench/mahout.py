@@ -180,7 +180,9 @@ def read_cooccur(model: Path) -> Lists:
     """The model's indicators/ (indicator, item, correlators, scores)."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(model / "indicators").to_pylist()
+    from indicators.model import model_data
+
+    table = pq.read_table(Path(model_data(model).path) / "indicators").to_pylist()
     return {(r["indicator"], r["item"]): dict(zip(r["correlators"], r["scores"], strict=True))
             for r in table if r["correlators"]}
 
@@ -311,7 +313,7 @@ def main() -> None:
         return
 
     from bench.train import DATASETS, RssSampler, ensure_data, machine_info
-    from indicators.job import build_spark_session
+    from indicators.spark import build_spark_session
 
     classpath = build()
     ds = DATASETS["movielens"]

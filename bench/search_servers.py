@@ -7,7 +7,9 @@ Each backend indexes the documents (best of --index-repeats), then the backends 
 bodies in alternating batches, so a busy machine slows all alike; the hits are compared
 (ids and order; scores within 1e-6 relative). Ratios are server / embedded. The servers are
 the nodes of `make search-nodes` (tests/search_nodes.py starts them: one JVM, 512 MB heap,
-HTTP on loopback), or --opensearch-url / --elasticsearch-url. The Elasticsearch node from
+HTTP on loopback), or --opensearch-url / --elasticsearch-url (start_servers, which
+bench/index.py and bench/serve.py use too: a product without a node is skipped with one
+line). The Elasticsearch node from
 Maven Central has no rank_features (docs/elasticsearch.md): it answers the former
 settings' bodies only.
 
@@ -36,14 +38,60 @@ from indexer.backend import IndexSchema  # noqa: E402
 from indexer.elasticsearch import ElasticsearchBackend  # noqa: E402
 from indexer.embedded import EmbeddedBackend  # noqa: E402
 from indexer.opensearch import OpenSearchBackend  # noqa: E402
-from indexer.settings import ElasticsearchSettings  # noqa: E402
+from indexer.settings import ElasticsearchSettings, OpenSearchSettings  # noqa: E402
 
 SCHEMA = IndexSchema(keyword_fields=("purchase", "view", "category"),
                      number_fields=("popular", "trending", "hot", "prior"),
                      feature_fields=("purchase_w", "view_w"))
 PLAIN = IndexSchema(keyword_fields=SCHEMA.keyword_fields, number_fields=SCHEMA.number_fields)
 CLASSES = {"opensearch": OpenSearchBackend, "elasticsearch": ElasticsearchBackend}
+SETTINGS_CLASSES = {"opensearch": OpenSearchSettings, "elasticsearch": ElasticsearchSettings}
 BATCH = 10
+
+
+def server_backend(product: str, url: str, alias: str, keep_versions: int = 1):
+    """The backend of `product` on the server at `url` under `alias`: no replicas (one node),
+    bulk chunks of 500 documents."""
+    return CLASSES[product](alias, SETTINGS_CLASSES[product](urls=[url], replicas=0, chunk_size=500),
+                            keep_versions)
+
+
+def drop(backend) -> None:
+    """Delete every index of the backend's alias (a benchmark leaves the node as it found it)."""
+    names = [st.name for st in backend._states()]
+    if names:
+        backend._delete_indices(names, missing_ok=True)
+
+
+def start_servers(stack: contextlib.ExitStack, products: list[str], urls: dict[str, str | None]) -> dict[str, dict]:
+    """{product: {"url", "version"}} of the servers a benchmark can use: the URL given for
+    the product, else a node of `make search-nodes` started for the run (tests/search_nodes.py;
+    stopped when `stack` closes). A product without a node (not built, no Java) or whose node
+    does not start is left out with one line on stderr: the embedded rows still run."""
+    from search_nodes import NodeUnavailable, running_node
+
+    out = {}
+    for product in products:
+        url = urls.get(product)
+        if not url:
+            try:
+                url = stack.enter_context(running_node(product))
+            except NodeUnavailable as e:
+                print(f"{product}: {e}; its rows are skipped (`make search-nodes` builds the node)",
+                      file=sys.stderr, flush=True)
+                continue
+            except RuntimeError as e:
+                print(f"{product}: {e}\n{product}: its rows are skipped", file=sys.stderr, flush=True)
+                continue
+        backend = server_backend(product, url, "bench")
+        try:
+            version = backend._info()["version"]["number"]
+        except backend.client_errors as e:
+            print(f"{product}: {backend._error(e, 'info')}; its rows are skipped", file=sys.stderr, flush=True)
+            continue
+        out[product] = {"url": url, "version": version}
+        print(f"{product} {version} at {url}", file=sys.stderr, flush=True)
+    return out
 
 
 def index(backend, schema: IndexSchema, docs: list[dict], repeats: int) -> float:
@@ -66,8 +114,7 @@ def run_size(n: int, n_queries: int, servers: dict[str, str], repeats: int, data
     backends: dict = {"embedded": EmbeddedBackend(data / f"e{n}", "items", 1)}
     schemas = {"embedded": SCHEMA}
     for product, url in servers.items():
-        backends[product] = CLASSES[product](f"bench_{product}_{n}", ElasticsearchSettings(
-            urls=[url], replicas=0, chunk_size=500), 1)
+        backends[product] = server_backend(product, url, f"bench_{product}_{n}")
         schemas[product] = SCHEMA
     for product, backend in list(backends.items()):
         if product != "embedded" and not _has_features(backend):
@@ -106,9 +153,7 @@ def run_size(n: int, n_queries: int, servers: dict[str, str], repeats: int, data
                if p != "embedded" else "") for p in who), flush=True)
     for product, backend in backends.items():
         if product != "embedded":
-            names = [st.name for st in backend._states()]
-            if names:
-                backend._delete_indices(names, missing_ok=True)
+            drop(backend)
     return entry
 
 
@@ -129,15 +174,12 @@ def main() -> None:
     parser.add_argument("--index-repeats", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "search-servers.json"))
     args = parser.parse_args()
-    from search_nodes import running_node
-
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
-        servers = {}
-        for product in args.products:
-            url = getattr(args, f"{product}_url")
-            servers[product] = url or stack.enter_context(running_node(product))
-        versions = {p: CLASSES[p]("bench", ElasticsearchSettings(urls=[u]), 1)._info()["version"]["number"]
-                    for p, u in servers.items()}
+        running = start_servers(stack, args.products, {p: getattr(args, f"{p}_url") for p in args.products})
+        if not running:
+            sys.exit("no server to measure")
+        servers = {p: r["url"] for p, r in running.items()}
+        versions = {p: r["version"] for p, r in running.items()}
         print(f"servers: {versions}; settings {list(SETTINGS)}", flush=True)
         entries = [run_size(n, args.queries, servers, args.index_repeats, Path(tmp)) for n in args.sizes]
     result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),

@@ -13,14 +13,24 @@ alike: 90% queries for known users (5 purchase + 5 view items), 10% event writes
 Then, with the default scoring on this code, the same load while new index versions are
 switched in (errors must stay 0). The load average is recorded.
 
+Search servers in the same run (`--servers opensearch`, the default): the same documents
+are indexed into the server (this checkout's backend, no replicas), and two more `cooccur
+serve` processes of this code ([index] backend = "opensearch", both settings) over it and the
+same event store take their turns in the same rounds; their rows carry ratios to the
+embedded server of this code with the same settings. The server is the node of `make
+search-nodes` (tests/search_nodes.py starts it: one JVM, 512 MB heap, HTTP on loopback) or
+--opensearch-url; without a built node the rows are skipped with one line (--no-servers).
+
     python bench/serve.py [--sizes 10000,100000] [--seconds 15] [--slice 3] [--clients 8]
                           [--baseline REV | --no-baseline] [--switches 3]
+                          [--servers opensearch | --no-servers] [--opensearch-url URL]
     python bench/serve.py --profile [--sizes 100000] [--requests 400]   # the request path, in-process
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -91,9 +101,16 @@ def build(data_dir: Path, n_items: int, correlators: int, seed: int = 7) -> floa
     return index_s
 
 
-def config(data: Path, name: str) -> Path:
-    path = data / f"{name}.toml"
-    path.write_text("[query]\nindicators = {purchase = 1.0, view = 0.5}\n" + SETTINGS[name])
+def config(data: Path, name: str, server: tuple[str, str, str] | None = None) -> Path:
+    """The config of one `cooccur serve`: the settings `name`; with `server` (product, url,
+    alias), its index on that search server instead of the embedded one."""
+    path = data / (f"{server[0]}-{name}.toml" if server else f"{name}.toml")
+    index = ""
+    if server:
+        product, url, alias = server
+        index = (f'[index]\nbackend = "{product}"\nname = "{alias}"\n'
+                 f'[index.{product}]\nurls = ["{url}"]\n')
+    path.write_text(index + "[query]\nindicators = {purchase = 1.0, view = 0.5}\n" + SETTINGS[name])
     return path
 
 
@@ -244,7 +261,11 @@ class Server:
             self.proc.kill()
 
 
-def measure(args, baseline_code: str | None) -> list[dict]:
+def measure(args, baseline_code: str | None, search_servers: dict[str, dict]) -> list[dict]:
+    """The figures of every size: the embedded servers ({after, before} x settings) and, for
+    each of `search_servers` ({product: {"url", ...}}), this code's servers on that backend."""
+    from bench.search_servers import drop, server_backend
+
     results = []
     for n in [int(s) for s in args.sizes.split(",")]:
         with tempfile.TemporaryDirectory(prefix="cooccur-bench-") as tmp:
@@ -252,10 +273,22 @@ def measure(args, baseline_code: str | None) -> list[dict]:
             index_s = build(data, n, args.correlators)
             codes = [("after", str(ROOT))] + ([("before", baseline_code)] if baseline_code else [])
             servers = {}
+            remote = {}
             try:
+                for product, info in search_servers.items():
+                    alias = f"bench_serve_{os.getpid()}_{n}"
+                    remote[product] = server_backend(product, info["url"], alias)
+                    started = time.perf_counter()
+                    remote[product].create_version(SCHEMA, documents(n, args.correlators))
+                    print(f"{n:>7} items indexed into {product} in {time.perf_counter() - started:.1f} s",
+                          flush=True)
                 for label, code in codes:
                     for name in SETTINGS:
                         servers[(label, name)] = Server(f"{label}/{name}", code, config(data, name), data)
+                for product, backend in remote.items():
+                    for name in SETTINGS:
+                        cfg = config(data, name, (product, search_servers[product]["url"], backend.alias))
+                        servers[(product, name)] = Server(f"{product}/{name}", str(ROOT), cfg, data)
                 loads = {key: Load() for key in servers}
                 order = list(servers)
                 for key in order:  # warm-up: first queries map the version, compute cached arrays
@@ -266,24 +299,27 @@ def measure(args, baseline_code: str | None) -> list[dict]:
                         loads[key].run(servers[key].port, args.slice, args.clients, args.write_share, seed=r + 1)
                 entry = {"items": n, "index_seconds": round(index_s, 1), "servers": {}}
                 for (label, name), load in loads.items():
-                    entry["servers"][f"{label}/{name}"] = {"code": label, "settings": name,
+                    backend = label if label in remote else "embedded"
+                    entry["servers"][f"{label}/{name}"] = {"code": "after" if label in remote else label,
+                                                           "backend": backend, "settings": name,
                                                            "server": servers[(label, name)].description,
                                                            **load.summary()}
                 if "before" in {c for c, _ in codes}:
                     entry["ratio_after_before"] = {
-                        name: {
-                            "qps_total": _ratio(entry["servers"][f"after/{name}"]["qps_total"],
-                                                entry["servers"][f"before/{name}"]["qps_total"]),
-                            "query_p50": _ratio(entry["servers"][f"after/{name}"]["queries"]["p50_ms"],
-                                                entry["servers"][f"before/{name}"]["queries"]["p50_ms"]),
-                            "query_p99": _ratio(entry["servers"][f"after/{name}"]["queries"]["p99_ms"],
-                                                entry["servers"][f"before/{name}"]["queries"]["p99_ms"]),
-                        } for name in SETTINGS}
+                        name: _ratios(entry["servers"][f"after/{name}"], entry["servers"][f"before/{name}"])
+                        for name in SETTINGS}
+                if remote:
+                    entry["ratio_to_embedded"] = {
+                        f"{product}/{name}": _ratios(entry["servers"][f"{product}/{name}"],
+                                                     entry["servers"][f"after/{name}"])
+                        for product in remote for name in SETTINGS}
                 if args.switches:
                     entry["switching"] = switching(servers[("after", "default")], data, n, args)
             finally:
                 for s in servers.values():
                     s.stop()
+                for backend in remote.values():
+                    drop(backend)
             results.append(entry)
             print_entry(entry)
     return results
@@ -315,16 +351,27 @@ def _ratio(a, b):
     return round(a / b, 2) if a and b else None
 
 
+def _ratios(a: dict, b: dict) -> dict:
+    """req/s and query p50 / p99 of server summary `a` over those of `b`."""
+    return {"qps_total": _ratio(a["qps_total"], b["qps_total"]),
+            "query_p50": _ratio(a["queries"]["p50_ms"], b["queries"]["p50_ms"]),
+            "query_p99": _ratio(a["queries"]["p99_ms"], b["queries"]["p99_ms"])}
+
+
 def print_entry(entry: dict) -> None:
     print(f"{entry['items']:>7} items (indexed in {entry['index_seconds']} s):")
-    print(f"  {'server':<16} {'processes x threads':<28} {'req/s':>7} {'query p50':>10} {'p99':>8} "
+    print(f"  {'server':<18} {'processes x threads':<28} {'req/s':>7} {'query p50':>10} {'p99':>8} "
           f"{'event p50':>10} {'errors':>6}")
     for key, s in entry["servers"].items():
         q = s["queries"]
-        print(f"  {key:<16} {s['server'][:28]:<28} {s['qps_total']:>7} {q['p50_ms']:>8}ms {q['p99_ms']:>6}ms "
+        print(f"  {key:<18} {s['server'][:28]:<28} {s['qps_total']:>7} {q['p50_ms']:>8}ms {q['p99_ms']:>6}ms "
               f"{s['events']['p50_ms']:>8}ms {s['errors']:>6}")
     for name, r in entry.get("ratio_after_before", {}).items():
         print(f"  after/before, {name}: req/s x{r['qps_total']}, query p50 x{r['query_p50']}, p99 x{r['query_p99']}")
+    for key, r in entry.get("ratio_to_embedded", {}).items():
+        name = key.split("/")[1]
+        print(f"  {key} / after/{name}: req/s x{r['qps_total']}, query p50 x{r['query_p50']}, "
+              f"p99 x{r['query_p99']}")
     if "switching" in entry:
         s = entry["switching"]
         print(f"  while {s['versions_switched']} versions were switched in: {s['qps_total']} req/s, "
@@ -442,6 +489,11 @@ def main() -> None:
     ap.add_argument("--switches", type=int, default=3, help="versions switched in under load (0: skip)")
     ap.add_argument("--profile", action="store_true", help="profile the request path in-process instead")
     ap.add_argument("--requests", type=int, default=400)
+    ap.add_argument("--servers", nargs="+", default=["opensearch"], choices=["opensearch"],
+                    help="search servers served beside the embedded backend (default %(default)s): a node "
+                         "of `make search-nodes`, or --opensearch-url; skipped when not built")
+    ap.add_argument("--no-servers", action="store_true", help="the embedded backend only")
+    ap.add_argument("--opensearch-url", help="an OpenSearch to use instead of starting a node")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
@@ -454,13 +506,19 @@ def main() -> None:
                "results": results}
         path = args.out or str(ROOT / "bench" / "results" / "serve-profile.json")
     else:
-        with tempfile.TemporaryDirectory(prefix="cooccur-baseline-") as tmp:
+        from bench.search_servers import start_servers
+
+        with tempfile.TemporaryDirectory(prefix="cooccur-baseline-") as tmp, contextlib.ExitStack() as stack:
+            search_servers = {} if args.no_servers else start_servers(
+                stack, args.servers, {"opensearch": args.opensearch_url})
             baseline_code = None if args.no_baseline else extract(args.baseline, Path(tmp))
-            results = measure(args, baseline_code)
+            results = measure(args, baseline_code, search_servers)
         out = {
-            "benchmark": "cooccur serve, embedded backend, HTTP keep-alive clients on the same machine",
+            "benchmark": "cooccur serve, embedded backend (and search servers beside it), HTTP keep-alive "
+                         "clients on the same machine",
             "machine": machine,
             "baseline": None if args.no_baseline else args.baseline,
+            "search_servers": search_servers,
             "settings": {"clients": args.clients, "write_share": args.write_share,
                          "seconds_per_server": args.seconds, "slice_seconds": args.slice,
                          "correlators_per_indicator": args.correlators, "users": USERS,

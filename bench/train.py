@@ -19,13 +19,22 @@ JVM, Python workers, the scipy child) from /proc every ~100 ms; each measured se
 records its peak, the tree's RSS when it started, and the peak per kind of process.
 
     python bench/train.py [--sets movielens,synth-1m,synth-5m] [--repeat N] [--master local[2]]
-                          [--cluster local|spark://HOST:PORT]
+                          [--cluster local|spark://HOST:PORT] [--mahout [--mahout-k 50] [--mahout-users N]]
 
 With --cluster, `cooccur train` also runs on a Spark standalone cluster after the rest, in
 the same run: `local` starts one here from pyspark's distribution (a master and
 --cluster-workers workers of one core each, loopback only, as tests/spark_cluster.py does),
 a spark:// URL uses a running one. Its row sits beside the --master row, with the ratio
 and whether its model equals the --master one.
+
+With --mahout (movielens), Apache Mahout's own cooccurrence job (bench/mahout.py: Mahout
+14.1's SimilarityAnalysis.cooccurrencesIDSs in its own JVM) gets a row too, beside a
+`cooccur train` run with the same semantics (downsampling off, --mahout-k correlators, N =
+users with a primary event; docs/mahout.md), both one warm-up then --repeat timed runs;
+Mahout runs after the Spark session has stopped, so the two JVMs do not compete. The JSON
+holds both rows and the indicator agreement summary (identical top-k sets, same ranked LLR
+lists, why the others differ). --mahout-users N runs both on the events of the first N
+users only (a quick check; the first Mahout run resolves its jars with Maven).
 
 Writes bench/results/train.json and prints a table. Other engineers share the machine:
 compare ratios within one run, not seconds across runs.
@@ -34,6 +43,7 @@ compare ratios within one run, not seconds across runs.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -638,12 +648,13 @@ def _dataset_rows(name: str, r: dict) -> list[tuple]:
     def ratio(s: float | None) -> str:
         return "" if not base or s is None else f"{s / base:.2f}"
 
-    def add(method: str, m: dict, mem: float | None = None) -> None:
+    def add(method: str, m: dict, mem: float | None = None, n: int = events) -> None:
         if m.get("timeout"):
-            rows.append((name, events, method, f">{m['timeout_s']} (timeout)", "", ""))
+            rows.append((name, n, method, f">{m['timeout_s']} (timeout)", "", ""))
             return
         s = m["seconds"]
-        rows.append((name, events, method, f"{s:.1f}", ratio(s), f"{mem:,.0f}" if mem else ""))
+        # (a row on a sample of the events has no ratio to the ALS fit on all of them)
+        rows.append((name, n, method, f"{s:.1f}", ratio(s) if n == events else "", f"{mem:,.0f}" if mem else ""))
 
     c = r.get("cooccur", {})
     if c:
@@ -663,7 +674,35 @@ def _dataset_rows(name: str, r: dict) -> list[tuple]:
     s = r.get("scipy", {})
     if s:
         add("scipy, one process (all indicators)", s, s.get("memory", {}).get("peak_mb_process"))
+    cm, m = r.get("cooccur_mahout_settings", {}), r.get("mahout", {})
+    if cm:
+        sample = f", first {cm['sample_users']:,} users" if cm.get("sample_users") else ""
+        add(f"cooccur train, Mahout's settings (no caps, k={cm['k']}{sample})", cm, cm["memory"]["peak_mb"],
+            cm["events"])
+    if m.get("seconds"):
+        add("Mahout 14.1 cooccurrencesIDSs (same settings, its JVM)", m, m["memory"]["jvm_peak_rss_mb"],
+            cm["events"])
+    elif m:
+        rows.append((name, events, "Mahout 14.1 cooccurrencesIDSs", "(did not run)", "", ""))
     return rows
+
+
+def mahout_summary(results: dict) -> list[str]:
+    """One line per dataset with a Mahout row: the ratio and the indicator agreement."""
+    lines = []
+    for name, r in results.items():
+        m = r.get("mahout", {})
+        if "agreement" in m:
+            g = m["agreement"]
+            lines.append(
+                f"{name}: Mahout x{m['x_cooccur']} of cooccur's seconds (Mahout's settings); "
+                f"{g['items']:,} (indicator, item) lists: identical top-{r['cooccur_mahout_settings']['k']} sets "
+                f"{g['identical_fraction']:.1%}, same ranked LLR lists {g['same_score_lists_fraction']:.1%}, "
+                f"differences explained {g['explained_fraction']:.1%} ({g['differences'] or 'none'}); "
+                f"LLR max relative difference {g['max_rel_llr_diff']:.1e}")
+        elif m:
+            lines.append(f"{name}: Mahout did not run: {m['error'].splitlines()[0]}")
+    return lines
 
 
 def write_results(out: Path, info: dict, results: dict, *, merge: bool) -> dict:
@@ -709,7 +748,8 @@ def markdown(doc: dict) -> str:
         except ValueError:
             per_m = ""
         lines.append(f"| {name} | {events:,} | {method.strip()} | {seconds} | {per_m} | {ratio} | {mem} |")
-    return "\n".join(lines)
+    notes = mahout_summary(doc["datasets"])
+    return "\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else []))
 
 
 def run_dataset(spark, ds: Dataset, a, sampler: RssSampler, work: Path, parity: bool) -> dict:
@@ -721,6 +761,8 @@ def run_dataset(spark, ds: Dataset, a, sampler: RssSampler, work: Path, parity: 
     model = work / f"{ds.name}-model"
     ref = work / f"{ds.name}-scipy.parquet"
     r["cooccur"] = run_cooccur(spark, ds, a.repeat, sampler, model)
+    if a.mahout and ds.name == "movielens":
+        r["cooccur_mahout_settings"] = run_cooccur_as_mahout(spark, ds, a, sampler, work)
     if "als" in a.methods:
         r["als"] = run_als(spark, ds, a.repeat, sampler)
     if "scipy" not in a.methods:
@@ -798,6 +840,68 @@ def run_on_cluster(a, sets: list[Dataset], results: dict, sampler: RssSampler, w
             "executor_memory": a.cluster_memory, "spark_conf": conf}
 
 
+def mahout_events(ds: Dataset, work: Path, users: int | None) -> Path:
+    """The events both sides of --mahout read: the dataset's, or those of its first `users`
+    users in file order (--mahout-users)."""
+    source = ds.dir / "events.csv"
+    if not users:
+        return source
+    out = work / "mahout-sample.csv"
+    if out.exists():  # written for the cooccur side of this run
+        return out
+    kept: set[str] = set()
+    with open(source, newline="") as f, open(out, "w", newline="") as w:
+        reader = csv.DictReader(f)
+        writer = csv.DictWriter(w, reader.fieldnames or [], lineterminator="\n")
+        writer.writeheader()
+        for row in reader:
+            if len(kept) < users:
+                kept.add(row["user"])
+            if row["user"] in kept:
+                writer.writerow(row)
+    return out
+
+
+def run_cooccur_as_mahout(spark, ds: Dataset, a, sampler: RssSampler, work: Path) -> dict:
+    """`cooccur train` with Mahout's semantics (bench/mahout.py's run_cooccur), in `spark`."""
+    from bench import mahout
+
+    print(f"  cooccur with Mahout's settings (k = {a.mahout_k})", file=sys.stderr)
+    events = mahout_events(ds, work, a.mahout_users)
+    with open(events, "rb") as f:
+        n_events = sum(1 for _ in f) - 1
+    figures = mahout.run_cooccur(spark, events, ds.actions, a.mahout_k, work / "mahout-cooccur-model",
+                                 a.repeat, sampler)
+    return {**figures, "k": a.mahout_k, "sample_users": a.mahout_users, "events": n_events}
+
+
+def run_mahout_side(a, ds: Dataset, r: dict, sampler: RssSampler, work: Path) -> None:
+    """Mahout's job on the events `run_cooccur_as_mahout` read (bench/mahout.py's build,
+    write_input, run_mahout), and the agreement of its indicators with cooccur's, into
+    r["mahout"]. A Mahout that cannot be built or run leaves its error there instead."""
+    from bench import mahout
+
+    k = r["cooccur_mahout_settings"]["k"]
+    try:
+        classpath = mahout.build()
+        source = work / "mahout-input.csv"
+        counts = mahout.write_input(mahout_events(ds, work, a.mahout_users), source, ds.actions)
+        print(f"  Mahout 14.1 on {counts}", file=sys.stderr)
+        m = mahout.run_mahout(classpath, source, work / "mahout-out", ds.actions, k, a.repeat, a.master,
+                              a.driver_memory, sampler)
+    except (mahout.MahoutUnavailable, RuntimeError) as e:
+        print(f"Mahout did not run: {e}", file=sys.stderr)
+        r["mahout"] = {"error": str(e)}
+        return
+    agreement = mahout.compare(mahout.read_cooccur(work / "mahout-cooccur-model"),
+                               mahout.read_mahout(work / "mahout-out", ds.actions), k)
+    agreement.pop("examples")  # (bench/mahout.py keeps them)
+    r["mahout"] = {**m, "version": "14.1", "entry": "org.apache.mahout.math.cf.SimilarityAnalysis.cooccurrencesIDSs",
+                   "max_num_interactions": mahout.NO_DOWNSAMPLING, "events": counts,
+                   "x_cooccur": round(m["seconds"] / r["cooccur_mahout_settings"]["seconds"], 2),
+                   "agreement": agreement}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sets", default="movielens,synth-1m", help="comma-separated: " + ",".join(DATASETS))
@@ -818,6 +922,11 @@ def main() -> None:
                    help="also train on a standalone cluster: `local` starts one here, or a spark:// URL")
     p.add_argument("--cluster-workers", type=int, default=2, help="workers of a `--cluster local` (1 core each)")
     p.add_argument("--cluster-memory", default="2g", help="memory of each worker's executor")
+    p.add_argument("--mahout", action="store_true",
+                   help="movielens: also Apache Mahout's cooccurrence job beside cooccur with its settings")
+    p.add_argument("--mahout-k", type=int, default=50, help="--mahout: correlators per item (both sides)")
+    p.add_argument("--mahout-users", type=int, metavar="N",
+                   help="--mahout: only the events of the first N users (a quick check)")
     p.add_argument("--scipy-worker", help=argparse.SUPPRESS)
     a = p.parse_args()
 
@@ -832,6 +941,8 @@ def main() -> None:
     from indicators.spark import spark_session
 
     sets = [DATASETS[s] for s in a.sets.split(",") if s]
+    if a.mahout and DATASETS["movielens"] not in sets:
+        p.error("--mahout runs on the movielens set: add it to --sets")
     parity_sets = set(filter(None, a.parity.split(",")))
     for ds in sets:
         ensure_data(ds)
@@ -847,6 +958,8 @@ def main() -> None:
             info = machine_info(spark, a.master, conf)
             for ds in sets:
                 results[ds.name] = run_dataset(spark, ds, a, sampler, work, ds.name in parity_sets)
+        if a.mahout:  # after the session: Mahout's JVM does not compete with cooccur's
+            run_mahout_side(a, DATASETS["movielens"], results["movielens"], sampler, work)
         if a.cluster:
             info["cluster"] = run_on_cluster(a, sets, results, sampler, work)
     finally:
@@ -855,6 +968,8 @@ def main() -> None:
     doc = write_results(a.out, info, results, merge=a.merge)
     print()
     print_table(table_rows(doc["datasets"]))
+    for line in mahout_summary(results):
+        print(line)
     print(f"\nwrote {a.out}")
 
 

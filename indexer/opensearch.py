@@ -108,6 +108,11 @@ class OpenSearchBackend(SearchServerBackend):
         self._kwargs = self._client_kwargs(extra)
         return OpenSearch(**self._kwargs)
 
+    def _new_clients(self) -> None:
+        super()._new_clients()
+        for derived in ("_once", "_bulk_client"):  # made again from the new kwargs on first use
+            self.__dict__.pop(derived, None)
+
     @cached_property
     def _once(self) -> OpenSearch:
         """A client that never retries (opensearch-py has no per-request max_retries)."""

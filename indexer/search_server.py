@@ -17,8 +17,10 @@ that indexer/elasticsearch.py and indexer/opensearch.py implement with their own
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -285,6 +287,18 @@ def _schema_from_meta(data: Any) -> IndexSchema | None:
 
 
 # --------------------------------------------------------------------------- backend
+_BACKENDS: weakref.WeakSet[SearchServerBackend] = weakref.WeakSet()
+"""Every backend of this process: a forked child gives each new clients."""
+
+
+def _after_fork_in_child() -> None:
+    for backend in list(_BACKENDS):
+        backend._new_clients()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class SearchServerBackend:
     """indexer.backend.Backend on an Elasticsearch-API cluster, versions behind an alias.
 
@@ -328,13 +342,22 @@ class SearchServerBackend:
         self._mapping_path = mapping_path
         self._dfs = settings.shards > 1
         self._schema: tuple[float, IndexSchema | None] | None = None
+        self._client_options = client_options or {}
         try:
-            self.client = self._make_client(client_options or {})
+            self.client = self._make_client(self._client_options)
         except (ValueError, TypeError) as e:
             raise IndexerError(
                 f"{p.section}: {e}",
                 hint=f"urls look like https://host:9200 (see docs/{p.backend}.md)",
             ) from None
+        _BACKENDS.add(self)
+
+    def _new_clients(self) -> None:
+        """Clients of its own for a forked process (they connect on first use). The parent's
+        keep-alive connections must not be shared: two processes writing requests to one
+        socket read each other's responses (`cooccur serve`'s forked workers: one read two
+        responses at once, an internal error, while the other timed out)."""
+        self.client = self._make_client(self._client_options)
 
     # ----------------------------------------------------------------- client primitives
     def _make_client(self, extra: dict[str, Any]) -> Any:

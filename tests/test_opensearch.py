@@ -169,3 +169,56 @@ def test_unsupported_major_fails_the_check():
 def test_api_key_is_refused():
     with pytest.raises(IndexerError, match="OpenSearch has no API keys"):
         backend(Connection, api_key="abc")
+
+
+def test_a_forked_process_does_not_share_the_parents_connections():
+    """A keep-alive connection shared by two processes mixes their responses (`cooccur
+    serve`'s forked workers did): after a fork the child connects anew, the parent keeps its
+    own connection. A local HTTP/1.1 server tells the connections apart by client port."""
+    import http.server
+    import os
+    import threading
+
+    ports: list[int] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive
+
+        def do_GET(self):
+            ports.append(self.client_address[1])
+            raw = json.dumps(info("2.19.6")[1]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        b = OpenSearchBackend("items", OpenSearchSettings(urls=[f"http://127.0.0.1:{server.server_port}"],
+                                                          max_retries=0), 2)
+        b.client.info()
+        b._info()  # the never-retrying client (_once) has a connection too
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: both clients through new connections
+            try:
+                b.client.info()
+                b._info()
+                os.write(write, b"ok")
+            finally:
+                os._exit(0)
+        os.close(write)
+        assert os.read(read, 2) == b"ok"
+        os.waitpid(pid, 0)
+        b.client.info()
+        b._info()
+    finally:
+        server.shutdown()
+    parent, child, again = ports[:2], ports[2:4], ports[4:]
+    assert not set(child) & set(parent), ports
+    assert again == parent, ports  # the parent's keep-alive connections are still its own
