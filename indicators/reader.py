@@ -125,8 +125,6 @@ def expand_paths(paths: list[str], fmt: str, *, resolve: Resolver = location) ->
         try:
             matches = _matches(p, resolve)
             files = [f for m in matches for f in _files_in(m, fmt)]
-        except StorageError:
-            raise
         except OSError as e:  # listing failed: no permission, the store unreachable
             raise StorageError(p, str(e)) from None
         if not matches:
