@@ -61,8 +61,8 @@ class StorageError(JobError):
     _HINTS = {
         "hdfs": "pyarrow reaches HDFS through libhdfs and Java: set JAVA_HOME, HADOOP_HOME "
                 "(or ARROW_LIBHDFS_DIR) and CLASSPATH=$(hadoop classpath --glob) (docs/cluster.md)",
-        "s3": "pyarrow's S3 takes the usual AWS settings: credentials and AWS_DEFAULT_REGION "
-              "(or ?region= in the URI) from the environment, a profile or an instance role (docs/cluster.md)",
+        "s3": "pyarrow's S3 takes AWS credentials from the environment, a profile or an instance role, "
+              "and asks S3 for the bucket's region unless the URI gives ?region=... (docs/cluster.md)",
         "gs": "pyarrow's GCS takes Google's default credentials (GOOGLE_APPLICATION_CREDENTIALS) (docs/cluster.md)",
     }
     _SCHEMES = {"viewfs": "hdfs", "s3a": "s3", "s3n": "s3", "gcs": "gs"}
