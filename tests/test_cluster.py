@@ -3,7 +3,8 @@ standalone cluster (tests/spark_cluster.py) give the same model and figures as l
 
 The cluster runs are the CLI in a child process, as a user runs them: a config file with
 `spark_master = "spark://..."`, the input and the model as file:// URIs (a shared mount's
-form), PYSPARK_PYTHON naming this interpreter (docs/cluster.md). The local runs use the suite's shared local session.
+form), PYSPARK_PYTHON naming this interpreter (docs/cluster.md). The local runs use the
+suite's shared local session and plain paths.
 """
 
 from __future__ import annotations
