@@ -272,7 +272,8 @@ def train_cmd(ctx, events, out, from_store, rejects, events_path, **flags):
     --from-store) into a model directory.
 
     EVENTS are files, directories or globs of CSV/TSV (header user,event,item,time),
-    PredictionIO JSON lines or Parquet. With --from-store the model also records the store's
+    PredictionIO JSON lines or Parquet, as local paths or URIs (file://, hdfs://, s3a://:
+    docs/cluster.md). With --from-store the model also records the store's
     watermark, so `cooccur update MODEL --from-store` adds exactly the events stored later.
 
     \b

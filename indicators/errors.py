@@ -55,6 +55,29 @@ class InputNotFound(JobError):
     hint = "give a file, a directory or a glob of CSV/TSV, JSON lines or Parquet files"
 
 
+class StorageError(JobError):
+    """pyarrow cannot open or list a URI's file system here; the hint names what it needs."""
+
+    _HINTS = {
+        "hdfs": "pyarrow reaches HDFS through libhdfs and Java: set JAVA_HOME, HADOOP_HOME "
+                "(or ARROW_LIBHDFS_DIR) and CLASSPATH=$(hadoop classpath --glob) (docs/cluster.md)",
+        "s3": "pyarrow's S3 takes AWS credentials from the environment, a profile or an instance role, "
+              "and asks S3 for the bucket's region unless the URI gives ?region=... (docs/cluster.md)",
+        "gs": "pyarrow's GCS takes Google's default credentials (GOOGLE_APPLICATION_CREDENTIALS) (docs/cluster.md)",
+    }
+    _SCHEMES = {"viewfs": "hdfs", "s3a": "s3", "s3n": "s3", "gcs": "gs"}
+
+    def __init__(self, uri: str, reason: str) -> None:
+        first = next((line.strip() for line in reason.splitlines() if line.strip()), "failed")
+        scheme = uri.split("://", 1)[0].lower() if "://" in uri else "file"
+        hint = self._HINTS.get(self._SCHEMES.get(scheme, scheme),
+                               "pyarrow opens local paths and file://, hdfs://, s3:// (s3a://), gs:// "
+                               "and abfs:// URIs (docs/cluster.md)")
+        super().__init__(f"cannot open {uri}: {first}", hint=hint)
+        self.uri = uri
+        self.reason = reason
+
+
 class SparkOutOfMemory(JobError):
     """Spark ran out of memory; names the setting to raise."""
 

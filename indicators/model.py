@@ -26,8 +26,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
+from urllib.parse import quote, unquote, urlsplit
 
 import pyarrow.fs as pafs
+
+from .errors import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,12 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # Stores with an atomic file rename: the manifest is written aside and moved in. On the
 # others (object stores) one PUT of the whole object is what readers see, old or new.
 _RENAMES = ("local", "hdfs")
+# Spark's Hadoop connector for S3 is s3a:// (s3:// is EMR's own); pyarrow knows only s3://.
+_PYARROW_SCHEMES = {"s3a": "s3", "s3n": "s3"}
+_SPARK_SCHEMES = {"s3": "s3a", "s3n": "s3a"}
+# Characters a URI path segment keeps as they are (RFC 3986 pchar); the rest are
+# percent-encoded when a name is appended to a URI, so it stays one pyarrow can parse.
+_PCHAR = "!$&'()*+,;=:@~"
 
 
 def iso(t: datetime | None) -> str | None:
@@ -72,7 +81,13 @@ class Location:
     uri: str
 
     def __truediv__(self, name: str) -> Location:
-        return Location(self.fs, f"{self.path.rstrip('/')}/{name}", f"{self.uri.rstrip('/')}/{name}")
+        path = f"{self.path.rstrip('/')}/{name}"
+        if not _SCHEME.match(self.uri):
+            return Location(self.fs, path, f"{self.uri.rstrip('/')}/{name}")
+        # A URI: the name goes into its path, encoded, before any query (pyarrow's options).
+        base, query = (self.uri.split("?", 1) + [""])[:2]
+        uri = f"{base.rstrip('/')}/{quote(name, safe='/' + _PCHAR)}" + (f"?{query}" if query else "")
+        return Location(self.fs, path, uri)
 
     def __str__(self) -> str:
         return self.uri
@@ -80,6 +95,17 @@ class Location:
     @property
     def local(self) -> bool:
         return self.fs.type_name == "local"
+
+    @property
+    def spark_uri(self) -> str:
+        """The URI Spark's Hadoop file systems open for this location: file:// for a local
+        path (never the cluster's default file system), s3a:// for s3://, without pyarrow's
+        query options and percent-encoding (Hadoop's Path takes characters as they are)."""
+        if self.local:
+            return f"file://{self.path}"
+        parts = urlsplit(self.uri)
+        scheme = _SPARK_SCHEMES.get(parts.scheme.lower(), parts.scheme)
+        return f"{scheme}://{parts.netloc}{unquote(parts.path)}"
 
     @property
     def name(self) -> str:
@@ -144,9 +170,10 @@ _FILESYSTEMS: dict[str, pafs.FileSystem] = {}
 
 
 def location(target: str | os.PathLike | Location) -> Location:
-    """The Location of a local path or a URI (scheme://...). One file system object per
-    scheme and authority is kept for the process (clients are costly to make; an in-memory
-    mock:// store keeps its files only in its one object)."""
+    """The Location of a local path or a URI (scheme://...; s3a:// is opened as s3://).
+    One file system object per scheme and authority is kept for the process (clients are
+    costly to make; an in-memory mock:// store keeps its files only in its one object).
+    StorageError when pyarrow cannot open the URI's file system here."""
     if isinstance(target, Location):
         return target
     text = os.fspath(target)
@@ -154,8 +181,12 @@ def location(target: str | os.PathLike | Location) -> Location:
         path = os.path.abspath(text)
         return Location(pafs.LocalFileSystem(), path, path)
     scheme, rest = text.split("://", 1)
-    key = f"{scheme.lower()}://{rest.split('/', 1)[0]}"
-    fs, path = pafs.FileSystem.from_uri(text)
+    scheme = _PYARROW_SCHEMES.get(scheme.lower(), scheme.lower())
+    key = f"{scheme}://{rest.split('/', 1)[0]}"
+    try:
+        fs, path = pafs.FileSystem.from_uri(f"{scheme}://{rest}")
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise StorageError(text, str(e)) from None
     fs = _FILESYSTEMS.setdefault(key, fs)
     return Location(fs, path, text.rstrip("/") or text)
 

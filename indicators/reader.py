@@ -16,22 +16,24 @@ when some rows are bad.
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from fnmatch import fnmatchcase
+from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.storagelevel import StorageLevel
 
 from . import validate
-from .errors import BadRow, InputNotFound, JobError
+from .errors import BadRow, InputNotFound, JobError, StorageError
+from .model import Location, location
 from .settings import InputSettings
 
 log = logging.getLogger(__name__)
@@ -88,44 +90,113 @@ class EventInput:
     """file, line, field, problem, text of every bad row (lazy; empty when none)."""
     per_event: dict[str, EventStats]
     """Accepted user events by event name."""
+    names: dict[str, str] = field(default_factory=dict)
+    """Each input file as Spark names it (decoded) -> as the user named it."""
 
     def first_rejected(self, n: int = 20) -> list[BadRow]:
         """The first n bad rows, by file and line."""
         rows = self.rejected.orderBy("file", "line").limit(n).collect()
-        return [BadRow(r.file, r.line, r.field, r.problem, r.text) for r in rows]
+        return [BadRow(self._named(r.file), r.line, r.field, r.problem, r.text) for r in rows]
 
     def iter_rejected(self) -> Iterator[BadRow]:
         """Every bad row, streamed to the driver one partition at a time."""
         for r in self.rejected.orderBy("file", "line").toLocalIterator():
-            yield BadRow(r.file, r.line, r.field, r.problem, r.text)
+            yield BadRow(self._named(r.file), r.line, r.field, r.problem, r.text)
+
+    def _named(self, spark_path: str) -> str:
+        """A file as the user named it, from the percent-encoded URI Spark reports
+        (`_metadata.file_path`: file:/a%20b for the local file "/a b")."""
+        parts = urlsplit(spark_path)
+        plain = f"{parts.scheme}://{parts.netloc}{unquote(parts.path)}"
+        return self.names.get(plain, plain.removeprefix("file://"))
 
 
-def expand_paths(paths: list[str], fmt: str) -> dict[str, list[str]]:
-    """Files by format, from files, directories and globs, sorted; hidden files skipped."""
-    found: dict[str, list[str]] = {}
+Resolver = Callable[[str], Location]
+"""A path or URI -> its Location (indicators.model.location; tests pass a file system)."""
+
+
+def expand_paths(paths: list[str], fmt: str, *, resolve: Resolver = location) -> dict[str, list[Location]]:
+    """Files by format, from files, directories and globs, as local paths or URIs (file://,
+    hdfs://, s3a://, s3://, gs://, ...: listed through pyarrow's file systems), sorted.
+    Inside a directory, names starting with `.` or `_` are skipped (Spark's _SUCCESS,
+    _temporary/, hidden files)."""
+    found: dict[str, dict[str, Location]] = {}
     for p in paths:
-        matches = sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p]
-        if not matches or not all(os.path.exists(m) for m in matches):
+        try:
+            matches = _matches(p, resolve)
+            files = [f for m in matches for f in _files_in(m, fmt)]
+        except OSError as e:  # listing failed: no permission, the store unreachable
+            raise StorageError(p, str(e)) from None
+        if not matches:
             raise InputNotFound(f"no input at {p}")
-        files: list[str] = []
-        for m in matches:
-            if os.path.isdir(m):
-                files += sorted(
-                    str(f) for f in Path(m).rglob("*")
-                    if f.is_file() and not f.name.startswith((".", "_")) and _format_of(str(f), fmt)
-                )
-            else:
-                files.append(m)
         if not files:
             raise InputNotFound(f"{p} holds no event files (.csv .tsv .jsonl .json .parquet)")
         for f in files:
-            kind = _format_of(f, fmt)
+            kind = _format_of(f.name, fmt)
             if kind is None:
                 raise InputNotFound(
                     f"{f}: unknown file type", hint="set [train.input] format or use a known extension"
                 )
-            found.setdefault(kind, []).append(os.path.abspath(f))
-    return {k: sorted(set(v)) for k, v in found.items()}
+            found.setdefault(kind, {})[f.uri] = f
+    return {k: [v[u] for u in sorted(v)] for k, v in found.items()}
+
+
+def _is_glob(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+def _matches(p: str, resolve: Resolver) -> list[Location]:
+    """What a path or URI names, its glob (in the path part) expanded level by level, as
+    the shell does: `*` does not cross `/` and matches a leading `.` only when written. In
+    a URI, `?` starts pyarrow's query options (as for a model URI), so its globs use `*`
+    and `[...]`."""
+    query = ""
+    if "://" in p and "?" in p:
+        p, query = p.split("?", 1)
+        query = f"?{query}"
+    if not _is_glob(p):
+        at = resolve(p + query)
+        return [at] if at.exists() else []
+    magic = min(p.index(c) for c in "*?[" if c in p)
+    cut = p.rfind("/", 0, magic)
+    if "://" in p:
+        path_start = p.find("/", p.index("://") + 3)
+        if not 0 <= path_start < magic:
+            raise InputNotFound(f"{p}: a glob may only be in the path, not in the scheme or host")
+        base = p[:max(cut, path_start + 1)]  # the store's root is its path "/"
+    else:
+        base = p[:cut] if cut > 0 else ("/" if cut == 0 else ".")
+    current = [resolve(base + query)]
+    for part in p[cut + 1:].split("/"):
+        if not part:
+            continue
+        if not _is_glob(part):
+            current = [at / part for at in current]
+            continue
+        nxt = []
+        for at in current:
+            if not at.is_dir():
+                continue
+            for info in at.fs.get_file_info(pafs.FileSelector(at.path)):
+                name = info.base_name
+                if fnmatchcase(name, part) and (part.startswith(".") or not name.startswith(".")):
+                    nxt.append(at / name)
+        current = nxt
+    return sorted((at for at in current if at.exists()), key=lambda at: at.uri)
+
+
+def _files_in(at: Location, fmt: str) -> list[Location]:
+    """`at` itself when it is a file, else the event files anywhere under it."""
+    if not at.is_dir():
+        return [at]
+    base = at.path.rstrip("/")
+    files = []
+    for info in at.fs.get_file_info(pafs.FileSelector(at.path, recursive=True)):
+        rel = info.path[len(base):].lstrip("/")
+        if (info.type == pafs.FileType.File and _format_of(info.base_name, fmt)
+                and not any(c.startswith((".", "_")) for c in rel.split("/"))):
+            files.append(at / rel)
+    return files
 
 
 def _format_of(path: str, fmt: str) -> str | None:
@@ -158,14 +229,14 @@ def _with_position(df: DataFrame) -> DataFrame:
     )
 
 
-def _read_header(path: str, sep: str) -> list[str]:
-    opener = open
-    if path.endswith(".gz"):
-        import gzip
-
-        opener = gzip.open  # type: ignore[assignment]
-    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-        line = f.readline().rstrip("\r\n")
+def _read_header(at: Location, sep: str) -> list[str]:
+    """The first line's columns, read through the file's pyarrow file system (a .gz or .bz2
+    file decompressed: `open_input_stream` detects it by extension)."""
+    head = b""
+    with at.fs.open_input_stream(at.path) as f:
+        while b"\n" not in head and (chunk := f.read(65536)):
+            head += chunk
+    line = head.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")
     return [c.strip().strip('"') for c in line.split(sep)]
 
 
@@ -212,14 +283,14 @@ def _validated(df: DataFrame, parse: RowParser) -> DataFrame:
     return df.mapInArrow(run, OUTPUT_DDL).where(F.col("kind") != HEADER)
 
 
-def _raw_lines(spark: SparkSession, files: list[str]) -> DataFrame:
+def _raw_lines(spark: SparkSession, files: list[Location]) -> DataFrame:
     """file, block, pos and the line's bytes as read (not decoded: bytes that are not UTF-8
     reject the row instead of becoming U+FFFD)."""
-    return _with_position(spark.read.text(files)).select(
+    return _with_position(spark.read.text([f.spark_uri for f in files])).select(
         "file", "block", "pos", F.col("value").cast("binary").alias("raw"))
 
 
-def _read_delimited(spark: SparkSession, files: list[str], s: InputSettings, kind: str) -> DataFrame:
+def _read_delimited(spark: SparkSession, files: list[Location], s: InputSettings, kind: str) -> DataFrame:
     sep = "\t" if kind == "tsv" else ","
     header = _read_header(files[0], sep)
     for f in files[1:]:
@@ -251,7 +322,7 @@ def _read_delimited(spark: SparkSession, files: list[str], s: InputSettings, kin
     return _validated(_raw_lines(spark, files), parse)
 
 
-def _read_pio(spark: SparkSession, files: list[str]) -> DataFrame:
+def _read_pio(spark: SparkSession, files: list[Location]) -> DataFrame:
     def parse(raw: bytes, row: dict):
         if not raw.strip():
             return None
@@ -263,8 +334,8 @@ def _read_pio(spark: SparkSession, files: list[str]) -> DataFrame:
     return _validated(_raw_lines(spark, files), parse)
 
 
-def _read_parquet(spark: SparkSession, files: list[str], s: InputSettings) -> DataFrame:
-    raw = _with_position(spark.read.parquet(*files))
+def _read_parquet(spark: SparkSession, files: list[Location], s: InputSettings) -> DataFrame:
+    raw = _with_position(spark.read.parquet(*[f.spark_uri for f in files]))
     names = set(raw.columns)
     missing = [c for c in (s.user, s.event, s.item) if c not in names]
     if missing:
@@ -361,10 +432,10 @@ def read_events(spark: SparkSession, paths: list[str], settings: InputSettings) 
     rejected = rejected_parts[0]
     for df in rejected_parts[1:]:
         rejected = rejected.unionByName(df)
-    rejected = rejected.withColumn("file", F.regexp_replace("file", "^file:", ""))
 
     events = rows.where(F.col("kind") == USER_EVENT).select("user", "event", "item", "time")
     item_events = rows.where(F.col("kind") == ITEM_EVENT).select(
         F.col("user").alias("item"), "event", "properties", "time", "file", "pos"
     )
-    return EventInput(events, item_events, counts, rejected, per_event)
+    names = {f.spark_uri: f.uri for files in by_format.values() for f in files}
+    return EventInput(events, item_events, counts, rejected, per_event, names)

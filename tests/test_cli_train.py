@@ -80,6 +80,19 @@ def test_user_errors_are_one_line(tmp_path, events):
     assert r.exit_code == 1 and "expected KEY=VALUE" in r.stderr
 
 
+@pytest.mark.parametrize("given, error, hint", [
+    ("file:///no/such/dir", "Error: no input at file:///no/such/dir", "give a file, a directory or a glob"),
+    ("mock:///bucket/none/*.csv", "Error: no input at mock:///bucket/none/*.csv", "give a file"),
+    ("nosuch://host/ev", "Error: cannot open nosuch://host/ev: Unrecognized filesystem", "hdfs://"),
+])
+def test_input_uris_that_cannot_be_read_are_one_line(tmp_path, given, error, hint):
+    r = run("train", given, "-o", tmp_path / "m")
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    lines = r.stderr.splitlines()
+    assert lines[0].startswith(error) and lines[1].startswith("Hint: ") and hint in lines[1], r.stderr
+    assert not (tmp_path / "m").exists()
+
+
 def test_missing_java_is_named(tmp_path, events):
     env = {"JAVA_HOME": str(tmp_path / "no-jdk"), "PATH": str(tmp_path)}
     r = run("train", events, "-o", tmp_path / "m", env=env)

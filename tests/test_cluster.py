@@ -2,8 +2,9 @@
 standalone cluster (tests/spark_cluster.py) give the same model and figures as local Spark.
 
 The cluster runs are the CLI in a child process, as a user runs them: a config file with
-`spark_master = "spark://..."`, the model on a file:// URI, PYSPARK_PYTHON naming this
-interpreter (docs/cluster.md). The local runs use the suite's shared local session.
+`spark_master = "spark://..."`, the input and the model as file:// URIs (a shared mount's
+form), PYSPARK_PYTHON naming this interpreter (docs/cluster.md). The local runs use the
+suite's shared local session and plain paths.
 """
 
 from __future__ import annotations
@@ -95,10 +96,12 @@ def runs(spark, spark_cluster, tmp_path_factory) -> dict:
     a, b = len(events) * 6 // 10, len(events) * 8 // 10
     config = d / "cooccur.toml"
     config.write_text(config_text(spark_cluster) + f'[events]\npath = "{d / "events.db"}"\n')
-    r = {"dir": d, "config": config, "base": write(d / "base.jsonl", events[:a]),
+    (d / "base").mkdir()
+    r = {"dir": d, "config": config, "base": write(d / "base" / "part-0.jsonl", events[:a]),
          "new": write(d / "new.jsonl", events[a:b]), "stored": write(d / "stored.jsonl", events[b:])}
     r["cluster"] = f"file://{d / 'cluster'}"
-    ok(cooccur(config, "train", r["base"], "-o", r["cluster"]))
+    # The cluster reads a directory URI; the local run the plain file in it.
+    ok(cooccur(config, "train", f"file://{d / 'base'}", "-o", r["cluster"]))
     train(spark, [r["base"]], settings(), d / "local")
     return r
 
@@ -113,7 +116,7 @@ def test_train_on_the_cluster_equals_local(runs):
 def test_update_from_files_and_from_the_store_on_the_cluster_equals_local(spark, runs):
     d, config = runs["dir"], runs["config"]
     # From files: the model's master (the cluster) reads the new events.
-    ok(cooccur(config, "update", runs["cluster"], runs["new"], "-o", f"file://{d / 'cluster-1'}"))
+    ok(cooccur(config, "update", runs["cluster"], f"file://{runs['new']}", "-o", f"file://{d / 'cluster-1'}"))
     update(spark, d / "local", [runs["new"]], d / "local-1")
     assert comparable(f"file://{d / 'cluster-1'}") == comparable(d / "local-1")
     # From the store: the events imported, then folded into the cluster's model in place.

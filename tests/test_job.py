@@ -278,3 +278,25 @@ def test_min_events_per_user_sets_who_counts_and_n(spark, tmp_path, minimum, n_u
 def test_min_events_per_user_must_be_a_whole_number(value):
     with pytest.raises(ValueError, match="min_events_per_user"):
         TrainSettings(min_events_per_user=value)
+
+
+def test_file_uri_inputs_train_the_same_model_as_plain_paths(spark, tmp_path):
+    """A directory, a glob and a single file given as file:// URIs (as on a cluster's shared
+    mount) train the model the same paths give; item properties ($set events) included."""
+    from urllib.parse import quote
+
+    from test_update import assert_same_model, generate, read_model, settings, write
+
+    events = generate(seed=2, n=500)
+    (tmp_path / "in dir").mkdir()
+    (tmp_path / "glob").mkdir()
+    write(tmp_path / "in dir" / "a.jsonl", events[:200])
+    write(tmp_path / "glob" / "b.jsonl", events[200:350])
+    write(tmp_path / "c.jsonl", events[350:])
+    plain = [str(tmp_path / "in dir"), str(tmp_path / "glob" / "*.jsonl"), str(tmp_path / "c.jsonl")]
+    uris = [f"file://{quote(p, safe='/*')}" for p in plain]
+    train(spark, plain, settings(), tmp_path / "plain")
+    report = train(spark, uris, settings(), tmp_path / "uris")
+    assert report.input["files"] == 3 and report.input["rows"] == len(events)
+    assert_same_model(read_model(tmp_path / "uris"), read_model(tmp_path / "plain"))
+    assert read_model(tmp_path / "plain")["properties"]

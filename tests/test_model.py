@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from indicators.errors import StorageError
 from indicators.model import (
     data_of,
     discard,
@@ -72,6 +73,26 @@ def test_locations_of_paths_and_uris(tmp_path):
     location("mock:///x").mkdir()
     location("mock:///x/f").write_text("kept")
     assert location("mock:///x/f").read_text() == "kept"
+
+
+def test_uris_for_pyarrow_and_for_spark(tmp_path):
+    # A local path: Spark gets file:// (never the cluster's default file system).
+    assert (location(tmp_path / "a b") / "c.csv").spark_uri == f"file://{tmp_path}/a b/c.csv"
+    # A URI: names are encoded into its path, before pyarrow's query options; Spark gets
+    # them decoded, without the query, and s3a:// for s3:// (pyarrow opens s3a:// as s3://).
+    s3 = location("s3a://bucket/m?region=us-east-1")
+    assert (s3.fs.type_name, s3.path) == ("s3", "bucket/m")
+    child = location("s3://bucket/m?region=us-east-1") / "d e%.csv"
+    assert child.path == "bucket/m/d e%.csv"
+    assert child.uri == "s3://bucket/m/d%20e%25.csv?region=us-east-1"
+    assert child.spark_uri == "s3a://bucket/m/d e%.csv"
+    assert (location("mock:///x") / "y").spark_uri == "mock:///x/y"
+
+
+def test_a_file_system_pyarrow_cannot_open_is_a_clear_error():
+    with pytest.raises(StorageError, match="^cannot open nosuch://host/m: Unrecognized filesystem") as e:
+        location("nosuch://host/m")
+    assert "hdfs://" in e.value.hint
 
 
 def test_discarding_an_unpublished_version_leaves_the_model(tmp_path):

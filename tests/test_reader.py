@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from indicators.errors import InputNotFound, JobError
+from indicators.errors import InputNotFound, JobError, StorageError
+from indicators.model import Location, location
 from indicators.reader import expand_paths, read_events
 from indicators.settings import InputSettings
 
@@ -142,18 +147,132 @@ def test_iter_rejected_streams_all_bad_rows(spark, tmp_path):
 
 
 def test_paths_files_dirs_globs(tmp_path):
-    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "_temporary").mkdir()
     (tmp_path / "d" / "a.csv").write_text("x")
-    (tmp_path / "d" / "b.jsonl").write_text("x")
+    (tmp_path / "d" / "sub" / "b.jsonl").write_text("x")
     (tmp_path / "d" / "_SUCCESS").write_text("")
     (tmp_path / "d" / ".hidden.csv").write_text("x")
+    (tmp_path / "d" / "_temporary" / "c.csv").write_text("x")  # an unfinished Spark write
     found = expand_paths([str(tmp_path / "d")], "auto")
-    assert {k: [p.rsplit("/", 1)[-1] for p in v] for k, v in found.items()} == {
-        "csv": ["a.csv"], "jsonl": ["b.jsonl"]
+    assert {k: [f.uri for f in v] for k, v in found.items()} == {
+        "csv": [f"{tmp_path}/d/a.csv"], "jsonl": [f"{tmp_path}/d/sub/b.jsonl"]
     }
+    assert found["csv"][0].spark_uri == f"file://{tmp_path}/d/a.csv"
     assert list(expand_paths([str(tmp_path / "d" / "*.csv")], "auto")) == ["csv"]
+    assert [f.name for f in expand_paths([str(tmp_path / "*" / "s?b" / "*")], "auto")["jsonl"]] == ["b.jsonl"]
     with pytest.raises(InputNotFound, match="no input at"):
         expand_paths([str(tmp_path / "missing.csv")], "auto")
+    with pytest.raises(InputNotFound, match="no input at"):
+        expand_paths([str(tmp_path / "d" / "*.parquet")], "auto")
     (tmp_path / "e.txt").write_text("x")
     with pytest.raises(InputNotFound, match="unknown file type"):
         expand_paths([str(tmp_path / "e.txt")], "auto")
+
+
+def on_store(root: Path):
+    """A resolver mapping s3://, s3a:// and hdfs:// URIs into a local directory through
+    pyarrow's SubTreeFileSystem: the listing code runs on a non-local file system offline.
+    Paths are pyarrow's S3 form (bucket/key); an hdfs authority becomes a directory."""
+    fs = pafs.SubTreeFileSystem(str(root), pafs.LocalFileSystem())
+
+    def resolve(uri: str) -> Location:
+        parts = urlsplit(uri)
+        return Location(fs, f"{parts.netloc}{unquote(parts.path)}".rstrip("/"), uri)
+
+    return resolve
+
+
+def test_uri_inputs_are_listed_through_the_file_system(tmp_path):
+    for name in ("2026-01/a.csv", "2026-01/_SUCCESS", "2026-02/b c.csv", "2026-02/d.jsonl", ".x/e.csv"):
+        (tmp_path / "bucket" / "ev" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "bucket" / "ev" / name).write_text("x")
+    resolve = on_store(tmp_path)
+
+    found = expand_paths(["s3://bucket/ev"], "auto", resolve=resolve)
+    # Named as written (s3://, a URI: percent-encoded); Spark gets its connector's scheme, decoded.
+    assert [(f.uri, f.spark_uri) for f in found["csv"]] == [
+        ("s3://bucket/ev/2026-01/a.csv", "s3a://bucket/ev/2026-01/a.csv"),
+        ("s3://bucket/ev/2026-02/b%20c.csv", "s3a://bucket/ev/2026-02/b c.csv"),
+    ]
+    assert [f.uri for f in found["jsonl"]] == ["s3://bucket/ev/2026-02/d.jsonl"]
+    # Globs level by level; s3a:// as Spark users write it; a query (pyarrow's options) kept
+    # for pyarrow, left out for Spark.
+    glob = expand_paths(["s3a://bucket/ev/*/*.csv", "s3://bucket/ev/2026-0[2]?region=x"], "auto", resolve=resolve)
+    assert [(f.uri, f.spark_uri) for f in glob["csv"]] == [
+        ("s3://bucket/ev/2026-02/b%20c.csv?region=x", "s3a://bucket/ev/2026-02/b c.csv"),
+        ("s3a://bucket/ev/2026-01/a.csv", "s3a://bucket/ev/2026-01/a.csv"),
+        ("s3a://bucket/ev/2026-02/b%20c.csv", "s3a://bucket/ev/2026-02/b c.csv"),
+    ]
+    assert [f.spark_uri for f in expand_paths(["s3://bucket/*/2026-02/d.jsonl"], "auto", resolve=resolve)["jsonl"]
+            ] == ["s3a://bucket/ev/2026-02/d.jsonl"]
+    (tmp_path / "namenode" / "logs").mkdir(parents=True)
+    (tmp_path / "namenode" / "logs" / "e.parquet").write_text("x")
+    hdfs = expand_paths(["hdfs://namenode/logs/*.parquet"], "auto", resolve=resolve)
+    assert [(f.uri, f.spark_uri) for f in hdfs["parquet"]] == [
+        ("hdfs://namenode/logs/e.parquet", "hdfs://namenode/logs/e.parquet")]
+
+    for missing in ("s3://bucket/nothing", "s3://bucket/ev/*.tsv", "hdfs://namenode/logs/2027-*"):
+        with pytest.raises(InputNotFound, match=re.escape(f"no input at {missing}")) as e:
+            expand_paths([missing], "auto", resolve=resolve)
+        assert e.value.hint
+    (tmp_path / "bucket" / "done").mkdir()
+    (tmp_path / "bucket" / "done" / "_SUCCESS").write_text("")
+    with pytest.raises(InputNotFound, match="^s3://bucket/done holds no event files"):
+        expand_paths(["s3://bucket/done"], "auto", resolve=resolve)
+    with pytest.raises(InputNotFound, match="not in the scheme or host"):
+        expand_paths(["s3://buck*/ev"], "auto", resolve=resolve)
+
+
+def test_uri_inputs_on_pyarrows_own_file_systems(tmp_path):
+    # pyarrow's in-memory store through the default resolver (indicators.model.location).
+    location("mock:///inputs/ev").mkdir()
+    (location("mock:///inputs/ev") / "a.csv").write_text("user,event,item,time\n")
+    found = expand_paths(["mock:///inputs/ev/*.csv"], "auto")
+    assert [(f.uri, f.read_text()) for f in found["csv"]] == [("mock:///inputs/ev/a.csv", "user,event,item,time\n")]
+    # file:// is the local disk, named as written.
+    (tmp_path / "a b").mkdir()
+    (tmp_path / "a b" / "x.jsonl").write_text("x")
+    uri = f"file://{quote(str(tmp_path / 'a b'))}"
+    assert [(f.uri, f.spark_uri) for f in expand_paths([uri], "auto")["jsonl"]] == [
+        (f"{uri}/x.jsonl", f"file://{tmp_path}/a b/x.jsonl")]
+    with pytest.raises(InputNotFound, match=f"no input at {re.escape(uri)}/y.csv"):
+        expand_paths([f"{uri}/y.csv"], "auto")
+
+
+def test_a_scheme_pyarrow_cannot_open_here_says_what_it_needs(monkeypatch):
+    with pytest.raises(StorageError, match="^cannot open nosuch://x/ev: ") as e:
+        expand_paths(["nosuch://x/ev"], "auto")
+    assert "hdfs://" in e.value.hint and "s3://" in e.value.hint
+    if pafs_hdfs_loads():
+        pytest.skip("libhdfs loads here: hdfs:// is openable")
+    with pytest.raises(StorageError, match="^cannot open hdfs://127.0.0.1:9/ev: [^\n]+$") as e:
+        expand_paths(["hdfs://127.0.0.1:9/ev"], "auto")
+    assert "libhdfs" in e.value.hint and "HADOOP_HOME" in e.value.hint
+
+
+def pafs_hdfs_loads() -> bool:
+    """Whether pyarrow finds libhdfs and a JVM here (then hdfs:// would try to connect)."""
+    import os
+
+    return bool(os.environ.get("ARROW_LIBHDFS_DIR") or os.environ.get("HADOOP_HOME"))
+
+def test_file_uris_read_as_the_plain_paths_and_bad_rows_are_named_as_written(spark, tmp_path):
+    d = tmp_path / "ev dir"  # a space: URIs percent-encode it, Spark reports it encoded
+    (d / "sub").mkdir(parents=True)
+    (d / "a.csv").write_text("user,event,item,time\nu1,view,i1,2026-01-01\nu2,view,,2026-01-02\n")
+    (d / "sub" / "b.csv").write_text("user,event,item,time\nu3,buy,i1,2026-01-03\n")
+    (d / "c.jsonl").write_text(json.dumps({"event": "$set", "entityType": "item", "entityId": "i1",
+                                           "properties": {"category": ["x"]}}) + "\n")
+    uri = f"file://{quote(str(d))}"
+    plain = read_events(spark, [str(d)], InputSettings())
+    # A directory, a glob and a single file, as URIs.
+    data = read_events(spark, [f"{uri}/sub", f"{uri}/*.csv", f"{uri}/c.jsonl"], InputSettings())
+    assert data.counts == plain.counts
+    assert events_of(data) == events_of(plain)
+    assert [r.item for r in data.item_events.collect()] == ["i1"]
+    assert [(r.file, r.line, r.field) for r in data.first_rejected()] == [(f"{uri}/a.csv", 3, "item")]
+    assert [(r.file, r.line) for r in plain.first_rejected()] == [(f"{d}/a.csv", 3)]
+    with pytest.raises(JobError, match=re.escape(f"{uri}/sub/b.csv:1: header")):
+        (d / "sub" / "b.csv").write_text("who,event,item,time\n")
+        read_events(spark, [f"{uri}/*.csv", f"{uri}/sub"], InputSettings())
