@@ -171,8 +171,8 @@ def _train(
         state = version / "state"
         if settings.min_events_per_user and settings.save_state:
             held = marked.where("held")
-            held.select("action", "user", "item", "h").write.parquet((state / "held_interactions").uri)
-            held.where("first_user").select("user", "primary_events").write.parquet((state / "held_users").uri)
+            held.select("action", "user", "item", "h").write.parquet((state / "held_interactions").spark_uri)
+            held.where("first_user").select("user", "primary_events").write.parquet((state / "held_users").spark_uri)
         kept = marked.where(~F.col("held")) if settings.min_events_per_user else marked
         with ThreadPoolExecutor(max_workers=2) as pool:
             rank_job = pool.submit(timed, _write_rankings, data, settings, version)
@@ -239,7 +239,7 @@ def _write_indicators(
     state = version / "state"
     if settings.save_state:
         kept.select("action", "user", "item", "h", "user_kept", "kept").write.parquet(
-            (state / "interactions").uri)
+            (state / "interactions").spark_uri)
         # The items' codes in the pair files: positions in this list, sorted by id (an
         # update appends new items, so codes never change).
         items = kept.select("item").distinct().toArrow()["item"].combine_chunks()
@@ -248,7 +248,7 @@ def _write_indicators(
         (state / "pairs").mkdir()
         # The executors write the pair files themselves: the URI must reach them all.
         pair_state = PairState((state / "pairs").uri, items)
-    path = (version / "indicators").uri
+    path = (version / "indicators").spark_uri  # Spark writes, Hadoop URI form
     indicators(
         kept.where("kept"), settings.primary, specs, n_users, partitions, pair_state,
     ).write.parquet(path)
