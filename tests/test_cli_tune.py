@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from test_cli_evaluate import write_events
 
 from cli import main
-from query import tuning
+from evaluation import tuning
 
 
 @pytest.mark.spark

@@ -28,23 +28,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from indexer.settings import IndexSettings
+from query.settings import QuerySettings
 
-from .evaluation import (
-    EvaluationError,
-    Metrics,
-    PreparedSplit,
-    Split,
-    Variant,
-    index_temporary,
-    prepare_events,
-    read_checked,
-    run_variants,
-    validation_split,
-    with_spark,
-)
-from .settings import QuerySettings
+from .errors import EvaluationError
+from .measures import Metrics
+from .run import index_temporary, with_spark
+from .splits import PreparedSplit, Split, prepare_events, read_checked, split_events, validation_split
+from .variants import Variant, run_variants
 
-if TYPE_CHECKING:  # type hints only: serving never imports pyspark
+if TYPE_CHECKING:  # type hints only: importing the evaluation never imports pyspark
     from pyspark.sql import DataFrame, SparkSession
 
     from indicators.settings import TrainSettings
@@ -296,8 +288,6 @@ def prepare_validation(
     """The validation split carved from the training part of `split`: the search's whole
     input is that training part, so nothing of the test part can reach it."""
     from pyspark.sql import functions as F
-
-    from .evaluation import split_events
 
     marked, _ = split_events(user_events, split, train.primary)
     training_part = marked.where(~F.col("test")).drop("test")
