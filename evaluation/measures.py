@@ -101,4 +101,3 @@ def score_rankings(
         precision, recall, map_, ndcg, hit_rate = (s / n for s in sums)
         out[k] = Metrics(k, precision, recall, map_, ndcg, hit_rate, coverage=cov, users=len(users))
     return out
-

@@ -72,7 +72,6 @@ def index_temporary(model: Path, data_dir: Path, index_settings: IndexSettings |
     return EmbeddedBackend(local.data_dir, local.name, keep_versions=1)
 
 
-
 @dataclass
 class EvaluationReport:
     """Everything `cooccur evaluate` prints: the split, the users, each variant's metrics."""

@@ -152,7 +152,6 @@ def split_events(events: DataFrame, split: Split, primary: str) -> tuple[DataFra
     return joined.withColumn("test", F.coalesce(F.col("_held"), F.lit(False))).drop("_held"), detail
 
 
-
 @dataclass
 class PreparedSplit:
     """A split's training input on disk plus what the loop needs of the test users."""
@@ -301,4 +300,3 @@ def _write_training_input(train: DataFrame, item_events: DataFrame, out: Path) -
         F.when(F.col("properties").isNull(), F.col("_h")).otherwise(spliced).alias("value")
     )
     users.unionByName(items).write.mode("overwrite").text(str(out))
-

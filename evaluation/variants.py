@@ -179,4 +179,3 @@ def run_variants(
                       seconds[v.name], len(users))
         for v in variants
     ]
-

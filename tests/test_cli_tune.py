@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 from click.testing import CliRunner
-from test_cli_evaluate import write_events
+from test_cli_evaluate import import_events, write_events
 
 from cli import main
 from evaluation import tuning
@@ -42,3 +42,27 @@ def test_tune_bad_options_fail_cleanly(tmp_path, args, message):
     assert result.exit_code == 1
     assert "Error:" in result.output and message in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.spark
+def test_tune_from_store(spark, tmp_path, monkeypatch):
+    monkeypatch.setattr(tuning, "GRID", {"history_decay": (1.0, 0.9)})
+    store = import_events(tmp_path)
+    result = CliRunner().invoke(main, [
+        "tune", "--from-store", "--events", str(store), "--split", "leave-last:1", "-k", "3", "--primary", "like",
+        "--indicator", "like", "--indicator", "rate", "--rounds", "1", "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["chosen"]["history_decay"] in (1.0, 0.9)
+    assert set(data["results"]) == {"validation", "test"}
+
+
+def test_tune_from_a_missing_store_fails_cleanly_and_creates_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default store is ./cooccur-data/events.db
+    result = CliRunner().invoke(main, ["tune", "--from-store", "--split", "leave-last:1"])
+    assert result.exit_code == 1
+    assert "Error: cooccur-data/events.db: no event store there" in result.stderr
+    assert "Hint: store events first (`cooccur events import FILE`)" in result.stderr
+    assert "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []

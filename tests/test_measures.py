@@ -78,4 +78,3 @@ def test_score_rankings_averages_over_relevant_users():
                            coverage=0.25, users=2)
     assert m[2].precision == pytest.approx(0.25)  # u1: 1 hit / 2
     assert m[2].coverage == pytest.approx(0.5)  # a, b of 4 (u3 is not evaluated)
-

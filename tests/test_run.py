@@ -30,7 +30,6 @@ def test_format_table_and_json(tmp_path):
     assert data["variants"][0]["metrics"]["10"]["map"] == 0.3 and data["k"] == [10]
 
 
-
 @pytest.mark.spark
 def test_evaluate_refuses_a_split_without_test_users(spark, tmp_path):
     from evaluation.run import evaluate

@@ -159,4 +159,3 @@ def test_prepare_split_collects_what_the_loop_needs(spark, cluster_csv, tmp_path
     assert {"event": "like", "entityType": "user", "entityId": "u0", "targetEntityType": "item",
             "targetEntityId": "a1", "eventTime": "2020-01-01T00:00:00.000000Z"} in written
     p.events.unpersist()
-

@@ -77,4 +77,3 @@ def test_run_variants_ranks_and_scores_by_hand(tmp_path):
     assert results["all/ours"].metrics[1].hit_rate == 0.5  # c first (ties by popularity)
     assert results["primary/ur"].metrics[1].hit_rate == 0.5  # c first for u1
     assert results["popularity"].scoring == "popularity" and results["all/ur"].indicators == ["like", "view"]
-
