@@ -12,7 +12,8 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -120,13 +121,9 @@ def evaluate(
 
     `progress(total_users)`: called once with the number of users, returns the per-user
     callback. The temporary directory is removed unless `workdir` is given."""
-    ks = sorted(set(ks))
-    if not ks or ks[0] < 1:
-        raise EvaluationError(f"k must be >= 1, not {ks}")
-    tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="cooccur-eval-"))
-    tmp.mkdir(parents=True, exist_ok=True)
+    ks = checked_ks(ks)
     stage = on_stage or (lambda line: log.info(line))
-    try:
+    with work_directory(workdir, "cooccur-eval-") as tmp:
         t0 = time.perf_counter()
         prepared = prepare_split(spark, paths, settings, split, tmp, max_users=max_users)
         t_split = time.perf_counter() - t0
@@ -153,9 +150,28 @@ def evaluate(
                    "skipped": prepared.skipped},
             catalogue=prepared.catalogue, events=prepared.counts, variants=results, timings=timings,
         )
+
+
+def checked_ks(ks: Iterable[int]) -> list[int]:
+    """The distinct k values, ascending; each must be at least 1."""
+    out = sorted(set(ks))
+    if not out or out[0] < 1:
+        raise EvaluationError(f"k must be >= 1, not {out}")
+    return out
+
+
+@contextmanager
+def work_directory(workdir: str | Path | None, prefix: str) -> Iterator[Path]:
+    """`workdir` (created if missing, kept), or a temporary directory removed at the end."""
+    if workdir:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        yield Path(workdir)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield tmp
     finally:
-        if not workdir:
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run_evaluation(

@@ -103,11 +103,16 @@ def test_evaluate_from_store_scores_the_stored_events(spark, tmp_path):
     assert by_name["all/ours"]["metrics"]["1"]["precision"] == 1.0
 
 
-def test_evaluate_from_a_missing_store_fails_cleanly_and_creates_nothing(tmp_path, monkeypatch):
+def assert_missing_store_fails_cleanly(command: str, tmp_path, monkeypatch) -> None:
+    """`cooccur COMMAND --from-store` without a store: Error + hint, exit 1, nothing created."""
     monkeypatch.chdir(tmp_path)  # the default store is ./cooccur-data/events.db
-    result = CliRunner().invoke(main, ["evaluate", "--from-store", "--split", "leave-last:1"])
+    result = CliRunner().invoke(main, [command, "--from-store", "--split", "leave-last:1"])
     assert result.exit_code == 1
     assert "Error: cooccur-data/events.db: no event store there" in result.stderr
     assert "Hint: store events first (`cooccur events import FILE`)" in result.stderr
     assert "Traceback" not in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_from_a_missing_store_fails_cleanly_and_creates_nothing(tmp_path, monkeypatch):
+    assert_missing_store_fails_cleanly("evaluate", tmp_path, monkeypatch)

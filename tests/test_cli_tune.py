@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 from click.testing import CliRunner
-from test_cli_evaluate import import_events, write_events
+from test_cli_evaluate import assert_missing_store_fails_cleanly, import_events, write_events
 
 from cli import main
 from evaluation import tuning
@@ -59,10 +59,4 @@ def test_tune_from_store(spark, tmp_path, monkeypatch):
 
 
 def test_tune_from_a_missing_store_fails_cleanly_and_creates_nothing(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the default store is ./cooccur-data/events.db
-    result = CliRunner().invoke(main, ["tune", "--from-store", "--split", "leave-last:1"])
-    assert result.exit_code == 1
-    assert "Error: cooccur-data/events.db: no event store there" in result.stderr
-    assert "Hint: store events first (`cooccur events import FILE`)" in result.stderr
-    assert "Traceback" not in result.output
-    assert list(tmp_path.iterdir()) == []
+    assert_missing_store_fails_cleanly("tune", tmp_path, monkeypatch)

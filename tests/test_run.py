@@ -8,7 +8,7 @@ import pytest
 
 from evaluation.errors import EvaluationError
 from evaluation.measures import Metrics
-from evaluation.run import EvaluationReport, format_table
+from evaluation.run import EvaluationReport, checked_ks, format_table, work_directory
 from evaluation.splits import SKIP_NO_HISTORY, parse_split
 from evaluation.variants import Variant, VariantResult
 
@@ -28,6 +28,23 @@ def test_format_table_and_json(tmp_path):
                            "0.6000", "10.00"]
     data = json.loads(json.dumps(report.to_json()))
     assert data["variants"][0]["metrics"]["10"]["map"] == 0.3 and data["k"] == [10]
+
+
+def test_checked_ks():
+    assert checked_ks([20, 10, 10, 1]) == [1, 10, 20]
+    for bad in ([], [0, 10]):
+        with pytest.raises(EvaluationError, match="k must be >= 1"):
+            checked_ks(bad)
+
+
+def test_work_directory_keeps_a_given_one_and_removes_its_own(tmp_path):
+    with work_directory(tmp_path / "given" / "work", "x-") as given:
+        (given / "f").write_text("kept")
+    assert (tmp_path / "given" / "work" / "f").read_text() == "kept"
+    with work_directory(None, "cooccur-test-") as own:
+        (own / "f").write_text("gone")
+        assert own.name.startswith("cooccur-test-")
+    assert not own.exists()
 
 
 @pytest.mark.spark
