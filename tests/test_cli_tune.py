@@ -54,8 +54,12 @@ def test_tune_from_store(spark, tmp_path, monkeypatch):
     ])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["chosen"]["history_decay"] in (1.0, 0.9)
+    # the search starts at the defaults and tries the grid's values
+    tried = {t["history_decay"] for t in data["trials"]}
+    assert tried == {data["defaults"]["history_decay"], 1.0, 0.9}
+    assert data["chosen"]["history_decay"] in tried
     assert set(data["results"]) == {"validation", "test"}
+    assert data["results"]["test"]["tuned"]["3"]["users"] == 8
 
 
 def test_tune_from_a_missing_store_fails_cleanly_and_creates_nothing(tmp_path, monkeypatch):
