@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from evaluation.errors import EvaluationError
 from indexer.errors import IndexerError
 
 log = logging.getLogger("cooccur")
@@ -27,7 +28,7 @@ log = logging.getLogger("cooccur")
 def _user_errors() -> tuple[type[Exception], ...]:
     """Every package's base error for causes a user can fix (imported lazily: the
     indicator job pulls in pyspark, which serving commands must not pay for)."""
-    errors: list[type[Exception]] = [IndexerError, ConfigError]
+    errors: list[type[Exception]] = [IndexerError, EvaluationError, ConfigError]
     try:
         from query.errors import QueryError
     except ImportError:  # pragma: no cover - during bootstrap only
@@ -985,7 +986,7 @@ def _split_settings(ctx, split_text, split_seed, max_users, primary, indicators,
     variants stay comparable."""
     from dataclasses import replace
 
-    from query.evaluation import EvaluationError, parse_split
+    from evaluation.splits import parse_split
 
     split = parse_split(split_text, split_seed)
     if max_users is not None and max_users < 1:
@@ -1035,7 +1036,7 @@ def evaluate_cmd(ctx, events, from_store, events_path, split_text, ks, primary, 
     """
     import contextlib
 
-    from query.evaluation import format_table, run_evaluation
+    from evaluation.run import format_table, run_evaluation
 
     split, settings, index_settings, query_settings = _split_settings(
         ctx, split_text, split_seed, max_users, primary, indicators, spark_conf, input_format, spark_master)
@@ -1050,7 +1051,7 @@ def evaluate_cmd(ctx, events, from_store, events_path, split_text, ks, primary, 
                                 progress=progress,
                                 on_stage=lambda line: click.echo(line, err=True))
     if plot_path:
-        from query.plots import plot_report
+        from evaluation.plots import plot_report
 
         plot_report(report, plot_path)
         click.echo(f"wrote {plot_path}", err=True)
@@ -1084,8 +1085,7 @@ def tune_cmd(ctx, events, from_store, events_path, split_text, ks, primary, indi
     """
     import contextlib
 
-    from query.evaluation import EvaluationError
-    from query.tuning import format_tuning, run_tuning
+    from evaluation.tuning import format_tuning, run_tuning
 
     if rounds < 1:
         raise EvaluationError(f"--rounds {rounds}: must be at least 1")

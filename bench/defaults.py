@@ -9,8 +9,8 @@ protocols, so the objective is the smaller, over the two protocols, of validatio
 relative to the best peer's validation MAP@10 on the same split (popularity, Microsoft's
 SAR and implicit's item-item cosine, as bench/quality.py runs them): a default that helps a
 taste-like (random) hold-out but loses a next-item (temporal) one, or the reverse, loses to
-one that does well on both. The search is query.tuning.search (coordinate descent over
-query.tuning.GRID plus one boost for every secondary indicator) from each of STARTS; the
+one that does well on both. The search is evaluation.tuning.search (coordinate descent over
+evaluation.tuning.GRID plus one boost for every secondary indicator) from each of STARTS; the
 best point found wins (coordinate descent stops in local optima, so more starts, more
 chances).
 """
@@ -41,10 +41,12 @@ from bench.quality import (  # noqa: E402
     primary_rows,
     sar_model,
 )
+from evaluation.measures import score_rankings  # noqa: E402
+from evaluation.splits import parse_split, read_checked  # noqa: E402
+from evaluation.tuning import GRID, Candidate, Searcher, prepare_validation, search  # noqa: E402
+from evaluation.variants import Variant, run_variants  # noqa: E402
 from indexer.settings import IndexSettings  # noqa: E402
-from query.evaluation import Variant, parse_split, read_checked, run_variants, score_rankings  # noqa: E402
 from query.settings import QuerySettings  # noqa: E402
-from query.tuning import GRID, Candidate, Searcher, prepare_validation, search  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "defaults.json"
 PREVIOUS_DEFAULTS = Candidate("weights:log", 0.5, 0.95, 50, 0.0, 100, (("secondary", 0.5),))

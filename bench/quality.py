@@ -6,7 +6,7 @@
 
 Two protocols (PROTOCOLS below): a per-user temporal hold-out of each user's newest likes,
 and Microsoft's SAR-table protocol (a random 75/25 split of each user's rated items, k = 10).
-The metrics are query/evaluation.py's (definitions: docs/evaluation.md). Models that can
+The metrics are evaluation/measures.py's (definitions: docs/evaluation.md). Models that can
 only rank items they were trained on are topped up with popularity (training primary counts)
 to k, as cooccur backfills; every method excludes the user's training primary items.
 Tuned hyper-parameters (ALS rank x regularisation) are chosen on a validation split carved
@@ -35,21 +35,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.movielens import DEFAULT_SOURCE, convert  # noqa: E402
-from query.evaluation import (  # noqa: E402
-    Split,
-    Variant,
-    default_variants,
-    parse_split,
-    prepare_split,
-    run_variants,
-    score_rankings,
-    split_events,
-    train_and_index,
-    validation_split,
-)
-from query.plots import plot_curves  # noqa: E402
+from evaluation.measures import score_rankings  # noqa: E402
+from evaluation.plots import plot_curves  # noqa: E402
+from evaluation.run import train_and_index  # noqa: E402
+from evaluation.splits import Split, parse_split, prepare_split, split_events, validation_split  # noqa: E402
+from evaluation.tuning import tune as tune_settings  # noqa: E402
+from evaluation.variants import Variant, default_variants, run_variants  # noqa: E402
 from query.settings import QuerySettings  # noqa: E402
-from query.tuning import tune as tune_settings  # noqa: E402
 
 DATA = REPO / "bench" / "data" / "movielens"
 RESULTS = REPO / "bench" / "results" / "quality.json"

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -82,17 +83,20 @@ def train(
     *,
     rejects: str | os.PathLike | None = None,
     on_stage: Callable[[str], None] | None = None,
+    manifest_extra: dict[str, Any] | None = None,
 ) -> TrainReport:
     """Compute indicators, rankings and properties from events into a model directory.
 
     Bad rows fail the run (BadInput) unless `rejects` names a file to write them to.
+    `manifest_extra`: more keys of the manifest (e.g. `event_store`, the watermark of a
+    training from the event store), published with it.
     `out` is a local path or a URI every executor can write (docs/cluster.md). The model
     appears complete or not at all: its parts go into a new version directory, and the
     manifest naming it is written last (indicators.model)."""
     stages = Stages(on_stage)
     started = time.perf_counter()
     try:
-        report = _train(spark, paths, settings, location(out), rejects, stages)
+        report = _train(spark, paths, settings, location(out), rejects, stages, manifest_extra or {})
         report.seconds = round(time.perf_counter() - started, 3)
         return report
     except JobError:
@@ -121,6 +125,7 @@ def _train(
     out: Location,
     rejects: str | os.PathLike | None,
     stages: Stages,
+    manifest_extra: dict[str, Any],
 ) -> TrainReport:
     data = read_events(spark, paths, settings.input)
     c = data.counts
@@ -213,6 +218,7 @@ def _train(
                 "items_with_properties": report.properties,
             },
             "timings": report.timings,
+            **manifest_extra,
         }
         publish(out, manifest)
     except BaseException:
@@ -345,8 +351,10 @@ def run_train(
     *,
     rejects: str | os.PathLike | None = None,
     on_stage: Callable[[str], None] | None = None,
+    manifest_extra: dict[str, Any] | None = None,
 ) -> TrainReport:
     """The job's entry point: start (or reuse) Spark, train, stop what was started."""
     expand_paths(paths, settings.input.format)  # a missing input fails before the JVM starts
     with spark_session(settings.spark_master, settings.spark_options) as spark:
-        return train(spark, paths, settings, out, rejects=rejects, on_stage=on_stage)
+        return train(spark, paths, settings, out, rejects=rejects, on_stage=on_stage,
+                     manifest_extra=manifest_extra)

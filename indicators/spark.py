@@ -6,6 +6,7 @@ pyspark-free parts (the update's fold, serving) can share its errors and checks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -13,11 +14,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from .errors import ExecutorPython, JavaMissing
 
@@ -27,6 +29,11 @@ if TYPE_CHECKING:
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 EXECUTOR_MODULES = ("numpy", "scipy", "pyarrow")
 """What the job's functions import on the executors (pyspark itself comes with Spark)."""
+INCUBATOR_WARNING = b"WARNING: Using incubator modules: "
+"""The line the JVM prints at start-up when it resolves a jdk.incubator.* module. Spark 4's
+launcher always adds --add-modules=jdk.incubator.vector (org.apache.spark.launcher.
+JavaModuleOptions), and the JDK has no option to silence the line (jdk.internal.module.
+ModuleBootstrap prints it to stderr): the gateway's stderr goes through JvmStderrFilter."""
 
 
 def check_java() -> str:
@@ -59,7 +66,7 @@ def build_spark_session(
     (`check_executors`) before any heavy work."""
     from pyspark.sql import SparkSession
 
-    builder = SparkSession.builder.master(master).appName(app_name)
+    builder = SparkSession.builder
     # py4j logs every connection close at INFO; Spark's start-up chatter goes via log4j.
     logging.getLogger("py4j").setLevel(logging.WARNING)
     java_options = f"-Dlog4j.configurationFile={LOG4J_CONFIG}"
@@ -84,7 +91,9 @@ def build_spark_session(
         # Python workers must be this interpreter (the virtualenv that has cooccur). On a
         # cluster the executors' Python is the deployment's choice: check_executors.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    for key, value in {**defaults, **(options or {})}.items():
+    conf = {"spark.master": master, "spark.app.name": app_name, **defaults, **(options or {})}
+    _start_gateway(conf)
+    for key, value in conf.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
@@ -92,6 +101,77 @@ def build_spark_session(
         session.sparkContext.addPyFile(_package_zip())
         check_executors(session)
     return session
+
+
+class JvmStderrFilter:
+    """Drops the JVM's INCUBATOR_WARNING line from the gateway's stderr; every other byte passes
+    through in order and at once (a partial line is held back only while it may still become
+    the warning, so a terminal's progress bar keeps moving). After the warning, all passes."""
+
+    def __init__(self) -> None:
+        self.held = b""
+        self.line_start = True
+        self.dropped = False
+
+    def feed(self, data: bytes) -> bytes:
+        """The part of `data` (after what was held back) to write now."""
+        if self.dropped:
+            return data
+        data, self.held = self.held + data, b""
+        out: list[bytes] = []
+        while data and not self.dropped:
+            nl = data.find(b"\n")
+            line = data if nl < 0 else data[: nl + 1]
+            if self.line_start and (line.startswith(INCUBATOR_WARNING) or INCUBATOR_WARNING.startswith(line)):
+                if nl < 0:  # the warning, or maybe: wait for the rest of the line
+                    self.held = data
+                    return b"".join(out)
+                if line.startswith(INCUBATOR_WARNING):
+                    self.dropped = True
+                    data = data[nl + 1:]
+                    continue
+            out.append(line)
+            self.line_start = nl >= 0
+            data = data[len(line):]
+        out.append(data)
+        return b"".join(out)
+
+    def close(self) -> bytes:
+        """What is still held back at the end of the stream."""
+        held, self.held = self.held, b""
+        return held
+
+
+def _pass_stderr(pipe: IO[bytes]) -> None:
+    """Copy the JVM's stderr to this process's (fd 2, where the JVM wrote before) through the
+    filter, until the JVM exits. Never stops reading early: a full pipe would block the JVM."""
+    flt = JvmStderrFilter()
+    with open(2, "wb", closefd=False) as err:
+        for chunk in iter(lambda: os.read(pipe.fileno(), 65536), b""):
+            try:
+                err.write(flt.feed(chunk))
+                err.flush()
+            except (OSError, ValueError):  # stderr closed: keep draining the pipe
+                pass
+        with contextlib.suppress(OSError, ValueError):
+            err.write(flt.close())
+
+
+def _start_gateway(conf: dict[str, str]) -> None:
+    """Start Spark's JVM (the py4j gateway, as SparkContext would, with the same settings) with
+    its stderr piped through JvmStderrFilter. Nothing to do when a gateway already runs in this
+    process (a notebook's, an earlier session's) or pyspark was told to use one."""
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    if SparkContext._gateway is not None or "PYSPARK_GATEWAY_PORT" in os.environ:
+        return
+    # popen_kwargs and gateway.proc are pyspark's hooks for capturing the JVM's output.
+    gateway = launch_gateway(SparkConf(loadDefaults=False).setAll(list(conf.items())),
+                             popen_kwargs={"stderr": subprocess.PIPE})
+    threading.Thread(target=_pass_stderr, args=(gateway.proc.stderr,), name="spark-jvm-stderr",
+                     daemon=True).start()
+    SparkContext._ensure_initialized(gateway=gateway)
 
 
 @contextmanager

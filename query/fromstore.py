@@ -73,7 +73,6 @@ def train_from_store(store_path: str | Path, settings, out: str | os.PathLike, *
     """Train a model (indicators.job.run_train) on every event in the store; the model's
     manifest records the store's watermark. Returns the job's TrainReport."""
     from indicators.job import run_train
-    from indicators.state import writing
 
     # Absolute: Spark resolves a relative path against the JVM's working directory, which is
     # not this process's once it has changed directory (a notebook's, a test's chdir).
@@ -81,12 +80,5 @@ def train_from_store(store_path: str | Path, settings, out: str | os.PathLike, *
     with store_file(store_path) as snap:
         if snap.user_events == 0:
             raise EventStoreError(str(store_path), "the event store holds no user events", hint=NO_EVENTS_HINT)
-        report = run_train([snap.path], settings, out, on_stage=on_stage)
-    with writing(out):
-        manifest_path = out / "manifest.json"
-        manifest = json.loads(manifest_path.read_text())
-        manifest["event_store"] = snap.event_store
-        tmp = manifest_path.with_name(".manifest.json.tmp")
-        tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        os.replace(tmp, manifest_path)
-    return report
+        return run_train([snap.path], settings, out, on_stage=on_stage,
+                         manifest_extra={"event_store": snap.event_store})

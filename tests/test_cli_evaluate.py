@@ -74,3 +74,45 @@ def test_evaluate_missing_input_fails_cleanly(spark, tmp_path):
     result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "missing.csv"), "--primary", "like"])
     assert result.exit_code == 1
     assert "Error: no input at" in result.output
+
+
+def import_events(tmp_path):
+    """write_events' rows in an event store (`cooccur events import`); returns the store's path."""
+    events, store = tmp_path / "events.csv", tmp_path / "store" / "events.db"
+    write_events(events)
+    result = CliRunner().invoke(main, ["events", "import", str(events), "--events", str(store)])
+    assert result.exit_code == 0, result.output
+    return store
+
+
+@pytest.mark.spark
+def test_evaluate_from_store_scores_the_stored_events(spark, tmp_path):
+    store = import_events(tmp_path)
+    result = CliRunner().invoke(main, [
+        "evaluate", "--from-store", "--events", str(store), "--split", "leave-last:1", "-k", "1",
+        "--primary", "like", "--indicator", "like", "--indicator", "rate", "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    # the same users and results as the file itself gives (test_evaluate_prints_a_table_and_writes_json)
+    assert data["users"] == {"test": 9, "evaluated": 8,
+                             "skipped": {"no held-out primary items": 0, "no training history": 1}}
+    # each user: 4 training events, 2 test (the last like and its rating); "new": its one like
+    assert data["events"] == {"train_events": 8 * 4, "test_events": 8 * 2 + 1}
+    by_name = {v["name"]: v for v in data["variants"]}
+    assert by_name["all/ours"]["metrics"]["1"]["precision"] == 1.0
+
+
+def assert_missing_store_fails_cleanly(command: str, tmp_path, monkeypatch) -> None:
+    """`cooccur COMMAND --from-store` without a store: Error + hint, exit 1, nothing created."""
+    monkeypatch.chdir(tmp_path)  # the default store is ./cooccur-data/events.db
+    result = CliRunner().invoke(main, [command, "--from-store", "--split", "leave-last:1"])
+    assert result.exit_code == 1
+    assert "Error: cooccur-data/events.db: no event store there" in result.stderr
+    assert "Hint: store events first (`cooccur events import FILE`)" in result.stderr
+    assert "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_from_a_missing_store_fails_cleanly_and_creates_nothing(tmp_path, monkeypatch):
+    assert_missing_store_fails_cleanly("evaluate", tmp_path, monkeypatch)

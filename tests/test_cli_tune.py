@@ -7,10 +7,10 @@ import tomllib
 
 import pytest
 from click.testing import CliRunner
-from test_cli_evaluate import write_events
+from test_cli_evaluate import assert_missing_store_fails_cleanly, import_events, write_events
 
 from cli import main
-from query import tuning
+from evaluation import tuning
 
 
 @pytest.mark.spark
@@ -42,3 +42,25 @@ def test_tune_bad_options_fail_cleanly(tmp_path, args, message):
     assert result.exit_code == 1
     assert "Error:" in result.output and message in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.spark
+def test_tune_from_store(spark, tmp_path, monkeypatch):
+    monkeypatch.setattr(tuning, "GRID", {"history_decay": (1.0, 0.9)})
+    store = import_events(tmp_path)
+    result = CliRunner().invoke(main, [
+        "tune", "--from-store", "--events", str(store), "--split", "leave-last:1", "-k", "3", "--primary", "like",
+        "--indicator", "like", "--indicator", "rate", "--rounds", "1", "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    # the search starts at the defaults and tries the grid's values
+    tried = {t["history_decay"] for t in data["trials"]}
+    assert tried == {data["defaults"]["history_decay"], 1.0, 0.9}
+    assert data["chosen"]["history_decay"] in tried
+    assert set(data["results"]) == {"validation", "test"}
+    assert data["results"]["test"]["tuned"]["3"]["users"] == 8
+
+
+def test_tune_from_a_missing_store_fails_cleanly_and_creates_nothing(tmp_path, monkeypatch):
+    assert_missing_store_fails_cleanly("tune", tmp_path, monkeypatch)

@@ -1,10 +1,10 @@
-"""query.plots: metric-versus-k charts are real images; errors name the cause."""
+"""evaluation.plots: metric-versus-k charts are real images; errors name the cause."""
 
 from __future__ import annotations
 
 import pytest
 
-from query.plots import PlotError, plot_curves
+from evaluation.plots import PlotError, plot_curves
 
 CURVES = {
     "cooccur": {k: {"precision": 0.3 / k ** 0.3, "map": 0.2 / k ** 0.2} for k in range(1, 21)},

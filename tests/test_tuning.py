@@ -1,4 +1,4 @@
-"""query.tuning: the search sees the training part only; the report and its TOML fragment."""
+"""evaluation.tuning: the search sees the training part only; the report and its TOML fragment."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from evaluation import tuning
+from evaluation.splits import parse_split
+from evaluation.tuning import Candidate
 from indexer.settings import IndexSettings
 from indicators.settings import TrainSettings
-from query import tuning
-from query.evaluation import parse_split
 from query.settings import QuerySettings
-from query.tuning import Candidate
 
 SMALL_GRID = {"scoring": ("terms", "weights:log"), "prior_exponent": (0.0, 0.5), "min_llr": (0.0, 1.0)}
 
@@ -132,7 +132,7 @@ def test_random_validation_split_holds_out_an_eighth_of_the_training_part_only(s
 
     from pyspark.sql import functions as F
 
-    from query.evaluation import read_checked, split_events
+    from evaluation.splits import read_checked, split_events
 
     events = tmp_path / "events.csv"
     rows = ["user,event,item,time"]

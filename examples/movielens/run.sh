@@ -4,9 +4,9 @@
 #
 #   examples/movielens/run.sh ML_DIR [OUT_DIR]
 #
-# ML_DIR holds ratings.csv, tags.csv and movies.csv (e.g. ml-latest-small); everything is
-# written under OUT_DIR (default movielens-output). tests/test_examples.py runs the
-# `cooccur ...` lines below on a small cut of the data.
+# ML_DIR holds ratings.csv, tags.csv and movies.csv (ml-latest-small, or the small cut of it
+# in examples/movielens/sample); everything is written under OUT_DIR (default
+# movielens-output). tests/test_examples.py runs the `cooccur ...` lines below on the sample.
 set -eu
 DATA=$(cd "${1:?usage: run.sh ML_DIR [OUT_DIR]}" && pwd)
 HERE=$(cd "$(dirname "$0")" && pwd)

@@ -11,20 +11,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from .errors import QueryError
+from .errors import PlotError
 
 if TYPE_CHECKING:
     from matplotlib.colors import ListedColormap
 
-    from .evaluation import EvaluationReport
+    from .run import EvaluationReport
 
 Curves = Mapping[str, Mapping[int, Mapping[str, float]]]
 """{method: {k: {"precision": ..., "map": ..., ...}}}"""
 PLOTTED = (("precision", "precision@k"), ("map", "MAP@k"))
-
-
-class PlotError(QueryError):
-    """A chart cannot be drawn (matplotlib missing, nothing to draw, unwritable file)."""
 
 
 def plot_curves(curves: Curves, path: str | Path, title: str = "") -> Path:

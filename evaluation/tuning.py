@@ -19,8 +19,6 @@ split), and the search sees only the training part, which it splits again
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,23 +26,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from indexer.settings import IndexSettings
+from query.settings import QuerySettings
 
-from .evaluation import (
-    EvaluationError,
-    Metrics,
-    PreparedSplit,
-    Split,
-    Variant,
-    index_temporary,
-    prepare_events,
-    read_checked,
-    run_variants,
-    validation_split,
-    with_spark,
-)
-from .settings import QuerySettings
+from .errors import EvaluationError
+from .measures import Metrics
+from .run import checked_ks, index_temporary, with_spark, work_directory
+from .splits import PreparedSplit, Split, prepare_events, read_checked, split_events, validation_split
+from .variants import Variant, run_variants
 
-if TYPE_CHECKING:  # type hints only: serving never imports pyspark
+if TYPE_CHECKING:  # type hints only: importing the evaluation never imports pyspark
     from pyspark.sql import DataFrame, SparkSession
 
     from indicators.settings import TrainSettings
@@ -297,8 +287,6 @@ def prepare_validation(
     input is that training part, so nothing of the test part can reach it."""
     from pyspark.sql import functions as F
 
-    from .evaluation import split_events
-
     marked, _ = split_events(user_events, split, train.primary)
     training_part = marked.where(~F.col("test")).drop("test")
     vsplit = validation_split(split)
@@ -327,16 +315,12 @@ def tune(
     """Search on a validation split of the training part by MAP@k (default: the smallest of
     `ks`), then evaluate the defaults and the chosen settings on the test split at every k of
     `ks`. The temporary directory is removed unless given."""
-    ks = sorted(set(ks) | ({k} if k else set()))
-    if not ks or ks[0] < 1:
-        raise EvaluationError(f"k must be >= 1, not {ks}")
+    ks = checked_ks(set(ks) | ({k} if k else set()))
     k = k or ks[0]
     index = index or IndexSettings()
     query = query or QuerySettings()
     say = on_stage or (lambda line: log.info(line))
-    tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="cooccur-tune-"))
-    tmp.mkdir(parents=True, exist_ok=True)
-    try:
+    with work_directory(workdir, "cooccur-tune-") as tmp:
         t0 = time.perf_counter()
         user_events, item_events = read_checked(spark, paths, train)
         validation = prepare_validation(spark, user_events, item_events, train, split, tmp / "validation",
@@ -366,9 +350,6 @@ def tune(
         return TuningReport(
             split={"split": str(split), "seed": split.seed}, validation={"split": str(vsplit)}, k=k,
             default=default, chosen=chosen, trials=trials, results=results, train=train, timings=timings)
-    finally:
-        if not workdir:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run_tuning(paths: Sequence[str], train: TrainSettings, split: Split, ks: Sequence[int] = (10,),
