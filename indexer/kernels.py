@@ -33,6 +33,8 @@ _RO_F4 = types.Array(types.float32, 1, "C", readonly=True)
 _RO_F8 = types.Array(types.float64, 1, "C", readonly=True)
 _RO_U2 = types.Array(types.uint16, 1, "C", readonly=True)
 _RO_B1 = types.Array(types.boolean, 1, "C", readonly=True)
+_RO_U4_2D = types.Array(types.uint32, 2, "C", readonly=True)
+_I8 = types.Array(types.int64, 1, "C")
 _JIT: dict[str, Any] = {"cache": True, "nogil": True, "boundscheck": False}
 
 NO_COUNTS = np.zeros(0, np.int32)
@@ -51,6 +53,9 @@ class Runs:
     starts: np.ndarray
     ends: np.ndarray
     offset: int = 0
+    codes: np.ndarray | None = None
+    """uint16 aligned with docs: then posting p's value is values[codes[p]] (`values` a small
+    table of the field's distinct values), 2 bytes a posting to read instead of 4 or 8."""
 
     def positions(self) -> np.ndarray:
         """The positions in docs / values of every posting, run after run."""
@@ -113,14 +118,37 @@ def _add_feature_runs(sums, counts, docs, values, starts, ends, offset, weights)
     return positive
 
 
+@njit([types.boolean(_F8, _I4, _RO_I4, _RO_U2, _RO_F4, _RO_I8, _RO_I8, types.int64, _RO_F4),
+       types.boolean(_F8, _I4, _RO_I4, _RO_U2, _RO_F8, _RO_I8, _RO_I8, types.int64, _RO_F4)], **_JIT)
+def _add_feature_codes(sums, counts, docs, codes, table, starts, ends, offset, weights):
+    # _add_feature_runs with each posting's value read from the table by its code
+    count = counts.size > 0
+    positive = True
+    for i in range(starts.size):
+        w = np.float64(weights[i])
+        for p in range(starts[i], ends[i]):
+            s = np.float32(np.float64(table[codes[p]]) * w)
+            if not s > 0:
+                positive = False
+            d = docs[p] + offset
+            sums[d] += np.float64(s)
+            if count:
+                counts[d] += 1
+    return positive
+
+
 def add_feature_runs(sums: np.ndarray, counts: np.ndarray, runs: Runs, weights: np.ndarray) -> bool:
     """rank_feature clauses: for every posting p of run i, the float32 score w_i * values[p]
     (float32 values: in float32; float64 values, the log function's ln(a + S): in double,
-    rounded to float32), added in double to sums[doc]; counts as in add_runs. Returns whether
-    every score was > 0 (then "matches a clause" is "sum > 0")."""
+    rounded to float32; with codes, values[codes[p]]), added in double to sums[doc]; counts
+    as in add_runs. Returns whether every score was > 0 (then "matches a clause" is "sum > 0")."""
     values = runs.values
     assert values is not None, "rank_feature runs carry values"
     dtype = np.float64 if values.dtype == np.float64 else np.float32
+    if runs.codes is not None:
+        return bool(_add_feature_codes(sums, counts, readonly(runs.docs, np.int32), readonly(runs.codes, np.uint16),
+                                       readonly(values, dtype), *_positions(runs), runs.offset,
+                                       readonly(weights, np.float32)))
     return bool(_add_feature_runs(sums, counts, readonly(runs.docs, np.int32), readonly(values, dtype),
                                   *_positions(runs), runs.offset, readonly(weights, np.float32)))
 
@@ -212,6 +240,84 @@ def kth_score(mask: np.ndarray, score: np.ndarray, k: int) -> np.float32:
     """The k-th best score among the documents of `mask` (-inf when fewer match), in one pass:
     only documents scoring at least that can be among the k best."""
     return _kth_score(readonly(mask, np.bool_), readonly(score, np.float32), k)
+
+
+# --------------------------------------------------------------------------- term look-up
+@njit(types.uint64(_RO_U4_2D, types.int64), cache=True, nogil=True, inline="always")
+def _hash_row(strings, i):
+    # FNV-1a over the code points up to the first NUL (numpy pads <U strings with NULs)
+    h = np.uint64(14695981039346656037)
+    for c in strings[i]:
+        if c == 0:
+            break
+        h = (h ^ np.uint64(c)) * np.uint64(1099511628211)
+    return h
+
+
+@njit(types.boolean(_RO_U4_2D, types.int64, _RO_U4_2D, types.int64), cache=True, nogil=True, inline="always")
+def _same_row(a, i, b, j):
+    wa, wb = a.shape[1], b.shape[1]
+    for k in range(max(wa, wb)):
+        ca = a[i, k] if k < wa else np.uint32(0)
+        cb = b[j, k] if k < wb else np.uint32(0)
+        if ca != cb:
+            return False
+    return True
+
+
+@njit(types.Array(types.int32, 1, "C")(_RO_U4_2D), cache=True, nogil=True)
+def _hash_table(strings):
+    n = strings.shape[0]
+    size = 2
+    while size < 2 * n:
+        size *= 2
+    table = np.zeros(size, np.int32)
+    mask = np.uint64(size - 1)
+    for i in range(n):
+        at = _hash_row(strings, i) & mask
+        while table[at] != 0:
+            at = (at + np.uint64(1)) & mask
+        table[at] = i + 1
+    return table
+
+
+@njit(types.void(_RO_I4, _RO_U4_2D, _RO_U4_2D, _I8, _B1), cache=True, nogil=True)
+def _hash_find(table, strings, wanted, pos, found):
+    mask = np.uint64(table.size - 1)
+    for j in range(wanted.shape[0]):
+        at = _hash_row(wanted, j) & mask
+        pos[j] = 0
+        found[j] = False
+        while table[at] != 0:
+            i = table[at] - 1
+            if _same_row(strings, i, wanted, j):
+                pos[j] = i
+                found[j] = True
+                break
+            at = (at + np.uint64(1)) & mask
+
+
+def code_points(strings: np.ndarray) -> np.ndarray:
+    """A `<U` array's strings as a read-only uint32[n, width] matrix of code points (a view)."""
+    width = strings.dtype.itemsize // 4
+    return readonly(strings.reshape(-1), strings.dtype).view(np.uint32).reshape(strings.size, width)
+
+
+def hash_table(strings: np.ndarray) -> np.ndarray:
+    """An open-addressing hash table (int32: 1 + position, 0 empty; at least twice the
+    strings' number of slots) of a `<U` array's strings, for `hash_find`: a look-up reads a
+    slot or two and one string, where a Python dict of the strings reads scattered objects
+    (a microsecond a term once they have left the cache, as after a query's postings)."""
+    return _hash_table(code_points(strings))
+
+
+def hash_find(table: np.ndarray, strings: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, found) of the `wanted` strings (a `<U` array) in `strings` through its
+    `hash_table`; 0 where not found."""
+    pos = np.empty(wanted.size, np.int64)
+    found = np.empty(wanted.size, np.bool_)
+    _hash_find(readonly(table, np.int32), code_points(strings), code_points(wanted), pos, found)
+    return pos, found
 
 
 # --------------------------------------------------------------------------- indexing

@@ -50,6 +50,39 @@ def test_feature_scores_round_as_lucene(dtype):
     assert sums.tolist() == expected.tolist()  # bit for bit
 
 
+def test_feature_codes_score_as_the_values():
+    """Runs with codes: posting p's value is values[codes[p]], the same sums bit for bit as
+    the values gathered."""
+    rng = np.random.default_rng(2)
+    table = rng.lognormal(0, 3, 300)
+    codes = rng.integers(0, table.size, 20_000).astype(np.uint16)
+    docs = rng.integers(0, 50, codes.size).astype(np.int32)
+    weights = rng.lognormal(0, 3, 4).astype(np.float32)
+    starts = np.arange(4) * 5000
+    coded, plain = np.zeros(50), np.zeros(50)
+    counts = np.zeros(50, np.int32)
+    assert kernels.add_feature_runs(coded, counts, Runs(docs, table, starts, starts + 5000, codes=codes), weights)
+    kernels.add_feature_runs(plain, NO_COUNTS, Runs(docs, table[codes], starts, starts + 5000), weights)
+    assert coded.tolist() == plain.tolist()
+    assert counts.tolist() == np.bincount(docs, minlength=50).tolist()
+
+
+def test_hash_find_known_answer():
+    names = np.array(sorted(["", "a", "abc", "b", "x\x00y", "zz", "é", "😀"]))
+    table = kernels.hash_table(names)
+    assert table.size >= 2 * names.size and np.count_nonzero(table) == names.size
+    # a narrower and a wider <U array than the names: compared with NUL padding
+    for wanted in (["b", "q", "é"], ["abc", "zzz", "", "x\x00y", "x", "😀", "abcd", "b"]):
+        pos, found = kernels.hash_find(table, names, np.array(wanted))
+        expected = [wanted_one in names.tolist() for wanted_one in wanted]
+        assert found.tolist() == expected
+        assert [names[p] for p, f in zip(pos, found, strict=True) if f] == [w for w, e in zip(wanted, expected,
+                                                                                         strict=True) if e]
+        assert not pos[~found].any()
+    empty = np.array([], "<U1")
+    assert kernels.hash_find(kernels.hash_table(empty), empty, np.array(["a"]))[1].tolist() == [False]
+
+
 def test_feature_scores_report_a_zero_score():
     sums = np.zeros(3)
     runs = _runs([0, 1], [0], [2], np.array([1.0, 2.0], np.float32))
