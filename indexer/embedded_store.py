@@ -266,8 +266,13 @@ def write_document_lines(f, columns: DocumentColumns, schema: IndexSchema) -> tu
         if field in columns.features:
             c = columns.features[field]
             assert c.values is not None  # a rank_features column carries its values
+            # each distinct value's text once (Arrow's shortest text costs ~100 ns a number; an
+            # indicator's LLRs, functions of a few counts, repeat a lot); positive normal
+            # values only (documents._weights), so equal bits are equal numbers
+            distinct = pc.dictionary_encode(pa.array(c.values))
             tail.append(lists(c, _texts(c.dictionary, '"', '":'), f',"{field}":{{'.encode(), b"}",
-                              kernels.float_texts(c.values)))
+                              (*kernels.float_texts(distinct.dictionary.to_numpy()),
+                               distinct.indices.to_numpy().astype(np.int64))))
     end = one((np.frombuffer(b"}\n", np.uint8), np.array([0, 2], np.int64)), np.zeros(n, np.int64))
     lengths = np.zeros(n, np.int64)
     nothing = np.zeros(0, np.uint8)

@@ -428,7 +428,8 @@ def _put(out, cursor, data, offsets, which, prefix):
 
 
 @njit(cache=True, nogil=True)
-def _put_lists(out, cursor, data, offsets, codes, doc_offsets, present, prefix, suffix, value_data, value_offsets):
+def _put_lists(out, cursor, data, offsets, codes, doc_offsets, present, prefix, suffix, value_data, value_offsets,
+               value_codes):
     measure = out.size == 0
     with_values = value_offsets.size > 0
     for d in range(present.size):
@@ -440,7 +441,8 @@ def _put_lists(out, cursor, data, offsets, codes, doc_offsets, present, prefix, 
             for p in range(first, last):
                 size += offsets[codes[p] + 1] - offsets[codes[p]]
                 if with_values:
-                    size += value_offsets[p + 1] - value_offsets[p]
+                    v = value_codes[p]
+                    size += value_offsets[v + 1] - value_offsets[v]
             cursor[d] += size
             continue
         q = _copy(out, cursor[d], prefix, 0, prefix.size)
@@ -450,7 +452,8 @@ def _put_lists(out, cursor, data, offsets, codes, doc_offsets, present, prefix, 
                 q += 1
             q = _copy(out, q, data, offsets[codes[p]], offsets[codes[p] + 1])
             if with_values:
-                q = _copy(out, q, value_data, value_offsets[p], value_offsets[p + 1])
+                v = value_codes[p]
+                q = _copy(out, q, value_data, value_offsets[v], value_offsets[v + 1])
         cursor[d] = _copy(out, q, suffix, 0, suffix.size)
 
 
@@ -464,10 +467,13 @@ def put(out: np.ndarray, cursor: np.ndarray, texts: tuple[np.ndarray, np.ndarray
 
 def put_lists(out: np.ndarray, cursor: np.ndarray, texts: tuple[np.ndarray, np.ndarray], codes: np.ndarray,
               doc_offsets: np.ndarray, present: np.ndarray, prefix: bytes, suffix: bytes,
-              values: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-    """Like `put`, for each present document: prefix, then its texts[codes[p]] (each followed
-    by values' text p, when given) joined with commas, then suffix."""
-    value_data, value_offsets = values if values is not None else (np.zeros(0, np.uint8), np.zeros(0, np.int64))
+              values: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
+    """Like `put`, for each present document: prefix, then its texts[codes[p]] (each followed,
+    when `values` = (texts' bytes, offsets, a text number per element) are given, by value
+    text value_codes[p]) joined with commas, then suffix."""
+    if values is None:
+        values = (np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64))
     _put_lists(out, cursor, readonly(texts[0], np.uint8), readonly(texts[1], np.int64), readonly(codes, np.int64),
                readonly(doc_offsets, np.int64), readonly(present, np.bool_), np.frombuffer(prefix, np.uint8),
-               np.frombuffer(suffix, np.uint8), readonly(value_data, np.uint8), readonly(value_offsets, np.int64))
+               np.frombuffer(suffix, np.uint8), readonly(values[0], np.uint8), readonly(values[1], np.int64),
+               readonly(values[2], np.int64))

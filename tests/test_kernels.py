@@ -149,3 +149,20 @@ def test_put_and_put_lists_lay_out_lines():
     kernels.put_lists(out, cursor, texts, codes, doc_offsets, present, b"[", b"]")
     assert (cursor == starts + lengths).all()
     assert bytes(out).decode() == "<yy[x,é]<x[yy]"
+
+
+def test_put_lists_with_value_texts_by_code():
+    """Each element followed by its value's text, values given once each (value_codes)."""
+    names = pa.array(['"a":', '"b":']).cast(pa.large_string())
+    texts = (np.frombuffer(names.buffers()[2], np.uint8), np.frombuffer(names.buffers()[1], np.int64))
+    values = kernels.float_texts(np.array([2.5, 3.0]))
+    # doc 0: {a: 3.0, b: 2.5}; doc 1: {b: 3.0}
+    codes, doc_offsets, present = np.array([0, 1, 1]), np.array([0, 2, 3]), np.array([True, True])
+    value_codes = np.array([1, 0, 1])
+    lengths = np.zeros(2, np.int64)
+    kernels.put_lists(np.zeros(0, np.uint8), lengths, texts, codes, doc_offsets, present, b"{", b"}",
+                      (*values, value_codes))
+    out = np.zeros(int(lengths.sum()), np.uint8)
+    cursor = np.array([0, lengths[0]])
+    kernels.put_lists(out, cursor, texts, codes, doc_offsets, present, b"{", b"}", (*values, value_codes))
+    assert bytes(out).decode() == '{"a":3.0,"b":2.5}{"b":3.0}'
