@@ -78,79 +78,96 @@ def _positions(runs: Runs) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- kernels
-@njit(types.void(_F8, _I4, _RO_I4, _RO_I8, _RO_I8, types.int64, _RO_F4), **_JIT)
-def _add_runs(sums, counts, docs, starts, ends, offset, scores):
+ALL = np.zeros(0, np.bool_)
+"""`within` argument meaning "every document"."""
+
+
+@njit(types.void(_F8, _I4, _RO_I4, _RO_I8, _RO_I8, types.int64, _RO_F4, _RO_B1), **_JIT)
+def _add_runs(sums, counts, docs, starts, ends, offset, scores, within):
     count = counts.size > 0
+    everyone = within.size == 0
     for i in range(starts.size):
         s = np.float64(scores[i])
         for p in range(starts[i], ends[i]):
             d = docs[p] + offset
-            sums[d] += s
-            if count:
-                counts[d] += 1
+            if everyone or within[d]:
+                sums[d] += s
+                if count:
+                    counts[d] += 1
 
 
-def add_runs(sums: np.ndarray, counts: np.ndarray, runs: Runs, scores: np.ndarray) -> None:
+def add_runs(sums: np.ndarray, counts: np.ndarray, runs: Runs, scores: np.ndarray, within: np.ndarray = ALL) -> None:
     """sums[doc] += scores[i] (a float32, added in double as Lucene's BooleanScorer sums) for
-    every posting of run i; counts[doc] += 1 unless `counts` is NO_COUNTS."""
+    every posting of run i; counts[doc] += 1 unless `counts` is NO_COUNTS. With `within`
+    (bool per document), only for the documents it holds: the others are left as they are
+    (a query's filters exclude them: their scores never count)."""
     _add_runs(sums, counts, readonly(runs.docs, np.int32), *_positions(runs), runs.offset,
-              readonly(scores, np.float32))
+              readonly(scores, np.float32), readonly(within, np.bool_))
 
 
-@njit([types.boolean(_F8, _I4, _RO_I4, _RO_F4, _RO_I8, _RO_I8, types.int64, _RO_F4),
-       types.boolean(_F8, _I4, _RO_I4, _RO_F8, _RO_I8, _RO_I8, types.int64, _RO_F4)], **_JIT)
-def _add_feature_runs(sums, counts, docs, values, starts, ends, offset, weights):
+@njit([types.boolean(_F8, _I4, _RO_I4, _RO_F4, _RO_I8, _RO_I8, types.int64, _RO_F4, _RO_B1),
+       types.boolean(_F8, _I4, _RO_I4, _RO_F8, _RO_I8, _RO_I8, types.int64, _RO_F4, _RO_B1)], **_JIT)
+def _add_feature_runs(sums, counts, docs, values, starts, ends, offset, weights, within):
     count = counts.size > 0
+    everyone = within.size == 0
     positive = True
     for i in range(starts.size):
         w = np.float64(weights[i])
         for p in range(starts[i], ends[i]):
+            d = docs[p] + offset
+            if not (everyone or within[d]):
+                continue
             # float64 values (log): (float) (w * Math.log(a + S)), in double then rounded; float32
             # values: the product of two floats is exact in double, so rounding it once is the
             # float32 product, bit for bit (IEEE 754)
             s = np.float32(np.float64(values[p]) * w)
             if not s > 0:
                 positive = False
-            d = docs[p] + offset
             sums[d] += np.float64(s)
             if count:
                 counts[d] += 1
     return positive
 
 
-@njit([types.boolean(_F8, _I4, _RO_I4, _RO_U2, _RO_F4, _RO_I8, _RO_I8, types.int64, _RO_F4),
-       types.boolean(_F8, _I4, _RO_I4, _RO_U2, _RO_F8, _RO_I8, _RO_I8, types.int64, _RO_F4)], **_JIT)
-def _add_feature_codes(sums, counts, docs, codes, table, starts, ends, offset, weights):
+@njit([types.boolean(_F8, _I4, _RO_I4, _RO_U2, _RO_F4, _RO_I8, _RO_I8, types.int64, _RO_F4, _RO_B1),
+       types.boolean(_F8, _I4, _RO_I4, _RO_U2, _RO_F8, _RO_I8, _RO_I8, types.int64, _RO_F4, _RO_B1)], **_JIT)
+def _add_feature_codes(sums, counts, docs, codes, table, starts, ends, offset, weights, within):
     # _add_feature_runs with each posting's value read from the table by its code
     count = counts.size > 0
+    everyone = within.size == 0
     positive = True
     for i in range(starts.size):
         w = np.float64(weights[i])
         for p in range(starts[i], ends[i]):
+            d = docs[p] + offset
+            if not (everyone or within[d]):
+                continue
             s = np.float32(np.float64(table[codes[p]]) * w)
             if not s > 0:
                 positive = False
-            d = docs[p] + offset
             sums[d] += np.float64(s)
             if count:
                 counts[d] += 1
     return positive
 
 
-def add_feature_runs(sums: np.ndarray, counts: np.ndarray, runs: Runs, weights: np.ndarray) -> bool:
+def add_feature_runs(sums: np.ndarray, counts: np.ndarray, runs: Runs, weights: np.ndarray,
+                     within: np.ndarray = ALL) -> bool:
     """rank_feature clauses: for every posting p of run i, the float32 score w_i * values[p]
     (float32 values: in float32; float64 values, the log function's ln(a + S): in double,
     rounded to float32; with codes, values[codes[p]]), added in double to sums[doc]; counts
-    as in add_runs. Returns whether every score was > 0 (then "matches a clause" is "sum > 0")."""
+    and `within` as in add_runs. Returns whether every score (within) was > 0 (then "matches a
+    clause" is "sum > 0")."""
     values = runs.values
     assert values is not None, "rank_feature runs carry values"
     dtype = np.float64 if values.dtype == np.float64 else np.float32
     if runs.codes is not None:
         return bool(_add_feature_codes(sums, counts, readonly(runs.docs, np.int32), readonly(runs.codes, np.uint16),
                                        readonly(values, dtype), *_positions(runs), runs.offset,
-                                       readonly(weights, np.float32)))
+                                       readonly(weights, np.float32), readonly(within, np.bool_)))
     return bool(_add_feature_runs(sums, counts, readonly(runs.docs, np.int32), readonly(values, dtype),
-                                  *_positions(runs), runs.offset, readonly(weights, np.float32)))
+                                  *_positions(runs), runs.offset, readonly(weights, np.float32),
+                                  readonly(within, np.bool_)))
 
 
 @njit(types.void(_B1, _RO_I4, _RO_I8, _RO_I8, types.int64), **_JIT)

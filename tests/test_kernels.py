@@ -67,6 +67,24 @@ def test_feature_codes_score_as_the_values():
     assert counts.tolist() == np.bincount(docs, minlength=50).tolist()
 
 
+def test_within_leaves_the_other_documents_out():
+    runs = _runs([0, 1, 2, 1], [0, 3], [3, 4], np.array([1.0, 2.0, 4.0, 8.0], np.float32))
+    within = np.array([False, True, True])
+    sums, counts = np.zeros(3), np.zeros(3, np.int32)
+    kernels.add_runs(sums, counts, runs, np.array([0.5, 2.0], np.float32), within)
+    assert sums.tolist() == [0, 2.5, 0.5] and counts.tolist() == [0, 2, 1]
+    sums = np.zeros(3)
+    # a zero score outside `within` does not count either
+    assert kernels.add_feature_runs(sums, NO_COUNTS, _runs([0, 1, 2, 1], [0, 3], [3, 4], np.array(
+        [0.0, 2.0, 4.0, 8.0], np.float32)), np.array([1.0, 0.5], np.float32), within)
+    assert sums.tolist() == [0, 6.0, 4.0]
+    codes = Runs(np.array([0, 1, 2, 1], np.int32), np.array([0.0, 2.0, 4.0, 8.0]), np.array([0, 3]),
+                 np.array([3, 4]), codes=np.array([0, 1, 2, 3], np.uint16))
+    sums = np.zeros(3)
+    assert kernels.add_feature_runs(sums, NO_COUNTS, codes, np.array([1.0, 0.5], np.float32), within)
+    assert sums.tolist() == [0, 6.0, 4.0]
+
+
 def test_hash_find_known_answer():
     names = np.array(sorted(["", "a", "abc", "b", "x\x00y", "zz", "é", "😀"]))
     table = kernels.hash_table(names)
