@@ -329,9 +329,9 @@ def csr(term_ids: dict[str, int], rows: np.ndarray, cols: np.ndarray, dl: np.nda
 
 
 def _value_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """BaseVersion.value_codes of a field's float32 values: a positive float32 of 9
-    significant bits is its top 17 bits (exponent, 8 stored mantissa bits), so they index a
-    table of presence and codes (no sort)."""
+    """BaseVersion.value_codes of a field's float32 values: a float32 of 9 significant bits
+    is its top 17 bits (sign, exponent, 8 stored mantissa bits), so they index a table of
+    presence and codes (no sort)."""
     bits = np.ascontiguousarray(values, np.float32).view(np.uint32)
     if (bits & 0x7FFF).any():
         return None
@@ -479,7 +479,18 @@ class BaseVersion:
         table = self._index.get(key)
         if table is None:
             table = self._index[key] = kernels.hash_table(sorted_values)
-        return kernels.hash_find(table, sorted_values, np.array(wanted, dtype=str))
+        # a string longer than the array's width is in no entry (and a `<U` array of the
+        # wanted strings is as wide as the longest: a long one would cost memory, not a match)
+        width = sorted_values.dtype.itemsize // 4
+        fits = np.fromiter(map(len, wanted), np.int64, len(wanted)) <= width
+        if fits.all():
+            return kernels.hash_find(table, sorted_values, np.array(wanted, dtype=f"<U{width}"))
+        pos, found = np.zeros(len(wanted), np.int64), np.zeros(len(wanted), bool)
+        which = np.flatnonzero(fits)
+        if which.size:
+            short = [wanted[i] for i in which.tolist()]
+            pos[which], found[which] = kernels.hash_find(table, sorted_values, np.array(short, dtype=f"<U{width}"))
+        return pos, found
 
     HOT_SHARE = 1
     """A posting list longer than 1/HOT_SHARE of the documents (and than HOT_MIN) is "hot".

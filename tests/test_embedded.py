@@ -890,3 +890,15 @@ def test_irregular_models_take_the_documents_path(tmp_path, change):
         with pytest.raises(DocumentsFailed) as e:
             EmbeddedBackend(tmp_path / "idx", "items", 1).create_version(schema, documents)
         assert [i for i, _ in e.value.failed] == ["a"]
+
+
+def test_long_terms_and_ids_are_looked_up_without_matching(backend):
+    """Terms longer than every term of the field (and ids longer than every id) match
+    nothing, in a large batch looked up through the version's hash table too."""
+    long = "x" * 10_000
+    few = {"bool": {"should": [{"term": {"purchase": long}}, {"term": {"purchase": "y"}}]}}
+    many = {"bool": {"should": [{"term": {"purchase": long + str(k)}} for k in range(100)]
+                     + [{"term": {"purchase": "y"}}]}}
+    assert set(scores(backend, few)) == set(scores(backend, many)) == {"a", "c"}
+    assert scores(backend, {"ids": {"values": [long, *[f"u{k}" for k in range(100)]]}}) == {}
+    assert set(scores(backend, {"ids": {"values": [long, "b", *[f"u{k}" for k in range(100)]]}})) == {"b"}
