@@ -748,7 +748,7 @@ class Snapshot:
         return runs.docs[runs.positions()].astype(np.int64) + runs.offset, runs.ends - runs.starts
 
     def _runs(self, key: tuple | None, columns: tuple, terms: Sequence[str], offset: int,
-              values: np.ndarray | None) -> Runs:
+              values: np.ndarray | None, codes: np.ndarray | None = None) -> Runs:
         """The runs of `terms` in a segment's CSR columns (names, indptr, indices, ...): the
         version's (its dictionary look-ups cached under `key`) or, with key None, the overlay's."""
         names, indptr, indices = columns[:3]
@@ -761,7 +761,7 @@ class Snapshot:
         rows = pos[found]
         starts[found] = indptr[rows]
         ends[found] = indptr[rows + 1]
-        return Runs(indices, values, starts, ends, offset)
+        return Runs(indices, values, starts, ends, offset, codes)
 
     def term_runs(self, field: str, terms: Sequence[str], dense: bool) -> tuple[list[Runs], np.ndarray, list]:
         """A keyword field's postings of each term: (runs per segment; docFreq of each term
@@ -806,7 +806,7 @@ class Snapshot:
         base = self.base.segment.features[field]
         coded = None if derive is None else self.base.derived_table(field, derive)
         if coded is not None:
-            runs = [dataclasses.replace(self._runs(("f", field), base, features, 0, coded[1]), codes=coded[0])]
+            runs = [self._runs(("f", field), base, features, 0, coded[1], coded[0])]
         else:
             values = base[3] if derive is None else self.base.derived(field, derive)
             runs = [self._runs(("f", field), base, features, 0, values)]
