@@ -572,7 +572,7 @@ class Evaluator:
         forward = self.view.forward(kind, field)
         if forward is None:
             return None
-        per_document = forward.positions.size / max(forward.indptr.size - 1, 1)
+        per_document = forward.rows.size / max(forward.indptr.size - 1, 1)
         if slots.size * per_document * self.FORWARD_SHARE > int((runs.ends - runs.starts).sum()):
             return None
         return kernels.add_forward(sums, counts, runs, scores, slots, forward)

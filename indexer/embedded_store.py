@@ -607,12 +607,13 @@ class BaseVersion:
 
     def forward(self, kind: str, field: str) -> kernels.Forward | None:
         """A field's postings document by document (kernels.transpose), made at first use and
-        kept: 8 bytes a posting (kind "k": keyword, "f": rank_features)."""
+        kept: 4 bytes a posting, 6 with value codes (kind "k": keyword, "f": rank_features)."""
         key = ("forward", kind, field)
         found = self._index.get(key)
         if found is None:
             _, indptr, indices = (self.segment.keyword if kind == "k" else self.segment.features)[field][:3]
-            made = kernels.transpose(indptr, indices, self.segment.n)
+            coded = self.value_codes(field) if kind == "f" else None
+            made = kernels.transpose(indptr, indices, self.segment.n, None if coded is None else coded[0])
             self._index[key] = False if made is None else made  # (None: not made yet)
             return made
         return found or None

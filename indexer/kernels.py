@@ -70,14 +70,17 @@ class Runs:
 
 @dataclass(frozen=True)
 class Forward:
-    """A CSR field transposed: document d's postings are positions[indptr[d]:indptr[d+1]]
-    into the field's CSR arrays, of rows (terms) rows[...] (ascending)."""
+    """A CSR field transposed: document d's postings are rows[indptr[d]:indptr[d+1]] (its
+    terms, ascending), with their value codes (Runs.codes) codes[...] for a rank_features
+    field whose values are coded (else None)."""
 
     indptr: np.ndarray
     rows: np.ndarray
-    positions: np.ndarray
+    codes: np.ndarray | None
     n_rows: int
     """The field's number of terms."""
+    longest: int
+    """The most postings of a document."""
 
 
 def readonly(array: np.ndarray, dtype) -> np.ndarray:
@@ -205,24 +208,23 @@ def _transpose(indptr, indices, n):
     return out, rows, positions
 
 
-def transpose(indptr: np.ndarray, indices: np.ndarray, n: int) -> Forward | None:
-    """The Forward index of a CSR field over n documents (None beyond 2^31 postings)."""
+def transpose(indptr: np.ndarray, indices: np.ndarray, n: int, codes: np.ndarray | None = None) -> Forward | None:
+    """The Forward index of a CSR field over n documents, with the postings' `codes` (None
+    beyond 2^31 postings)."""
     if indices.size >= np.iinfo(np.int32).max:
         return None
     by_document, rows, positions = _transpose(readonly(indptr, np.int64), readonly(indices, np.int32), n)
-    return Forward(by_document, rows, positions, indptr.size - 1)
+    return Forward(by_document, rows, None if codes is None else codes[positions], indptr.size - 1,
+                   int(np.diff(by_document).max(initial=0)))
 
 
-@njit(types.boolean(_F8, _I4, _RO_I8, _RO_I8, _RO_I4, _RO_I4, _RO_I4, _RO_U2, _RO_F8, _RO_F4, types.boolean),
-      **_JIT)
-def _add_forward(sums, counts, slots, f_indptr, f_rows, f_positions, clause_of, codes, values, weights, coded):
+@njit(types.boolean(_F8, _I4, _RO_I8, _RO_I8, _RO_I4, _RO_U2, _RO_I4, _RO_F8, _RO_F4, types.boolean,
+                    types.int64), **_JIT)
+def _add_forward(sums, counts, slots, f_indptr, f_rows, f_codes, clause_of, values, weights, coded, longest):
     count = counts.size > 0
     positive = True
-    longest = 0
-    for d in slots:
-        longest = max(longest, f_indptr[d + 1] - f_indptr[d])
     clauses = np.empty(longest, np.int32)
-    at = np.empty(longest, np.int64)
+    at = np.empty(longest, np.int32)
     for d in slots:
         # the document's matching clauses, in clause order (the order the runs add them in)
         k = 0
@@ -235,11 +237,11 @@ def _add_forward(sums, counts, slots, f_indptr, f_rows, f_positions, clause_of, 
                     at[j] = at[j - 1]
                     j -= 1
                 clauses[j] = c
-                at[j] = f_positions[q]
+                at[j] = f_codes[q] if coded else 0
                 k += 1
         for j in range(k):
             # a rank_feature score, as _add_feature_codes computes it, or a term clause's
-            s = np.float32(values[codes[at[j]]] * np.float64(weights[clauses[j]])) if coded else weights[clauses[j]]
+            s = np.float32(values[at[j]] * np.float64(weights[clauses[j]])) if coded else weights[clauses[j]]
             if not s > 0:
                 positive = False
             sums[d] += np.float64(s)
@@ -257,22 +259,22 @@ def add_forward(sums: np.ndarray, counts: np.ndarray, runs: Runs, scores: np.nda
     sums bit for bit (each document adds its clauses in clause order). Returns whether every
     score was > 0, or None (nothing done) when the runs do not fit: another kind of values,
     or a term in two clauses."""
-    if runs.rows is None or runs.offset != 0 or (runs.values is not None and (
-            runs.codes is None or runs.values.dtype != np.float64)):
+    coded = runs.codes is not None
+    if runs.rows is None or runs.offset != 0 or (runs.values is not None and not (
+            coded and forward.codes is not None and runs.values.dtype == np.float64)):
         return None
     used = runs.ends > runs.starts
     rows = runs.rows[used]
+    if np.unique(rows).size != rows.size:
+        return None  # a term in two clauses: each one adds its score, which one map cannot say
     clause_of = np.full(forward.n_rows, -1, np.int32)
     clause_of[rows] = np.flatnonzero(used)
-    if np.count_nonzero(clause_of >= 0) != rows.size:
-        return None  # a term in two clauses: each one adds its score, which one map cannot say
-    codes, values = (runs.codes, runs.values) if runs.codes is not None else (None, None)
+    codes = forward.codes if coded and forward.codes is not None else np.zeros(0, np.uint16)
+    values = runs.values if coded and runs.values is not None else np.zeros(0)
     return bool(_add_forward(sums, counts, readonly(slots, np.int64), readonly(forward.indptr, np.int64),
-                             readonly(forward.rows, np.int32), readonly(forward.positions, np.int32),
-                             readonly(clause_of, np.int32),
-                             readonly(np.zeros(0, np.uint16) if codes is None else codes, np.uint16),
-                             readonly(np.zeros(0) if values is None else values, np.float64),
-                             readonly(scores, np.float32), codes is not None))
+                             readonly(forward.rows, np.int32), readonly(codes, np.uint16),
+                             readonly(clause_of, np.int32), readonly(values, np.float64),
+                             readonly(scores, np.float32), coded, forward.longest))
 
 
 @njit(types.void(_B1, _RO_I4, _RO_I8, _RO_I8, types.int64), **_JIT)
