@@ -123,11 +123,6 @@ class IndexView(Protocol):
         """Live doc slots of these ids (unknown ids are skipped)."""
         ...
 
-    def forward(self, kind: str, field: str) -> kernels.Forward | None:
-        """A keyword ("k") or rank_features ("f") field's postings document by document, for
-        runs with `rows` (or None: see Snapshot.forward)."""
-        ...
-
     def term_runs(self, field: str, terms: Sequence[str], dense: bool) -> tuple[list[Runs], np.ndarray, list]:
         """Each term's live postings as runs (one Runs per segment), the count per term
         (= docFreq), and with `dense` the hot terms' [(term position, bool row over the first
@@ -515,8 +510,6 @@ class Evaluator:
         # the documents outside the filters of the bools around (`_within`) are left out of
         # the sums: those bools exclude them, so their scores and counts never count
         within = kernels.ALL if self._within is None else self._within
-        # ...and when they are few, their postings are read document by document (`_forward`)
-        slots = np.flatnonzero(within) if accumulate and self._within is not None else None
         by_field: dict[str, list[tuple[str, np.float32]]] = {}
         for field, value, boost in terms:
             by_field.setdefault(field, []).append((value, boost))
@@ -528,20 +521,16 @@ class Evaluator:
             per_term = self.term_scores(field, lengths, np.array([b for _, b in items], np.float32))
             positive = positive and bool((per_term[lengths > 0] > 0).all())
             for r in runs:
-                if self._forward(sums, counts, r, per_term, slots, "k", field) is None:
-                    kernels.add_runs(sums, counts, r, per_term, within)
+                kernels.add_runs(sums, counts, r, per_term, within)
             for w, row in rows:
                 kernels.add_bool_row(sums, counts, row, per_term[w])
                 marks.append(row)
-        for field, runs, weights, rows in self._feature_runs(features, accumulate):
+        for runs, weights, rows in self._feature_runs(features, accumulate):
             marks += runs
             if sums is None:  # (= not accumulate)
                 continue
             for r in runs:
-                done = self._forward(sums, counts, r, weights, slots, "f", field)
-                if done is None:
-                    done = kernels.add_feature_runs(sums, counts, r, weights, within)
-                positive = done and positive
+                positive = kernels.add_feature_runs(sums, counts, r, weights, within) and positive
             for codes, scores in rows:
                 kernels.add_code_row(sums, counts, codes, scores)
                 positive = positive and bool((scores[1:] > 0).all())
@@ -559,27 +548,9 @@ class Evaluator:
                     hit[:m.size] |= m if m.dtype == bool else m > 0
         return (counts if need_counts else None), (sums if scoring else None), hit
 
-    FORWARD_SHARE = 4
-    """Read the filtered documents' postings (kernels.add_forward) when there are fewer than
-    1/FORWARD_SHARE of the runs' postings: a document's are read in a scattered order."""
-
-    def _forward(self, sums: np.ndarray, counts: np.ndarray, runs: Runs, scores: np.ndarray,
-                 slots: np.ndarray | None, kind: str, field: str) -> bool | None:
-        """kernels.add_forward of the documents `slots` when they are few enough (see
-        FORWARD_SHARE), or None: nothing done."""
-        if slots is None:
-            return None
-        forward = self.view.forward(kind, field)
-        if forward is None:
-            return None
-        per_document = forward.rows.size / max(forward.indptr.size - 1, 1)
-        if slots.size * per_document * self.FORWARD_SHARE > int((runs.ends - runs.starts).sum()):
-            return None
-        return kernels.add_forward(sums, counts, runs, scores, slots, forward)
-
     # ------------------------------------------------------------------ rank_feature
     def _feature_runs(self, clauses: list[_FeatureClause], scoring: bool):
-        """Per field: (the field, its rank_feature clauses' postings as runs (kernels.Runs) whose values,
+        """Per field: (its rank_feature clauses' postings as runs (kernels.Runs) whose values,
         times the float32 weights, are the clauses' scores (see kernels.add_feature_runs);
         the weights; the hot features' dense rows [(codes, the float32 scores of the codes)]).
         The function of the feature values before the weight (`rank_feature_pre`) is computed
@@ -591,7 +562,7 @@ class Evaluator:
         for field, items in by_field.items():
             features = [c[1] for c in items]
             if not scoring:
-                yield field, self.view.feature_runs(field, features)[0], None, []
+                yield self.view.feature_runs(field, features)[0], None, []
                 continue
             with np.errstate(over="ignore"):
                 # BoostQuery: the clause's boost times the one passed down, in float32
@@ -611,7 +582,7 @@ class Evaluator:
                     scores = rank_feature_apply(kind, np.full(table.size, weights[w]), table)
                     scores[0] = 0  # documents without the feature
                     scored.append((codes, scores))
-                yield field, runs, weights, scored
+                yield runs, weights, scored
                 continue
             # clauses of several functions (never the builder's): each posting's final score,
             # computed here, is its value, and the kernel's weight 1 keeps it as it is
@@ -624,7 +595,7 @@ class Evaluator:
                 scores = self._feature_scores(items, weights, lengths, r.values[positions])
                 ends = np.cumsum(lengths)
                 gathered.append(Runs(r.docs[positions], scores, ends - lengths, ends, r.offset))
-            yield field, gathered, np.ones(len(items), np.float32), []
+            yield gathered, np.ones(len(items), np.float32), []
 
     @staticmethod
     def _feature_scores(items: list[_FeatureClause], weights: np.ndarray, lengths: np.ndarray,

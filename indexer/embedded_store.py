@@ -605,19 +605,6 @@ class BaseVersion:
             self._keep(key, found)
         return codes[0], found
 
-    def forward(self, kind: str, field: str) -> kernels.Forward | None:
-        """A field's postings document by document (kernels.transpose), made at first use and
-        kept: 4 bytes a posting, 6 with value codes (kind "k": keyword, "f": rank_features)."""
-        key = ("forward", kind, field)
-        found = self._index.get(key)
-        if found is None:
-            _, indptr, indices = (self.segment.keyword if kind == "k" else self.segment.features)[field][:3]
-            coded = self.value_codes(field) if kind == "f" else None
-            made = kernels.transpose(indptr, indices, self.segment.n, None if coded is None else coded[0])
-            self._index[key] = False if made is None else made  # (None: not made yet)
-            return made
-        return found or None
-
     def derived(self, field: str, derive: Derive) -> np.ndarray:
         """derive.fn of the field's feature values, computed once and kept (the last
         DERIVED_KEPT used): a query's rank_feature function applies to every posting it
@@ -774,7 +761,7 @@ class Snapshot:
         rows = pos[found]
         starts[found] = indptr[rows]
         ends[found] = indptr[rows + 1]
-        return Runs(indices, values, starts, ends, offset, codes, np.where(found, pos, -1) if key else None)
+        return Runs(indices, values, starts, ends, offset, codes)
 
     def term_runs(self, field: str, terms: Sequence[str], dense: bool) -> tuple[list[Runs], np.ndarray, list]:
         """A keyword field's postings of each term: (runs per segment; docFreq of each term
@@ -836,14 +823,6 @@ class Snapshot:
             values = extra[3] if derive is None else derive.fn(extra[3])
             runs.append(self._runs(None, extra, features, self.n_base, values))
         return runs, rows
-
-    def forward(self, kind: str, field: str) -> kernels.Forward | None:
-        """The version's forward index of a keyword ("k") or rank_features ("f") field (see
-        kernels.Forward; computed at first use, kept per version), or None with live changes
-        (then postings are gathered: term_runs)."""
-        if self.live is not None or field == "id":
-            return None
-        return self.base.forward(kind, field)
 
     def slots_of_ids(self, ids: Sequence[str]) -> np.ndarray:
         pos, found = self.base.find(("ids",), self.base.segment.ids, list(ids))

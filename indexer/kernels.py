@@ -56,31 +56,12 @@ class Runs:
     codes: np.ndarray | None = None
     """uint16 aligned with docs: then posting p's value is values[codes[p]] (`values` a small
     table of the field's distinct values), 2 bytes a posting to read instead of 4 or 8."""
-    rows: np.ndarray | None = None
-    """The CSR row (term) of each run, -1 for none: runs of a version's CSR arrays, which
-    its `Forward` index can score document by document."""
-
 
     def positions(self) -> np.ndarray:
         """The positions in docs / values of every posting, run after run."""
         lengths = self.ends - self.starts
         ends = np.cumsum(lengths)
         return np.repeat(self.starts - (ends - lengths), lengths) + np.arange(ends[-1] if ends.size else 0)
-
-
-@dataclass(frozen=True)
-class Forward:
-    """A CSR field transposed: document d's postings are rows[indptr[d]:indptr[d+1]] (its
-    terms, ascending), with their value codes (Runs.codes) codes[...] for a rank_features
-    field whose values are coded (else None)."""
-
-    indptr: np.ndarray
-    rows: np.ndarray
-    codes: np.ndarray | None
-    n_rows: int
-    """The field's number of terms."""
-    longest: int
-    """The most postings of a document."""
 
 
 def readonly(array: np.ndarray, dtype) -> np.ndarray:
@@ -187,94 +168,6 @@ def add_feature_runs(sums: np.ndarray, counts: np.ndarray, runs: Runs, weights: 
     return bool(_add_feature_runs(sums, counts, readonly(runs.docs, np.int32), readonly(values, dtype),
                                   *_positions(runs), runs.offset, readonly(weights, np.float32),
                                   readonly(within, np.bool_)))
-
-
-@njit(types.Tuple((types.Array(types.int64, 1, "C"), _I4, _I4))(_RO_I8, _RO_I4, types.int64), cache=True,
-      nogil=True)
-def _transpose(indptr, indices, n):
-    counts = np.zeros(n + 1, np.int64)
-    for p in range(indices.size):
-        counts[indices[p] + 1] += 1
-    out = np.cumsum(counts)
-    at = out[:-1].copy()
-    rows = np.empty(indices.size, np.int32)
-    positions = np.empty(indices.size, np.int32)
-    for t in range(indptr.size - 1):
-        for p in range(indptr[t], indptr[t + 1]):
-            d = indices[p]
-            rows[at[d]] = t
-            positions[at[d]] = p
-            at[d] += 1
-    return out, rows, positions
-
-
-def transpose(indptr: np.ndarray, indices: np.ndarray, n: int, codes: np.ndarray | None = None) -> Forward | None:
-    """The Forward index of a CSR field over n documents, with the postings' `codes` (None
-    beyond 2^31 postings)."""
-    if indices.size >= np.iinfo(np.int32).max:
-        return None
-    by_document, rows, positions = _transpose(readonly(indptr, np.int64), readonly(indices, np.int32), n)
-    return Forward(by_document, rows, None if codes is None else codes[positions], indptr.size - 1,
-                   int(np.diff(by_document).max(initial=0)))
-
-
-@njit(types.boolean(_F8, _I4, _RO_I8, _RO_I8, _RO_I4, _RO_U2, _RO_I4, _RO_F8, _RO_F4, types.boolean,
-                    types.int64), **_JIT)
-def _add_forward(sums, counts, slots, f_indptr, f_rows, f_codes, clause_of, values, weights, coded, longest):
-    count = counts.size > 0
-    positive = True
-    clauses = np.empty(longest, np.int32)
-    at = np.empty(longest, np.int32)
-    for d in slots:
-        # the document's matching clauses, in clause order (the order the runs add them in)
-        k = 0
-        for q in range(f_indptr[d], f_indptr[d + 1]):
-            c = clause_of[f_rows[q]]
-            if c >= 0:
-                j = k
-                while j > 0 and clauses[j - 1] > c:
-                    clauses[j] = clauses[j - 1]
-                    at[j] = at[j - 1]
-                    j -= 1
-                clauses[j] = c
-                at[j] = f_codes[q] if coded else 0
-                k += 1
-        for j in range(k):
-            # a rank_feature score, as _add_feature_codes computes it, or a term clause's
-            s = np.float32(values[at[j]] * np.float64(weights[clauses[j]])) if coded else weights[clauses[j]]
-            if not s > 0:
-                positive = False
-            sums[d] += np.float64(s)
-            if count:
-                counts[d] += 1
-    return positive
-
-
-def add_forward(sums: np.ndarray, counts: np.ndarray, runs: Runs, scores: np.ndarray, slots: np.ndarray,
-                forward: Forward) -> bool | None:
-    """add_runs (runs without values: `scores` per clause) or add_feature_runs (runs with
-    float64 values by codes: `scores` the weights) for the documents `slots` only, reading
-    each one's postings in the `forward` index instead of the runs' whole lists: when a
-    filter leaves a few percent of the documents, a small part of the postings. The same
-    sums bit for bit (each document adds its clauses in clause order). Returns whether every
-    score was > 0, or None (nothing done) when the runs do not fit: another kind of values,
-    or a term in two clauses."""
-    coded = runs.codes is not None
-    if runs.rows is None or runs.offset != 0 or (runs.values is not None and not (
-            coded and forward.codes is not None and runs.values.dtype == np.float64)):
-        return None
-    used = runs.ends > runs.starts
-    rows = runs.rows[used]
-    if np.unique(rows).size != rows.size:
-        return None  # a term in two clauses: each one adds its score, which one map cannot say
-    clause_of = np.full(forward.n_rows, -1, np.int32)
-    clause_of[rows] = np.flatnonzero(used)
-    codes = forward.codes if coded and forward.codes is not None else np.zeros(0, np.uint16)
-    values = runs.values if coded and runs.values is not None else np.zeros(0)
-    return bool(_add_forward(sums, counts, readonly(slots, np.int64), readonly(forward.indptr, np.int64),
-                             readonly(forward.rows, np.int32), readonly(codes, np.uint16),
-                             readonly(clause_of, np.int32), readonly(values, np.float64),
-                             readonly(scores, np.float32), coded, forward.longest))
 
 
 @njit(types.void(_B1, _RO_I4, _RO_I8, _RO_I8, types.int64), **_JIT)

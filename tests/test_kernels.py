@@ -85,43 +85,6 @@ def test_within_leaves_the_other_documents_out():
     assert sums.tolist() == [0, 6.0, 4.0]
 
 
-@pytest.mark.parametrize("coded", [True, False])
-def test_forward_scores_the_filtered_documents_as_the_runs(coded):
-    """add_forward over a field's forward index: the sums and counts of add_feature_runs /
-    add_runs for the documents given, bit for bit (clause order kept), nothing elsewhere;
-    None for a term in two clauses."""
-    rng = np.random.default_rng(3)
-    n, n_terms = 300, 40
-    pairs = np.unique(rng.integers(0, n_terms * n, 3000))  # distinct (term, doc) pairs
-    terms, docs = pairs // n, (pairs % n).astype(np.int32)
-    indptr = np.zeros(n_terms + 1, np.int64)
-    np.cumsum(np.bincount(terms, minlength=n_terms), out=indptr[1:])
-    table = rng.lognormal(0, 3, 50)
-    codes = rng.integers(0, table.size, docs.size).astype(np.uint16)
-    forward = kernels.transpose(indptr, docs, n, codes if coded else None)
-    by_document = np.argsort(docs, kind="stable")
-    assert forward is not None and forward.rows.tolist() == terms[by_document].tolist()
-    assert forward.longest == np.bincount(docs).max()
-    rows = np.array([7, 3, 30, 12, -1, 25])  # query order, not term order; one unknown term
-    starts = np.where(rows >= 0, indptr[rows], 0)
-    ends = np.where(rows >= 0, indptr[rows + 1], 0)
-    runs = Runs(docs, table if coded else None, starts, ends, codes=codes if coded else None, rows=rows)
-    scores = rng.lognormal(0, 3, rows.size).astype(np.float32)
-    within = rng.random(n) < 0.2
-    slots = np.flatnonzero(within)
-    expected, expected_counts = np.zeros(n), np.zeros(n, np.int32)
-    got, got_counts = np.zeros(n), np.zeros(n, np.int32)
-    if coded:
-        kernels.add_feature_runs(expected, expected_counts, runs, scores, within)
-    else:
-        kernels.add_runs(expected, expected_counts, runs, scores, within)
-    assert kernels.add_forward(got, got_counts, runs, scores, slots, forward)
-    assert got.tolist() == expected.tolist() and got_counts.tolist() == expected_counts.tolist()
-    assert got[~within].sum() == 0 and got[within].sum() > 0
-    twice = Runs(docs, runs.values, starts[[0, 0]], ends[[0, 0]], codes=runs.codes, rows=rows[[0, 0]])
-    assert kernels.add_forward(got, got_counts, twice, scores[:2], slots, forward) is None
-
-
 def test_hash_find_known_answer():
     names = np.array(sorted(["", "a", "abc", "b", "x\x00y", "zz", "é", "😀"]))
     table = kernels.hash_table(names)

@@ -566,39 +566,3 @@ def test_dense_hot_lists_rank_like_lucene(lucene, indexes, feature_indexes, tmp_
     for n, (query, theirs) in enumerate([*zip(fqueries, answers, strict=True)] * 2):
         assert _agree(_ours(fbackend, query), theirs), f"query {n}: {query}"
     assert min(used.values()) > N_FEATURE_QUERIES / 5, used
-
-
-def test_filtered_documents_read_forward_rank_like_lucene(lucene, indexes, feature_indexes, tmp_path, monkeypatch):
-    """The documents a filter lets through, scored from the fields' forward index
-    (kernels.add_forward, forced here for every filtered bool): the same hits and scores as
-    Lucene for term and rank_feature clauses."""
-    from indexer import kernels
-    from indexer.embedded_query import Evaluator
-
-    monkeypatch.setattr(Evaluator, "FORWARD_SHARE", 0)
-    used = {"forward": 0}
-    real = kernels.add_forward
-
-    def counted(*args):
-        done = real(*args)
-        used["forward"] += done is not None
-        return done
-
-    monkeypatch.setattr(kernels, "add_forward", counted)
-    _, searcher, queries = indexes
-    _, _, _, docs = _model()
-    backend = EmbeddedBackend(tmp_path / "terms", "items", 1)
-    backend.create_version(IndexSchema(keyword_fields=(*FIELDS, "category"), number_fields=("popular",)), docs)
-    for n, query in enumerate(queries):
-        theirs = _lucene_hits(lucene, searcher, query)
-        ours = [(h.id, h.score) for h in backend.search({"query": query, "size": N_DOCS, "_source": False}).hits]
-        assert [i for i, _ in ours] == [i for i, _ in theirs], f"query {n}: {query}"
-        assert [s for _, s in ours] == [pytest.approx(s, rel=1e-6, abs=1e-9) for _, s in theirs], f"query {n}"
-    terms = used["forward"]
-    assert terms > len(queries) / 5, used
-
-    _, fdocs, fqueries, answers = feature_indexes
-    fbackend = _embedded(tmp_path / "features", fdocs)
-    for n, (query, theirs) in enumerate(zip(fqueries, answers, strict=True)):
-        assert _agree(_ours(fbackend, query), theirs), f"query {n}: {query}"
-    assert used["forward"] - terms > N_FEATURE_QUERIES / 5, used
