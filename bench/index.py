@@ -257,7 +257,7 @@ PROFILE_GROUPS = {
                       "code_points"),
     "postings as runs": ("term_runs", "feature_runs", "_runs", "_hot", "_gathered", "term_postings", "positions",
                          "<listcomp>", "hot_rows", "dense_keyword", "dense_feature", "derived", "_used",
-                         "value_codes", "_value_codes", "derived_table", "_keep", "replace"),
+                         "value_codes", "_value_codes", "derived_table", "_keep"),
     "clause weights": ("_feature_runs", "rank_feature_apply", "rank_feature_pre", "rank_feature_scores",
                        "term_scores", "_feature_scores", "field_stats"),
     "score the postings (compiled kernels)": ("_batch", "add_runs", "add_feature_runs", "mark_runs", "add_code_row",

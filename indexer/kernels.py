@@ -485,9 +485,10 @@ def put(out: np.ndarray, cursor: np.ndarray, texts: tuple[np.ndarray, np.ndarray
 def put_lists(out: np.ndarray, cursor: np.ndarray, texts: tuple[np.ndarray, np.ndarray], codes: np.ndarray,
               doc_offsets: np.ndarray, present: np.ndarray, prefix: bytes, suffix: bytes,
               values: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
-    """Like `put`, for each present document: prefix, then its texts[codes[p]] (each followed,
-    when `values` = (texts' bytes, offsets, a text number per element) are given, by value
-    text value_codes[p]) joined with commas, then suffix."""
+    """Like `put`, for each present document: prefix, then its texts[codes[p]] joined with
+    commas, then suffix; with `values` = (value texts' bytes, their offsets, value_codes),
+    each element p followed by value text value_codes[p] (a distinct value's text is made
+    once, however many elements have it)."""
     if values is None:
         values = (np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64))
     _put_lists(out, cursor, readonly(texts[0], np.uint8), readonly(texts[1], np.int64), readonly(codes, np.int64),
