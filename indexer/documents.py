@@ -273,17 +273,28 @@ _NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
 """Characters json.dumps escapes (ensure_ascii=False): the columnar path writes strings as they are."""
 
 
+_STRINGS = pa.list_(pa.string())
+
+
 def _table(path: Location, columns: list[str], types: list[pa.DataType]) -> pa.Table:
+    """The columns of a model part; its lists of strings read dictionary-encoded (their
+    elements are item ids and property values repeated across rows: Parquet stores them
+    dictionary-encoded, and reading them so spares a Python-free but costly hash of every
+    string, `_Rows.of`)."""
     files = path.files()
     if not files:
         return pa.table({c: pa.array([], t) for c, t in zip(columns, types, strict=True)})
+    lists = [f"{c}.list.element" for c, t in zip(columns, types, strict=True) if t == _STRINGS]
     try:
-        table = pq.ParquetDataset(files, filesystem=path.fs).read(columns=columns).combine_chunks()
+        table = pq.ParquetDataset(files, filesystem=path.fs, read_dictionary=lists).read(columns=columns)
+        table = table.combine_chunks()
     except (pa.ArrowException, OSError) as e:
         raise ModelDirError(str(path), f"unreadable Parquet: {e}") from None
     for c, t in zip(columns, types, strict=True):
         if table.column(c).null_count:
             raise _Irregular(c)
+        if t == _STRINGS and table.schema.field(c).type == pa.list_(pa.dictionary(pa.int32(), pa.string())):
+            continue
         if table.schema.field(c).type != t:
             try:
                 table = table.set_column(table.schema.get_field_index(c), c, table.column(c).cast(t))
@@ -316,7 +327,11 @@ class _Rows:
         flat = column.flatten()
         if flat.null_count:
             raise _Irregular("null value")
-        encoded = flat.dictionary_encode()
+        if not pa.types.is_dictionary(flat.type) or len(pc.unique(flat.dictionary)) != len(flat.dictionary):
+            flat = flat.cast(pa.string()) if pa.types.is_dictionary(flat.type) else flat
+            encoded = flat.dictionary_encode()
+        else:
+            encoded = flat  # (read so by _table: one dictionary of distinct strings)
         _check_strings(encoded.dictionary)
         offsets = column.offsets.to_numpy().astype(np.int64)
         offsets -= offsets[0]

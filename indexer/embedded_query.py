@@ -507,6 +507,9 @@ class Evaluator:
         marks: list[Runs | np.ndarray] = []
         """What matched, in case "sum > 0" cannot tell: runs, and dense rows (> 0 where matched)."""
         positive = True
+        # the documents outside the filters of the bools around (`_within`) are left out of
+        # the sums: those bools exclude them, so their scores and counts never count
+        within = kernels.ALL if self._within is None else self._within
         by_field: dict[str, list[tuple[str, np.float32]]] = {}
         for field, value, boost in terms:
             by_field.setdefault(field, []).append((value, boost))
@@ -518,7 +521,7 @@ class Evaluator:
             per_term = self.term_scores(field, lengths, np.array([b for _, b in items], np.float32))
             positive = positive and bool((per_term[lengths > 0] > 0).all())
             for r in runs:
-                kernels.add_runs(sums, counts, r, per_term)
+                kernels.add_runs(sums, counts, r, per_term, within)
             for w, row in rows:
                 kernels.add_bool_row(sums, counts, row, per_term[w])
                 marks.append(row)
@@ -527,7 +530,7 @@ class Evaluator:
             if sums is None:  # (= not accumulate)
                 continue
             for r in runs:
-                positive = kernels.add_feature_runs(sums, counts, r, weights) and positive
+                positive = kernels.add_feature_runs(sums, counts, r, weights, within) and positive
             for codes, scores in rows:
                 kernels.add_code_row(sums, counts, codes, scores)
                 positive = positive and bool((scores[1:] > 0).all())

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import json
 import math
 import os
@@ -267,8 +266,13 @@ def write_document_lines(f, columns: DocumentColumns, schema: IndexSchema) -> tu
         if field in columns.features:
             c = columns.features[field]
             assert c.values is not None  # a rank_features column carries its values
+            # each distinct value's text once (Arrow's shortest text costs ~100 ns a number; an
+            # indicator's LLRs, functions of a few counts, repeat a lot); positive normal
+            # values only (documents._weights), so equal bits are equal numbers
+            distinct = pc.dictionary_encode(pa.array(c.values))
             tail.append(lists(c, _texts(c.dictionary, '"', '":'), f',"{field}":{{'.encode(), b"}",
-                              kernels.float_texts(c.values)))
+                              (*kernels.float_texts(distinct.dictionary.to_numpy()),
+                               distinct.indices.to_numpy().astype(np.int64))))
     end = one((np.frombuffer(b"}\n", np.uint8), np.array([0, 2], np.int64)), np.zeros(n, np.int64))
     lengths = np.zeros(n, np.int64)
     nothing = np.zeros(0, np.uint8)
@@ -322,6 +326,23 @@ def csr(term_ids: dict[str, int], rows: np.ndarray, cols: np.ndarray, dl: np.nda
     """Sorted term dictionary + CSR postings from (term id, slot) pairs."""
     terms, indptr, order = _csr(term_ids, rows, cols)
     return terms, indptr, cols[order].astype(np.int32), dl
+
+
+def _value_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """BaseVersion.value_codes of a field's float32 values: a float32 of 9 significant bits
+    is its top 17 bits (sign, exponent, 8 stored mantissa bits), so they index a table of
+    presence and codes (no sort)."""
+    bits = np.ascontiguousarray(values, np.float32).view(np.uint32)
+    if (bits & 0x7FFF).any():
+        return None
+    present = np.zeros(1 << 17, bool)
+    present[bits >> 15] = True
+    distinct = np.flatnonzero(present)
+    if distinct.size > np.iinfo(np.uint16).max:
+        return None
+    code_of = np.zeros(1 << 17, np.uint16)
+    code_of[distinct] = np.arange(distinct.size)
+    return code_of[bits >> 15], (distinct.astype(np.uint32) << 15).view(np.float32)
 
 
 def lookup(sorted_values: np.ndarray, wanted: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -449,18 +470,26 @@ class BaseVersion:
     items; a query configuration uses two or three per field)."""
 
     def find(self, key: tuple, sorted_values: np.ndarray, wanted: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """`lookup` in one of this version's sorted string arrays (named by `key`): for many
-        strings, through a dictionary of the array built once per version (a 500-item
-        history looks up a thousand terms; a bisection over numpy strings costs more)."""
-        if len(wanted) < 64:
+        """`lookup` in one of this version's sorted string arrays (named by `key`), through a
+        hash table of the array built once per version (kernels.hash_table: a 500-item history
+        looks up a thousand terms; a bisection over numpy strings, or a dict of Python
+        strings once out of the cache, costs a microsecond a term)."""
+        if not wanted or sorted_values.dtype.itemsize == 0:
             return lookup(sorted_values, wanted)
-        index = self._index.get(key)
-        if index is None:
-            index = dict(zip(sorted_values.tolist(), range(len(sorted_values)), strict=True))
-            self._index[key] = index
-        pos = np.fromiter(map(index.get, wanted, itertools.repeat(-1, len(wanted))), np.int64, len(wanted))
-        found = pos >= 0
-        pos[~found] = 0
+        table = self._index.get(key)
+        if table is None:
+            table = self._index[key] = kernels.hash_table(sorted_values)
+        # a string longer than the array's width is in no entry (and a `<U` array of the
+        # wanted strings is as wide as the longest: a long one would cost memory, not a match)
+        width = sorted_values.dtype.itemsize // 4
+        fits = np.fromiter(map(len, wanted), np.int64, len(wanted)) <= width
+        if fits.all():
+            return kernels.hash_find(table, sorted_values, np.array(wanted, dtype=f"<U{width}"))
+        pos, found = np.zeros(len(wanted), np.int64), np.zeros(len(wanted), bool)
+        which = np.flatnonzero(fits)
+        if which.size:
+            short = [wanted[i] for i in which.tolist()]
+            pos[which], found[which] = kernels.hash_find(table, sorted_values, np.array(short, dtype=f"<U{width}"))
         return pos, found
 
     HOT_SHARE = 1
@@ -501,10 +530,7 @@ class BaseVersion:
             found = np.zeros((len(rows), self.segment.n), bool)
             for i, r in enumerate(rows.tolist()):
                 found[i, indices[indptr[r]:indptr[r + 1]]] = True
-            with self._derived_lock:
-                while len(self._derived) >= self.DERIVED_KEPT:
-                    self._derived.pop(next(iter(self._derived)))
-                self._derived[key] = found
+            self._keep(key, found)
         return found
 
     def dense_feature(self, field: str, derive: Derive) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
@@ -533,11 +559,15 @@ class BaseVersion:
                 tables.append(np.concatenate([np.zeros(1, distinct.dtype), distinct]))
                 smallest[i] = distinct[0]
             found = (codes, tables, smallest)
-            with self._derived_lock:
-                while len(self._derived) >= self.DERIVED_KEPT:
-                    self._derived.pop(next(iter(self._derived)))
-                self._derived[key] = found
+            self._keep(key, found)
         return found
+
+    def _keep(self, key: tuple, value: Any) -> None:
+        """Keep a derived array, dropping the least recently used beyond DERIVED_KEPT."""
+        with self._derived_lock:
+            while len(self._derived) >= self.DERIVED_KEPT:
+                self._derived.pop(next(iter(self._derived)))
+            self._derived[key] = value
 
     def _used(self, key: tuple):
         """A kept derived array, marked as the most recently used (or None)."""
@@ -547,6 +577,33 @@ class BaseVersion:
                 if key in self._derived:
                     self._derived[key] = self._derived.pop(key)
         return found
+
+    def value_codes(self, field: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """A rank_features field's values as (uint16 code per posting, float32 distinct values
+        by code), or None when they are not 9-bit values (Lucene's FeatureField keeps 9
+        significant bits: indexer.features.quantize) or more than a uint16 codes. A query
+        reads 2 bytes a posting instead of 8 (derive's float64), and derive's function is
+        computed on the few thousand distinct values only (`derived_table`)."""
+        key = ("codes", field)
+        kept = self._index.get(key)
+        if kept is None:
+            codes = _value_codes(self.segment.features[field][3])
+            self._index[key] = False if codes is None else codes  # (None: not computed yet)
+            return codes
+        return kept or None
+
+    def derived_table(self, field: str, derive: Derive) -> tuple[np.ndarray, np.ndarray] | None:
+        """(value_codes' codes, derive.fn of the distinct values by code), or None (see there):
+        derive.fn applies elementwise, so table[codes[p]] is `derived`'s value p."""
+        codes = self.value_codes(field)
+        if codes is None:
+            return None
+        key = ("table", field, *derive.key)
+        found = self._used(key)
+        if found is None:
+            found = np.ascontiguousarray(derive.fn(codes[1]))
+            self._keep(key, found)
+        return codes[0], found
 
     def derived(self, field: str, derive: Derive) -> np.ndarray:
         """derive.fn of the field's feature values, computed once and kept (the last
@@ -691,7 +748,7 @@ class Snapshot:
         return runs.docs[runs.positions()].astype(np.int64) + runs.offset, runs.ends - runs.starts
 
     def _runs(self, key: tuple | None, columns: tuple, terms: Sequence[str], offset: int,
-              values: np.ndarray | None) -> Runs:
+              values: np.ndarray | None, codes: np.ndarray | None = None) -> Runs:
         """The runs of `terms` in a segment's CSR columns (names, indptr, indices, ...): the
         version's (its dictionary look-ups cached under `key`) or, with key None, the overlay's."""
         names, indptr, indices = columns[:3]
@@ -704,7 +761,7 @@ class Snapshot:
         rows = pos[found]
         starts[found] = indptr[rows]
         ends[found] = indptr[rows + 1]
-        return Runs(indices, values, starts, ends, offset)
+        return Runs(indices, values, starts, ends, offset, codes)
 
     def term_runs(self, field: str, terms: Sequence[str], dense: bool) -> tuple[list[Runs], np.ndarray, list]:
         """A keyword field's postings of each term: (runs per segment; docFreq of each term
@@ -747,8 +804,12 @@ class Snapshot:
         BaseVersion.dense_feature), their runs left empty). Dead slots are included: the
         evaluator masks them out of the result, and feature clauses use no statistics."""
         base = self.base.segment.features[field]
-        values = base[3] if derive is None else self.base.derived(field, derive)
-        runs = [self._runs(("f", field), base, features, 0, values)]
+        coded = None if derive is None else self.base.derived_table(field, derive)
+        if coded is not None:
+            runs = [self._runs(("f", field), base, features, 0, coded[1], coded[0])]
+        else:
+            values = base[3] if derive is None else self.base.derived(field, derive)
+            runs = [self._runs(("f", field), base, features, 0, values)]
         rows = []
         if dense and derive is not None and (hot := self._hot(runs[0], "f", field)) is not None:
             where, at = hot

@@ -33,6 +33,8 @@ _RO_F4 = types.Array(types.float32, 1, "C", readonly=True)
 _RO_F8 = types.Array(types.float64, 1, "C", readonly=True)
 _RO_U2 = types.Array(types.uint16, 1, "C", readonly=True)
 _RO_B1 = types.Array(types.boolean, 1, "C", readonly=True)
+_RO_U4_2D = types.Array(types.uint32, 2, "C", readonly=True)
+_I8 = types.Array(types.int64, 1, "C")
 _JIT: dict[str, Any] = {"cache": True, "nogil": True, "boundscheck": False}
 
 NO_COUNTS = np.zeros(0, np.int32)
@@ -51,6 +53,9 @@ class Runs:
     starts: np.ndarray
     ends: np.ndarray
     offset: int = 0
+    codes: np.ndarray | None = None
+    """uint16 aligned with docs: then posting p's value is values[codes[p]] (`values` a small
+    table of the field's distinct values), 2 bytes a posting to read instead of 4 or 8."""
 
     def positions(self) -> np.ndarray:
         """The positions in docs / values of every posting, run after run."""
@@ -73,56 +78,96 @@ def _positions(runs: Runs) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- kernels
-@njit(types.void(_F8, _I4, _RO_I4, _RO_I8, _RO_I8, types.int64, _RO_F4), **_JIT)
-def _add_runs(sums, counts, docs, starts, ends, offset, scores):
+ALL = np.zeros(0, np.bool_)
+"""`within` argument meaning "every document"."""
+
+
+@njit(types.void(_F8, _I4, _RO_I4, _RO_I8, _RO_I8, types.int64, _RO_F4, _RO_B1), **_JIT)
+def _add_runs(sums, counts, docs, starts, ends, offset, scores, within):
     count = counts.size > 0
+    everyone = within.size == 0
     for i in range(starts.size):
         s = np.float64(scores[i])
         for p in range(starts[i], ends[i]):
             d = docs[p] + offset
-            sums[d] += s
-            if count:
-                counts[d] += 1
+            if everyone or within[d]:
+                sums[d] += s
+                if count:
+                    counts[d] += 1
 
 
-def add_runs(sums: np.ndarray, counts: np.ndarray, runs: Runs, scores: np.ndarray) -> None:
+def add_runs(sums: np.ndarray, counts: np.ndarray, runs: Runs, scores: np.ndarray, within: np.ndarray = ALL) -> None:
     """sums[doc] += scores[i] (a float32, added in double as Lucene's BooleanScorer sums) for
-    every posting of run i; counts[doc] += 1 unless `counts` is NO_COUNTS."""
+    every posting of run i; counts[doc] += 1 unless `counts` is NO_COUNTS. With `within`
+    (bool per document), only for the documents it holds: the others are left as they are
+    (a query's filters exclude them: their scores never count)."""
     _add_runs(sums, counts, readonly(runs.docs, np.int32), *_positions(runs), runs.offset,
-              readonly(scores, np.float32))
+              readonly(scores, np.float32), readonly(within, np.bool_))
 
 
-@njit([types.boolean(_F8, _I4, _RO_I4, _RO_F4, _RO_I8, _RO_I8, types.int64, _RO_F4),
-       types.boolean(_F8, _I4, _RO_I4, _RO_F8, _RO_I8, _RO_I8, types.int64, _RO_F4)], **_JIT)
-def _add_feature_runs(sums, counts, docs, values, starts, ends, offset, weights):
+@njit([types.boolean(_F8, _I4, _RO_I4, _RO_F4, _RO_I8, _RO_I8, types.int64, _RO_F4, _RO_B1),
+       types.boolean(_F8, _I4, _RO_I4, _RO_F8, _RO_I8, _RO_I8, types.int64, _RO_F4, _RO_B1)], **_JIT)
+def _add_feature_runs(sums, counts, docs, values, starts, ends, offset, weights, within):
     count = counts.size > 0
+    everyone = within.size == 0
     positive = True
     for i in range(starts.size):
         w = np.float64(weights[i])
         for p in range(starts[i], ends[i]):
+            d = docs[p] + offset
+            if not (everyone or within[d]):
+                continue
             # float64 values (log): (float) (w * Math.log(a + S)), in double then rounded; float32
             # values: the product of two floats is exact in double, so rounding it once is the
             # float32 product, bit for bit (IEEE 754)
             s = np.float32(np.float64(values[p]) * w)
             if not s > 0:
                 positive = False
-            d = docs[p] + offset
             sums[d] += np.float64(s)
             if count:
                 counts[d] += 1
     return positive
 
 
-def add_feature_runs(sums: np.ndarray, counts: np.ndarray, runs: Runs, weights: np.ndarray) -> bool:
+@njit([types.boolean(_F8, _I4, _RO_I4, _RO_U2, _RO_F4, _RO_I8, _RO_I8, types.int64, _RO_F4, _RO_B1),
+       types.boolean(_F8, _I4, _RO_I4, _RO_U2, _RO_F8, _RO_I8, _RO_I8, types.int64, _RO_F4, _RO_B1)], **_JIT)
+def _add_feature_codes(sums, counts, docs, codes, table, starts, ends, offset, weights, within):
+    # _add_feature_runs with each posting's value read from the table by its code
+    count = counts.size > 0
+    everyone = within.size == 0
+    positive = True
+    for i in range(starts.size):
+        w = np.float64(weights[i])
+        for p in range(starts[i], ends[i]):
+            d = docs[p] + offset
+            if not (everyone or within[d]):
+                continue
+            s = np.float32(np.float64(table[codes[p]]) * w)
+            if not s > 0:
+                positive = False
+            sums[d] += np.float64(s)
+            if count:
+                counts[d] += 1
+    return positive
+
+
+def add_feature_runs(sums: np.ndarray, counts: np.ndarray, runs: Runs, weights: np.ndarray,
+                     within: np.ndarray = ALL) -> bool:
     """rank_feature clauses: for every posting p of run i, the float32 score w_i * values[p]
     (float32 values: in float32; float64 values, the log function's ln(a + S): in double,
-    rounded to float32), added in double to sums[doc]; counts as in add_runs. Returns whether
-    every score was > 0 (then "matches a clause" is "sum > 0")."""
+    rounded to float32; with codes, values[codes[p]]), added in double to sums[doc]; counts
+    and `within` as in add_runs. Returns whether every score (within) was > 0 (then "matches a
+    clause" is "sum > 0")."""
     values = runs.values
     assert values is not None, "rank_feature runs carry values"
     dtype = np.float64 if values.dtype == np.float64 else np.float32
+    if runs.codes is not None:
+        return bool(_add_feature_codes(sums, counts, readonly(runs.docs, np.int32), readonly(runs.codes, np.uint16),
+                                       readonly(values, dtype), *_positions(runs), runs.offset,
+                                       readonly(weights, np.float32), readonly(within, np.bool_)))
     return bool(_add_feature_runs(sums, counts, readonly(runs.docs, np.int32), readonly(values, dtype),
-                                  *_positions(runs), runs.offset, readonly(weights, np.float32)))
+                                  *_positions(runs), runs.offset, readonly(weights, np.float32),
+                                  readonly(within, np.bool_)))
 
 
 @njit(types.void(_B1, _RO_I4, _RO_I8, _RO_I8, types.int64), **_JIT)
@@ -212,6 +257,84 @@ def kth_score(mask: np.ndarray, score: np.ndarray, k: int) -> np.float32:
     """The k-th best score among the documents of `mask` (-inf when fewer match), in one pass:
     only documents scoring at least that can be among the k best."""
     return _kth_score(readonly(mask, np.bool_), readonly(score, np.float32), k)
+
+
+# --------------------------------------------------------------------------- term look-up
+@njit(types.uint64(_RO_U4_2D, types.int64), cache=True, nogil=True, inline="always")
+def _hash_row(strings, i):
+    # FNV-1a over the code points up to the first NUL (numpy pads <U strings with NULs)
+    h = np.uint64(14695981039346656037)
+    for c in strings[i]:
+        if c == 0:
+            break
+        h = (h ^ np.uint64(c)) * np.uint64(1099511628211)
+    return h
+
+
+@njit(types.boolean(_RO_U4_2D, types.int64, _RO_U4_2D, types.int64), cache=True, nogil=True, inline="always")
+def _same_row(a, i, b, j):
+    wa, wb = a.shape[1], b.shape[1]
+    for k in range(max(wa, wb)):
+        ca = a[i, k] if k < wa else np.uint32(0)
+        cb = b[j, k] if k < wb else np.uint32(0)
+        if ca != cb:
+            return False
+    return True
+
+
+@njit(types.Array(types.int32, 1, "C")(_RO_U4_2D), cache=True, nogil=True)
+def _hash_table(strings):
+    n = strings.shape[0]
+    size = 2
+    while size < 2 * n:
+        size *= 2
+    table = np.zeros(size, np.int32)
+    mask = np.uint64(size - 1)
+    for i in range(n):
+        at = _hash_row(strings, i) & mask
+        while table[at] != 0:
+            at = (at + np.uint64(1)) & mask
+        table[at] = i + 1
+    return table
+
+
+@njit(types.void(_RO_I4, _RO_U4_2D, _RO_U4_2D, _I8, _B1), cache=True, nogil=True)
+def _hash_find(table, strings, wanted, pos, found):
+    mask = np.uint64(table.size - 1)
+    for j in range(wanted.shape[0]):
+        at = _hash_row(wanted, j) & mask
+        pos[j] = 0
+        found[j] = False
+        while table[at] != 0:
+            i = table[at] - 1
+            if _same_row(strings, i, wanted, j):
+                pos[j] = i
+                found[j] = True
+                break
+            at = (at + np.uint64(1)) & mask
+
+
+def code_points(strings: np.ndarray) -> np.ndarray:
+    """A `<U` array's strings as a read-only uint32[n, width] matrix of code points (a view)."""
+    width = strings.dtype.itemsize // 4
+    return readonly(strings.reshape(-1), strings.dtype).view(np.uint32).reshape(strings.size, width)
+
+
+def hash_table(strings: np.ndarray) -> np.ndarray:
+    """An open-addressing hash table (int32: 1 + position, 0 empty; at least twice the
+    strings' number of slots) of a `<U` array's strings, for `hash_find`: a look-up reads a
+    slot or two and one string, where a Python dict of the strings reads scattered objects
+    (a microsecond a term once they have left the cache, as after a query's postings)."""
+    return _hash_table(code_points(strings))
+
+
+def hash_find(table: np.ndarray, strings: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, found) of the `wanted` strings (a `<U` array) in `strings` through its
+    `hash_table`; 0 where not found."""
+    pos = np.empty(wanted.size, np.int64)
+    found = np.empty(wanted.size, np.bool_)
+    _hash_find(readonly(table, np.int32), code_points(strings), code_points(wanted), pos, found)
+    return pos, found
 
 
 # --------------------------------------------------------------------------- indexing
@@ -322,7 +445,8 @@ def _put(out, cursor, data, offsets, which, prefix):
 
 
 @njit(cache=True, nogil=True)
-def _put_lists(out, cursor, data, offsets, codes, doc_offsets, present, prefix, suffix, value_data, value_offsets):
+def _put_lists(out, cursor, data, offsets, codes, doc_offsets, present, prefix, suffix, value_data, value_offsets,
+               value_codes):
     measure = out.size == 0
     with_values = value_offsets.size > 0
     for d in range(present.size):
@@ -334,7 +458,8 @@ def _put_lists(out, cursor, data, offsets, codes, doc_offsets, present, prefix, 
             for p in range(first, last):
                 size += offsets[codes[p] + 1] - offsets[codes[p]]
                 if with_values:
-                    size += value_offsets[p + 1] - value_offsets[p]
+                    v = value_codes[p]
+                    size += value_offsets[v + 1] - value_offsets[v]
             cursor[d] += size
             continue
         q = _copy(out, cursor[d], prefix, 0, prefix.size)
@@ -344,7 +469,8 @@ def _put_lists(out, cursor, data, offsets, codes, doc_offsets, present, prefix, 
                 q += 1
             q = _copy(out, q, data, offsets[codes[p]], offsets[codes[p] + 1])
             if with_values:
-                q = _copy(out, q, value_data, value_offsets[p], value_offsets[p + 1])
+                v = value_codes[p]
+                q = _copy(out, q, value_data, value_offsets[v], value_offsets[v + 1])
         cursor[d] = _copy(out, q, suffix, 0, suffix.size)
 
 
@@ -358,10 +484,14 @@ def put(out: np.ndarray, cursor: np.ndarray, texts: tuple[np.ndarray, np.ndarray
 
 def put_lists(out: np.ndarray, cursor: np.ndarray, texts: tuple[np.ndarray, np.ndarray], codes: np.ndarray,
               doc_offsets: np.ndarray, present: np.ndarray, prefix: bytes, suffix: bytes,
-              values: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-    """Like `put`, for each present document: prefix, then its texts[codes[p]] (each followed
-    by values' text p, when given) joined with commas, then suffix."""
-    value_data, value_offsets = values if values is not None else (np.zeros(0, np.uint8), np.zeros(0, np.int64))
+              values: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
+    """Like `put`, for each present document: prefix, then its texts[codes[p]] joined with
+    commas, then suffix; with `values` = (value texts' bytes, their offsets, value_codes),
+    each element p followed by value text value_codes[p] (a distinct value's text is made
+    once, however many elements have it)."""
+    if values is None:
+        values = (np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64))
     _put_lists(out, cursor, readonly(texts[0], np.uint8), readonly(texts[1], np.int64), readonly(codes, np.int64),
                readonly(doc_offsets, np.int64), readonly(present, np.bool_), np.frombuffer(prefix, np.uint8),
-               np.frombuffer(suffix, np.uint8), readonly(value_data, np.uint8), readonly(value_offsets, np.int64))
+               np.frombuffer(suffix, np.uint8), readonly(values[0], np.uint8), readonly(values[1], np.int64),
+               readonly(values[2], np.int64))

@@ -164,3 +164,30 @@ def test_columns_hold_the_documents(tmp_path):
         assert [None if v != v else v for v in columns.numbers[field].tolist()] == [d.get(field) for d in docs]
     assert columns.numbers["prior"].tolist() == [3.0, 1.0, 1.0, 1.0]
     assert iter_documents(model, schema, only={"a"}).columns() is None  # a subset: documents one by one
+
+
+def test_columns_of_a_model_in_several_parts(tmp_path):
+    """Lists of strings are read dictionary-encoded; parts with different dictionaries (and
+    the Spark-style `list.element` layout or pyarrow's) give the same documents."""
+    root = write_model(tmp_path / "m", manifest={"format": "cooccur-model/1", "indicators": ["buy"],
+                                                 "properties": ["category"]},
+                       rankings=[{"item": "a", "popular": 1.0, "trending": 0.0, "hot": 0.0}])
+    rows = [{"indicator": "buy", "item": "a", "correlators": ["x", "y"], "scores": [1.5, 2.5]},
+            {"indicator": "buy", "item": "b", "correlators": ["y", "z"], "scores": [3.0, 4.0]},
+            {"indicator": "buy", "item": "c", "correlators": ["z", "a"], "scores": [5.0, 6.0]}]
+    pq.write_table(pa.Table.from_pylist(rows[:1]), root / "indicators" / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[1:]), root / "indicators" / "part-1.parquet",
+                   use_compliant_nested_type=False)  # elements named `item`: read as plain strings
+    props = [{"item": "b", "name": "category", "values": ["k2", "k1"]}, {"item": "c", "name": "category",
+                                                                         "values": ["k1"]}]
+    pq.write_table(pa.Table.from_pylist(props[:1]), root / "properties" / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(props[1:]), root / "properties" / "part-1.parquet")
+    model = open_model(root)
+    documents = iter_documents(model, schema_for(model))
+    columns = documents.columns()
+    assert columns is not None
+    docs = list(documents)
+    assert [d.get("buy") for d in docs] == [["x", "y"], ["y", "z"], ["z", "a"]]
+    assert _lists(columns.keyword["buy"], 3) == [d.get("buy") for d in docs]
+    assert _lists(columns.features["buy_w"], 3, values=True) == [d.get("buy_w") for d in docs]
+    assert _lists(columns.keyword["category"], 3) == [None, ["k2", "k1"], ["k1"]]

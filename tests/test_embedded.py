@@ -496,6 +496,29 @@ def test_rank_feature_saturation_and_log(fbackend):
         {"c": 0.5 * math.log(7), "a": 0.5 * math.log(5)}, rel=1e-6)
 
 
+def test_feature_values_as_codes_and_their_fallback(fbackend, tmp_path, monkeypatch):
+    """A version's 9-bit feature values are read as uint16 codes into a table of the distinct
+    values (BaseVersion.value_codes); values that are not 9-bit (never written by `quantize`)
+    take the float arrays, with the same scores."""
+    import indexer.embedded_store
+
+    base = fbackend.snapshot().base
+    codes, table = base.value_codes("purchase_w")
+    assert table.tolist() == [X_A, 3.0, 5.0, X_B]  # ascending, distinct
+    assert table[codes].tolist() == base.segment.features["purchase_w"][3].tolist()
+    query = {"bool": {"should": [rf("x", 2, log={"scaling_factor": 1}), rf("y%2Ez", log={"scaling_factor": 3})]}}
+    coded = scores(fbackend, query)
+    assert coded == pytest.approx({"a": 2 * math.log(1 + X_A) + math.log(6), "b": 2 * math.log(1 + X_B),
+                                   "c": math.log(8)}, rel=1e-6)
+
+    monkeypatch.setattr(indexer.embedded_store, "quantize", lambda v: np.asarray(v, np.float32))
+    unquantized = EmbeddedBackend(tmp_path / "unquantized", "items")
+    unquantized.create_version(FSCHEMA, FDOCS)
+    assert unquantized.snapshot().base.value_codes("purchase_w") is None
+    assert scores(unquantized, query) == pytest.approx({"a": 2 * math.log(1.1) + math.log(6),
+                                                        "b": 2 * math.log(1001.7), "c": math.log(8)}, rel=1e-6)
+
+
 def test_rank_feature_clauses_in_a_bool_count_for_minimum_should_match(fbackend):
     should = [rf("x"), {"term": {"purchase": "x"}}, rf("y%2Ez", 2)]
     bm25_x = bm25(FDOCS, "purchase", "x")
@@ -867,3 +890,15 @@ def test_irregular_models_take_the_documents_path(tmp_path, change):
         with pytest.raises(DocumentsFailed) as e:
             EmbeddedBackend(tmp_path / "idx", "items", 1).create_version(schema, documents)
         assert [i for i, _ in e.value.failed] == ["a"]
+
+
+def test_long_terms_and_ids_are_looked_up_without_matching(backend):
+    """Terms longer than every term of the field (and ids longer than every id) match
+    nothing, in a large batch looked up through the version's hash table too."""
+    long = "x" * 10_000
+    few = {"bool": {"should": [{"term": {"purchase": long}}, {"term": {"purchase": "y"}}]}}
+    many = {"bool": {"should": [{"term": {"purchase": long + str(k)}} for k in range(100)]
+                     + [{"term": {"purchase": "y"}}]}}
+    assert set(scores(backend, few)) == set(scores(backend, many)) == {"a", "c"}
+    assert scores(backend, {"ids": {"values": [long, *[f"u{k}" for k in range(100)]]}}) == {}
+    assert set(scores(backend, {"ids": {"values": [long, "b", *[f"u{k}" for k in range(100)]]}})) == {"b"}

@@ -50,6 +50,57 @@ def test_feature_scores_round_as_lucene(dtype):
     assert sums.tolist() == expected.tolist()  # bit for bit
 
 
+def test_feature_codes_score_as_the_values():
+    """Runs with codes: posting p's value is values[codes[p]], the same sums bit for bit as
+    the values gathered."""
+    rng = np.random.default_rng(2)
+    table = rng.lognormal(0, 3, 300)
+    codes = rng.integers(0, table.size, 20_000).astype(np.uint16)
+    docs = rng.integers(0, 50, codes.size).astype(np.int32)
+    weights = rng.lognormal(0, 3, 4).astype(np.float32)
+    starts = np.arange(4) * 5000
+    coded, plain = np.zeros(50), np.zeros(50)
+    counts = np.zeros(50, np.int32)
+    assert kernels.add_feature_runs(coded, counts, Runs(docs, table, starts, starts + 5000, codes=codes), weights)
+    kernels.add_feature_runs(plain, NO_COUNTS, Runs(docs, table[codes], starts, starts + 5000), weights)
+    assert coded.tolist() == plain.tolist()
+    assert counts.tolist() == np.bincount(docs, minlength=50).tolist()
+
+
+def test_within_leaves_the_other_documents_out():
+    runs = _runs([0, 1, 2, 1], [0, 3], [3, 4], np.array([1.0, 2.0, 4.0, 8.0], np.float32))
+    within = np.array([False, True, True])
+    sums, counts = np.zeros(3), np.zeros(3, np.int32)
+    kernels.add_runs(sums, counts, runs, np.array([0.5, 2.0], np.float32), within)
+    assert sums.tolist() == [0, 2.5, 0.5] and counts.tolist() == [0, 2, 1]
+    sums = np.zeros(3)
+    # a zero score outside `within` does not count either
+    assert kernels.add_feature_runs(sums, NO_COUNTS, _runs([0, 1, 2, 1], [0, 3], [3, 4], np.array(
+        [0.0, 2.0, 4.0, 8.0], np.float32)), np.array([1.0, 0.5], np.float32), within)
+    assert sums.tolist() == [0, 6.0, 4.0]
+    codes = Runs(np.array([0, 1, 2, 1], np.int32), np.array([0.0, 2.0, 4.0, 8.0]), np.array([0, 3]),
+                 np.array([3, 4]), codes=np.array([0, 1, 2, 3], np.uint16))
+    sums = np.zeros(3)
+    assert kernels.add_feature_runs(sums, NO_COUNTS, codes, np.array([1.0, 0.5], np.float32), within)
+    assert sums.tolist() == [0, 6.0, 4.0]
+
+
+def test_hash_find_known_answer():
+    names = np.array(sorted(["", "a", "abc", "b", "x\x00y", "zz", "é", "😀"]))
+    table = kernels.hash_table(names)
+    assert table.size >= 2 * names.size and np.count_nonzero(table) == names.size
+    # a narrower and a wider <U array than the names: compared with NUL padding
+    for wanted in (["b", "q", "é"], ["abc", "zzz", "", "x\x00y", "x", "😀", "abcd", "b"]):
+        pos, found = kernels.hash_find(table, names, np.array(wanted))
+        expected = [wanted_one in names.tolist() for wanted_one in wanted]
+        assert found.tolist() == expected
+        assert [names[p] for p, f in zip(pos, found, strict=True) if f] == [w for w, e in zip(wanted, expected,
+                                                                                         strict=True) if e]
+        assert not pos[~found].any()
+    empty = np.array([], "<U1")
+    assert kernels.hash_find(kernels.hash_table(empty), empty, np.array(["a"]))[1].tolist() == [False]
+
+
 def test_feature_scores_report_a_zero_score():
     sums = np.zeros(3)
     runs = _runs([0, 1], [0], [2], np.array([1.0, 2.0], np.float32))
@@ -116,3 +167,20 @@ def test_put_and_put_lists_lay_out_lines():
     kernels.put_lists(out, cursor, texts, codes, doc_offsets, present, b"[", b"]")
     assert (cursor == starts + lengths).all()
     assert bytes(out).decode() == "<yy[x,é]<x[yy]"
+
+
+def test_put_lists_with_value_texts_by_code():
+    """Each element followed by its value's text, values given once each (value_codes)."""
+    names = pa.array(['"a":', '"b":']).cast(pa.large_string())
+    texts = (np.frombuffer(names.buffers()[2], np.uint8), np.frombuffer(names.buffers()[1], np.int64))
+    values = kernels.float_texts(np.array([2.5, 3.0]))
+    # doc 0: {a: 3.0, b: 2.5}; doc 1: {b: 3.0}
+    codes, doc_offsets, present = np.array([0, 1, 1]), np.array([0, 2, 3]), np.array([True, True])
+    value_codes = np.array([1, 0, 1])
+    lengths = np.zeros(2, np.int64)
+    kernels.put_lists(np.zeros(0, np.uint8), lengths, texts, codes, doc_offsets, present, b"{", b"}",
+                      (*values, value_codes))
+    out = np.zeros(int(lengths.sum()), np.uint8)
+    cursor = np.array([0, lengths[0]])
+    kernels.put_lists(out, cursor, texts, codes, doc_offsets, present, b"{", b"}", (*values, value_codes))
+    assert bytes(out).decode() == '{"a":3.0,"b":2.5}{"b":3.0}'

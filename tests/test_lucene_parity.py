@@ -465,8 +465,8 @@ def test_feature_queries_rank_like_lucene(feature_indexes):
     assert len(queries) == N_FEATURE_QUERIES
     compared = 0
     shapes = {"rank_feature": 0, "function_score": 0, "term": 0}
-    # Twice: the second pass gathers the functions' values (or a weight's final scores) that
-    # the evaluator computed once per version over whole fields (BaseVersion.derived).
+    # Twice: the second pass gathers the functions' values that the evaluator computed once
+    # per version over the fields' distinct values (BaseVersion.derived_table).
     for n, (query, theirs) in enumerate([*zip(queries, answers, strict=True)] * 2):
         ours = _ours(backend, query)
         assert [i for i, _ in ours] == [i for i, _ in theirs], f"query {n}: {query}"
@@ -478,8 +478,8 @@ def test_feature_queries_rank_like_lucene(feature_indexes):
             shapes[shape] += f"'{shape}'" in text
     assert compared > N_FEATURE_QUERIES * 10  # the queries really match documents
     assert min(shapes.values()) > N_FEATURE_QUERIES * 2 / 5, shapes
-    derived = {key[1] for key in backend.snapshot().base._derived}
-    assert derived == {"pre"}, derived  # the cached path was compared
+    derived = {(key[0], key[2]) for key in backend.snapshot().base._derived}
+    assert derived == {("table", "pre")}, derived  # the cached path was compared
 
 
 def _nudged(queries, kind: str, factor: float):
