@@ -29,8 +29,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
-
 from .backend import (
     ChangeSet,
     Check,
@@ -49,18 +47,15 @@ from .embedded_store import (
     FORMAT,
     OVERLAY,
     BaseVersion,
+    Segment,
     Snapshot,
     build_segment,
     check_document,
-    document_line,
-    feature_cut,
     iter_overlay_lines,
     read_overlay,
-    save_array,
     schema_from_json,
     schema_to_json,
     segment_from_columns,
-    write_document_lines,
     write_segment,
 )
 from .errors import BackendUnavailable, DocumentsFailed, IndexerError
@@ -190,19 +185,20 @@ class EmbeddedBackend:
             stats = {"copied": 0, "replaced": 0, "deleted": 0}
             assert current is not None  # check_update_base raised otherwise
 
-            def documents() -> Iterator[Document | tuple[Document, bytes]]:
-                base = self.root / current
-                ids = np.load(base / "ids.npy", mmap_mode="r", allow_pickle=False)
-                with open(base / "docs.jsonl", "rb") as f:
-                    # docs.jsonl holds one line per slot, in id order: only kept lines are parsed
-                    for doc_id, line in zip(ids.tolist(), f, strict=True):
+            def documents() -> Iterator[Document | tuple[Document]]:
+                base = BaseVersion(self.root / current)
+                try:
+                    # only the kept documents are rendered (slots are in id order)
+                    for slot, doc_id in enumerate(base.segment.ids.tolist()):
                         if doc_id in replace:
                             stats["replaced"] += 1
                         elif doc_id in dropped:
                             stats["deleted"] += 1
                         else:
                             stats["copied"] += 1
-                            yield json.loads(line), line
+                            yield (base.document(slot),)
+                finally:
+                    base.close()
                 yield from changes.documents
 
             version, count, removed = self._publish(
@@ -221,7 +217,7 @@ class EmbeddedBackend:
         )
 
     def _publish(
-        self, schema: IndexSchema, documents: Iterable[Document | tuple[Document, bytes]],
+        self, schema: IndexSchema, documents: Iterable[Document | tuple[Document]],
         progress: ProgressFn | None,
         extra_meta: dict[str, Any],
     ) -> tuple[str, int, list[str]]:
@@ -250,35 +246,21 @@ class EmbeddedBackend:
 
     def _write_version(
         self, tmp: Path, version: str, schema: IndexSchema,
-        documents: Iterable[Document | tuple[Document, bytes]],
+        documents: Iterable[Document | tuple[Document]],
         progress: ProgressFn | None, extra_meta: dict[str, Any],
     ) -> int:
-        """Write a complete version into `tmp`: (document, stored line) pairs are documents
-        copied from a version with the same schema, already checked and serialised. A
-        model's documents (`indexer.documents.ModelDocuments`) go column by column when
-        they can (`ModelDocuments.columns`): no Python object per value."""
+        """Write a complete version into `tmp`: a 1-tuple (document,) is a document copied from
+        a version with the same schema, already checked. A model's documents
+        (`indexer.documents.ModelDocuments`) go column by column when they can
+        (`ModelDocuments.columns`): no Python object per value."""
         columns = documents.columns() if isinstance(documents, ModelDocuments) else None
         if columns is not None:
             segment = segment_from_columns(columns, schema)
-
-            def write_documents(f) -> tuple[np.ndarray, np.ndarray | None]:
-                return write_document_lines(f, columns, schema)
-
             if progress is not None:
                 progress(segment.n)
         else:
-            segment, write_documents = self._documents_segment(schema, documents, progress)
+            segment = self._documents_segment(schema, documents, progress)
         files = write_segment(tmp, segment, schema)
-        with open(tmp / "docs.jsonl", "wb") as f:
-            offsets, cuts = write_documents(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if cuts is not None:
-            save_array(tmp, "docs.cut.npy", cuts)
-        with open(tmp / "docs.off.npy", "wb") as f:
-            np.save(f, offsets)
-            f.flush()
-            os.fsync(f.fileno())
         meta = {
             "format": FORMAT,
             "version": version,
@@ -296,20 +278,16 @@ class EmbeddedBackend:
         return segment.n
 
     @staticmethod
-    def _documents_segment(schema: IndexSchema, documents: Iterable[Document | tuple[Document, bytes]],
-                           progress: ProgressFn | None):
-        """(the segment of documents checked one by one, a function writing their lines to
-        docs.jsonl and returning (offsets, cuts))."""
+    def _documents_segment(schema: IndexSchema, documents: Iterable[Document | tuple[Document]],
+                           progress: ProgressFn | None) -> Segment:
+        """The segment of documents checked one by one (copied ones, `(document,)`, are not)."""
         docs: list[Document] = []
-        lines: dict[str, bytes] = {}
         failed: list[tuple[str, str]] = []
         seen: set[str] = set()
         pending = 0
         for item in documents:
             if type(item) is tuple:
-                doc, stored = item
-                lines[doc["id"]] = stored
-                problem = None
+                doc, problem = item[0], None
             else:
                 doc = cast(Document, item)  # (type() is tuple above does not narrow for mypy)
                 problem = check_document(doc, schema)
@@ -331,26 +309,7 @@ class EmbeddedBackend:
             raise DocumentsFailed(failed, len(docs) + len(failed))
         # slot = rank of the id: ties in search then break by slot, and ids look up by bisection
         docs.sort(key=lambda d: d["id"])
-        features = set(schema.feature_fields)
-
-        def write(f) -> tuple[np.ndarray, np.ndarray | None]:
-            offsets = np.zeros(len(docs) + 1, np.int64)
-            cuts = np.full(len(docs), -1, np.int64) if features else None
-            encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-            pos = 0
-            for i, doc in enumerate(docs):
-                line = lines.get(doc["id"])
-                if cuts is None:
-                    line = line or encode(doc).encode() + b"\n"
-                elif line is None:
-                    line, cuts[i] = document_line(doc, features, encode)
-                else:
-                    cuts[i] = feature_cut(doc, line, features)
-                f.write(line)
-                pos += len(line)
-                offsets[i + 1] = pos
-            return offsets, cuts
-        return build_segment(docs, schema), write
+        return build_segment(docs, schema)
 
     @contextmanager
     def _writer_lock(self):

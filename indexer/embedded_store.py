@@ -2,9 +2,8 @@
 
 A version directory holds (all written once, then never changed, except overlay.jsonl):
 
-    meta.json                 format, version, created, documents, schema, field file numbers
+    meta.json                 format (FORMAT), version, created, documents, schema, field file numbers
     ids.npy                   <U  ids of the documents, sorted (slot = rank of the id)
-    docs.jsonl + docs.off.npy the documents as JSON lines; int64 byte offsets per slot (+ end)
     k<i>.terms.npy            <U  sorted distinct values of keyword field i
     k<i>.indptr.npy           int64 CSR row pointers: postings of term t = indices[indptr[t]:indptr[t+1]]
     k<i>.indices.npy          int32 slots, ascending within each term
@@ -16,12 +15,25 @@ A version directory holds (all written once, then never changed, except overlay.
     f<i>.indices.npy          int32 slots, ascending within each feature
     f<i>.values.npy           float32 feature values aligned with indices, as Lucene scores
                               them (indexer.features.quantize: 9 significant bits)
+  the documents' own values (`Source`; what `get` and a hit's `_source` render):
+    k<i>.src.offsets.npy      int64 per slot (+ end) into k<i>.src.codes
+    k<i>.src.codes.npy        int32 positions in k<i>.terms of each document's values, in its order
+    k<i>.src.present.npy      bool per slot: the document has the field (maybe as [])
+    d<i>.src.texts.npy        <U  sorted distinct date texts; d<i>.src.codes.npy int32 per slot (-1: none)
+    n<i>.src.npy              float64 per slot, as given (NaN when absent)
+    f<i>.src.offsets/codes/present.npy   as k<i>'s, the codes into f<i>.names
+    f<i>.src.values.npy       float64 feature values as given, aligned with f<i>.src.codes
+    src.slots.npy, src.jsonl, src.off.npy   the few documents the arrays cannot give back
+                              exactly (`Source.irregular`): slots, JSON lines, byte offsets
     overlay.jsonl             append-only live changes: {"op": "upsert", "doc": ...} / {"op": "delete", "id": ...}
 
 Arrays are loaded memory-mapped, so opening a version is cheap and the pages are shared
 between processes. The overlay is a second, small in-memory segment; documents it
 replaces or deletes are masked out of the base (like Lucene's live docs), and statistics
 are computed over live documents only.
+
+Format 1 (`FORMAT_JSON_LINES`, before the Source arrays) kept the documents as JSON lines
+(docs.jsonl, docs.off.npy, docs.cut.npy); such versions are still read.
 """
 
 from __future__ import annotations
@@ -50,8 +62,13 @@ from .kernels import Runs
 if TYPE_CHECKING:
     from .documents import DocumentColumns, ListColumn
 
-FORMAT = "cooccur-embedded/1"
+FORMAT = "cooccur-embedded/2"
+"""The version directory's format: 2 keeps documents as arrays (`Source`)."""
+FORMAT_JSON_LINES = "cooccur-embedded/1"
+"""The format before 2, documents as JSON lines (docs.jsonl): still read."""
 OVERLAY = "overlay.jsonl"
+IRREGULAR = "src.jsonl"
+_SOURCE_LISTS = ("src.offsets", "src.codes", "src.present")
 
 
 # --------------------------------------------------------------------------- documents
@@ -93,6 +110,27 @@ _Csr = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass
+class Source:
+    """What each document of a segment is made of, field by field in slot order: what `get`
+    and a hit's `_source` render (`render`), kept as arrays instead of JSON text (format 2:
+    writing them costs a few array writes where JSON lines cost a third of indexing).
+
+    keyword: field -> (offsets int64[n + 1], codes int32 into the field's sorted terms, in
+    each document's order with repeats kept, present bool[n]: the document has the field,
+    maybe as []); dates: field -> (sorted distinct texts, int32 code per slot, -1: absent);
+    numbers: field -> float64 per slot (NaN: absent); features: field -> (offsets, codes into
+    the field's sorted names, present, float64 values as given). `irregular`: slot -> the
+    document, for those the arrays cannot give back exactly (a null value, an integer number
+    or feature value, a date that is not a string); stored as JSON lines."""
+
+    keyword: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    dates: dict[str, tuple[np.ndarray, np.ndarray]]
+    numbers: dict[str, np.ndarray]
+    features: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+    irregular: dict[int, Document] = dataclasses.field(default_factory=dict)
+
+
+@dataclass
 class Segment:
     """Columns of a set of documents, slot-addressed (base: on disk; overlay: in memory)."""
 
@@ -104,66 +142,105 @@ class Segment:
     features: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = dataclasses.field(
         default_factory=dict)
     """rank_features field -> (names, indptr, indices, values)."""
+    source: Source | None = None
+    """The documents' own values (None: a format-1 version, whose documents are JSON lines)."""
 
     @property
     def n(self) -> int:
         return len(self.ids)
 
 
+def render(segment: Segment, slot: int, lean: bool = False) -> Document:
+    """The document at `slot`, from its segment's Source (not for its irregular documents):
+    id, keyword fields, dates, numbers, then (unless `lean`) rank_features fields."""
+    source = segment.source
+    assert source is not None
+    doc: Document = {"id": segment.ids[slot].item()}
+    for field, (offsets, codes, present) in source.keyword.items():
+        if present[slot]:
+            doc[field] = segment.keyword[field][0][codes[offsets[slot]:offsets[slot + 1]]].tolist()
+    for field, (texts, date_codes) in source.dates.items():
+        code = date_codes[slot]
+        if code >= 0:
+            doc[field] = texts[code].item()
+    for field, values in source.numbers.items():
+        value = values[slot]
+        if value == value:  # (NaN: absent)
+            doc[field] = value.item()
+    if not lean:
+        for field, (offsets, codes, present, weights) in source.features.items():
+            if present[slot]:
+                a, b = offsets[slot], offsets[slot + 1]
+                doc[field] = dict(zip(segment.features[field][0][codes[a:b]].tolist(), weights[a:b].tolist(),
+                                      strict=True))
+    return doc
+
+
 def build_segment(docs: Sequence[Document], schema: IndexSchema) -> Segment:
-    """Columns of documents given in slot order (validated beforehand)."""
-    n = len(docs)
-    keyword = {}
-    for field in schema.keyword_fields:
-        flat: list[str] = []
-        dl = np.zeros(n, np.int32)
-        for slot, doc in enumerate(docs):
-            values = doc.get(field)
-            if values:
-                distinct = set(values)  # docs-only postings: a repeated value counts once
-                dl[slot] = len(distinct)
-                flat.extend(distinct)
-        # dict.fromkeys and map run in C; only the distinct terms are numbered in Python
-        term_ids: dict[str, int] = dict.fromkeys(flat, 0)
-        for i, term in enumerate(term_ids):
-            term_ids[term] = i
-        rows = np.fromiter(map(term_ids.__getitem__, flat), np.int64, len(flat))
-        cols = np.repeat(np.arange(n, dtype=np.int32), dl)
-        keyword[field] = csr(term_ids, rows, cols, dl)
-    dates = {
+    """Columns of documents given in slot order (validated beforehand): their values laid out
+    as columns (`indexer.documents.DocumentColumns`, one Python pass per field), then
+    `segment_from_columns`."""
+    from .documents import DocumentColumns
+
+    irregular: dict[int, Document] = {}
+    keyword = {f: _list_column(docs, f, irregular) for f in schema.keyword_fields}
+    features = {f: _list_column(docs, f, irregular, weights=True) for f in schema.feature_fields}
+    texts = {}
+    for field in schema.date_fields:
+        values = [d.get(field) for d in docs]
+        irregular.update((slot, docs[slot]) for slot, v in enumerate(values)
+                         if (v is None and field in docs[slot]) or (v is not None and type(v) is not str))
+        texts[field] = pa.array([v if type(v) is str else None for v in values], pa.string())
+    numbers = {}
+    for field in schema.number_fields:
+        values = [d.get(field) for d in docs]
+        irregular.update((slot, docs[slot]) for slot, v in enumerate(values)
+                         if (v is None and field in docs[slot]) or (v is not None and type(v) is not float))
+        numbers[field] = np.array([np.nan if v is None else v for v in values], np.float64)
+    segment = segment_from_columns(
+        DocumentColumns(pa.array([d["id"] for d in docs], pa.string()), keyword, texts, numbers, features), schema)
+    # dates by value: an irregular one (epoch ms) has no text
+    segment.dates = {
         f: np.array([parse_date(d[f]) if d.get(f) is not None else DATE_MISSING for d in docs], np.int64)
         for f in schema.date_fields
     }
-    numbers = {
-        f: np.array([d[f] if d.get(f) is not None else np.nan for d in docs], np.float32)
-        for f in schema.number_fields
-    }
-    ids = np.array([d["id"] for d in docs], dtype=str) if docs else np.array([], "<U1")
-    features = {f: _feature_column(docs, f) for f in schema.feature_fields}
-    return Segment(ids, keyword, dates, numbers, features)
+    assert segment.source is not None
+    segment.source.irregular = irregular
+    return segment
 
 
-def _feature_column(docs: Sequence[Document], name: str):
-    """(names, indptr, indices, quantized values) of one rank_features field."""
+def _list_column(docs: Sequence[Document], field: str, irregular: dict[int, Document],
+                 weights: bool = False) -> ListColumn:
+    """The ListColumn of a keyword field (lists) or, with `weights`, a rank_features field
+    (objects; a null feature value is skipped, as Elasticsearch does) of documents."""
+    from .documents import ListColumn
+
     flat: list[str] = []
     values: list[float] = []
-    per_doc = np.zeros(len(docs), np.int64)
+    lengths = np.zeros(len(docs), np.int64)
+    present = np.zeros(len(docs), bool)
     for slot, doc in enumerate(docs):
-        features = doc.get(name)
-        if features:
-            if None in features.values():  # Elasticsearch skips null features
-                features = {k: v for k, v in features.items() if v is not None}
-            per_doc[slot] = len(features)
-            flat.extend(features)
-            values.extend(features.values())
-    feature_ids: dict[str, int] = dict.fromkeys(flat, 0)
-    for i, feature in enumerate(feature_ids):
-        feature_ids[feature] = i
-    rows = np.fromiter(map(feature_ids.__getitem__, flat), np.int64, len(flat))
-    cols = np.repeat(np.arange(len(docs), dtype=np.int32), per_doc)
-    names, indptr, order = _csr(feature_ids, rows, cols)
-    vals = quantize(np.array(values, np.float64)) if values else np.zeros(0, np.float32)
-    return names, indptr, cols[order].astype(np.int32), vals[order]
+        given = doc.get(field)
+        if given is None:
+            if field in doc:
+                irregular[slot] = doc
+            continue
+        if weights:
+            if not set(map(type, given.values())) <= {float}:  # a null or an integer: kept as given
+                irregular[slot] = doc
+                given = {k: v for k, v in given.items() if v is not None}
+            values.extend(given.values())
+        present[slot] = True
+        lengths[slot] = len(given)
+        flat.extend(given)
+    # dict.fromkeys and map run in C; only the distinct strings are numbered in Python
+    ids: dict[str, int] = dict.fromkeys(flat, 0)
+    for i, term in enumerate(ids):
+        ids[term] = i
+    offsets = np.zeros(len(docs) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return ListColumn(pa.array(list(ids), pa.string()), np.fromiter(map(ids.__getitem__, flat), np.int64, len(flat)),
+                      offsets, present, np.array(values, np.float64) if weights else None)
 
 
 def unicode_array(strings: pa.Array) -> np.ndarray:
@@ -186,146 +263,62 @@ def unicode_array(strings: pa.Array) -> np.ndarray:
 
 
 def _column_csr(column: ListColumn, n: int):
-    """(sorted terms, indptr, indices, dl, values or None) of a dictionary-encoded column."""
+    """(sorted terms, indptr, indices, dl, values or None, int32 codes of the column's values
+    into the sorted terms) of a dictionary-encoded column."""
     order = pc.array_sort_indices(column.dictionary).to_numpy()
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(len(order))
     slots = np.repeat(np.arange(n, dtype=np.int64), np.diff(column.offsets))
-    indptr, indices, dl, values = kernels.csr(rank[column.codes], slots, len(order), n, column.values)
-    return unicode_array(column.dictionary.take(order)), indptr, indices, dl, values
+    codes = rank[column.codes]
+    indptr, indices, dl, values = kernels.csr(codes, slots, len(order), n, column.values)
+    return unicode_array(column.dictionary.take(order)), indptr, indices, dl, values, codes.astype(np.int32)
+
+
+def _empty_column(n: int, weights: bool) -> ListColumn:
+    from .documents import ListColumn
+
+    return ListColumn(pa.array([], pa.string()), np.zeros(0, np.int64), np.zeros(n + 1, np.int64), np.zeros(n, bool),
+                      np.zeros(0, np.float64) if weights else None)
+
+
+def _date_column(text: pa.Array) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """(epoch ms per slot, (sorted distinct texts, int32 code per slot, -1: absent)) of date
+    texts (null: absent); each distinct text parsed once."""
+    encoded = pc.dictionary_encode(text)
+    order = pc.array_sort_indices(encoded.dictionary).to_numpy()
+    rank = np.empty(len(order) + 1, np.int64)
+    rank[order] = np.arange(len(order))
+    rank[-1] = -1
+    codes = rank[encoded.indices.fill_null(-1).to_numpy()].astype(np.int32)
+    texts = unicode_array(encoded.dictionary.take(order))
+    ms = np.array([parse_date(t) for t in texts.tolist()] + [DATE_MISSING], np.int64)
+    return ms[codes], (texts, codes)
 
 
 def segment_from_columns(columns: DocumentColumns, schema: IndexSchema) -> Segment:
-    """build_segment of documents given as columns (`indexer.documents.DocumentColumns`):
-    the same arrays, with no Python object per value (one counting pass per field)."""
+    """The segment of documents given as columns (`indexer.documents.DocumentColumns`), with
+    their Source: no Python object per value (one counting pass per field)."""
     n = len(columns.ids)
-    none = (np.array([], "<U1"), np.zeros(1, np.int64), np.zeros(0, np.int32))
-    keyword = {f: _column_csr(columns.keyword[f], n)[:4] if f in columns.keyword else (*none, np.zeros(n, np.int32))
-               for f in schema.keyword_fields}
+    keyword, features = {}, {}
+    source = Source({}, {}, {}, {})
+    for field in schema.keyword_fields:
+        c = columns.keyword.get(field) or _empty_column(n, False)
+        terms, indptr, indices, dl, _, codes = _column_csr(c, n)
+        keyword[field] = (terms, indptr, indices, dl)
+        source.keyword[field] = (c.offsets, codes, c.present)
     dates = {}
     for field in schema.date_fields:
         text = columns.dates.get(field)
-        values = text.to_pylist() if text is not None else [None] * n  # one per document
-        dates[field] = np.array([DATE_MISSING if v is None else parse_date(v) for v in values], np.int64)
+        dates[field], source.dates[field] = _date_column(text if text is not None else pa.nulls(n, pa.string()))
     numbers = {f: columns.numbers[f].astype(np.float32) for f in schema.number_fields}
-    features = {}
+    source.numbers = {f: np.asarray(columns.numbers[f], np.float64) for f in schema.number_fields}
     for field in schema.feature_fields:
-        if field in columns.features:
-            terms, indptr, indices, _, values = _column_csr(columns.features[field], n)
-            features[field] = (terms, indptr, indices, quantize(values))
-        else:
-            features[field] = (*none, np.zeros(0, np.float32))
-    return Segment(unicode_array(columns.ids), keyword, dates, numbers, features)
-
-
-def _texts(strings: pa.Array, before: str, after: str) -> tuple[np.ndarray, np.ndarray]:
-    """(bytes, offsets) of each string between `before` and `after`."""
-    text = pc.binary_join_element_wise(before, strings, after, "").cast(pa.large_string())
-    offsets = np.frombuffer(text.buffers()[1], np.int64)[text.offset:text.offset + len(text) + 1]
-    data = np.frombuffer(text.buffers()[2], np.uint8) if len(text) else np.zeros(0, np.uint8)
-    return data, offsets
-
-
-LINES_PER_CHUNK = 4096
-"""Lines laid out at a time: one buffer of a few MB reused, instead of the whole file's
-hundreds of MB faulted in page by page."""
-
-
-def write_document_lines(f, columns: DocumentColumns, schema: IndexSchema) -> tuple[np.ndarray, np.ndarray | None]:
-    """Write the docs.jsonl of documents given as columns to `f`: (the lines' byte offsets,
-    the feature cuts or None), as `document_line` writes them (feature fields last) up to the
-    text of numbers (the same doubles read back: kernels.float_texts). The strings need no
-    escapes (DocumentColumns); each is rendered once per distinct value, and the compiled
-    kernels lay the lines out (kernels.put, put_lists: measure, then write)."""
-    n = len(columns.ids)
-    everyone = np.arange(n)
-
-    def one(texts, which, prefix=b""):
-        return lambda out, cursor, a, b: kernels.put(out, cursor, texts, which[a:b], prefix)
-
-    def lists(c: ListColumn, texts, prefix: bytes, suffix: bytes, values=None):
-        return lambda out, cursor, a, b: kernels.put_lists(out, cursor, texts, c.codes, c.offsets[a:b + 1],
-                                                           c.present[a:b], prefix, suffix, values)
-
-    head = [one(_texts(columns.ids, '{"id":"', '"'), everyone)]
-    for field in schema.keyword_fields:
-        if field in columns.keyword:
-            c = columns.keyword[field]
-            head.append(lists(c, _texts(c.dictionary, '"', '"'), f',"{field}":['.encode(), b"]"))
-    for field in schema.date_fields:
-        if field in columns.dates:
-            text = columns.dates[field]
-            which = np.where(text.is_valid().to_numpy(zero_copy_only=False), everyone, -1)
-            head.append(one(_texts(text.fill_null(""), '"', '"'), which, f',"{field}":'.encode()))
-    for field in schema.number_fields:
-        values = columns.numbers[field]
-        head.append(one(kernels.float_texts(np.nan_to_num(values)), np.where(np.isnan(values), -1, everyone),
-                        f',"{field}":'.encode()))
-    tail = []
-    for field in schema.feature_fields:
-        if field in columns.features:
-            c = columns.features[field]
-            assert c.values is not None  # a rank_features column carries its values
-            # each distinct value's text once (Arrow's shortest text costs ~100 ns a number; an
-            # indicator's LLRs, functions of a few counts, repeat a lot); positive normal
-            # values only (documents._weights), so equal bits are equal numbers
-            distinct = pc.dictionary_encode(pa.array(c.values))
-            tail.append(lists(c, _texts(c.dictionary, '"', '":'), f',"{field}":{{'.encode(), b"}",
-                              (*kernels.float_texts(distinct.dictionary.to_numpy()),
-                               distinct.indices.to_numpy().astype(np.int64))))
-    end = one((np.frombuffer(b"}\n", np.uint8), np.array([0, 2], np.int64)), np.zeros(n, np.int64))
-    lengths = np.zeros(n, np.int64)
-    nothing = np.zeros(0, np.uint8)
-    for put in (*head, *tail, end):
-        put(nothing, lengths, 0, n)
-    offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    cuts = np.full(n, -1, np.int64) if schema.feature_fields else None
-    buffer = np.empty(0, np.uint8)
-    for a in range(0, n, LINES_PER_CHUNK):
-        b = min(n, a + LINES_PER_CHUNK)
-        size = int(offsets[b] - offsets[a])
-        if buffer.size < size:
-            buffer = np.empty(size, np.uint8)
-        out = buffer[:size]
-        starts = offsets[a:b] - offsets[a]
-        cursor = starts.copy()
-        for put in head:
-            put(out, cursor, a, b)
-        if cuts is not None:
-            head_end = cursor.copy()
-            for put in tail:
-                put(out, cursor, a, b)
-            cuts[a:b] = np.where(cursor > head_end, head_end - starts, -1)
-        end(out, cursor, a, b)
-        f.write(out)
-    return offsets, cuts
-
-
-def _csr(term_ids: dict[str, int], rows: np.ndarray, cols: np.ndarray):
-    """(sorted terms, CSR row pointers, the order putting the (term id, slot) pairs in CSR order)."""
-    terms = np.array(list(term_ids), dtype=str) if term_ids else np.array([], "<U1")
-    by_name = np.argsort(terms, kind="stable")
-    rank = np.empty(len(terms), np.int64)
-    rank[by_name] = np.arange(len(terms))
-    sorted_rows = rank[rows] if rows.size else rows
-    # the pairs come document by document (cols ascending): a stable sort by term keeps the
-    # slots ascending within each term, as a lexsort by (term, slot) would
-    order = np.argsort(sorted_rows, kind="stable") if _ascending(cols) else np.lexsort((cols, sorted_rows))
-    counts = np.bincount(sorted_rows, minlength=len(terms)) if rows.size else np.zeros(len(terms), np.int64)
-    indptr = np.zeros(len(terms) + 1, np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    return terms[by_name], indptr, order
-
-
-def _ascending(values: np.ndarray) -> bool:
-    return bool(values.size < 2 or (values[1:] >= values[:-1]).all())
-
-
-def csr(term_ids: dict[str, int], rows: np.ndarray, cols: np.ndarray, dl: np.ndarray):
-    """Sorted term dictionary + CSR postings from (term id, slot) pairs."""
-    terms, indptr, order = _csr(term_ids, rows, cols)
-    return terms, indptr, cols[order].astype(np.int32), dl
+        c = columns.features.get(field) or _empty_column(n, True)
+        assert c.values is not None  # a rank_features column carries its values
+        terms, indptr, indices, _, values, codes = _column_csr(c, n)
+        features[field] = (terms, indptr, indices, quantize(values))
+        source.features[field] = (c.offsets, codes, c.present, c.values)
+    return Segment(unicode_array(columns.ids), keyword, dates, numbers, features, source)
 
 
 def _value_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -356,27 +349,6 @@ def lookup(sorted_values: np.ndarray, wanted: Sequence[str]) -> tuple[np.ndarray
 
 
 # --------------------------------------------------------------------------- on disk
-def document_line(doc: Document, features: set[str], encode) -> tuple[bytes, int]:
-    """(docs.jsonl line, cut): the document's JSON with its feature fields last, and the
-    byte position where they start (-1: none), so a reader wanting no features parses
-    line[:cut] + "}" only (the feature fields are most of a model document's bytes)."""
-    tail = {k: v for k, v in doc.items() if k in features}
-    if not tail:
-        return encode(doc).encode() + b"\n", -1
-    head = encode({k: v for k, v in doc.items() if k not in features}).encode()
-    return head[:-1] + b"," + encode(tail).encode()[1:] + b"\n", len(head) - 1
-
-
-def feature_cut(doc: Document, line: bytes, features: set[str]) -> int:
-    """The cut of a stored line (a copied document): where its feature fields start, when
-    they are its last keys; else -1 (readers parse the whole line)."""
-    keys = list(doc)
-    first = next((i for i, k in enumerate(keys) if k in features), None)
-    if first is None or not all(k in features for k in keys[first:]) or first == 0:
-        return -1
-    return line.find(b"," + json.dumps(keys[first], ensure_ascii=False).encode() + b":")
-
-
 def save_array(directory: Path, name: str, array: np.ndarray) -> None:
     with open(directory / name, "wb") as f:
         np.save(f, array, allow_pickle=False)
@@ -385,27 +357,43 @@ def save_array(directory: Path, name: str, array: np.ndarray) -> None:
 
 
 def write_segment(directory: Path, segment: Segment, schema: IndexSchema) -> dict[str, Any]:
-    """Write the columns of a (base) segment; returns the field -> file number map."""
+    """Write the columns of a (base) segment and its Source; returns the field -> file number map."""
+    source = segment.source
+    assert source is not None
     save_array(directory, "ids.npy", segment.ids)
     files: dict[str, Any] = {"keyword": {}, "date": {}, "number": {}}
     if schema.feature_fields:  # (versions without feature fields keep the older meta.json)
         files["feature"] = {}
+    arrays: list[tuple[str, np.ndarray]] = []
     for i, field in enumerate(schema.keyword_fields):
-        terms, indptr, indices, dl = segment.keyword[field]
-        for part, arr in (("terms", terms), ("indptr", indptr), ("indices", indices), ("dl", dl)):
-            save_array(directory, f"k{i}.{part}.npy", arr)
+        arrays += zip((f"k{i}.{p}.npy" for p in ("terms", "indptr", "indices", "dl", *_SOURCE_LISTS)),
+                      (*segment.keyword[field], *source.keyword[field]), strict=True)
         files["keyword"][field] = i
     for i, field in enumerate(schema.date_fields):
-        save_array(directory, f"d{i}.npy", segment.dates[field])
+        arrays += [(f"d{i}.npy", segment.dates[field]), (f"d{i}.src.texts.npy", source.dates[field][0]),
+                   (f"d{i}.src.codes.npy", source.dates[field][1])]
         files["date"][field] = i
     for i, field in enumerate(schema.number_fields):
-        save_array(directory, f"n{i}.npy", segment.numbers[field])
+        arrays += [(f"n{i}.npy", segment.numbers[field]), (f"n{i}.src.npy", source.numbers[field])]
         files["number"][field] = i
     for i, field in enumerate(schema.feature_fields):
-        names, indptr, indices, values = segment.features[field]
-        for part, arr in (("names", names), ("indptr", indptr), ("indices", indices), ("values", values)):
-            save_array(directory, f"f{i}.{part}.npy", arr)
+        arrays += zip((f"f{i}.{p}.npy" for p in ("names", "indptr", "indices", "values", *_SOURCE_LISTS, "src.values")),
+                      (*segment.features[field], *source.features[field]), strict=True)
         files["feature"][field] = i
+    for name, array in arrays:
+        save_array(directory, name, array)
+    # the irregular documents (Source.irregular) as JSON lines, by slot
+    slots = sorted(source.irregular)
+    lines = [json.dumps(source.irregular[s], separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+             for s in slots]
+    offsets = np.zeros(len(lines) + 1, np.int64)
+    np.cumsum([len(line) for line in lines], out=offsets[1:])
+    with open(directory / IRREGULAR, "wb") as f:
+        f.write(b"".join(lines))
+        f.flush()
+        os.fsync(f.fileno())
+    save_array(directory, "src.slots.npy", np.array(slots, np.int64))
+    save_array(directory, "src.off.npy", offsets)
     return files
 
 
@@ -454,11 +442,31 @@ class BaseVersion:
             f: cast(_Csr, tuple(load(f"f{i}.{p}.npy") for p in ("names", "indptr", "indices", "values")))
             for f, i in files.get("feature", {}).items()
         }
-        self.segment = Segment(load("ids.npy"), keyword, dates, numbers, features)
-        self.offsets = load("docs.off.npy")
-        # versions written before it (or without feature fields) have no docs.cut.npy
-        self.cuts = load("docs.cut.npy") if (directory / "docs.cut.npy").is_file() else None
-        self._docs_fd = os.open(directory / "docs.jsonl", os.O_RDONLY)
+        fmt = self.meta.get("format")
+        if fmt == FORMAT:
+            lists = ("src.offsets", "src.codes", "src.present")
+            source = Source(
+                {f: cast(Any, tuple(load(f"k{i}.{p}.npy") for p in lists)) for f, i in files["keyword"].items()},
+                {f: (load(f"d{i}.src.texts.npy"), load(f"d{i}.src.codes.npy")) for f, i in files["date"].items()},
+                {f: load(f"n{i}.src.npy") for f, i in files["number"].items()},
+                {f: cast(Any, tuple(load(f"f{i}.{p}.npy") for p in (*lists, "src.values")))
+                 for f, i in files.get("feature", {}).items()},
+            )
+            self.segment = Segment(load("ids.npy"), keyword, dates, numbers, features, source)
+            self.irregular = load("src.slots.npy")
+            self.offsets = load("src.off.npy")
+            self.cuts = None
+            self._docs_fd = os.open(directory / IRREGULAR, os.O_RDONLY)
+        elif fmt == FORMAT_JSON_LINES:
+            self.segment = Segment(load("ids.npy"), keyword, dates, numbers, features)
+            self.irregular = None
+            self.offsets = load("docs.off.npy")
+            # versions written before it (or without feature fields) have no docs.cut.npy
+            self.cuts = load("docs.cut.npy") if (directory / "docs.cut.npy").is_file() else None
+            self._docs_fd = os.open(directory / "docs.jsonl", os.O_RDONLY)
+        else:
+            raise ValueError(f"format {fmt!r}: this cooccur reads {FORMAT} and {FORMAT_JSON_LINES} "
+                             "(a newer cooccur wrote it?)")
         # caches keyed by kind: each key's value has the type its method returns
         self._derived: dict[tuple, Any] = {}
         self._index: dict[tuple, Any] = {}
@@ -622,8 +630,14 @@ class BaseVersion:
         return found
 
     def document(self, slot: int, lean: bool = False) -> Document:
-        """The stored document; `lean`: may leave out its feature fields (read and parse
-        only the part before them, when the version recorded where they start)."""
+        """The stored document, rendered from the version's arrays (`render`); `lean`: may
+        leave out its feature fields (format 1: read and parse only the part of its JSON line
+        before them, when the version recorded where they start)."""
+        if self.irregular is not None:
+            at = int(np.searchsorted(self.irregular, slot))
+            if at == self.irregular.size or self.irregular[at] != slot:
+                return render(self.segment, slot, lean)
+            slot = at  # (its line in src.jsonl)
         start, end = int(self.offsets[slot]), int(self.offsets[slot + 1])
         if lean and self.cuts is not None:
             cut = int(self.cuts[slot])

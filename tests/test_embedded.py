@@ -766,13 +766,13 @@ def _hits(backend, source):
 
 @pytest.mark.parametrize("copied", [False, True])
 def test_source_filtering_and_lean_documents(tmp_path, copied):
-    """`_source` includes / excludes as Elasticsearch filters it; a hit without feature fields
-    reads its stored line only up to them (features are stored last), giving the same dict."""
+    """`_source` includes / excludes as Elasticsearch filters it, on documents rendered from
+    the version's arrays (and a document they cannot hold exactly, kept as JSON)."""
     from indexer.backend import ChangeSet
 
     backend = EmbeddedBackend(tmp_path, "items", 2)
     backend.create_version(SOURCE_SCHEMA, [dict(d) for d in SOURCE_DOCS], model_id="m1")
-    if copied:  # a --changed-only version: stored lines copied, one document replaced
+    if copied:  # a --changed-only version: documents copied, one replaced
         backend.update_version(SOURCE_SCHEMA, ChangeSet("m1", "m2", [dict(SOURCE_DOCS[1], prior=5.0)], []))
     expected = {d["id"]: dict(d, prior=5.0) if copied and d["id"] == "b" else d for d in SOURCE_DOCS}
     assert _hits(backend, True) == expected
@@ -785,7 +785,7 @@ def test_source_filtering_and_lean_documents(tmp_path, copied):
     assert _hits(backend, "purchase*") == {i: {k: v for k, v in d.items() if k.startswith("purchase") or k == "id"}
                                            for i, d in expected.items()}
     snap = backend.snapshot()
-    assert snap.base.cuts is not None and (snap.base.cuts > 0).sum() == 3  # a, c, d have feature fields
+    assert snap.base.irregular.tolist() == [2]  # c (a null field) is kept as JSON, the others as arrays
 
 
 @pytest.mark.parametrize("source, path", [
@@ -864,9 +864,13 @@ def test_columnar_indexing_writes_what_the_documents_path_writes(tmp_path):
         assert full == doc.document(slot) and lean == doc.document(slot, lean=True)
         assert [type(v) for v in full.values()] == [type(doc.document(slot)[k]) for k in full]
     assert col.document(0)["buy_w"] == {"b%2E1": 3.5, "c": 7.0}
-    assert col.cuts.tolist() == doc.cuts.tolist()
-    assert col.offsets.tolist() == [0, *np.cumsum([len(line) for line in
-                                                   (col.directory / "docs.jsonl").read_bytes().splitlines(True)])]
+    assert col.document(0, lean=True) == {"id": "a", "buy": ["b.1", "c", "z", "c"], "view": [],
+                                          "expireDate": "2026-01-01T00:00:00Z", "popular": 9.0, "trending": -3.0,
+                                          "hot": 0.0, "prior": 3.0}
+    differ = sorted(p.name for p in col.directory.iterdir()
+                    if p.name != "meta.json" and p.read_bytes() != (doc.directory / p.name).read_bytes())
+    # only a's buy_w: the columnar path keeps the repeated "c" twice (it renders as one key, its last weight)
+    assert differ == ["f0.src.codes.npy", "f0.src.offsets.npy", "f0.src.values.npy"]
 
 
 @pytest.mark.parametrize("change", [
