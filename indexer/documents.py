@@ -377,14 +377,20 @@ def _weights(correlators: ListColumn) -> ListColumn:
     keep = values >= MIN_NORMAL  # (False for NaN)
     if (values[keep] >= FINITE_BELOW).any():
         raise _Irregular("weight")  # beyond float32: the document fails, as in Elasticsearch
+    names = pc.replace_substring(pc.replace_substring(correlators.dictionary, "%", "%25"), ".", "%2E")
+    if keep.all() and pc.all(pc.equal(names, correlators.dictionary)).as_py() is not False:
+        # every correlator weighs and no name needs encoding (the usual model): the same
+        # dictionary, codes and offsets objects, so the index builds and writes them once
+        return ListColumn(correlators.dictionary, correlators.codes, correlators.offsets,
+                          correlators.present & (np.diff(correlators.offsets) > 0), values)
     kept = np.zeros(len(values) + 1, np.int64)
     np.cumsum(keep, out=kept[1:])
     offsets = kept[correlators.offsets]
     codes = correlators.codes[keep]
     used = np.bincount(codes, minlength=len(correlators.dictionary)) > 0
     remap = np.cumsum(used) - 1
-    names = pc.replace_substring(pc.replace_substring(correlators.dictionary.filter(used), "%", "%25"), ".", "%2E")
-    return ListColumn(names, remap[codes], offsets, correlators.present & (np.diff(offsets) > 0), values[keep])
+    return ListColumn(names.filter(used), remap[codes], offsets, correlators.present & (np.diff(offsets) > 0),
+                      values[keep])
 
 
 def _columns(model: Model, schema: IndexSchema, prior: Prior) -> DocumentColumns:

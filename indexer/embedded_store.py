@@ -262,15 +262,15 @@ def unicode_array(strings: pa.Array) -> np.ndarray:
     return matrix.view(f"S{width}").ravel().astype(f"<U{width}")
 
 
-def _column_csr(column: ListColumn, n: int):
-    """(sorted terms, indptr, indices, dl, values or None, int32 codes of the column's values
-    into the sorted terms) of a dictionary-encoded column."""
+def _column_csr(column: ListColumn, n: int, values: np.ndarray | None = None):
+    """(sorted terms, indptr, indices, dl, `values` in CSR order or None, int32 codes of the
+    column's values into the sorted terms) of a dictionary-encoded column."""
     order = pc.array_sort_indices(column.dictionary).to_numpy()
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(len(order))
     slots = np.repeat(np.arange(n, dtype=np.int64), np.diff(column.offsets))
     codes = rank[column.codes]
-    indptr, indices, dl, values = kernels.csr(codes, slots, len(order), n, column.values)
+    indptr, indices, dl, values = kernels.csr(codes, slots, len(order), n, values)
     return unicode_array(column.dictionary.take(order)), indptr, indices, dl, values, codes.astype(np.int32)
 
 
@@ -301,9 +301,15 @@ def segment_from_columns(columns: DocumentColumns, schema: IndexSchema) -> Segme
     n = len(columns.ids)
     keyword, features = {}, {}
     source = Source({}, {}, {}, {})
+    # a rank_features column sharing a keyword column's codes (documents._weights: an
+    # indicator's weights) has its postings: built once, with the weights in CSR order
+    weights = {id(c.codes): c.values for c in columns.features.values()}
+    built = {}  # id(codes) -> (the codes, kept alive so the id stays theirs; _column_csr's result)
     for field in schema.keyword_fields:
         c = columns.keyword.get(field) or _empty_column(n, False)
-        terms, indptr, indices, dl, _, codes = _column_csr(c, n)
+        result = _column_csr(c, n, weights.get(id(c.codes)))
+        built[id(c.codes)] = (c.codes, result)
+        terms, indptr, indices, dl, values, codes = result
         keyword[field] = (terms, indptr, indices, dl)
         source.keyword[field] = (c.offsets, codes, c.present)
     dates = {}
@@ -315,7 +321,9 @@ def segment_from_columns(columns: DocumentColumns, schema: IndexSchema) -> Segme
     for field in schema.feature_fields:
         c = columns.features.get(field) or _empty_column(n, True)
         assert c.values is not None  # a rank_features column carries its values
-        terms, indptr, indices, _, values, codes = _column_csr(c, n)
+        shared = built.get(id(c.codes))
+        result = shared[1] if shared is not None and shared[0] is c.codes else _column_csr(c, n, c.values)
+        terms, indptr, indices, _, values, codes = result
         features[field] = (terms, indptr, indices, quantize(values))
         source.features[field] = (c.offsets, codes, c.present, c.values)
     return Segment(unicode_array(columns.ids), keyword, dates, numbers, features, source)
@@ -380,8 +388,13 @@ def write_segment(directory: Path, segment: Segment, schema: IndexSchema) -> dic
         arrays += zip((f"f{i}.{p}.npy" for p in ("names", "indptr", "indices", "values", *_SOURCE_LISTS, "src.values")),
                       (*segment.features[field], *source.features[field]), strict=True)
         files["feature"][field] = i
+    saved: dict[int, str] = {}
     for name, array in arrays:
-        save_array(directory, name, array)
+        if id(array) in saved:  # the same array as another field's (segment_from_columns): one file
+            os.link(directory / saved[id(array)], directory / name)
+        else:
+            save_array(directory, name, array)
+            saved[id(array)] = name
     # the irregular documents (Source.irregular) as JSON lines, by slot
     slots = sorted(source.irregular)
     lines = [json.dumps(source.irregular[s], separators=(",", ":"), ensure_ascii=False).encode() + b"\n"

@@ -4,10 +4,7 @@ tests/test_lucene_parity.py's)."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from indexer import kernels
@@ -138,49 +135,3 @@ def test_csr_known_answer():
     assert values.tolist() == [2.0, 4.0, 3.0]  # a repeated key: first place, last value (a dict's)
     assert kernels.csr(np.array([1]), np.array([0]), 2, 1)[3] is None
 
-
-def test_float_texts_read_back_as_the_same_floats():
-    values = np.array([3.0, -0.0, 12.537, 1e-05, 1e16, 1e22, 0.1, 5e-324, 1.7976931348623157e308, 123456.0, -2.0])
-    data, offsets = kernels.float_texts(values)
-    texts = [bytes(data[a:b]).decode() for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
-    assert texts[0] == "3.0" and texts[1] == "-0.0" and texts[-1] == "-2.0"
-    back = [json.loads(t) for t in texts]
-    assert all(type(b) is float for b in back)
-    assert back == values.tolist()
-    assert [np.signbit(b) for b in back] == np.signbit(values).tolist()
-
-
-def test_put_and_put_lists_lay_out_lines():
-    strings = pa.array(["x", "yy", "é"]).cast(pa.large_string())
-    texts = (np.frombuffer(strings.buffers()[2], np.uint8), np.frombuffer(strings.buffers()[1], np.int64))
-    # doc 0: text 1 and list [0, 2]; doc 1: no text and no list; doc 2: text 0 and list [1]
-    which = np.array([1, -1, 0])
-    codes, doc_offsets, present = np.array([0, 2, 1]), np.array([0, 2, 2, 3]), np.array([True, False, True])
-    lengths = np.zeros(3, np.int64)
-    nothing = np.zeros(0, np.uint8)
-    kernels.put(nothing, lengths, texts, which, b"<")
-    kernels.put_lists(nothing, lengths, texts, codes, doc_offsets, present, b"[", b"]")
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    out = np.zeros(int(lengths.sum()), np.uint8)
-    cursor = starts.copy()
-    kernels.put(out, cursor, texts, which, b"<")
-    kernels.put_lists(out, cursor, texts, codes, doc_offsets, present, b"[", b"]")
-    assert (cursor == starts + lengths).all()
-    assert bytes(out).decode() == "<yy[x,é]<x[yy]"
-
-
-def test_put_lists_with_value_texts_by_code():
-    """Each element followed by its value's text, values given once each (value_codes)."""
-    names = pa.array(['"a":', '"b":']).cast(pa.large_string())
-    texts = (np.frombuffer(names.buffers()[2], np.uint8), np.frombuffer(names.buffers()[1], np.int64))
-    values = kernels.float_texts(np.array([2.5, 3.0]))
-    # doc 0: {a: 3.0, b: 2.5}; doc 1: {b: 3.0}
-    codes, doc_offsets, present = np.array([0, 1, 1]), np.array([0, 2, 3]), np.array([True, True])
-    value_codes = np.array([1, 0, 1])
-    lengths = np.zeros(2, np.int64)
-    kernels.put_lists(np.zeros(0, np.uint8), lengths, texts, codes, doc_offsets, present, b"{", b"}",
-                      (*values, value_codes))
-    out = np.zeros(int(lengths.sum()), np.uint8)
-    cursor = np.array([0, lengths[0]])
-    kernels.put_lists(out, cursor, texts, codes, doc_offsets, present, b"{", b"}", (*values, value_codes))
-    assert bytes(out).decode() == '{"a":3.0,"b":2.5}{"b":3.0}'
