@@ -788,6 +788,71 @@ def test_source_filtering_and_lean_documents(tmp_path, copied):
     assert snap.base.irregular.tolist() == [2]  # c (a null field) is kept as JSON, the others as arrays
 
 
+ODD_SCHEMA = IndexSchema(keyword_fields=("purchase", "category"), date_fields=("expires",),
+                         number_fields=("popular",), feature_fields=("purchase_w",))
+ODD_DOCS = [
+    {"id": "a", "purchase": ["x", "y", "x"], "category": [], "expires": "2026-01-02", "popular": 2.5,
+     "purchase_w": {"x": 1.5, "y": 2.0}},  # a repeated value, an empty list: kept as given
+    {"id": "b", "purchase": None, "popular": 3},  # a null field, an integer number
+    {"id": "c", "expires": 1767225600000, "purchase_w": {"x": 2, "z": None}},  # epoch ms, an integer weight, a null
+    {"id": "d", "purchase_w": {}},
+]
+
+
+def test_documents_come_back_as_given(tmp_path):
+    """Documents are rendered from the version's arrays, value for value and type for type;
+    those the arrays cannot hold exactly (b, c) are kept as JSON."""
+    backend = EmbeddedBackend(tmp_path, "items", 1)
+    backend.create_version(ODD_SCHEMA, [dict(d) for d in ODD_DOCS])
+    got = backend.get(["a", "b", "c", "d"])
+    assert got == {d["id"]: d for d in ODD_DOCS}
+    assert [type(got[i].get("popular")) for i in "abcd"] == [float, int, type(None), type(None)]
+    assert backend.snapshot().base.irregular.tolist() == [1, 2]
+    hits = backend.search({"query": {"term": {"purchase": "x"}}, "_source": {"excludes": ["purchase_w"]}}).hits
+    assert [h.source for h in hits] == [{k: v for k, v in ODD_DOCS[0].items() if k != "purchase_w"}]
+    dated = backend.search({"query": {"range": {"expires": {"gte": "2026-01-01T00:00:00Z"}}}}).hits
+    assert [h.id for h in dated] == ["a", "c"]  # c's epoch ms is 2026-01-01T00:00:00Z
+
+
+def _as_format_1(directory: Path, docs: list[dict]) -> None:
+    """Rewrite a version directory as format 1 wrote it: documents as JSON lines, no arrays of them."""
+    lines = [json.dumps(d, separators=(",", ":")).encode() + b"\n" for d in sorted(docs, key=lambda d: d["id"])]
+    (directory / "docs.jsonl").write_bytes(b"".join(lines))
+    np.save(directory / "docs.off.npy", np.concatenate([[0], np.cumsum([len(line) for line in lines])]))
+    for p in directory.iterdir():
+        if ".src" in p.name or p.name.startswith("src."):
+            p.unlink()
+    meta = json.loads((directory / "meta.json").read_text())
+    (directory / "meta.json").write_text(json.dumps(dict(meta, format="cooccur-embedded/1")))
+
+
+def test_format_1_versions_are_still_read_and_updated(tmp_path):
+    from indexer.backend import ChangeSet
+
+    backend = EmbeddedBackend(tmp_path, "items", 3)
+    report = backend.create_version(SOURCE_SCHEMA, [dict(d) for d in SOURCE_DOCS], model_id="m1")
+    _as_format_1(tmp_path / "items" / report.version, SOURCE_DOCS)
+    reader = EmbeddedBackend(tmp_path, "items")
+    assert reader.get(["a", "c"]) == {"a": SOURCE_DOCS[0], "c": SOURCE_DOCS[2]}
+    assert _hits(reader, True) == {d["id"]: d for d in SOURCE_DOCS}
+    assert reader.snapshot().base.segment.source is None
+    # a --changed-only update copies its documents into a version of the current format
+    update = reader.update_version(SOURCE_SCHEMA, ChangeSet("m1", "m2", [dict(SOURCE_DOCS[1], prior=5.0)], []))
+    assert json.loads((tmp_path / "items" / update.version / "meta.json").read_text())["format"] == \
+        "cooccur-embedded/2"
+    assert _hits(reader, True) == {d["id"]: dict(d, prior=5.0) if d["id"] == "b" else d for d in SOURCE_DOCS}
+
+
+def test_a_version_of_an_unknown_format_is_refused_with_a_hint(tmp_path):
+    backend = EmbeddedBackend(tmp_path, "items", 1)
+    report = backend.create_version(SOURCE_SCHEMA, [dict(d) for d in SOURCE_DOCS])
+    meta_path = tmp_path / "items" / report.version / "meta.json"
+    meta_path.write_text(json.dumps(dict(json.loads(meta_path.read_text()), format="cooccur-embedded/9")))
+    with pytest.raises(BackendUnavailable, match="format 'cooccur-embedded/9'") as e:
+        EmbeddedBackend(tmp_path, "items").get(["a"])
+    assert "cooccur index" in (e.value.hint or "")
+
+
 @pytest.mark.parametrize("source, path", [
     ({"include": ["a"]}, "_source.include"), ({"includes": [1]}, "_source.includes"), (5, "_source"),
 ])
