@@ -471,19 +471,14 @@ class EmbeddedBackend:
         parsed = parse_body(body, snap.schema)
         mask, score = Evaluator(snap).run(parsed.query)
         slots, scores = top_hits(snap, parsed, mask, score)
-        hits = []
         wanted = parsed.source_filter
-        # without any feature field, a document is read up to its first one (features are
-        # stored last: BaseVersion.document)
-        lean = wanted is not None and not any(wanted.keeps(f) for f in snap.schema.feature_fields)
-        for slot, s in zip(slots.tolist(), scores.tolist(), strict=True):
-            doc = None
-            if parsed.source:
-                doc = snap.document(slot, lean)
-                if wanted is not None:
-                    doc = wanted.apply(doc)
-            doc_id = doc["id"] if doc is not None else self._id_of(snap, slot)
-            hits.append(Hit(doc_id, s, doc))
+        docs = None
+        if parsed.source:
+            # only the fields `_source` keeps are rendered (the id always)
+            fields = None if wanted is None else {f for f in snap.schema.all_fields() if wanted.keeps(f)}
+            docs = snap.documents_at(slots, fields)
+        hits = [Hit(doc["id"], s, doc) if docs is not None else Hit(self._id_of(snap, slot), s, None)
+                for slot, s, doc in zip(slots.tolist(), scores.tolist(), docs or [None] * len(slots), strict=True)]
         return SearchResult(hits, snap.version)
 
     @staticmethod
@@ -495,9 +490,7 @@ class EmbeddedBackend:
     def get(self, ids: Iterable[str]) -> dict[str, Document]:
         """The current version's documents for these ids (missing ids are absent)."""
         snap = self.snapshot()
-        slots = snap.slots_of_ids(list(ids))
-        docs = (snap.document(s) for s in slots.tolist())
-        return {d["id"]: d for d in docs}
+        return {d["id"]: d for d in snap.documents_at(snap.slots_of_ids(list(ids)))}
 
     # ------------------------------------------------------------------ live changes
     def upsert(self, documents: Iterable[Document]) -> None:

@@ -44,7 +44,7 @@ import json
 import math
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Container, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -150,30 +150,55 @@ class Segment:
         return len(self.ids)
 
 
-def render(segment: Segment, slot: int, lean: bool = False) -> Document:
-    """The document at `slot`, from its segment's Source (not for its irregular documents):
-    id, keyword fields, dates, numbers, then (unless `lean`) rank_features fields."""
+def render(segment: Segment, slots: np.ndarray, fields: Container[str] | None = None) -> list[Document]:
+    """The documents at `slots` from their segment's Source (their irregular ones aside), with
+    only `fields` (None: all; the id always): id, keyword fields, dates, numbers, rank_features
+    fields. Field by field over all the slots at once (a few numpy calls per field, not per
+    document: a hit's `_source` is on every request's path)."""
     source = segment.source
     assert source is not None
-    doc: Document = {"id": segment.ids[slot].item()}
+    slots = np.asarray(slots, np.int64)
+    docs: list[Document] = [{"id": i} for i in segment.ids[slots].tolist()]
+
+    def lists(offsets: np.ndarray, present: np.ndarray):
+        """(positions of the slots' elements, one run per slot; their lengths; present flags)."""
+        starts = offsets[slots]
+        lengths = offsets[slots + 1] - starts
+        ends = np.cumsum(lengths)
+        positions = np.repeat(starts - (ends - lengths), lengths) + np.arange(ends[-1] if ends.size else 0)
+        return positions, lengths.tolist(), present[slots].tolist()
+
     for field, (offsets, codes, present) in source.keyword.items():
-        if present[slot]:
-            doc[field] = segment.keyword[field][0][codes[offsets[slot]:offsets[slot + 1]]].tolist()
+        if fields is None or field in fields:
+            positions, lengths, has = lists(offsets, present)
+            values = segment.keyword[field][0][codes[positions]].tolist()
+            at = 0
+            for doc, n, h in zip(docs, lengths, has, strict=True):
+                if h:
+                    doc[field] = values[at:at + n]
+                at += n
     for field, (texts, date_codes) in source.dates.items():
-        code = date_codes[slot]
-        if code >= 0:
-            doc[field] = texts[code].item()
-    for field, values in source.numbers.items():
-        value = values[slot]
-        if value == value:  # (NaN: absent)
-            doc[field] = value.item()
-    if not lean:
-        for field, (offsets, codes, present, weights) in source.features.items():
-            if present[slot]:
-                a, b = offsets[slot], offsets[slot + 1]
-                doc[field] = dict(zip(segment.features[field][0][codes[a:b]].tolist(), weights[a:b].tolist(),
-                                      strict=True))
-    return doc
+        if fields is None or field in fields:
+            found = date_codes[slots]
+            for doc, code, text in zip(docs, found.tolist(), texts[np.maximum(found, 0)].tolist(), strict=True):
+                if code >= 0:
+                    doc[field] = text
+    for field, numbers in source.numbers.items():
+        if fields is None or field in fields:
+            for doc, value in zip(docs, numbers[slots].tolist(), strict=True):
+                if value == value:  # (NaN: absent)
+                    doc[field] = value
+    for field, (offsets, codes, present, weights) in source.features.items():
+        if fields is None or field in fields:
+            positions, lengths, has = lists(offsets, present)
+            names = segment.features[field][0][codes[positions]].tolist()
+            values = weights[positions].tolist()
+            at = 0
+            for doc, n, h in zip(docs, lengths, has, strict=True):
+                if h:
+                    doc[field] = dict(zip(names[at:at + n], values[at:at + n], strict=True))
+                at += n
+    return docs
 
 
 def build_segment(docs: Sequence[Document], schema: IndexSchema) -> Segment:
@@ -642,21 +667,41 @@ class BaseVersion:
                     self._derived[key] = found
         return found
 
+    def documents_at(self, slots: np.ndarray, fields: Collection[str] | None = None) -> list[Document]:
+        """The stored documents at `slots`, with only `fields` (None: all; the id always):
+        rendered from the version's arrays (`render`), or read from JSON lines (its irregular
+        documents; every document of a format-1 version)."""
+        slots = np.asarray(slots, np.int64)
+        if self.irregular is None:
+            docs = [self._line(s, fields) for s in slots.tolist()]
+        else:
+            docs = render(self.segment, slots, fields)
+            if self.irregular.size:
+                at = np.minimum(np.searchsorted(self.irregular, slots), self.irregular.size - 1)
+                for i in np.flatnonzero(self.irregular[at] == slots).tolist():
+                    docs[i] = self._line(int(at[i]), fields)  # (its line in src.jsonl)
+        return docs
+
     def document(self, slot: int, lean: bool = False) -> Document:
-        """The stored document, rendered from the version's arrays (`render`); `lean`: may
-        leave out its feature fields (format 1: read and parse only the part of its JSON line
-        before them, when the version recorded where they start)."""
-        if self.irregular is not None:
-            at = int(np.searchsorted(self.irregular, slot))
-            if at == self.irregular.size or self.irregular[at] != slot:
-                return render(self.segment, slot, lean)
-            slot = at  # (its line in src.jsonl)
-        start, end = int(self.offsets[slot]), int(self.offsets[slot + 1])
-        if lean and self.cuts is not None:
-            cut = int(self.cuts[slot])
+        """The stored document; `lean`: without its feature fields."""
+        return self.documents_at(np.array([slot]), self.lean_fields if lean else None)[0]
+
+    @property
+    def lean_fields(self) -> set[str]:
+        """All fields but the rank_features ones."""
+        return set(self.schema.all_fields()) - set(self.schema.feature_fields)
+
+    def _line(self, line: int, fields: Collection[str] | None) -> Document:
+        """The document of JSON line `line`, with only `fields`. Format 1 recorded where its
+        feature fields start (they are written last): without any, only the part before is parsed."""
+        start, end = int(self.offsets[line]), int(self.offsets[line + 1])
+        if fields is not None and self.cuts is not None and not any(f in fields for f in self.schema.feature_fields):
+            cut = int(self.cuts[line])
             if cut > 0:
-                return json.loads(os.pread(self._docs_fd, cut, start) + b"}")
-        return json.loads(os.pread(self._docs_fd, end - start, start))
+                end = start + cut
+        text = os.pread(self._docs_fd, end - start, start)
+        doc = json.loads(text if end == int(self.offsets[line + 1]) else text + b"}")
+        return doc if fields is None else {k: v for k, v in doc.items() if k == "id" or k in fields}
 
     def close(self) -> None:
         if getattr(self, "_docs_fd", -1) >= 0:  # absent when __init__ failed (a broken file)
@@ -861,10 +906,21 @@ class Snapshot:
             slots = slots[self.live[slots]]
         return np.unique(slots)
 
+    def documents_at(self, slots: np.ndarray, fields: Collection[str] | None = None) -> list[Document]:
+        """The documents at `slots` (the version's and the overlay's), with only `fields`
+        (None: all; the id always)."""
+        slots = np.asarray(slots, np.int64)
+        base = iter(self.base.documents_at(slots[slots < self.n_base], fields))
+        return [next(base) if s < self.n_base
+                else self._only(self.extra_docs[s - self.n_base], fields) for s in slots.tolist()]
+
+    @staticmethod
+    def _only(doc: Document, fields: Collection[str] | None) -> Document:
+        return doc if fields is None else {k: v for k, v in doc.items() if k == "id" or k in fields}
+
     def document(self, slot: int, lean: bool = False) -> Document:
-        if slot < self.n_base:
-            return self.base.document(slot, lean)
-        return self.extra_docs[slot - self.n_base]
+        """The document at `slot`; `lean`: without its feature fields."""
+        return self.documents_at(np.array([slot]), self.base.lean_fields if lean else None)[0]
 
 
 def read_overlay(path: Path, state: dict[str, Document | None], pos: int) -> tuple[dict[str, Document | None], int]:
