@@ -300,14 +300,10 @@ INDEX_GROUPS = {
                                           "of", "column", "_weights", "_check_strings", "chunk", "value"),
     "check documents": ("check_document", "check_features", "check_feature_value", "parse_date",
                         "_documents_segment"),
-    "build columns (term dictionaries, postings)": ("build_segment", "_feature_column", "_csr", "csr",
-                                                    "quantize", "_ascending", "<listcomp>", "<dictcomp>",
-                                                    "segment_from_columns", "_column_csr", "unicode_array",
-                                                    "readonly"),
-    "documents as JSON lines": ("document_line", "feature_cut", "encode", "iterencode", "dumps", "write",
-                                "write_document_lines", "put", "put_lists", "_put", "_put_lists", "float_texts",
-                                "_float_texts", "_texts", "<lambda>", "one", "lists"),
-    "write and fsync files": ("write_segment", "save_array", "_fsync_dir", "fsync", "write_documents"),
+    "build columns (term dictionaries, postings, documents' arrays)": (
+        "build_segment", "_list_column", "_csr", "csr", "quantize", "<listcomp>", "<dictcomp>", "segment_from_columns",
+        "_column_csr", "_empty_column", "_date_column", "unicode_array", "readonly"),
+    "write and fsync files": ("write_segment", "save_array", "_fsync_dir", "fsync", "link", "write", "dumps"),
     "verify, switch, prune": ("__init__", "_set_current", "_prune", "_remove_stale_temp_dirs", "load"),
 }
 

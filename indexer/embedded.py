@@ -472,13 +472,13 @@ class EmbeddedBackend:
         mask, score = Evaluator(snap).run(parsed.query)
         slots, scores = top_hits(snap, parsed, mask, score)
         wanted = parsed.source_filter
-        docs = None
-        if parsed.source:
-            # only the fields `_source` keeps are rendered (the id always)
-            fields = None if wanted is None else {f for f in snap.schema.all_fields() if wanted.keeps(f)}
-            docs = snap.documents_at(slots, fields)
-        hits = [Hit(doc["id"], s, doc) if docs is not None else Hit(self._id_of(snap, slot), s, None)
-                for slot, s, doc in zip(slots.tolist(), scores.tolist(), docs or [None] * len(slots), strict=True)]
+        if not parsed.source:
+            return SearchResult([Hit(self._id_of(snap, slot), s, None)
+                                 for slot, s in zip(slots.tolist(), scores.tolist(), strict=True)], snap.version)
+        # only the fields `_source` keeps are rendered (the id always)
+        fields = None if wanted is None else {f for f in snap.schema.all_fields() if wanted.keeps(f)}
+        docs = snap.documents_at(slots, fields)
+        hits = [Hit(doc["id"], s, doc) for doc, s in zip(docs, scores.tolist(), strict=True)]
         return SearchResult(hits, snap.version)
 
     @staticmethod

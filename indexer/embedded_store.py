@@ -491,9 +491,9 @@ class BaseVersion:
                  for f, i in files.get("feature", {}).items()},
             )
             self.segment = Segment(load("ids.npy"), keyword, dates, numbers, features, source)
-            self.irregular = load("src.slots.npy")
+            self.irregular: np.ndarray | None = load("src.slots.npy")
             self.offsets = load("src.off.npy")
-            self.cuts = None
+            self.cuts: np.ndarray | None = None
             self._docs_fd = os.open(directory / IRREGULAR, os.O_RDONLY)
         elif fmt == FORMAT_JSON_LINES:
             self.segment = Segment(load("ids.npy"), keyword, dates, numbers, features)
