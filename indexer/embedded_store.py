@@ -45,6 +45,7 @@ import math
 import os
 import threading
 from collections.abc import Collection, Container, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -324,17 +325,28 @@ def segment_from_columns(columns: DocumentColumns, schema: IndexSchema) -> Segme
     """The segment of documents given as columns (`indexer.documents.DocumentColumns`), with
     their Source: no Python object per value (one counting pass per field)."""
     n = len(columns.ids)
-    keyword, features = {}, {}
     source = Source({}, {}, {}, {})
+    keyword_columns = {f: columns.keyword.get(f) or _empty_column(n, False) for f in schema.keyword_fields}
+    feature_columns = {f: columns.features.get(f) or _empty_column(n, True) for f in schema.feature_fields}
     # a rank_features column sharing a keyword column's codes (documents._weights: an
-    # indicator's weights) has its postings: built once, with the weights in CSR order
-    weights = {id(c.codes): c.values for c in columns.features.values()}
-    built = {}  # id(codes) -> (the codes, kept alive so the id stays theirs; _column_csr's result)
-    for field in schema.keyword_fields:
-        c = columns.keyword.get(field) or _empty_column(n, False)
-        result = _column_csr(c, n, weights.get(id(c.codes)))
-        built[id(c.codes)] = (c.codes, result)
-        terms, indptr, indices, dl, values, codes = result
+    # indicator's weights) has its postings: built once, with the weights in CSR order.
+    # (Both dicts keep every column alive, so ids name them.)
+    weights = {id(c.codes): c.values for c in feature_columns.values()}
+    jobs = [(c, weights.get(id(c.codes))) for c in keyword_columns.values()]
+    shared = {id(c.codes) for c in keyword_columns.values()}
+    jobs += [(c, c.values) for c in feature_columns.values() if id(c.codes) not in shared]
+    # the fields' passes in parallel: the kernels, Arrow's sorts and numpy's large array
+    # operations release the GIL
+    threads = min(len(jobs), os.cpu_count() or 1)
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            results = list(pool.map(lambda job: _column_csr(job[0], n, job[1]), jobs))
+    else:
+        results = [_column_csr(c, n, values) for c, values in jobs]
+    built = {id(c.codes): result for (c, _), result in zip(jobs, results, strict=True)}
+    keyword = {}
+    for field, c in keyword_columns.items():
+        terms, indptr, indices, dl, _, codes = built[id(c.codes)]
         keyword[field] = (terms, indptr, indices, dl)
         source.keyword[field] = (c.offsets, codes, c.present)
     dates = {}
@@ -343,12 +355,10 @@ def segment_from_columns(columns: DocumentColumns, schema: IndexSchema) -> Segme
         dates[field], source.dates[field] = _date_column(text if text is not None else pa.nulls(n, pa.string()))
     numbers = {f: columns.numbers[f].astype(np.float32) for f in schema.number_fields}
     source.numbers = {f: np.asarray(columns.numbers[f], np.float64) for f in schema.number_fields}
-    for field in schema.feature_fields:
-        c = columns.features.get(field) or _empty_column(n, True)
+    features = {}
+    for field, c in feature_columns.items():
         assert c.values is not None  # a rank_features column carries its values
-        shared = built.get(id(c.codes))
-        result = shared[1] if shared is not None and shared[0] is c.codes else _column_csr(c, n, c.values)
-        terms, indptr, indices, _, values, codes = result
+        terms, indptr, indices, _, values, codes = built[id(c.codes)]
         features[field] = (terms, indptr, indices, quantize(values))
         source.features[field] = (c.offsets, codes, c.present, c.values)
     return Segment(unicode_array(columns.ids), keyword, dates, numbers, features, source)
