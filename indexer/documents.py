@@ -359,13 +359,20 @@ class _Rows:
         doc_lengths[np.sort(slots)] = lengths
         offsets = np.zeros(n + 1, np.int64)
         np.cumsum(doc_lengths, out=offsets[1:])
-        # the rows' elements, row after row in slot order
-        positions = np.repeat(self.offsets[order] - offsets[:-1][np.sort(slots)], lengths) + np.arange(offsets[-1])
+        # the rows' elements, row after row in slot order: a slice when the rows come in
+        # that order already (a model written sorted by item), else gathered
+        positions: slice | np.ndarray
+        if order.size and (np.diff(order) == 1).all():
+            positions = slice(int(self.offsets[order[0]]), int(self.offsets[order[-1] + 1]))
+        else:
+            positions = np.repeat(self.offsets[order] - offsets[:-1][np.sort(slots)], lengths) + np.arange(offsets[-1])
         codes = self.codes[positions]
         used = np.bincount(codes, minlength=len(self.dictionary)) > 0
+        if not used.all():  # the dictionary cut down to the strings used
+            codes = (np.cumsum(used) - 1)[codes]
         present = np.zeros(n, bool)
         present[slots] = True
-        return ListColumn(self.dictionary.filter(used), (np.cumsum(used) - 1)[codes], offsets, present,
+        return ListColumn(self.dictionary.filter(used), codes, offsets, present,
                           None if self.values is None else self.values[positions])
 
 

@@ -29,6 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
+
 from .backend import (
     ChangeSet,
     Check,
@@ -64,6 +66,8 @@ logger = logging.getLogger(__name__)
 
 CURRENT = "CURRENT"
 PROGRESS_EVERY = 1000
+COPY_BATCH = 4096
+"""Documents rendered at a time when `update_version` copies the current version's."""
 
 
 BROKEN_HINT = "`cooccur rollback` to the version before, or `cooccur index MODEL_DIR` again"
@@ -188,15 +192,18 @@ class EmbeddedBackend:
             def documents() -> Iterator[Document | tuple[Document]]:
                 base = BaseVersion(self.root / current)
                 try:
-                    # only the kept documents are rendered (slots are in id order)
+                    kept = []
                     for slot, doc_id in enumerate(base.segment.ids.tolist()):
                         if doc_id in replace:
                             stats["replaced"] += 1
                         elif doc_id in dropped:
                             stats["deleted"] += 1
                         else:
-                            stats["copied"] += 1
-                            yield (base.document(slot),)
+                            kept.append(slot)
+                    stats["copied"] = len(kept)
+                    # only the kept documents are rendered, a few thousand at a time
+                    for a in range(0, len(kept), COPY_BATCH):
+                        yield from ((doc,) for doc in base.documents_at(np.array(kept[a:a + COPY_BATCH], np.int64)))
                 finally:
                     base.close()
                 yield from changes.documents
