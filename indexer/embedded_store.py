@@ -321,6 +321,10 @@ def _date_column(text: pa.Array) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarr
     return ms[codes], (texts, codes)
 
 
+PARALLEL_FROM = 100_000
+"""Postings from which segment_from_columns builds the fields in parallel threads."""
+
+
 def segment_from_columns(columns: DocumentColumns, schema: IndexSchema) -> Segment:
     """The segment of documents given as columns (`indexer.documents.DocumentColumns`), with
     their Source: no Python object per value (one counting pass per field)."""
@@ -336,9 +340,9 @@ def segment_from_columns(columns: DocumentColumns, schema: IndexSchema) -> Segme
     shared = {id(c.codes) for c in keyword_columns.values()}
     jobs += [(c, c.values) for c in feature_columns.values() if id(c.codes) not in shared]
     # the fields' passes in parallel: the kernels, Arrow's sorts and numpy's large array
-    # operations release the GIL
+    # operations release the GIL (not for a few documents, e.g. the overlay's: a pool costs more)
     threads = min(len(jobs), os.cpu_count() or 1)
-    if threads > 1:
+    if threads > 1 and sum(len(c.codes) for c, _ in jobs) >= PARALLEL_FROM:
         with ThreadPoolExecutor(threads) as pool:
             results = list(pool.map(lambda job: _column_csr(job[0], n, job[1]), jobs))
     else:
@@ -492,7 +496,7 @@ class BaseVersion:
         }
         fmt = self.meta.get("format")
         if fmt == FORMAT:
-            lists = ("src.offsets", "src.codes", "src.present")
+            lists = _SOURCE_LISTS
             source = Source(
                 {f: cast(Any, tuple(load(f"k{i}.{p}.npy") for p in lists)) for f, i in files["keyword"].items()},
                 {f: (load(f"d{i}.src.texts.npy"), load(f"d{i}.src.codes.npy")) for f, i in files["date"].items()},
