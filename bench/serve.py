@@ -445,8 +445,8 @@ def _profile_one(data: Path, kv: dict, requests: int) -> tuple[float, dict[str, 
     svc.json.dumps = timed("response", real_dumps)
     import indexer.embedded_store as store_mod
 
-    real_document = store_mod.Snapshot.document
-    store_mod.Snapshot.document = timed("documents", real_document)  # the hits' sources, read in search
+    real_document = store_mod.Snapshot.documents_at
+    store_mod.Snapshot.documents_at = timed("documents", real_document)  # the hits' sources, read in search
     try:
         rng = random.Random(1)
         bodies = [json.dumps({"user": f"u{rng.randrange(USERS)}", "num": 20}).encode()
@@ -469,7 +469,7 @@ def _profile_one(data: Path, kv: dict, requests: int) -> tuple[float, dict[str, 
         for k, v in saved.items():
             setattr(recmod, k, v)
         svc.json.dumps = real_dumps
-        store_mod.Snapshot.document = real_document
+        store_mod.Snapshot.documents_at = real_document
         rec.events.close()
     spent["search"] -= spent["documents"]  # (the documents are read inside the search)
     spent["other"] = total - sum(v for k, v in spent.items() if k != "other")
