@@ -202,6 +202,11 @@ def render(segment: Segment, slots: np.ndarray, fields: Container[str] | None = 
     return docs
 
 
+def _only(doc: Document, fields: Collection[str] | None) -> Document:
+    """The document with only `fields` (None: all; the id always)."""
+    return doc if fields is None else {k: v for k, v in doc.items() if k == "id" or k in fields}
+
+
 def build_segment(docs: Sequence[Document], schema: IndexSchema) -> Segment:
     """Columns of documents given in slot order (validated beforehand): their values laid out
     as columns (`indexer.documents.DocumentColumns`, one Python pass per field), then
@@ -715,7 +720,7 @@ class BaseVersion:
                 end = start + cut
         text = os.pread(self._docs_fd, end - start, start)
         doc = json.loads(text if end == int(self.offsets[line + 1]) else text + b"}")
-        return doc if fields is None else {k: v for k, v in doc.items() if k == "id" or k in fields}
+        return _only(doc, fields)
 
     def close(self) -> None:
         if getattr(self, "_docs_fd", -1) >= 0:  # absent when __init__ failed (a broken file)
@@ -926,15 +931,7 @@ class Snapshot:
         slots = np.asarray(slots, np.int64)
         base = iter(self.base.documents_at(slots[slots < self.n_base], fields))
         return [next(base) if s < self.n_base
-                else self._only(self.extra_docs[s - self.n_base], fields) for s in slots.tolist()]
-
-    @staticmethod
-    def _only(doc: Document, fields: Collection[str] | None) -> Document:
-        return doc if fields is None else {k: v for k, v in doc.items() if k == "id" or k in fields}
-
-    def document(self, slot: int, lean: bool = False) -> Document:
-        """The document at `slot`; `lean`: without its feature fields."""
-        return self.documents_at(np.array([slot]), self.base.lean_fields if lean else None)[0]
+                else _only(self.extra_docs[s - self.n_base], fields) for s in slots.tolist()]
 
 
 def read_overlay(path: Path, state: dict[str, Document | None], pos: int) -> tuple[dict[str, Document | None], int]:
