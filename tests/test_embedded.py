@@ -938,6 +938,18 @@ def test_columnar_indexing_writes_what_the_documents_path_writes(tmp_path):
     assert differ == ["f0.src.codes.npy", "f0.src.offsets.npy", "f0.src.values.npy"]
 
 
+def test_fields_built_in_threads_give_the_same_files(tmp_path, monkeypatch):
+    import indexer.embedded_store as store
+
+    _, _, serial, _ = _index_both(tmp_path / "serial", EDGE_MODEL)
+    monkeypatch.setattr(store, "PARALLEL_FROM", 0)  # (a model this small is built serially)
+    monkeypatch.setattr(store.os, "cpu_count", lambda: 2)
+    _, _, threaded, _ = _index_both(tmp_path / "threaded", EDGE_MODEL)
+    names = sorted(p.name for p in serial.directory.iterdir() if p.name != "meta.json")
+    assert names == sorted(p.name for p in threaded.directory.iterdir() if p.name != "meta.json")
+    assert all((serial.directory / n).read_bytes() == (threaded.directory / n).read_bytes() for n in names)
+
+
 @pytest.mark.parametrize("change", [
     {"indicators": [{"indicator": "buy", "item": "a", "correlators": ["b", None], "scores": [1.0, 2.0]}]},
     {"indicators": [{"indicator": "buy", "item": 'a"', "correlators": ["b"], "scores": [1.0]}]},
