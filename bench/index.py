@@ -97,21 +97,28 @@ def documents(n: int, seed: int = 1):
 
 def write_model(docs: list[dict], root: Path) -> None:
     """The model directory whose documents (iter_documents) are `docs`: indicators with their
-    scores, the category property, the rankings (the prior is the default Prior's)."""
+    scores, the category property, the rankings (the prior is the default Prior's), written
+    as `cooccur train` writes them (indicators.parts.write_table's Parquet settings)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(ROOT))
+    from indicators.model import location
+    from indicators.parts import write_table
+
+    def write(table, path: Path) -> None:
+        write_table(table, location(str(path)))
 
     for part in ("indicators", "rankings", "properties"):
         (root / part).mkdir(parents=True)
-    pq.write_table(pa.table({
+    write(pa.table({
         "indicator": [f for f, _ in FIELDS for _ in docs],
         "item": [d["id"] for _ in FIELDS for d in docs],
         "correlators": [d[f] for f, _ in FIELDS for d in docs],
         "scores": [[d[f + "_w"][c] for c in d[f]] for f, _ in FIELDS for d in docs],
     }), root / "indicators" / "part-0.parquet")
-    pq.write_table(pa.table({"item": [d["id"] for d in docs], "name": ["category"] * len(docs),
+    write(pa.table({"item": [d["id"] for d in docs], "name": ["category"] * len(docs),
                              "values": [d["category"] for d in docs]}), root / "properties" / "part-0.parquet")
-    pq.write_table(pa.table({"item": [d["id"] for d in docs],
+    write(pa.table({"item": [d["id"] for d in docs],
                              **{r: [d[r] for d in docs] for r in ("popular", "trending", "hot")}}),
                    root / "rankings" / "part-0.parquet")
     (root / "manifest.json").write_text(json.dumps({

@@ -37,7 +37,7 @@ from .model import (
     package_version,
     publish,
 )
-from .parts import write_properties, write_rankings, write_table
+from .parts import DICTIONARY_PAGE_BYTES, write_properties, write_rankings, write_table
 from .properties import property_changes
 from .rankings import from_micros
 from .reader import EventInput, expand_paths, read_events
@@ -257,7 +257,7 @@ def _write_indicators(
     path = (version / "indicators").spark_uri  # Spark writes, Hadoop URI form
     indicators(
         kept.where("kept"), settings.primary, specs, n_users, partitions, pair_state,
-    ).write.parquet(path)
+    ).write.option("parquet.dictionary.page.size", str(DICTIONARY_PAGE_BYTES)).parquet(path)
     # Counted by Spark where the files are: the correlator lists never reach the driver.
     counted = {
         r["indicator"]: r
