@@ -389,8 +389,10 @@ def _rank_function_of(kind: str, params: Any, path: str) -> tuple[str, np.float3
 class Evaluator:
     """Evaluates one query tree against one IndexView."""
 
-    def __init__(self, view: IndexView, now_ms: int | None = None) -> None:
+    def __init__(self, view: IndexView, now_ms: int | None = None, threads: int = 1) -> None:
         self.view = view
+        self.threads = threads
+        """Threads scoring each long posting scan, by document range (kernels.split)."""
         self.schema = view.schema
         self.keywords = {"id", *view.schema.keyword_fields}
         self.features = frozenset(view.schema.feature_fields)
@@ -521,7 +523,7 @@ class Evaluator:
             per_term = self.term_scores(field, lengths, np.array([b for _, b in items], np.float32))
             positive = positive and bool((per_term[lengths > 0] > 0).all())
             for r in runs:
-                kernels.add_runs(sums, counts, r, per_term, within)
+                kernels.add_runs(sums, counts, r, per_term, within, self.threads)
             for w, row in rows:
                 kernels.add_bool_row(sums, counts, row, per_term[w])
                 marks.append(row)
@@ -530,7 +532,7 @@ class Evaluator:
             if sums is None:  # (= not accumulate)
                 continue
             for r in runs:
-                positive = kernels.add_feature_runs(sums, counts, r, weights, within) and positive
+                positive = kernels.add_feature_runs(sums, counts, r, weights, within, self.threads) and positive
             for codes, scores in rows:
                 kernels.add_code_row(sums, counts, codes, scores)
                 positive = positive and bool((scores[1:] > 0).all())
