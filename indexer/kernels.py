@@ -222,11 +222,11 @@ def add_feature_runs(sums: np.ndarray, counts: np.ndarray, runs: Runs, weights: 
     tail = (*_positions(runs), runs.offset, readonly(weights, np.float32), readonly(within, np.bool_))
     docs = readonly(runs.docs, np.int32)
     if runs.codes is not None:
-        head = (docs, readonly(runs.codes, np.uint16), readonly(values, dtype))
-        kernel = _add_feature_codes
-    else:
-        head, kernel = (docs, readonly(values, dtype)), _add_feature_runs
-    return all(split(lambda lo, hi: kernel(sums, counts, *head, *tail, lo, hi), sums.size, threads, runs))
+        coded = (docs, readonly(runs.codes, np.uint16), readonly(values, dtype))
+        return all(split(lambda lo, hi: _add_feature_codes(sums, counts, *coded, *tail, lo, hi), sums.size,
+                         threads, runs))
+    return all(split(lambda lo, hi: _add_feature_runs(sums, counts, docs, readonly(values, dtype), *tail, lo, hi),
+                     sums.size, threads, runs))
 
 
 @njit(types.void(_B1, _RO_I4, _RO_I8, _RO_I8, types.int64), **_JIT)
