@@ -48,9 +48,9 @@ NO_COUNTS = np.zeros(0, np.int32)
 @dataclass(frozen=True)
 class Runs:
     """Postings of one segment, one run per clause: clause i's documents are
-    docs[starts[i]:ends[i]] + offset and its values values[starts[i]:ends[i]] (an empty run
-    when starts[i] == ends[i]). `docs` and `values` are a field's whole CSR arrays (or a
-    gathered copy), so nothing is copied per query."""
+    docs[starts[i]:ends[i]] + offset, ascending (`split` relies on it), and its values
+    values[starts[i]:ends[i]] (an empty run when starts[i] == ends[i]). `docs` and `values`
+    are a field's whole CSR arrays (or a gathered copy), so nothing is copied per query."""
 
     docs: np.ndarray
     values: np.ndarray | None
@@ -101,6 +101,8 @@ def _executor(threads: int) -> ThreadPoolExecutor:
     pid = os.getpid()
     with _pool_lock:
         if _pool is None or _pool[0] != pid or _pool[1] != threads:
+            if _pool is not None and _pool[0] == pid:
+                _pool[2].shutdown(wait=False)
             _pool = (pid, threads, ThreadPoolExecutor(threads - 1, thread_name_prefix="cooccur-search"))
         return _pool[2]
 
