@@ -985,7 +985,8 @@ class Evaluator:
                 np.logical_and(mask, m, out=mask)
 
         def add(score: np.ndarray, fresh: bool) -> None:
-            # in clause order, as the original sum from zeros (0.0 + x is x: sums are never -0.0)
+            # in clause order, as a sum from zeros would (0.0 + x is x, but for x = -0.0, which
+            # then stays -0.0: equal to 0.0 wherever scores compare or sort)
             nonlocal total, owned
             if total is None:
                 total, owned = score, fresh and score.dtype == np.float64
