@@ -28,4 +28,4 @@ def open_backend(settings: IndexSettings) -> Backend:
         return OpenSearchBackend(settings.name, settings.opensearch, settings.keep_versions)
     from .embedded import EmbeddedBackend
 
-    return EmbeddedBackend(settings.data_dir, settings.name, settings.keep_versions)
+    return EmbeddedBackend(settings.data_dir, settings.name, settings.keep_versions, settings.search_threads)

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -115,6 +116,17 @@ def tune_malloc() -> bool:
     return bool(mallopt(m_mmap_threshold, 32 * 1024 * 1024)) and bool(mallopt(m_trim_threshold, 256 * 1024 * 1024))
 
 
+def search_threads(setting: int = 0) -> int:
+    """Threads a search scores its long posting lists with: `setting` when > 0; 0 (auto): 1
+    in a server process (gunicorn or waitress loaded: `cooccur serve`, whose workers and
+    request threads already keep the cores busy), else the cores this process may use."""
+    if setting > 0:
+        return setting
+    if "gunicorn" in sys.modules or "waitress" in sys.modules:
+        return 1
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -126,9 +138,14 @@ def _fsync_dir(path: Path) -> None:
 class EmbeddedBackend:
     """A versioned index of item documents in a local directory (the Backend protocol)."""
 
-    def __init__(self, data_dir: str | os.PathLike, name: str = "items", keep_versions: int = 3) -> None:
+    def __init__(self, data_dir: str | os.PathLike, name: str = "items", keep_versions: int = 3,
+                 search_threads: int = 0) -> None:
         if keep_versions < 1:
             raise ValueError("keep_versions must be at least 1")
+        if search_threads < 0:
+            raise ValueError("search_threads must be 0 (auto) or more")
+        self.search_threads = search_threads
+        """[index] search_threads: threads per search (0: auto, see `search_threads`)."""
         self.data_dir = Path(data_dir)
         self.name = name
         self.root = self.data_dir / name
@@ -476,7 +493,7 @@ class EmbeddedBackend:
         """Run an Elasticsearch-style search body (the subset in docs/search.md)."""
         snap = self.snapshot()
         parsed = parse_body(body, snap.schema)
-        mask, score = Evaluator(snap).run(parsed.query)
+        mask, score = Evaluator(snap, threads=search_threads(self.search_threads)).run(parsed.query)
         slots, scores = top_hits(snap, parsed, mask, score)
         wanted = parsed.source_filter
         if not parsed.source:

@@ -17,6 +17,10 @@ maps; in-memory ones are viewed read-only, never copied).
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,9 +48,9 @@ NO_COUNTS = np.zeros(0, np.int32)
 @dataclass(frozen=True)
 class Runs:
     """Postings of one segment, one run per clause: clause i's documents are
-    docs[starts[i]:ends[i]] + offset and its values values[starts[i]:ends[i]] (an empty run
-    when starts[i] == ends[i]). `docs` and `values` are a field's whole CSR arrays (or a
-    gathered copy), so nothing is copied per query."""
+    docs[starts[i]:ends[i]] + offset, ascending (`split` relies on it), and its values
+    values[starts[i]:ends[i]] (an empty run when starts[i] == ends[i]). `docs` and `values`
+    are a field's whole CSR arrays (or a gathered copy), so nothing is copied per query."""
 
     docs: np.ndarray
     values: np.ndarray | None
@@ -80,15 +84,62 @@ def _positions(runs: Runs) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- kernels
 ALL = np.zeros(0, np.bool_)
 """`within` argument meaning "every document"."""
+_EVERY = np.iinfo(np.int64).max
+"""`hi` argument meaning "up to the last document"."""
+SPLIT_MIN = 65_536
+"""Postings below which a kernel call is not split over threads (a thread hand-off costs
+tens of microseconds: the time of ~20 000 postings)."""
+
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
 
 
-@njit(types.void(_F8, _I4, _RO_I4, _RO_I8, _RO_I8, types.int64, _RO_F4, _RO_B1), **_JIT)
-def _add_runs(sums, counts, docs, starts, ends, offset, scores, within):
+def _executor(threads: int) -> ThreadPoolExecutor:
+    """A persistent pool of threads - 1 threads (the caller's thread takes a range too), made
+    anew in a forked child (threads do not survive a fork) or for another count."""
+    global _pool
+    pid = os.getpid()
+    with _pool_lock:
+        if _pool is None or _pool[0] != pid or _pool[1] != threads:
+            if _pool is not None and _pool[0] == pid:
+                _pool[2].shutdown(wait=False)
+            _pool = (pid, threads, ThreadPoolExecutor(threads - 1, thread_name_prefix="cooccur-search"))
+        return _pool[2]
+
+
+def split(fn: Callable[[int, int], Any], n: int, threads: int, runs: Runs | None = None) -> list:
+    """[fn(lo, hi)] over `threads` document ranges [lo, hi) covering 0..n (the first is
+    [0, ...), the last [..., _EVERY)), run in parallel (the kernels release the GIL): each
+    range's documents get every run's postings of that range, in run order, so each
+    document's sums are added in the same order as in one call (bit-identical). One call
+    fn(0, _EVERY) when threads is 1 or `runs` hold fewer than SPLIT_MIN postings."""
+    if threads <= 1 or n < threads or (runs is not None and int((runs.ends - runs.starts).sum()) < SPLIT_MIN):
+        return [fn(0, _EVERY)]
+    bounds = [0, *(n * k // threads for k in range(1, threads)), _EVERY]
+    pool = _executor(threads)
+    futures = [pool.submit(fn, bounds[k], bounds[k + 1]) for k in range(1, threads)]
+    first = fn(bounds[0], bounds[1])
+    return [first, *(f.result() for f in futures)]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _cut(docs, a, b, offset, lo, hi):
+    # the part [a', b') of the run docs[a:b] (ascending) whose documents are in [lo, hi)
+    if lo > 0:
+        a = a + np.searchsorted(docs[a:b], lo - offset)
+    if hi < _EVERY and b > a:
+        b = a + np.searchsorted(docs[a:b], hi - offset)
+    return a, b
+
+
+@njit(types.void(_F8, _I4, _RO_I4, _RO_I8, _RO_I8, types.int64, _RO_F4, _RO_B1, types.int64, types.int64), **_JIT)
+def _add_runs(sums, counts, docs, starts, ends, offset, scores, within, lo, hi):
     count = counts.size > 0
     everyone = within.size == 0
     for i in range(starts.size):
         s = np.float64(scores[i])
-        for p in range(starts[i], ends[i]):
+        a, b = _cut(docs, starts[i], ends[i], offset, lo, hi)
+        for p in range(a, b):
             d = docs[p] + offset
             if everyone or within[d]:
                 sums[d] += s
@@ -96,24 +147,30 @@ def _add_runs(sums, counts, docs, starts, ends, offset, scores, within):
                     counts[d] += 1
 
 
-def add_runs(sums: np.ndarray, counts: np.ndarray, runs: Runs, scores: np.ndarray, within: np.ndarray = ALL) -> None:
+def add_runs(sums: np.ndarray, counts: np.ndarray, runs: Runs, scores: np.ndarray, within: np.ndarray = ALL,
+             threads: int = 1) -> None:
     """sums[doc] += scores[i] (a float32, added in double as Lucene's BooleanScorer sums) for
     every posting of run i; counts[doc] += 1 unless `counts` is NO_COUNTS. With `within`
     (bool per document), only for the documents it holds: the others are left as they are
-    (a query's filters exclude them: their scores never count)."""
-    _add_runs(sums, counts, readonly(runs.docs, np.int32), *_positions(runs), runs.offset,
-              readonly(scores, np.float32), readonly(within, np.bool_))
+    (a query's filters exclude them: their scores never count). With `threads` > 1, split
+    by document range (`split`)."""
+    args = (readonly(runs.docs, np.int32), *_positions(runs), runs.offset, readonly(scores, np.float32),
+            readonly(within, np.bool_))
+    split(lambda lo, hi: _add_runs(sums, counts, *args, lo, hi), sums.size, threads, runs)
 
 
-@njit([types.boolean(_F8, _I4, _RO_I4, _RO_F4, _RO_I8, _RO_I8, types.int64, _RO_F4, _RO_B1),
-       types.boolean(_F8, _I4, _RO_I4, _RO_F8, _RO_I8, _RO_I8, types.int64, _RO_F4, _RO_B1)], **_JIT)
-def _add_feature_runs(sums, counts, docs, values, starts, ends, offset, weights, within):
+@njit([types.boolean(_F8, _I4, _RO_I4, _RO_F4, _RO_I8, _RO_I8, types.int64, _RO_F4, _RO_B1, types.int64,
+                     types.int64),
+       types.boolean(_F8, _I4, _RO_I4, _RO_F8, _RO_I8, _RO_I8, types.int64, _RO_F4, _RO_B1, types.int64,
+                     types.int64)], **_JIT)
+def _add_feature_runs(sums, counts, docs, values, starts, ends, offset, weights, within, lo, hi):
     count = counts.size > 0
     everyone = within.size == 0
     positive = True
     for i in range(starts.size):
         w = np.float64(weights[i])
-        for p in range(starts[i], ends[i]):
+        a, b = _cut(docs, starts[i], ends[i], offset, lo, hi)
+        for p in range(a, b):
             d = docs[p] + offset
             if not (everyone or within[d]):
                 continue
@@ -129,16 +186,19 @@ def _add_feature_runs(sums, counts, docs, values, starts, ends, offset, weights,
     return positive
 
 
-@njit([types.boolean(_F8, _I4, _RO_I4, _RO_U2, _RO_F4, _RO_I8, _RO_I8, types.int64, _RO_F4, _RO_B1),
-       types.boolean(_F8, _I4, _RO_I4, _RO_U2, _RO_F8, _RO_I8, _RO_I8, types.int64, _RO_F4, _RO_B1)], **_JIT)
-def _add_feature_codes(sums, counts, docs, codes, table, starts, ends, offset, weights, within):
+@njit([types.boolean(_F8, _I4, _RO_I4, _RO_U2, _RO_F4, _RO_I8, _RO_I8, types.int64, _RO_F4, _RO_B1, types.int64,
+                     types.int64),
+       types.boolean(_F8, _I4, _RO_I4, _RO_U2, _RO_F8, _RO_I8, _RO_I8, types.int64, _RO_F4, _RO_B1, types.int64,
+                     types.int64)], **_JIT)
+def _add_feature_codes(sums, counts, docs, codes, table, starts, ends, offset, weights, within, lo, hi):
     # _add_feature_runs with each posting's value read from the table by its code
     count = counts.size > 0
     everyone = within.size == 0
     positive = True
     for i in range(starts.size):
         w = np.float64(weights[i])
-        for p in range(starts[i], ends[i]):
+        a, b = _cut(docs, starts[i], ends[i], offset, lo, hi)
+        for p in range(a, b):
             d = docs[p] + offset
             if not (everyone or within[d]):
                 continue
@@ -152,22 +212,23 @@ def _add_feature_codes(sums, counts, docs, codes, table, starts, ends, offset, w
 
 
 def add_feature_runs(sums: np.ndarray, counts: np.ndarray, runs: Runs, weights: np.ndarray,
-                     within: np.ndarray = ALL) -> bool:
+                     within: np.ndarray = ALL, threads: int = 1) -> bool:
     """rank_feature clauses: for every posting p of run i, the float32 score w_i * values[p]
     (float32 values: in float32; float64 values, the log function's ln(a + S): in double,
     rounded to float32; with codes, values[codes[p]]), added in double to sums[doc]; counts
-    and `within` as in add_runs. Returns whether every score (within) was > 0 (then "matches a
-    clause" is "sum > 0")."""
+    `within` and `threads` as in add_runs. Returns whether every score (within) was > 0 (then
+    "matches a clause" is "sum > 0")."""
     values = runs.values
     assert values is not None, "rank_feature runs carry values"
     dtype = np.float64 if values.dtype == np.float64 else np.float32
+    tail = (*_positions(runs), runs.offset, readonly(weights, np.float32), readonly(within, np.bool_))
+    docs = readonly(runs.docs, np.int32)
     if runs.codes is not None:
-        return bool(_add_feature_codes(sums, counts, readonly(runs.docs, np.int32), readonly(runs.codes, np.uint16),
-                                       readonly(values, dtype), *_positions(runs), runs.offset,
-                                       readonly(weights, np.float32), readonly(within, np.bool_)))
-    return bool(_add_feature_runs(sums, counts, readonly(runs.docs, np.int32), readonly(values, dtype),
-                                  *_positions(runs), runs.offset, readonly(weights, np.float32),
-                                  readonly(within, np.bool_)))
+        coded = (docs, readonly(runs.codes, np.uint16), readonly(values, dtype))
+        return all(split(lambda lo, hi: _add_feature_codes(sums, counts, *coded, *tail, lo, hi), sums.size,
+                         threads, runs))
+    return all(split(lambda lo, hi: _add_feature_runs(sums, counts, docs, readonly(values, dtype), *tail, lo, hi),
+                     sums.size, threads, runs))
 
 
 @njit(types.void(_B1, _RO_I4, _RO_I8, _RO_I8, types.int64), **_JIT)

@@ -70,6 +70,10 @@ class IndexSettings:
     """Embedded: the index's subdirectory; Elasticsearch / OpenSearch: the alias (indices are name_<time>)."""
     keep_versions: int = 3
     """Versions kept after a switch (the current one included); older ones are removed."""
+    search_threads: int = 0
+    """Embedded: threads scoring one search's long posting lists, each a range of the
+    documents (scores are the same with any number). 0 = auto: 1 under `cooccur serve`
+    (its workers and request threads already use the cores), else all cores."""
     date_fields: list[str] = field(default_factory=lambda: ["availableDate", "expireDate", "date"])
     """Item properties indexed as dates (all other properties are keyword arrays)."""
     prior_ranking: str = "popular"
@@ -95,6 +99,9 @@ class IndexSettings:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
         if self.keep_versions < 1:
             raise ValueError("keep_versions must be at least 1")
+        if isinstance(self.search_threads, bool) or not isinstance(self.search_threads, int) \
+                or self.search_threads < 0:
+            raise ValueError(f"search_threads must be 0 (auto) or a number of threads, not {self.search_threads!r}")
         if self.prior_ranking not in ("popular", "trending", "hot"):
             raise ValueError(f"prior_ranking must be popular, trending or hot, not {self.prior_ranking!r}")
         for key in ("prior_exponent", "prior_floor"):

@@ -983,3 +983,27 @@ def test_long_terms_and_ids_are_looked_up_without_matching(backend):
     assert set(scores(backend, few)) == set(scores(backend, many)) == {"a", "c"}
     assert scores(backend, {"ids": {"values": [long, *[f"u{k}" for k in range(100)]]}}) == {}
     assert set(scores(backend, {"ids": {"values": [long, "b", *[f"u{k}" for k in range(100)]]}})) == {"b"}
+
+
+def test_search_threads_give_the_same_scores(tmp_path, monkeypatch):
+    """[index] search_threads splits the posting scans by document range: the scores are
+    the same bits with 1, 2 or 3 threads; auto (0) is 1 in a server process."""
+    from indexer import embedded, kernels
+
+    monkeypatch.setattr(kernels, "SPLIT_MIN", 0)
+    docs = [{"id": f"i{k:03d}", "purchase": [f"i{(k * 7 + j) % 300:03d}" for j in range(6)],
+             "category": [f"c{k % 3}"]} for k in range(300)]
+    b = EmbeddedBackend(tmp_path, "items")
+    b.create_version(IndexSchema(("purchase", "category")), docs)
+    should = [{"term": {"purchase": {"value": f"i{h:03d}", "boost": 1 + h / 7}}} for h in range(0, 300, 3)]
+    query = {"bool": {"should": should, "filter": [{"terms": {"category": ["c1", "c2"]}}]}}
+    got = []
+    for threads in (1, 2, 3):
+        b.search_threads = threads
+        got.append([(h.id, h.score) for h in b.search({"query": query, "size": 300, "_source": False}).hits])
+    assert got[0] and got[0] == got[1] == got[2]
+    assert embedded.search_threads(3) == 3
+    monkeypatch.setitem(sys.modules, "gunicorn", sys)
+    assert embedded.search_threads(0) == 1
+    with pytest.raises(ValueError, match="search_threads"):
+        EmbeddedBackend(tmp_path, "items", search_threads=-1)

@@ -135,3 +135,46 @@ def test_csr_known_answer():
     assert values.tolist() == [2.0, 4.0, 3.0]  # a repeated key: first place, last value (a dict's)
     assert kernels.csr(np.array([1]), np.array([0]), 2, 1)[3] is None
 
+@pytest.mark.parametrize("offset", [0, 7])
+def test_threads_split_by_document_range_give_the_same_bits(monkeypatch, offset):
+    """Each thread takes a range of the documents and every run's postings in it, in run
+    order: sums (of values whose order matters in double), counts and `positive` equal one
+    call's bit for bit, with `within` and codes too, for any number of threads."""
+    monkeypatch.setattr(kernels, "SPLIT_MIN", 0)
+    rng = np.random.default_rng(3)
+    n = 1000
+    lists = [np.sort(rng.choice(n - offset, rng.integers(0, 400), replace=False)) for _ in range(30)]
+    lengths = np.array([len(x) for x in lists])
+    ends = np.cumsum(lengths)
+    docs = np.concatenate(lists).astype(np.int32)
+    values = rng.lognormal(0, 8, docs.size).astype(np.float32)  # wide range: order changes double sums
+    weights = rng.lognormal(0, 3, len(lists)).astype(np.float32)
+    within = rng.random(n) < 0.7
+    table, codes = np.unique(values, return_inverse=True)
+    runs = [Runs(docs, values, ends - lengths, ends, offset),
+            Runs(docs, table, ends - lengths, ends, offset, codes=codes.astype(np.uint16))]
+    for r in runs:
+        got = []
+        for threads in (1, 2, 3, 8):
+            sums, counts = np.zeros(n), np.zeros(n, np.int32)
+            positive = kernels.add_feature_runs(sums, counts, r, weights, within, threads=threads)
+            plain = np.zeros(n)
+            kernels.add_runs(plain, NO_COUNTS, r, weights, threads=threads)
+            got.append((sums.tobytes(), counts.tobytes(), positive, plain.tobytes()))
+        assert all(g == got[0] for g in got)
+    # and the one call is the sum in run order
+    expected = np.zeros(n)
+    for i, d in enumerate(lists):
+        expected[d + offset] += weights[i].astype(np.float64)
+    plain = np.zeros(n)
+    kernels.add_runs(plain, NO_COUNTS, runs[0], weights, threads=3)
+    assert plain.tobytes() == expected.tobytes()
+
+
+def test_split_ranges_cover_the_documents_once(monkeypatch):
+    every = np.iinfo(np.int64).max
+    runs = _runs([0, 1, 2], [0], [3])
+    assert kernels.split(lambda lo, hi: (lo, hi), 10, 3, runs) == [(0, every)]  # too short to split
+    monkeypatch.setattr(kernels, "SPLIT_MIN", 3)
+    assert kernels.split(lambda lo, hi: (lo, hi), 10, 3, runs) == [(0, 3), (3, 6), (6, every)]
+    assert kernels.split(lambda lo, hi: (lo, hi), 10, 1, runs) == [(0, every)]
