@@ -6,7 +6,7 @@ store's schema, the served model check), binds the socket, and forks `workers` p
 (default: one per core) that inherit it; gunicorn restarts a worker that dies and stops
 them all on SIGINT / SIGTERM. Each worker runs the same `App` with `threads` threads
 (gunicorn's gthread worker: keep-alive connections wait in a poller, requests run in the
-thread pool).
+thread pool; with one thread, the default, in the worker's main thread between polls).
 
 What the workers share, and how a change reaches all of them:
 
