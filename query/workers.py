@@ -6,7 +6,7 @@ store's schema, the served model check), binds the socket, and forks `workers` p
 (default: one per core) that inherit it; gunicorn restarts a worker that dies and stops
 them all on SIGINT / SIGTERM. Each worker runs the same `App` with `threads` threads
 (gunicorn's gthread worker: keep-alive connections wait in a poller, requests run in the
-thread pool; with one thread, the default, in the worker's main thread between polls).
+thread pool).
 
 What the workers share, and how a change reaches all of them:
 
@@ -98,8 +98,6 @@ def _deadline_worker(request_timeout: float):
     "Deployment"), or serve with `--workers 1` (waitress reads requests asynchronously)."""
     import socket
     import time
-    from collections import deque
-    from concurrent import futures
 
     from gunicorn.workers.gthread import ThreadWorker
 
@@ -135,34 +133,10 @@ def _deadline_worker(request_timeout: float):
             super().close()
 
     class DeadlineWorker(ThreadWorker):
-        """With one thread (the default), requests are handled in the worker's main thread,
-        between two polls: gthread would hand each one to its one pool thread and back
-        (a queue, a pipe write and two thread switches a request), with nothing gained as
-        that thread serves one request at a time either way."""
-
-        _inline: deque | None = None
-
         def enqueue_req(self, conn) -> None:
             if type(conn.sock) is socket.socket:
                 conn.sock.__class__ = DeadlineSocket
-            if self.cfg.threads > 1:
-                super().enqueue_req(conn)
-                return
-            if self._inline is not None:  # from finish_request: a next request already read
-                self._inline.append(conn)
-                return
-            self._inline = deque([conn])
-            try:
-                while self._inline:
-                    conn = self._inline.popleft()
-                    done: futures.Future = futures.Future()
-                    try:
-                        done.set_result(self.handle(conn))
-                    except Exception as e:  # (handle answers errors itself: a last resort)
-                        done.set_exception(e)
-                    self.finish_request(conn, done)
-            finally:
-                self._inline = None
+            super().enqueue_req(conn)
 
     return DeadlineWorker
 
