@@ -7,11 +7,19 @@ histories into the event store, and start four `cooccur serve` processes over th
 index and store: {this code, `--baseline REV`} x {the shipped default scoring, the former
 figures' settings (scoring = "terms", popularity_prior = false)}, each with its own
 defaults for processes and threads (this code: one worker process per core; the baseline:
-one process, 8 threads). Client threads with keep-alive connections then drive the servers
-in turn, a few seconds at a time, round after round, so a shared, noisy machine slows all
-alike: 90% queries for known users (5 purchase + 5 view items), 10% event writes.
-Then, with the default scoring on this code, the same load while new index versions are
-switched in (errors must stay 0). The load average is recorded.
+one process, 8 threads). Keep-alive clients then drive the servers in turn, a few seconds
+at a time, round after round, so a shared, noisy machine slows all alike: 90% queries for
+known users (5 purchase + 5 view items), 10% event writes. Then, with the default scoring
+on this code, the same load while new index versions are switched in (errors must stay 0).
+The load average is recorded.
+
+The load: `--clients` connections, each sending its next request when the last response is
+complete (a closed loop), requests pre-encoded. Since issue 14's second round it runs in a
+child process of its own, one thread over one selector (before: one thread per client in
+the bench process, whose GIL hand-offs took CPU from the servers on the same 2 cores); it
+drives every server of a run alike, so the ratios stay comparable. Each row also gives the
+server's CPU per request (its processes' user + system time over the requests answered;
+less sensitive to the machine's other load than req/s) and the load's own.
 
 Search servers in the same run (`--servers opensearch`, the default): the same documents
 are indexed into the server (this checkout's backend, no replicas), and two more `cooccur
@@ -32,10 +40,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import os
 import platform
 import random
 import re
+import selectors
 import signal
 import socket
 import subprocess
@@ -115,43 +125,67 @@ def config(data: Path, name: str, server: tuple[str, str, str] | None = None) ->
 
 
 # ----------------------------------------------------------------------------- load
-class Client:
-    """A minimal HTTP/1.1 keep-alive client (like wrk's): pre-encoded requests, responses read
-    by Content-Length. http.client parses every response's headers with the email package,
-    which on a 2-core machine takes CPU from the server it measures."""
+def requests_of(seed: int, count: int, write_share: float) -> list[tuple[str, bytes]]:
+    """`count` pre-encoded requests (kind, bytes): 90% queries for known users, the rest
+    view events, in a random order of its own per seed."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        user = f"u{rng.randrange(USERS)}"
+        if rng.random() < write_share:
+            kind, path = "event", b"/events.json"
+            body = json.dumps({"event": "view", "entityType": "user", "entityId": user,
+                               "targetEntityType": "item", "targetEntityId": f"i{rng.randrange(1000)}"}).encode()
+        else:
+            kind, path, body = "query", b"/queries.json", json.dumps({"user": user, "num": 20}).encode()
+        out.append((kind, b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (path, len(body), body)))
+    return out
 
-    def __init__(self, port: int) -> None:
+
+class Conn:
+    """One keep-alive connection of the load (like wrk's): pre-encoded requests, the response
+    read by Content-Length. http.client parses every response's headers with the email
+    package, which on a 2-core machine takes CPU from the server it measures."""
+
+    def __init__(self, port: int, requests: list[tuple[str, bytes]]) -> None:
         self.port = port
+        self.requests = requests
+        self.next = 0
         self.sock: socket.socket | None = None
         self.buf = b""
+        self.kind = ""
+        self.t0 = 0.0
 
-    def _connect(self) -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=60)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock, self.buf = sock, b""
-        return sock
+    def send(self) -> socket.socket:
+        """Send the next request (connecting first when not connected); returns the socket."""
+        if self.sock is None:
+            self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=60)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.buf = b""
+        self.kind, raw = self.requests[self.next % len(self.requests)]
+        self.next += 1
+        self.t0 = time.perf_counter()
+        self.sock.sendall(raw)
+        return self.sock
 
-    def post(self, path: str, body: bytes) -> int:
-        sock = self.sock or self._connect()
-        sock.sendall(b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body))
-        while b"\r\n\r\n" not in self.buf:
-            self.buf += self._recv(sock)
-        head, _, rest = self.buf.partition(b"\r\n\r\n")
+    def received(self) -> int | None:
+        """Read what arrived: the status once the response is complete, else None."""
+        assert self.sock is not None
+        data = self.sock.recv(1 << 16)
+        if not data:
+            raise ConnectionError("connection closed by the server")
+        self.buf += data
+        head, sep, rest = self.buf.partition(b"\r\n\r\n")
+        if not sep:
+            return None
         length = int(_CONTENT_LENGTH.search(head).group(1))
-        while len(rest) < length:
-            rest += self._recv(sock)
+        if len(rest) < length:
+            return None
         self.buf = rest[length:]
         if _CLOSE.search(head):
             self.close()
         return int(head[9:12])
-
-    @staticmethod
-    def _recv(sock: socket.socket) -> bytes:
-        data = sock.recv(1 << 16)
-        if not data:
-            raise ConnectionError("connection closed by the server")
-        return data
 
     def close(self) -> None:
         if self.sock is not None:
@@ -163,55 +197,120 @@ _CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
 _CLOSE = re.compile(rb"(?i)\r\nconnection:\s*close")
 
 
+def drive(port: int, seconds: float, clients: int, write_share: float, seed: int) -> dict:
+    """`clients` keep-alive connections, each sending its next request as soon as the last
+    one's response is complete (a closed loop, as client threads would), for `seconds`, from
+    one thread over one selector. Returns the latencies (ms) per kind, the errors, the wall
+    time and this process's CPU seconds."""
+    conns = [Conn(port, requests_of(seed * 1000 + n, 2000, write_share)) for n in range(clients)]
+    sel = selectors.DefaultSelector()
+    lat: dict[str, list[float]] = {"query": [], "event": []}
+    errors: list[str] = []
+    cpu0, started = time.process_time(), time.perf_counter()
+    stop = started + seconds
+
+    def send(conn: Conn) -> None:
+        while True:
+            try:
+                sel.register(conn.send(), selectors.EVENT_READ, conn)
+                return
+            except OSError as e:  # refused, reset: counted, and the client connects again
+                errors.append(repr(e))
+                conn.close()
+                if time.perf_counter() >= stop:
+                    return
+
+    for conn in conns:
+        send(conn)
+    while sel.get_map():
+        for key, _ in sel.select(timeout=60) or [(None, None)]:
+            if key is None:
+                raise RuntimeError("no response within 60 s")
+            conn = key.data
+            try:
+                status = conn.received()
+            except OSError as e:
+                status = None
+                errors.append(repr(e))
+                sel.unregister(key.fileobj)
+                conn.close()
+            else:
+                if status is None:
+                    continue
+                sel.unregister(key.fileobj)
+                if status >= 300:
+                    errors.append(f"HTTP {status}")
+                else:
+                    lat[conn.kind].append((time.perf_counter() - conn.t0) * 1000)
+            if time.perf_counter() < stop:
+                send(conn)
+    for conn in conns:
+        conn.close()
+    return {"lat": lat, "errors": errors, "seconds": time.perf_counter() - started,
+            "cpu_seconds": time.process_time() - cpu0}
+
+
+def _drive_into(pipe, *args) -> None:
+    pipe.send(drive(*args))
+    pipe.close()
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process `pid` and its living descendants (gunicorn's
+    workers), from /proc."""
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        # after the name: state, ppid, ... utime (14th field of the line), stime (15th)
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    tree, total = {pid}, 0.0
+    changed = True
+    while changed:
+        changed = False
+        for p, (ppid, _) in stats.items():
+            if ppid in tree and p not in tree:
+                tree.add(p)
+                changed = True
+    for p in tree:
+        total += stats.get(p, (0, 0.0))[1]
+    return total
+
+
 class Load:
-    """Latencies and errors of one server, accumulated over its time slices."""
+    """Latencies, errors and CPU of one server, accumulated over its time slices. The load
+    runs in a child process of its own (one thread, one selector over the `clients`
+    connections): its CPU is measured, and no thread of the bench competes with it."""
 
     def __init__(self) -> None:
         self.lat: dict[str, list[float]] = {"query": [], "event": []}
         self.errors: list[str] = []
         self.seconds = 0.0
+        self.client_cpu = 0.0
+        self.server_cpu = 0.0
 
-    def run(self, port: int, seconds: float, clients: int, write_share: float, seed: int) -> None:
-        lock = threading.Lock()
-        stop = time.perf_counter() + seconds
-
-        def worker(n: int) -> None:
-            rng = random.Random(seed * 1000 + n)
-            conn = Client(port)
-            mine: dict[str, list[float]] = {"query": [], "event": []}
-            errors = []
-            while time.perf_counter() < stop:
-                user = f"u{rng.randrange(USERS)}"
-                if rng.random() < write_share:
-                    kind, path = "event", "/events.json"
-                    body = {"event": "view", "entityType": "user", "entityId": user,
-                            "targetEntityType": "item", "targetEntityId": f"i{rng.randrange(1000)}"}
-                else:
-                    kind, path, body = "query", "/queries.json", {"user": user, "num": 20}
-                raw = json.dumps(body).encode()
-                t0 = time.perf_counter()
-                try:
-                    status = conn.post(path, raw)
-                    if status >= 300:
-                        raise RuntimeError(f"HTTP {status}")
-                except Exception as e:  # counted, reported
-                    errors.append(repr(e))
-                    conn.close()
-                    continue
-                mine[kind].append((time.perf_counter() - t0) * 1000)
-            conn.close()
-            with lock:
-                for k, v in mine.items():
-                    self.lat[k].extend(v)
-                self.errors.extend(errors)
-
-        threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
-        started = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        self.seconds += time.perf_counter() - started
+    def run(self, port: int, seconds: float, clients: int, write_share: float, seed: int,
+            server_pid: int | None = None) -> None:
+        ctx = multiprocessing.get_context("fork")
+        parent, child = ctx.Pipe(duplex=False)
+        cpu0 = process_cpu(server_pid) if server_pid else 0.0
+        proc = ctx.Process(target=_drive_into, args=(child, port, seconds, clients, write_share, seed))
+        proc.start()
+        child.close()
+        out = parent.recv()
+        proc.join()
+        if server_pid:
+            self.server_cpu += process_cpu(server_pid) - cpu0
+        for k, v in out["lat"].items():
+            self.lat[k].extend(v)
+        self.errors.extend(out["errors"])
+        self.seconds += out["seconds"]
+        self.client_cpu += out["cpu_seconds"]
 
     def summary(self) -> dict:
         def pct(v, q):
@@ -225,6 +324,12 @@ class Load:
             "queries": {"count": len(q), "qps": round(len(q) / self.seconds, 1) if self.seconds else None,
                         "p50_ms": pct(q, 50), "p99_ms": pct(q, 99)},
             "events": {"count": len(e), "p50_ms": pct(e, 50), "p99_ms": pct(e, 99)},
+            # CPU per request, less sensitive than req/s to what else runs on the machine
+            "server_cpu_ms_per_request": round(self.server_cpu / total * 1000, 3) if total and self.server_cpu
+            else None,
+            "client_cpu_ms_per_request": round(self.client_cpu / total * 1000, 3) if total else None,
+            "client_cpu_share": round(self.client_cpu / (self.seconds * (os.cpu_count() or 1)), 3)
+            if self.seconds else None,
         }
 
 
@@ -296,7 +401,8 @@ def measure(args, baseline_code: str | None, search_servers: dict[str, dict]) ->
                 rounds = max(1, round(args.seconds / args.slice))
                 for r in range(rounds):
                     for key in order[r % len(order):] + order[:r % len(order)]:
-                        loads[key].run(servers[key].port, args.slice, args.clients, args.write_share, seed=r + 1)
+                        loads[key].run(servers[key].port, args.slice, args.clients, args.write_share, seed=r + 1,
+                                       server_pid=servers[key].proc.pid)
                 entry = {"items": n, "index_seconds": round(index_s, 1), "servers": {}}
                 for (label, name), load in loads.items():
                     backend = label if label in remote else "embedded"
@@ -342,7 +448,7 @@ def switching(server: Server, data: Path, n: int, args) -> dict:
     r = 0
     while not done.is_set():
         r += 1
-        load.run(server.port, 1.0, args.clients, args.write_share, seed=100 + r)
+        load.run(server.port, 1.0, args.clients, args.write_share, seed=100 + r, server_pid=server.proc.pid)
     t.join()
     return {"server": "after/default", "versions_switched": len(versions), **load.summary()}
 
@@ -352,8 +458,9 @@ def _ratio(a, b):
 
 
 def _ratios(a: dict, b: dict) -> dict:
-    """req/s and query p50 / p99 of server summary `a` over those of `b`."""
+    """req/s, query p50 / p99 and server CPU per request of server summary `a` over those of `b`."""
     return {"qps_total": _ratio(a["qps_total"], b["qps_total"]),
+            "server_cpu_per_request": _ratio(a["server_cpu_ms_per_request"], b["server_cpu_ms_per_request"]),
             "query_p50": _ratio(a["queries"]["p50_ms"], b["queries"]["p50_ms"]),
             "query_p99": _ratio(a["queries"]["p99_ms"], b["queries"]["p99_ms"])}
 
@@ -361,13 +468,15 @@ def _ratios(a: dict, b: dict) -> dict:
 def print_entry(entry: dict) -> None:
     print(f"{entry['items']:>7} items (indexed in {entry['index_seconds']} s):")
     print(f"  {'server':<18} {'processes x threads':<28} {'req/s':>7} {'query p50':>10} {'p99':>8} "
-          f"{'event p50':>10} {'errors':>6}")
+          f"{'event p50':>10} {'errors':>6} {'server CPU/req':>14} {'client CPU/req':>14}")
     for key, s in entry["servers"].items():
         q = s["queries"]
         print(f"  {key:<18} {s['server'][:28]:<28} {s['qps_total']:>7} {q['p50_ms']:>8}ms {q['p99_ms']:>6}ms "
-              f"{s['events']['p50_ms']:>8}ms {s['errors']:>6}")
+              f"{s['events']['p50_ms']:>8}ms {s['errors']:>6} {s['server_cpu_ms_per_request']:>12}ms "
+              f"{s['client_cpu_ms_per_request']:>12}ms")
     for name, r in entry.get("ratio_after_before", {}).items():
-        print(f"  after/before, {name}: req/s x{r['qps_total']}, query p50 x{r['query_p50']}, p99 x{r['query_p99']}")
+        print(f"  after/before, {name}: req/s x{r['qps_total']}, query p50 x{r['query_p50']}, p99 x{r['query_p99']}, "
+              f"server CPU per request x{r['server_cpu_per_request']}")
     for key, r in entry.get("ratio_to_embedded", {}).items():
         name = key.split("/")[1]
         print(f"  {key} / after/{name}: req/s x{r['qps_total']}, query p50 x{r['query_p50']}, "
@@ -440,7 +549,7 @@ def _profile_one(data: Path, kv: dict, requests: int) -> tuple[float, dict[str, 
     recmod.build_query = timed("build", saved["build_query"])
     recmod.build_backfill = timed("backfill", saved["build_backfill"])
     rec.backend.search = search
-    rec.events.history = timed("history read", rec.events.history)
+    rec.events.histories = timed("history read", rec.events.histories)  # (history() reads through it)
     rec._docs_of = timed("documents", rec._docs_of)
     svc.json.dumps = timed("response", real_dumps)
     import indexer.embedded_store as store_mod

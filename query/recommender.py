@@ -267,9 +267,11 @@ class Recommender:
         """(indicator fields scored by correlator weights, whether to apply the prior), as
         configured, less what the current index lacks (an index built without weights, or
         before priors existed) when the backend can tell."""
+        return self._scoring(indicators, self.index_schema())
+
+    def _scoring(self, indicators: Mapping[str, float], schema: IndexSchema | None) -> tuple[list[str], bool]:
         weighted = [f for f in indicators if self.settings.scoring_of(f) == "weights"]
         prior = self.settings.popularity_prior
-        schema = self.index_schema()
         if schema is not None:
             lacking = [f for f in weighted if weights_field(f) not in schema.feature_fields]
             if lacking:
@@ -280,8 +282,11 @@ class Recommender:
 
     def check_rules(self, request: QueryRequest) -> None:
         """Rules on fields the index does not have are the client's mistake: say which."""
-        schema = self.index_schema()
-        if schema is None:
+        self._check_rules(request, self.index_schema())
+
+    @staticmethod
+    def _check_rules(request: QueryRequest, schema: IndexSchema | None) -> None:
+        if schema is None or not (request.rules or request.date_range):
             return
         fields = set(schema.all_fields())
         for i, rule in enumerate(request.rules):
@@ -311,9 +316,18 @@ class Recommender:
         actions = list(plan.indicators) if plan.indicators else None
         if wanted is not None:
             actions = [a for a in (actions if actions is not None else wanted) if a in wanted]
-        history = self.events.history(request.user, actions, cap) if actions != [] else {}
-        black = self.events.history(request.user, plan.blacklist_actions, self.settings.max_excluded)
-        return history, [i for items in black.values() for i in items]
+        excluded = self.settings.max_excluded
+        if actions is None:  # every action of the user's
+            history = self.events.history(request.user, None, cap)
+            black = self.events.history(request.user, plan.blacklist_actions, excluded)
+            return history, [i for items in black.values() for i in items]
+        # the history and the blacklisted items in one read of the store
+        limits = dict.fromkeys(actions, cap)
+        for a in plan.blacklist_actions:
+            limits[a] = max(limits.get(a, 0), excluded)
+        rows = self.events.histories(request.user, limits)
+        history = {a: rows[a][:cap] for a in actions if a in rows}
+        return history, [i for a in dict.fromkeys(plan.blacklist_actions) for i in rows.get(a, ())[:excluded]]
 
     def check_event_names(self, request: QueryRequest, plan: Plan) -> None:
         """`eventNames` must be indicators of this query (when they are known)."""
@@ -333,7 +347,8 @@ class Recommender:
         check_window(request.start, num)
         want = request.start + num
         plan = self.plan()
-        self.check_rules(request)
+        schema = self.index_schema()  # read once: each read checks the index for a switch
+        self._check_rules(request, schema)
         self.check_event_names(request, plan)
         now = format_time(datetime.fromtimestamp(self.clock(), tz=UTC))
         history, blacklisted = self.user_history(request, plan)
@@ -347,7 +362,7 @@ class Recommender:
         version: str | None = None
         scores: list[ItemScore] = []
         queries: list[dict[str, Any]] = []
-        weighted, prior = self.scoring_for(indicators)
+        weighted, prior = self._scoring(indicators, schema)
         body = build_query(
             request, history, item_docs, self.settings, indicators=indicators, excluded=excluded, now=now,
             num=want, weighted=weighted, prior=prior, extra_filters=filters,
@@ -356,7 +371,6 @@ class Recommender:
         if body is not None:
             # the hits' correlator weights are never read here: leave them out of the sources
             # (most of a model document's bytes; docs/search.md, "_source")
-            schema = self.index_schema()
             unused = list(schema.feature_fields) if schema is not None else \
                 [weights_field(i) for i in dict.fromkeys([*indicators, *plan.model.indicators])]
             if unused:
@@ -368,10 +382,9 @@ class Recommender:
             docs = self._docs_of(result.hits)
             for hit in result.hits:
                 doc = docs.get(hit.id, {})
-                matched = {
-                    f: sorted(set(doc.get(f) or ()) & values) for f, values in wanted.items()
-                }
-                matched = {f: v for f, v in matched.items() if v}
+                # (the few query values looked up in the hit's list: no set of the list built)
+                matched = {f: sorted(found) for f, values in wanted.items()
+                           if (found := values.intersection(doc.get(f) or ()))}
                 score = ItemScore(hit.id, hit.score, {"personal": list(matched)})
                 if request.explain:
                     score.explain = {"matched": matched, "rules": self._rules_matched(request, doc)}

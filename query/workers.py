@@ -87,7 +87,14 @@ def _check_bind(host: str, port: int) -> None:
         s.bind((host, port))
 
 
-def _deadline_worker(request_timeout: float):
+BALANCE_HOLD_SECONDS = 0.02
+"""How long a worker holding more connections than another leaves new ones to the others."""
+BALANCE_GIVE_UP_SECONDS = 0.5
+"""A worker takes a new connection anyway once it has left them to the others this long
+(the least loaded one may be dead and not yet replaced, or stuck)."""
+
+
+def _deadline_worker(request_timeout: float, connections: Any = None):
     """gunicorn's gthread worker, with a deadline on receiving each request.
 
     gthread reads a request in a pool thread from a blocking socket: a client that sends
@@ -95,7 +102,14 @@ def _deadline_worker(request_timeout: float):
     most until `request_timeout` seconds after the request's first read, then the
     connection is dropped and the thread is free. Slow clients still hold threads for up
     to that long: in production put a buffering reverse proxy in front (docs/api.md,
-    "Deployment"), or serve with `--workers 1` (waitress reads requests asynchronously)."""
+    "Deployment"), or serve with `--workers 1` (waitress reads requests asynchronously).
+
+    With `connections` (a shared array, one slot per worker: `worker.slot`), each worker
+    publishes its open connections there and leaves a new connection to the others while
+    it holds more than the least loaded one. Keep-alive connections stay with the worker
+    that accepted them, and whichever worker woke first used to take them: 8 connections
+    opened at once often all went to one worker, and the other core idled (bench/serve.py
+    measured 222 / 0 requests per worker in a slice)."""
     import socket
     import time
 
@@ -133,10 +147,49 @@ def _deadline_worker(request_timeout: float):
             super().close()
 
     class DeadlineWorker(ThreadWorker):
+        slot: int | None = None
+        _hold_until = 0.0
+        _leaving_since: float | None = None
+
         def enqueue_req(self, conn) -> None:
             if type(conn.sock) is socket.socket:
                 conn.sock.__class__ = DeadlineSocket
             super().enqueue_req(conn)
+
+        def _publish(self) -> None:
+            if connections is not None and self.slot is not None:
+                connections[self.slot] = self.nr_conns
+
+        def accept(self, listener) -> None:
+            if connections is not None and self.slot is not None and self.nr_conns > min(connections):
+                now = time.monotonic()
+                if self._leaving_since is None:
+                    self._leaving_since = now
+                if now - self._leaving_since < BALANCE_GIVE_UP_SECONDS:
+                    # stop polling the listener a moment: a less loaded worker takes it
+                    self._hold_until = now + BALANCE_HOLD_SECONDS
+                    self.set_accept_enabled(False)
+                    return
+            self._leaving_since = None
+            super().accept(listener)
+            self._publish()
+
+        def set_accept_enabled(self, enabled: bool) -> None:
+            if enabled and time.monotonic() < self._hold_until:
+                return
+            super().set_accept_enabled(enabled)
+
+        def finish_request(self, conn, fs) -> None:
+            super().finish_request(conn, fs)
+            self._publish()
+
+        def murder_keepalived(self, force: bool = False) -> None:
+            super().murder_keepalived(force)
+            self._publish()
+
+        def murder_pending(self) -> None:
+            super().murder_pending()
+            self._publish()
 
     return DeadlineWorker
 
@@ -167,6 +220,18 @@ def serve(
     from gunicorn.app.base import BaseApplication
 
     _check_bind(host, port)
+    from multiprocessing.sharedctypes import RawArray
+
+    # open connections per worker slot, in memory shared with every forked worker
+    connections = RawArray("i", workers)
+
+    def pre_fork(server, worker) -> None:
+        # the replaced worker's slot (a restart); none while gunicorn runs more workers than
+        # `workers` (a reload's overlap): that worker then accepts as gthread does
+        taken = {getattr(w, "slot", None) for w in server.WORKERS.values()}
+        worker.slot = next((i for i in range(workers) if i not in taken), None)
+        if worker.slot is not None:
+            connections[worker.slot] = 0
 
     def when_ready(server) -> None:
         if before_fork is not None:
@@ -183,7 +248,8 @@ def serve(
         "bind": [bind_address(host, port)],
         "workers": workers,
         "threads": threads,
-        "worker_class": _deadline_worker(request_timeout),
+        "worker_class": _deadline_worker(request_timeout, connections),
+        "pre_fork": pre_fork,
         "preload_app": True,
         "keepalive": max(1, round(idle_timeout)),
         "timeout": 120,

@@ -45,6 +45,20 @@ def test_history_is_distinct_newest_first_and_capped(store):
     assert store.history("nobody", None, 10) == {}
 
 
+def test_histories_read_several_actions_each_with_its_own_limit(store):
+    store.insert(parse_events([
+        ev("u", "view", "a", "2025-01-01T00:00:00Z"), ev("u", "view", "b", "2025-01-02T00:00:00Z"),
+        ev("u", "view", "a", "2025-01-03T00:00:00Z"), ev("u", "view", "c", "2025-01-02T12:00:00Z"),
+        ev("u", "purchase", "b", "2025-01-04T00:00:00Z"), ev("u", "purchase", "d", "2025-01-04T00:00:00Z"),
+        ev("v", "view", "x", "2025-01-05T00:00:00Z"),
+    ]))
+    # newest first, equal times by item; the actions in the order asked; none without events
+    assert store.histories("u", {"purchase": 5, "view": 2, "cart": 3}) == {"purchase": ["b", "d"],
+                                                                        "view": ["a", "c"]}
+    assert list(store.histories("u", {"view": 1, "purchase": 1})) == ["view", "purchase"]
+    assert store.histories("u", {"view": 0}) == {} and store.histories("u", {}) == {}
+
+
 def test_item_properties_compact_to_latest(store):
     def item(name, props, t):
         obj = {"event": name, "entityType": "item", "entityId": "i1", "eventTime": t}

@@ -8,6 +8,7 @@ from query_testdata import PURCHASE_A, PURCHASE_B, VIEW_A, make_backend
 from query.errors import BadRequest
 from query.eventstore import EventStore, parse_events
 from query.recommender import Recommender
+from query.request import parse_query
 from query.settings import QuerySettings
 
 NOW = 1767225600.0  # 2026-01-01T00:00:00Z
@@ -63,6 +64,28 @@ def test_new_user_and_new_event_change_the_next_response(rec):
     assert resp.item_scores[0].explain["matched"] == {"purchase": ["b"]}
     assert resp.explain["history"] == {"purchase": ["b"], "view": ["b", "x1", "zz"]}  # same time: by id
     assert "b" in resp.explain["excluded"]  # purchased items are never recommended
+
+
+def test_history_and_blacklist_each_keep_their_own_cap(tmp_path):
+    """One read of the store gives the history (max_query_events per action) and the
+    blacklisted items (max_excluded per blacklisted action), whichever cap is larger."""
+    store = EventStore(tmp_path / "events.db")
+    store.insert(parse_events([ev("u", "purchase", x, f"2025-06-0{d}T00:00:00Z")
+                               for d, x in enumerate(["a", "b", "c"], start=1)]
+                              + [ev("u", "view", x) for x in ("b", "x1")]))
+    for cap, excluded, history, black in [
+        (1, 3, {"purchase": ["c"], "view": ["b"]}, ["c", "b", "a"]),
+        (3, 1, {"purchase": ["c", "b", "a"], "view": ["b", "x1"]}, ["c"]),
+    ]:
+        r = Recommender(make_backend(tmp_path / "index"), store, QuerySettings(
+            indicators={"purchase": 1.0, "view": 0.5}, max_query_events=cap, max_excluded=excluded))
+        request = parse_query({"user": "u"})
+        assert r.user_history(request) == (history, black)
+    r = Recommender(make_backend(tmp_path / "index2"), store, QuerySettings(
+        indicators={"purchase": 1.0, "view": 0.5}, blacklist_actions=["view"], max_excluded=1))
+    assert r.user_history(parse_query({"user": "u", "eventNames": ["purchase"]})) == (
+        {"purchase": ["c", "b", "a"]}, ["b"])
+    store.close()
 
 
 def test_inline_history_and_blacklist(rec):
