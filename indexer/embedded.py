@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -116,15 +115,14 @@ def tune_malloc() -> bool:
     return bool(mallopt(m_mmap_threshold, 32 * 1024 * 1024)) and bool(mallopt(m_trim_threshold, 256 * 1024 * 1024))
 
 
-def search_threads(setting: int = 0) -> int:
-    """Threads a search scores its long posting lists with: `setting` when > 0; 0 (auto): 1
-    in a server process (gunicorn or waitress loaded: `cooccur serve`, whose workers and
-    request threads already keep the cores busy), else the cores this process may use."""
+def search_threads(setting: int = 0, searches_at_once: int = 1) -> int:
+    """Threads a search scores its long posting lists with: `setting` when > 0; 0 (auto): the
+    cores this process may use, shared by the searches that run at once (`cooccur serve`'s
+    processes x threads: one each with its defaults), at least 1."""
     if setting > 0:
         return setting
-    if "gunicorn" in sys.modules or "waitress" in sys.modules:
-        return 1
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, searches_at_once))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -146,6 +144,8 @@ class EmbeddedBackend:
             raise ValueError("search_threads must be 0 (auto) or more")
         self.search_threads = search_threads
         """[index] search_threads: threads per search (0: auto, see `search_threads`)."""
+        self.searches_at_once = 1
+        """Searches a server runs at once on this machine (`share_cores`)."""
         self.data_dir = Path(data_dir)
         self.name = name
         self.root = self.data_dir / name
@@ -155,6 +155,11 @@ class EmbeddedBackend:
         self._current: tuple[tuple, str | None] | None = None
 
     # ------------------------------------------------------------------ writing
+    def share_cores(self, searches_at_once: int) -> None:
+        """A server runs this many searches at once (its processes x threads): with
+        search_threads auto, each search then scores with cores / searches_at_once threads."""
+        self.searches_at_once = searches_at_once
+
     def create_version(
         self,
         schema: IndexSchema,
@@ -493,7 +498,8 @@ class EmbeddedBackend:
         """Run an Elasticsearch-style search body (the subset in docs/search.md)."""
         snap = self.snapshot()
         parsed = parse_body(body, snap.schema)
-        mask, score = Evaluator(snap, threads=search_threads(self.search_threads)).run(parsed.query)
+        threads = search_threads(self.search_threads, self.searches_at_once)
+        mask, score = Evaluator(snap, threads=threads).run(parsed.query)
         slots, scores = top_hits(snap, parsed, mask, score)
         wanted = parsed.source_filter
         if not parsed.source:

@@ -72,8 +72,9 @@ class IndexSettings:
     """Versions kept after a switch (the current one included); older ones are removed."""
     search_threads: int = 0
     """Embedded: threads scoring one search's long posting lists, each a range of the
-    documents (scores are the same with any number). 0 = auto: 1 under `cooccur serve`
-    (its workers and request threads already use the cores), else all cores."""
+    documents (scores are the same with any number). 0 = auto: the cores shared by the
+    searches that run at once (`cooccur serve`: its processes x threads, so 1 with its
+    defaults; a library or CLI search: all cores)."""
     date_fields: list[str] = field(default_factory=lambda: ["availableDate", "expireDate", "date"])
     """Item properties indexed as dates (all other properties are keyword arrays)."""
     prior_ranking: str = "popular"

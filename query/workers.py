@@ -305,6 +305,9 @@ def run(recommender, settings, events=None, on_ready: Callable[[str, int], None]
     running in one worker (see the module's docstring)."""
     from .service import App, Pruner
 
+    share_cores = getattr(recommender.backend, "share_cores", None)
+    if share_cores is not None:  # the embedded backend: its searches split the cores
+        share_cores(settings.processes * settings.threads)
     app = App(recommender, settings)
     app.refresher = refresher
     jobs: list[tuple[Path, str, Callable[[], Any]]] = []

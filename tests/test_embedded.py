@@ -987,7 +987,8 @@ def test_long_terms_and_ids_are_looked_up_without_matching(backend):
 
 def test_search_threads_give_the_same_scores(tmp_path, monkeypatch):
     """[index] search_threads splits the posting scans by document range: the scores are
-    the same bits with 1, 2 or 3 threads; auto (0) is 1 in a server process."""
+    the same bits with 1, 2 or 3 threads; auto (0) shares the cores among the searches a
+    server runs at once."""
     from indexer import embedded, kernels
 
     monkeypatch.setattr(kernels, "SPLIT_MIN", 0)
@@ -1003,7 +1004,10 @@ def test_search_threads_give_the_same_scores(tmp_path, monkeypatch):
         got.append([(h.id, h.score) for h in b.search({"query": query, "size": 300, "_source": False}).hits])
     assert got[0] and got[0] == got[1] == got[2]
     assert embedded.search_threads(3) == 3
-    monkeypatch.setitem(sys.modules, "gunicorn", sys)
-    assert embedded.search_threads(0) == 1
+    monkeypatch.setattr(embedded.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert embedded.search_threads(0) == 4
+    assert embedded.search_threads(0, searches_at_once=2) == 2
+    assert embedded.search_threads(0, searches_at_once=8) == 1
+    assert embedded.search_threads(3, searches_at_once=8) == 3
     with pytest.raises(ValueError, match="search_threads"):
         EmbeddedBackend(tmp_path, "items", search_threads=-1)
