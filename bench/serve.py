@@ -523,6 +523,7 @@ def _profile_one(data: Path, kv: dict, requests: int) -> tuple[float, dict[str, 
     tune_malloc()  # as `cooccur serve` does in its workers
     rec = Recommender(EmbeddedBackend(data), EventStore(data / "events.db"),
                       QuerySettings(indicators={"purchase": 1.0, "view": 0.5}, **kv))
+    rec.backend.share_cores(os.cpu_count() or 1)  # as in a worker of `cooccur serve`'s defaults
     app = App(rec, ServeSettings(token=None))
     spent: dict[str, float] = dict.fromkeys(STEPS, 0.0)
 

@@ -741,22 +741,17 @@ class Evaluator:
             return self.eval(query, f"{path}.query", ONE, scoring=False)
         # `replace` ignores the query's score: Elasticsearch does not compute it
         inner = self.eval(query, f"{path}.query", boost, scoring=mode != "replace")
-        slots = np.flatnonzero(inner.mask if self._within is None else inner.mask & self._within)
         if modifier == "none" and factor == ONE and mode == "multiply" and inner.score is not None \
-                and max_boost >= FLOAT32_MAX and (missing is None or 0 <= missing <= FLOAT32_MAX):
-            # the prior's shape: q * v in double, rounded to float32, in fewer passes; anything
-            # that could fail (a negative or missing value, an invalid score) takes the full path
-            value = self.view.numbers(field)[slots]
-            absent = np.isnan(value)
-            if missing is not None or not absent.any():
-                v = value.astype(np.float64)
-                if missing is not None:
-                    v[absent] = missing
-                combined = (inner.score[slots].astype(np.float64) * v).astype(np.float32)
-                if (combined >= 0).all() and not (v < 0).any():
-                    score = np.zeros(self.view.n, np.float32)
-                    score[slots] = combined
-                    return _Result(inner.mask, score)
+                and inner.score.dtype == np.float32 and max_boost >= FLOAT32_MAX \
+                and (missing is None or 0 <= missing <= FLOAT32_MAX):
+            # the prior's shape: q * v in double, rounded to float32, in one compiled pass;
+            # anything that could fail (a negative or missing value, an invalid score) takes
+            # the full path
+            within = kernels.ALL if self._within is None else self._within
+            fast = kernels.multiply_values(inner.mask, within, inner.score, self.view.numbers(field), missing)
+            if fast is not None:
+                return _Result(inner.mask, fast)
+        slots = np.flatnonzero(inner.mask if self._within is None else inner.mask & self._within)
         value = self.view.numbers(field)[slots].astype(np.float64)  # float doc values, as double
         absent = np.isnan(value)
         if missing is not None:

@@ -320,6 +320,41 @@ def kth_score(mask: np.ndarray, score: np.ndarray, k: int) -> np.float32:
     return _kth_score(readonly(mask, np.bool_), readonly(score, np.float32), k)
 
 
+@njit(types.boolean(_F4, _RO_B1, _RO_B1, _RO_F4, _RO_F8, types.float64, types.boolean), **_JIT)
+def _multiply_values(out, mask, within, score, values, missing, has_missing):
+    everyone = within.size == 0
+    for d in range(mask.size):
+        if not (mask[d] and (everyone or within[d])):
+            continue
+        v = values[d]
+        if np.isnan(v):
+            if not has_missing:
+                return False
+            v = missing
+        if v < 0:
+            return False
+        c = np.float32(np.float64(score[d]) * v)
+        if not c >= 0:
+            return False
+        out[d] = c
+    return True
+
+
+def multiply_values(mask: np.ndarray, within: np.ndarray, score: np.ndarray, values: np.ndarray,
+                    missing: float | None) -> np.ndarray | None:
+    """The prior's function_score in one pass: for every document of `mask` (and `within`),
+    the float32 of score * value in double (Elasticsearch's field_value_factor with boost_mode
+    multiply: a float doc value read as a double, the product rounded to the float score),
+    a missing value taken as `missing`; 0 elsewhere. None when a value is missing without
+    `missing`, negative, or a product is not >= 0: those take the general path, which reports
+    them as Elasticsearch would."""
+    out = np.zeros(mask.size, np.float32)
+    ok = _multiply_values(out, readonly(mask, np.bool_), readonly(within, np.bool_), readonly(score, np.float32),
+                          readonly(values, np.float64), 0.0 if missing is None else float(missing),
+                          missing is not None)
+    return out if ok else None
+
+
 # --------------------------------------------------------------------------- term look-up
 @njit(types.uint64(_RO_U4_2D, types.int64), cache=True, nogil=True, inline="always")
 def _hash_row(strings, i):

@@ -178,3 +178,19 @@ def test_split_ranges_cover_the_documents_once(monkeypatch):
     monkeypatch.setattr(kernels, "SPLIT_MIN", 3)
     assert kernels.split(lambda lo, hi: (lo, hi), 10, 3, runs) == [(0, 3), (3, 6), (6, every)]
     assert kernels.split(lambda lo, hi: (lo, hi), 10, 1, runs) == [(0, every)]
+
+
+def test_multiply_values_is_the_double_product_rounded_once():
+    """The prior's function_score: float32(double(score) * value) where the mask and `within`
+    hold, 0 elsewhere; a missing value is `missing`; None (the general path) when a value is
+    missing without `missing` or negative."""
+    mask = np.array([True, True, True, False, True])
+    within = np.array([True, True, True, True, False])
+    score = np.array([0.1, 3.0, 0.7, 5.0, 2.0], np.float32)
+    values = np.array([0.3, np.nan, 1e-8, 2.0, -1.0])
+    got = kernels.multiply_values(mask, within, score, values, missing=1.5)
+    expected = [np.float32(np.float64(np.float32(0.1)) * 0.3), np.float32(4.5),
+                np.float32(np.float64(np.float32(0.7)) * 1e-8), 0, 0]
+    assert got is not None and got.dtype == np.float32 and got.tolist() == [float(x) for x in expected]
+    assert kernels.multiply_values(mask, within, score, values, missing=None) is None  # absent, no missing
+    assert kernels.multiply_values(mask, kernels.ALL, score, values, missing=1.5) is None  # -1.0 now within
