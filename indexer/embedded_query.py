@@ -405,6 +405,8 @@ class Evaluator:
         """While a bool's scoring clauses run: the documents its (and its parents') filter and
         must_not clauses let through. A function_score computes its function for those only:
         the others are excluded above it, so their scores never count (nor fail)."""
+        self._selective = False
+        """Whether `_within` leaves out at least half the documents (the kernels check it then)."""
 
     # ------------------------------------------------------------------ entry points
     def run(self, query: Any, path: str = "query") -> tuple[np.ndarray, np.ndarray]:
@@ -511,7 +513,7 @@ class Evaluator:
         positive = True
         # the documents outside the filters of the bools around (`_within`) are left out of
         # the sums: those bools exclude them, so their scores and counts never count
-        within = kernels.ALL if self._within is None else self._within
+        within = kernels.ALL if self._within is None or not self._selective else self._within
         by_field: dict[str, list[tuple[str, np.float32]]] = {}
         for field, value, boost in terms:
             by_field.setdefault(field, []).append((value, boost))
@@ -945,13 +947,17 @@ class Evaluator:
                 continue
             m = ~self.eval(q, f"{path}.must_not[{i}]", ONE, scoring=False).mask
             mask = m if mask is None else np.logical_and(mask, m, out=mask)
-        outer_within = self._within
+        outer_within, outer_selective = self._within, self._selective
         if scoring and mask is not None:
             self._within = mask if outer_within is None else mask & outer_within
+            # a filter that keeps most documents (the history's must_not ids) saves the
+            # kernels less than checking it costs: they then score every document, and the
+            # excluded ones' sums go unread (this bool's mask already leaves them out)
+            self._selective = 2 * int(np.count_nonzero(self._within)) < n
         try:
             mask, total = self._scored_clauses(path, boost, scoring, must, should, msm, mask)
         finally:
-            self._within = outer_within
+            self._within, self._selective = outer_within, outer_selective
         if mask is None:
             mask = np.ones(n, bool)
         if not scoring:

@@ -195,9 +195,27 @@ def _add_feature_codes(sums, counts, docs, codes, table, starts, ends, offset, w
     count = counts.size > 0
     everyone = within.size == 0
     positive = True
+    scored = np.empty(table.size, np.float64)
     for i in range(starts.size):
         w = np.float64(weights[i])
         a, b = _cut(docs, starts[i], ends[i], offset, lo, hi)
+        if b - a > 4 * table.size and not count:
+            # a long run: its clause's score of every code first (the same float32 products),
+            # then one table read and one add per posting (a third less time a posting)
+            for c in range(table.size):
+                s = np.float32(np.float64(table[c]) * w)
+                if not s > 0:  # (some code may be unused here: "not positive" only costs a pass)
+                    positive = False
+                scored[c] = np.float64(s)
+            if everyone:
+                for p in range(a, b):
+                    sums[docs[p] + offset] += scored[codes[p]]
+            else:
+                for p in range(a, b):
+                    d = docs[p] + offset
+                    if within[d]:
+                        sums[d] += scored[codes[p]]
+            continue
         for p in range(a, b):
             d = docs[p] + offset
             if not (everyone or within[d]):

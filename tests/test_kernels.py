@@ -194,3 +194,29 @@ def test_multiply_values_is_the_double_product_rounded_once():
     assert got is not None and got.dtype == np.float32 and got.tolist() == [float(x) for x in expected]
     assert kernels.multiply_values(mask, within, score, values, missing=None) is None  # absent, no missing
     assert kernels.multiply_values(mask, kernels.ALL, score, values, missing=1.5) is None  # -1.0 now within
+
+
+@pytest.mark.parametrize("filtered", [False, True])
+def test_long_coded_runs_score_each_code_once_with_the_same_bits(filtered):
+    """A run much longer than its value table takes each code's score from a table made for
+    the run: the sums are the per-posting products' bits, added in run order."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    lists = [np.sort(rng.choice(n, k, replace=False)) for k in (2500, 40, 1800)]  # long, short, long
+    lengths = np.array([len(x) for x in lists])
+    ends = np.cumsum(lengths)
+    docs = np.concatenate(lists).astype(np.int32)
+    table = np.log(1 + rng.lognormal(0, 6, 20))  # float64: the log function's values
+    codes = rng.integers(0, table.size, docs.size).astype(np.uint16)
+    weights = np.array([0.98, 1.7, 0.3], np.float32)
+    within = rng.random(n) < 0.6 if filtered else kernels.ALL
+    sums = np.zeros(n)
+    assert kernels.add_feature_runs(sums, NO_COUNTS, Runs(docs, table, ends - lengths, ends, 0, codes=codes),
+                                    weights, within)
+    expected = np.zeros(n)
+    for i, d in enumerate(lists):
+        c = codes[ends[i] - lengths[i]:ends[i]]
+        s = (table[c] * np.float64(weights[i])).astype(np.float32).astype(np.float64)
+        keep = within[d] if filtered else np.ones(d.size, bool)
+        expected[d[keep]] += s[keep]
+    assert sums.tobytes() == expected.tobytes()
