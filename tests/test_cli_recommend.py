@@ -104,7 +104,7 @@ def test_table_columns_are_aligned(env):
     assert [c[1] for c in cells] == ["i2", "i1", "i4", "b", "i3"] and cells[0][2] != cells[2][2] == "0"
     # Items of 1 and 2 characters, scores of 1 and 8: each column still starts (text) or
     # ends (numbers) at one place.
-    assert len({line.index(c[1]) for line, c in zip(lines, cells)}) == 1
+    assert len({line.index(c[1]) for line, c in zip(lines, cells, strict=True)}) == 1
     assert len({line.index("  (") for line in lines}) == 1  # the scores' right edge
     assert len({line.rindex(line.split()[-1]) for line in lines}) == 1  # the shown category
 
