@@ -18,19 +18,17 @@ import org.elasticsearch.node.Node;
  */
 public final class ElasticsearchNode {
     public static void main(String[] args) throws Exception {
-        Path home = NodeLauncher.home(args[0], "plugins");
-        Path modules = home.resolve("modules");
+        Settings.Builder builder = Settings.builder();
+        NodeLauncher.prepare(args[0], args[1], "0", "plugins").forEach(builder::put);
+        Settings settings = builder.build();
+        Path modules = Path.of(settings.get("path.home"), "modules");
         if (!Files.exists(modules)) {
             Files.createSymbolicLink(modules, Path.of(args[2]).toAbsolutePath());
         }
-        Settings.Builder builder = Settings.builder();
-        NodeLauncher.settings(home, args[1], "0").forEach(builder::put);
-        Settings settings = builder.build();
         // What the distribution's bootstrap does first: the server's own logging facade.
         LogConfigurator.configureESLogging();
         LogConfigurator.configureWithoutConfig(settings);
         Node node = new Node(InternalSettingsPreparer.prepareEnvironment(settings, Collections.emptyMap(), null, () -> "cooccur-test"));
-        node.start();
-        NodeLauncher.runUntilKilled(node);
+        NodeLauncher.runUntilKilled(node.start());
     }
 }

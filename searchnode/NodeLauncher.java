@@ -14,19 +14,19 @@ final class NodeLauncher {
     private NodeLauncher() {
     }
 
-    /** HOME_DIR as an absolute path, with data/, logs/ and the `more` directories in it. */
-    static Path home(String dir, String... more) throws IOException {
+    /**
+     * Make HOME_DIR (absolute) with data/, logs/ and the `more` directories in it; return the
+     * settings every test node has: a single-node cluster on loopback, paths under HOME_DIR,
+     * HTTP at `httpPort`, netty4, no disk watermarks.
+     */
+    static Map<String, String> prepare(String dir, String httpPort, String transportPort, String... more)
+            throws IOException {
         Path home = Path.of(dir).toAbsolutePath();
         Files.createDirectories(home.resolve("data"));
         Files.createDirectories(home.resolve("logs"));
         for (String d : more) {
             Files.createDirectories(home.resolve(d));
         }
-        return home;
-    }
-
-    /** A single-node cluster on loopback, data and logs under `home`, HTTP at `httpPort`. */
-    static Map<String, String> settings(Path home, String httpPort, String transportPort) {
         Map<String, String> s = new LinkedHashMap<>();
         s.put("path.home", home.toString());
         s.put("path.data", home.resolve("data").toString());
@@ -45,8 +45,8 @@ final class NodeLauncher {
     }
 
     /**
-     * Close the started node when the JVM is stopped, print "started" (what
-     * tests/search_nodes.py's log shows once the node runs) and wait until killed.
+     * Close the started node when the JVM is stopped, print "started" (the handshake line
+     * of the node's log) and wait until killed.
      */
     static void runUntilKilled(AutoCloseable node) throws InterruptedException {
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {

@@ -1,4 +1,3 @@
-import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
@@ -34,11 +33,8 @@ public final class OpenSearch3Node extends Node {
     }
 
     public static void main(String[] args) throws Exception {
-        Path home = NodeLauncher.home(args[0]);
         Settings.Builder settings = Settings.builder();
-        NodeLauncher.settings(home, args[1], args.length > 2 ? args[2] : "0").forEach(settings::put);
-        Node node = new OpenSearch3Node(settings.build());
-        node.start();
-        NodeLauncher.runUntilKilled(node);
+        NodeLauncher.prepare(args[0], args[1], args.length > 2 ? args[2] : "0").forEach(settings::put);
+        NodeLauncher.runUntilKilled(new OpenSearch3Node(settings.build()).start());
     }
 }

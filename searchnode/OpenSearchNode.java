@@ -1,4 +1,3 @@
-import java.nio.file.Path;
 import java.util.Collections;
 import java.util.List;
 
@@ -27,11 +26,8 @@ public final class OpenSearchNode extends Node {
     }
 
     public static void main(String[] args) throws Exception {
-        Path home = NodeLauncher.home(args[0]);
         Settings.Builder settings = Settings.builder();
-        NodeLauncher.settings(home, args[1], args.length > 2 ? args[2] : "0").forEach(settings::put);
-        Node node = new OpenSearchNode(settings.build());
-        node.start();
-        NodeLauncher.runUntilKilled(node);
+        NodeLauncher.prepare(args[0], args[1], args.length > 2 ? args[2] : "0").forEach(settings::put);
+        NodeLauncher.runUntilKilled(new OpenSearchNode(settings.build()).start());
     }
 }
