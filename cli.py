@@ -653,9 +653,13 @@ def _print_recommendations(response, out_format: str, show: tuple[str, ...], doc
         for rank, s in enumerate(response.item_scores, 1):
             writer.writerow([rank, s.item, f"{s.score:.6g}", source(s), *map(text, props(s.item).values())])
     else:
-        for rank, s in enumerate(response.item_scores, 1):
-            shown = "".join(f"  {text(v)}" for v in props(s.item).values())
-            click.echo(f"{rank:>3}  {s.item}  {s.score:.6g}  ({source(s)}){shown}")
+        rows = [[f"{rank:>3}", s.item, f"{s.score:.6g}", f"({source(s)})", *map(text, props(s.item).values())]
+                for rank, s in enumerate(response.item_scores, 1)]
+        widths = [max(map(len, column)) for column in zip(*rows, strict=True)]
+        for row, s in zip(rows, response.item_scores, strict=True):
+            # Columns aligned: numbers (rank, score) to the right, text to the left.
+            click.echo("  ".join(c.rjust(w) if i in (0, 2) else c.ljust(w)
+                                 for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip())
             if s.explain:
                 click.echo(f"       {json.dumps(s.explain)}")
 
@@ -711,16 +715,16 @@ def events_import_cmd(ctx, file, rejects, stdin_format, mapping_path, backend, d
             report = mapped
         else:
             report = import_events(rec.events, file, rejects=rejects, check=rec.check_events)
-            click.echo(f"imported {report.events} events in {report.seconds:.2f} s "
+            click.echo(f"imported {report.events:,} events in {report.seconds:.2f} s "
                        f"({report.rate:,.0f} events/s) into {events.path}")
     if report.item_changes and not _has_index(rec):
-        click.echo(f"{len(report.item_changes)} item changes stored (no index yet: `cooccur train "
+        click.echo(f"{len(report.item_changes):,} item changes stored (no index yet: `cooccur train "
                    "--from-store` and `cooccur index` use them)")
     elif report.item_changes:
         applied = rec.apply_item_changes(report.item_changes)
-        click.echo(f"{len(report.item_changes)} item changes, {applied} documents updated in the current index")
+        click.echo(f"{len(report.item_changes):,} item changes, {applied:,} documents updated in the current index")
     if report.rejected:
-        click.echo(f"{report.rejected} bad rows written to {rejects}", err=True)
+        click.echo(f"{report.rejected:,} bad rows written to {rejects}", err=True)
 
 
 def _has_index(rec) -> bool:

@@ -23,6 +23,7 @@ import csv
 import json
 import math
 import re
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -153,14 +154,8 @@ def parse_event(obj: Any, where: str = "", *, now_ms: int) -> Event:
     """Validate one PredictionIO event object (raises `InvalidEvent` naming the field).
     `now_ms` is the time of an event without eventTime."""
     at = f"{where}." if where else ""
-    if not isinstance(obj, dict):
-        raise InvalidEvent(where or "(body)", "an event must be a JSON object")
-    unknown = sorted(set(obj) - EVENT_KEYS)
-    if unknown:
-        raise InvalidEvent(f"{at}{key_name(unknown[0])}", "unknown field of a PredictionIO event")
-    for key in ("event", "entityType", "entityId"):
-        if key not in obj:
-            raise InvalidEvent(f"{at}{key}", "is required")
+    check_object(obj, where, EVENT_KEYS, ("event", "entityType", "entityId"),
+                 not_object="an event must be a JSON object", unknown="unknown field of a PredictionIO event")
     name = check_id(obj["event"], f"{at}event")
     entity_type = check_id(obj["entityType"], f"{at}entityType")
     entity_id = check_id(obj["entityId"], f"{at}entityId")
@@ -179,6 +174,33 @@ def parse_event(obj: Any, where: str = "", *, now_ms: int) -> Event:
     if obj.get("properties") is not None and not isinstance(obj["properties"], dict):
         raise InvalidEvent(f"{at}properties", "must be an object")
     return Event(name, entity_type, entity_id, when, "item", target)
+
+
+def check_object(
+    obj: Any,
+    where: str,
+    known: Collection[str],
+    required: Iterable[str],
+    *,
+    not_object: str,
+    unknown: str,
+    error: Callable[[str, str], Exception] = InvalidEvent,
+) -> dict[str, Any]:
+    """`obj` when it is a dict of `known` keys only, holding every `required` key; otherwise
+    raises `error(field, problem)` for the first wrong key (an unknown one before a missing
+    one). `where` is the object's JSON path ("" at the top: the error then names "(body)");
+    `not_object` and `unknown` are the problems to report. Shared with the query side's
+    request objects (error=BadRequest)."""
+    at = f"{where}." if where else ""
+    if not isinstance(obj, dict):
+        raise error(where or "(body)", not_object)
+    extra = sorted(set(obj) - set(known))
+    if extra:
+        raise error(f"{at}{key_name(extra[0])}", unknown)
+    for key in required:
+        if key not in obj:
+            raise error(f"{at}{key}", "is required")
+    return obj
 
 
 def _item_event(obj: dict, name: str, entity_type: str, entity_id: str, when: int, at: str) -> Event:

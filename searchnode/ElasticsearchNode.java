@@ -18,42 +18,17 @@ import org.elasticsearch.node.Node;
  */
 public final class ElasticsearchNode {
     public static void main(String[] args) throws Exception {
-        Path home = Path.of(args[0]).toAbsolutePath();
-        Files.createDirectories(home.resolve("data"));
-        Files.createDirectories(home.resolve("logs"));
-        Files.createDirectories(home.resolve("plugins"));
-        Path modules = home.resolve("modules");
+        Settings.Builder builder = Settings.builder();
+        NodeLauncher.prepare(args[0], args[1], "0", "plugins").forEach(builder::put);
+        Settings settings = builder.build();
+        Path modules = Path.of(settings.get("path.home"), "modules");
         if (!Files.exists(modules)) {
             Files.createSymbolicLink(modules, Path.of(args[2]).toAbsolutePath());
         }
-        Settings settings = Settings.builder()
-            .put("path.home", home.toString())
-            .put("path.data", home.resolve("data").toString())
-            .put("path.logs", home.resolve("logs").toString())
-            .put("cluster.name", "cooccur-test")
-            .put("node.name", "cooccur-test")
-            .put("discovery.type", "single-node")
-            .put("network.host", "127.0.0.1")
-            .put("http.port", args[1])
-            .put("transport.port", "0")
-            .put("http.type", "netty4")
-            .put("transport.type", "netty4")
-            .put("cluster.routing.allocation.disk.threshold_enabled", false)
-            .build();
         // What the distribution's bootstrap does first: the server's own logging facade.
         LogConfigurator.configureESLogging();
         LogConfigurator.configureWithoutConfig(settings);
         Node node = new Node(InternalSettingsPreparer.prepareEnvironment(settings, Collections.emptyMap(), null, () -> "cooccur-test"));
-        node.start();
-        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
-            try {
-                node.close();
-            } catch (Exception e) {
-                // exiting anyway
-            }
-        }));
-        System.out.println("started");
-        System.out.flush();
-        Thread.currentThread().join();
+        NodeLauncher.runUntilKilled(node.start());
     }
 }

@@ -1,5 +1,3 @@
-import java.nio.file.Files;
-import java.nio.file.Path;
 import java.util.Collections;
 import java.util.List;
 
@@ -28,35 +26,8 @@ public final class OpenSearchNode extends Node {
     }
 
     public static void main(String[] args) throws Exception {
-        Path home = Path.of(args[0]).toAbsolutePath();
-        Files.createDirectories(home.resolve("data"));
-        Files.createDirectories(home.resolve("logs"));
-        Settings settings = Settings.builder()
-            .put("path.home", home.toString())
-            .put("path.data", home.resolve("data").toString())
-            .put("path.logs", home.resolve("logs").toString())
-            .put("cluster.name", "cooccur-test")
-            .put("node.name", "cooccur-test")
-            .put("discovery.type", "single-node")
-            .put("network.host", "127.0.0.1")
-            .put("http.port", args[1])
-            .put("transport.port", args.length > 2 ? args[2] : "0")
-            .put("http.type", "netty4")
-            .put("transport.type", "netty4")
-            // A test node: no disk watermarks (CI disks may be fuller than 85%).
-            .put("cluster.routing.allocation.disk.threshold_enabled", false)
-            .build();
-        Node node = new OpenSearchNode(settings);
-        node.start();
-        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
-            try {
-                node.close();
-            } catch (Exception e) {
-                // exiting anyway
-            }
-        }));
-        System.out.println("started");
-        System.out.flush();
-        Thread.currentThread().join();
+        Settings.Builder settings = Settings.builder();
+        NodeLauncher.prepare(args[0], args[1], args.length > 2 ? args[2] : "0").forEach(settings::put);
+        NodeLauncher.runUntilKilled(new OpenSearchNode(settings.build()).start());
     }
 }

@@ -29,9 +29,11 @@ build() {  # product, launcher class
     fi
     touch "$out/.resolved"
   fi
-  if [ ! -f "$out/classes/$main.class" ] || [ "$main.java" -nt "$out/classes/$main.class" ]; then
+  # NodeLauncher.java: the launchers' shared plain-Java part, compiled beside each.
+  if [ ! -f "$out/classes/$main.class" ] || [ "$main.java" -nt "$out/classes/$main.class" ] \
+     || [ NodeLauncher.java -nt "$out/classes/$main.class" ]; then
     mkdir -p "$out/classes"
-    "${JAVA_HOME_FOR:+$JAVA_HOME_FOR/bin/}javac" -d "$out/classes" -cp "$out/lib/*" "$main.java"
+    "${JAVA_HOME_FOR:+$JAVA_HOME_FOR/bin/}javac" -d "$out/classes" -cp "$out/lib/*" "$main.java" NodeLauncher.java
   fi
 }
 

@@ -1,7 +1,6 @@
-"""The live-server checks shared by tests/test_opensearch_live.py and
-tests/test_elasticsearch_live.py: one function per behaviour, called with a backend on its
-own alias of a real node (tests/search_nodes.py) and the embedded backend where they are
-compared.
+"""The live-server checks of tests/test_search_live.py, run against OpenSearch and
+Elasticsearch: one function per behaviour, called with a backend on its own alias of a real
+node (tests/search_nodes.py) and the embedded backend where they are compared.
 
 Parity: documents and the query bodies query/builder.py emits (personal `term` and
 `rank_feature` clauses, the prior's function_score, rule boosts, filters, part filters,

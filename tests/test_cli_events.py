@@ -56,6 +56,16 @@ def test_import_rejects(tmp_path):
     assert (tmp_path / "bad.tsv").read_text().startswith("3\tevent:")
 
 
+def test_counts_have_thousands_separators(tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text("user,event,item,time\n" + "".join(f"u{k % 7},view,i{k},2025-01-01\n" for k in range(1200))
+                   + "u,,b,2025-01-01\n" * 1001)
+    result = CliRunner().invoke(main, ["events", "import", str(src), "--events", str(tmp_path / "e.db"),
+                                       "--rejects", str(tmp_path / "bad.tsv"), "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "imported 1,200 events" in result.stdout and "1,001 bad rows written" in result.stderr
+
+
 def test_prune_needs_retention(tmp_path):
     result = CliRunner().invoke(main, ["events", "prune", "--data-dir", str(tmp_path)])
     assert result.exit_code == 0 and "nothing to prune" in result.output

@@ -96,6 +96,19 @@ def test_formats_and_shown_properties(env):
     assert result.stderr == ""  # nothing on stderr for a user with history (the version only with -v)
 
 
+def test_table_columns_are_aligned(env):
+    result = run(env, "--history-json", '{"purchase": ["a"]}', "--num", "5", "--show", "category")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    cells = [line.split("  (")[0].split() for line in lines]  # rank, item, score
+    assert [c[1] for c in cells] == ["i2", "i1", "i4", "b", "i3"] and cells[0][2] != cells[2][2] == "0"
+    # Items of 1 and 2 characters, scores of 1 and 8: each column still starts (text) or
+    # ends (numbers) at one place.
+    assert len({line.index(c[1]) for line, c in zip(lines, cells, strict=True)}) == 1
+    assert len({line.index("  (") for line in lines}) == 1  # the scores' right edge
+    assert len({line.rindex(line.split()[-1]) for line in lines}) == 1  # the shown category
+
+
 def test_user_without_history_is_told_the_results_are_backfill(env):
     result = run(env, "--user", "stranger", "--num", "2")
     assert result.exit_code == 0, result.output

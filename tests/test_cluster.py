@@ -36,8 +36,12 @@ def config_text(master: str) -> str:
     """test_update's settings as a config file, on the given master."""
     lines = ["[train]", f'primary = "{SETTINGS["primary"]}"', f'spark_master = "{master}"']
     lines += [f"{k} = {SETTINGS[k]}" for k in ("max_interactions_per_user", "max_users_per_item", "seed")]
-    # Executors of 512 MB: two of them fit the two 1 GB workers with room to spare.
-    lines += ['spark_options = {"spark.executor.memory" = "512m", "spark.sql.shuffle.partitions" = "4"}']
+    # Executors of 512 MB: two of them fit the two 1 GB workers with room to spare. For tiny
+    # jobs: a shuffle partition per executor core; no locality wait (a task on a persisted
+    # partition would wait up to 3 s, spark.locality.wait, for the one core that holds it);
+    # no driver UI (local sessions have none either). None of them changes a result.
+    lines += ['spark_options = {"spark.executor.memory" = "512m", "spark.sql.shuffle.partitions" = "2", '
+              '"spark.locality.wait" = "0s", "spark.ui.enabled" = "false"}']
     for ind in SETTINGS["indicators"]:
         lines += ["[[train.indicators]]", f'name = "{ind.name}"', f"max_correlators = {ind.max_correlators}"]
         if ind.min_llr is not None:
@@ -120,7 +124,9 @@ def test_update_from_files_and_from_the_store_on_the_cluster_equals_local(spark,
     update(spark, d / "local", [runs["new"]], d / "local-1")
     assert comparable(f"file://{d / 'cluster-1'}") == comparable(d / "local-1")
     # From the store: the events imported, then folded into the cluster's model in place.
-    ok(cooccur(config, "events", "import", runs["stored"]))
+    # Storing events runs no Spark: in this process.
+    imported = CliRunner().invoke(__import__("cli").main, ["-c", str(config), "events", "import", runs["stored"]])
+    assert imported.exit_code == 0, imported.output
     ok(cooccur(config, "update", f"file://{d / 'cluster-1'}", "--from-store"))
     update(spark, d / "local-1", [runs["stored"]], d / "local-2")
     got, want = comparable(f"file://{d / 'cluster-1'}"), comparable(d / "local-2")

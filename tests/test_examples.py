@@ -60,6 +60,12 @@ def test_the_bundled_sample_is_the_cut_of_movielens(tmp_path):
 @pytest.mark.spark
 @pytest.mark.slow  # a Spark job per evaluate, tune variant and train
 def test_movielens_example_end_to_end(spark, tmp_path, monkeypatch):
+    from evaluation import tuning
+
+    # `tune` searches a grid of two settings here, one of them retraining (the full grid's
+    # search is tests/test_tuning.py's): two trainings instead of six, the same commands.
+    monkeypatch.setattr(tuning, "GRID", {"scoring": ("terms", "weights:log"), "min_llr": (0.0, 10.0)})
+    monkeypatch.setattr(tuning, "BOOSTS", (0.0, 1.0))
     work = tmp_path / "out"
     work.mkdir()
     monkeypatch.chdir(work)

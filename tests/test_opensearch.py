@@ -1,6 +1,6 @@
 """indexer/opensearch.py without a server: opensearch-py's pluggable `connection_class`
 records every request and answers from a script of (method, path regex, (status, body)).
-The live node's tests are tests/test_opensearch_live.py; the code both products share is
+The live node's tests are tests/test_search_live.py; the code both products share is
 tested through the Elasticsearch client in tests/test_elasticsearch.py."""
 
 from __future__ import annotations

@@ -48,6 +48,36 @@ def test_an_event_is_valid_or_rejected_with_a_field_never_an_exception(obj):
     assert again == e
 
 
+@pytest.mark.parametrize(("obj", "where", "field", "problem"), [
+    ([1], "", "(body)", "an event must be a JSON object"),
+    ("x", "events[2]", "events[2]", "an event must be a JSON object"),
+    ({"event": "buy", "zz": 1, "aa": 2}, "", "aa", "unknown field of a PredictionIO event"),
+    ({"event": "buy", " ": 1}, "e", "e.' '", "unknown field of a PredictionIO event"),
+    ({"event": "buy", "entityId": "u"}, "e", "e.entityType", "is required"),
+])
+def test_an_event_of_the_wrong_shape_names_the_key(obj, where, field, problem):
+    with pytest.raises(InvalidEvent) as bad:
+        parse_event(obj, where, now_ms=0)
+    assert (bad.value.field, bad.value.problem) == (field, problem)
+
+
+def test_check_object_raises_the_callers_error():
+    class Bad(Exception):
+        def __init__(self, field: str, problem: str) -> None:
+            super().__init__(field, problem)
+
+    def check(obj):
+        return validate.check_object(obj, "rules[0]", {"name", "bias"}, ("name",), not_object="not an object",
+                                     unknown="unknown key", error=Bad)
+
+    assert check({"name": "a"}) == {"name": "a"}
+    for obj, args in ((None, ("rules[0]", "not an object")), ({"bias": 1}, ("rules[0].name", "is required")),
+                      ({"x": 1}, ("rules[0].x", "unknown key"))):  # unknown before missing
+        with pytest.raises(Bad) as bad:
+            check(obj)
+        assert bad.value.args == args
+
+
 @SETTINGS
 @given(json_values)
 def test_the_request_parser_takes_any_json(obj):
