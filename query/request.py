@@ -171,6 +171,9 @@ def _bool(value: Any, where: str) -> bool:
     return value
 
 
+_RULE_KEYS = ("name", "values", "bias")
+
+
 def parse_rules(value: Any, where: str = "fields") -> list[Rule]:
     """`fields` of a request (or `rules` of the config): [{name, values, bias}]."""
     if not isinstance(value, list):
@@ -178,14 +181,8 @@ def parse_rules(value: Any, where: str = "fields") -> list[Rule]:
     rules = []
     for i, raw in enumerate(value):
         at = f"{where}[{i}]"
-        if not isinstance(raw, dict):
-            raise BadRequest(at, "must be an object {name, values, bias}")
-        unknown = sorted(set(raw) - {"name", "values", "bias"})
-        if unknown:
-            raise BadRequest(f"{at}.{validate.key_name(unknown[0])}", "unknown key (expected name, values, bias)")
-        for key in ("name", "values", "bias"):
-            if key not in raw:
-                raise BadRequest(f"{at}.{key}", "is required")
+        validate.check_object(raw, at, _RULE_KEYS, _RULE_KEYS, not_object="must be an object {name, values, bias}",
+                              unknown="unknown key (expected name, values, bias)", error=BadRequest)
         name = item_id(raw["name"], f"{at}.name")
         values = id_list(raw["values"], f"{at}.values", allow_empty=False)
         rules.append(Rule(name, values, _bias(raw["bias"], f"{at}.bias")))
@@ -202,11 +199,8 @@ def parse_query(obj: Any, *, max_num: int = 1000) -> QueryRequest:
     """Validate a JSON query object into a `QueryRequest` (raises `BadRequest`).
 
     Every field is optional: `{}` asks for popular items (backfill only), as in the UR."""
-    if not isinstance(obj, dict):
-        raise BadRequest("(body)", "must be a JSON object")
-    unknown = sorted(set(obj) - KNOWN_KEYS)
-    if unknown:
-        raise BadRequest(validate.key_name(unknown[0]), "unknown field (see docs/api.md for the request fields)")
+    validate.check_object(obj, "", KNOWN_KEYS, (), not_object="must be a JSON object",
+                          unknown="unknown field (see docs/api.md for the request fields)", error=BadRequest)
     args: dict[str, Any] = {}
     if obj.get("user") is not None:
         args["user"] = item_id(obj["user"], "user")
@@ -223,15 +217,9 @@ def parse_query(obj: Any, *, max_num: int = 1000) -> QueryRequest:
             args["rules"] = tuple(parse_rules(obj[key], key))
             args["rules_key"] = key
     if obj.get("dateRange") is not None:
-        dr = obj["dateRange"]
-        if not isinstance(dr, dict):
-            raise BadRequest("dateRange", "must be an object {name, before, after}")
-        unknown = sorted(set(dr) - {"name", "before", "after"})
-        if unknown:
-            raise BadRequest(f"dateRange.{validate.key_name(unknown[0])}",
-                             "unknown key (expected name, before, after)")
-        if "name" not in dr:
-            raise BadRequest("dateRange.name", "is required")
+        dr = validate.check_object(obj["dateRange"], "dateRange", ("name", "before", "after"), ("name",),
+                                   not_object="must be an object {name, before, after}",
+                                   unknown="unknown key (expected name, before, after)", error=BadRequest)
         before = normalize_date(dr["before"], "dateRange.before") if dr.get("before") is not None else None
         after = normalize_date(dr["after"], "dateRange.after") if dr.get("after") is not None else None
         if before is None and after is None:
