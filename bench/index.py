@@ -51,9 +51,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BASELINE = "9683efa"
-"""main before the compiled kernels and the columnar indexing (the numpy evaluator of issue
-14's first round; documents indexed one by one)."""
+BASELINE = "6c73041"
+"""main before issue 14's fourth round (format-2 versions, threads by document range, the
+per-run code tables); the earlier rounds' baseline was 9683efa (the numpy evaluator)."""
 FIELDS = (("purchase", 1.0), ("view", 0.5))
 SETTINGS = {
     "default": {},

@@ -66,8 +66,9 @@ from indexer.embedded import EmbeddedBackend  # noqa: E402
 from query.eventstore import Event, EventStore  # noqa: E402
 
 USERS = 5000
-BASELINE = "9683efa"
-"""main before the compiled kernels (issue 14's first round: numpy evaluator, gunicorn workers)."""
+BASELINE = "6c73041"
+"""main before issue 14's fourth round (connections spread over the workers, the one-statement
+history, the per-run code tables); the earlier rounds' baseline was 9683efa."""
 SETTINGS = {
     "default": "",
     "former": 'scoring = "terms"\npopularity_prior = false\n',

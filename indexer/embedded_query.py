@@ -179,9 +179,6 @@ class SourceFilter:
             return False
         return not any(fnmatch.fnmatchcase(field, p) for p in self.excludes)
 
-    def apply(self, doc: dict) -> dict:
-        return {k: v for k, v in doc.items() if self.keeps(k)}
-
 
 @dataclass(frozen=True)
 class ParsedBody:
