@@ -61,8 +61,8 @@ SETTINGS = {
 }
 HISTORIES = (10, 500)
 BATCH = 10
-ONE_THREAD = "after, 1 thread"
-"""The row of this checkout with [index] search_threads = 1 (a `cooccur serve` worker's)."""
+ALL_CORES = "after, threads = cores"
+"""The row of this checkout with [index] search_threads = 0 (auto: every core for one search)."""
 """Queries per turn before the parent switches to the other code version."""
 
 
@@ -231,7 +231,7 @@ def child(code: str, product: str | None = None, url: str | None = None) -> None
                 backend = server_backend(product, url, f"bench_index_{os.getpid()}")
             else:
                 # `threads` ([index] search_threads) only for this checkout's rows: older code lacks it
-                threads = {"search_threads": cmd["threads"]} if cmd.get("threads") else {}
+                threads = {"search_threads": cmd["threads"]} if cmd.get("threads") is not None else {}
                 backend = EmbeddedBackend(Path(tmp.name) / str(cmd["run"]), "items", keep_versions=1, **threads)
             started = time.perf_counter()
             backend.create_version(schema, iter_documents(model, schema))
@@ -363,10 +363,11 @@ def grouped(stats: dict, groups: dict[str, tuple[str, ...]], runs: int) -> dict[
 
 
 class Child:
-    def __init__(self, label: str, code: str, server: tuple[str, str] | None = None, threads: int = 0) -> None:
+    def __init__(self, label: str, code: str, server: tuple[str, str] | None = None,
+                 threads: int | None = None) -> None:
         self.label = label
         self.threads = threads
-        """[index] search_threads of its backend (0: the default)."""
+        """[index] search_threads of its backend (None: the code's default)."""
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--child", code, *(server or ())], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, text=True, cwd=code,
@@ -436,9 +437,9 @@ def run(sizes: list[int], n_queries: int, baseline: str | None, index_repeats: i
         codes = [("after", str(ROOT))]
         if baseline:
             codes.insert(0, ("before", extract(baseline, Path(tmp))))
-        # the default search_threads (auto) uses every core for one search: the same code
-        # with one thread beside it shows what that adds (and what a serve worker gets)
-        one_thread = (os.cpu_count() or 1) > 1
+        # the default search_threads is 1: the same code with every core for one search
+        # (search_threads = 0, auto) beside it shows what threads would add here
+        all_cores = (os.cpu_count() or 1) > 1
         for n in sizes:
             docs, _, _ = documents(n)
             postings = sum(len(d[f]) for d in docs for f, _ in FIELDS)
@@ -446,7 +447,7 @@ def run(sizes: list[int], n_queries: int, baseline: str | None, index_repeats: i
             write_model(docs, model_dir)
             del docs
             children = [Child(label, code) for label, code in codes]
-            children += [Child(ONE_THREAD, str(ROOT), threads=1)] if one_thread else []
+            children += [Child(ALL_CORES, str(ROOT), threads=0)] if all_cores else []
             children += [Child(product, str(ROOT), (product, s["url"])) for product, s in servers.items()]
             try:
                 for c in children:
@@ -490,9 +491,9 @@ def run(sizes: list[int], n_queries: int, baseline: str | None, index_repeats: i
                         if "before" in ms:
                             row["ratio_after_before"] = {
                                 k: round(row["after"][k] / row["before"][k], 3) for k in ("p50_ms", "p99_ms")}
-                        if ONE_THREAD in ms:
-                            row["ratio_one_thread_after"] = {
-                                k: round(row[ONE_THREAD][k] / row["after"][k], 3) for k in ("p50_ms", "p99_ms")}
+                        if ALL_CORES in ms:
+                            row["ratio_all_cores_after"] = {
+                                k: round(row[ALL_CORES][k] / row["after"][k], 3) for k in ("p50_ms", "p99_ms")}
                         if servers:
                             row["ratio_to_embedded"] = {p: {
                                 k: round(row[p][k] / row["after"][k], 2) for k in ("p50_ms", "p99_ms")}
@@ -545,10 +546,10 @@ def print_size(entry: dict) -> None:
     for product, same in entry.get("same_results_as_embedded", {}).items():
         print(f"{'':>7}  same hits and scores {product}/after: {same}")
     servers = list(entry.get("same_results_as_embedded", {}))
-    one = ONE_THREAD in entry["queries"][0]
+    one = ALL_CORES in entry["queries"][0]
     print(f"{'':>7}  {'settings':<8} {'history':>7}  {'before p50':>10} {'p99':>7}  "
           f"{'after p50':>10} {'p99':>7}  {'ratio p50':>9} {'p99':>6}"
-          + (f"  {'1 thread p50':>12} {'p99':>7}  {'x after p50':>11} {'p99':>6}" if one else "")
+          + (f"  {'cores p50':>12} {'p99':>7}  {'x after p50':>11} {'p99':>6}" if one else "")
           + "".join(f"  {p + ' p50':>15} {'p99':>8}  {'x after p50':>11} {'p99':>6}" for p in servers))
     for q in entry["queries"]:
         b, a = q.get("before"), q["after"]
@@ -557,8 +558,8 @@ def print_size(entry: dict) -> None:
               + (f"{b['p50_ms']:>8.2f}ms {b['p99_ms']:>5.2f}ms  " if b else f"{'':>10} {'':>7}  ")
               + f"{a['p50_ms']:>8.2f}ms {a['p99_ms']:>5.2f}ms  "
               + (f"{r['p50_ms']:>9.2f} {r['p99_ms']:>6.2f}" if r else f"{'':>9} {'':>6}" if servers or one else "")
-              + (f"  {q[ONE_THREAD]['p50_ms']:>10.2f}ms {q[ONE_THREAD]['p99_ms']:>5.2f}ms  "
-                 f"{q['ratio_one_thread_after']['p50_ms']:>11.2f} {q['ratio_one_thread_after']['p99_ms']:>6.2f}"
+              + (f"  {q[ALL_CORES]['p50_ms']:>10.2f}ms {q[ALL_CORES]['p99_ms']:>5.2f}ms  "
+                 f"{q['ratio_all_cores_after']['p50_ms']:>11.2f} {q['ratio_all_cores_after']['p99_ms']:>6.2f}"
                  if one else "")
               + "".join(f"  {q[p]['p50_ms']:>13.2f}ms {q[p]['p99_ms']:>6.2f}ms  "
                         f"{q['ratio_to_embedded'][p]['p50_ms']:>11.2f} {q['ratio_to_embedded'][p]['p99_ms']:>6.2f}"

@@ -3,15 +3,14 @@ this code against a baseline revision in one run; and the request path's profile
 
 For each catalogue size: build a synthetic index (Zipf-popular correlators with their LLR
 weights as `<indicator>_w` rank_features, popularity rankings, the `prior`), load user
-histories into the event store, and start four `cooccur serve` processes over the same
-index and store: {this code, `--baseline REV`} x {the shipped default scoring, the former
-figures' settings (scoring = "terms", popularity_prior = false)}, each with its own
-defaults for processes and threads (this code: one worker process per core; the baseline:
-one process, 8 threads). Keep-alive clients then drive the servers in turn, a few seconds
-at a time, round after round, so a shared, noisy machine slows all alike: 90% queries for
-known users (5 purchase + 5 view items), 10% event writes. Then, with the default scoring
-on this code, the same load while new index versions are switched in (errors must stay 0).
-The load average is recorded.
+histories into the event store, and start four `cooccur serve` processes over the same index
+and store: {this code, `--baseline REV`} x {the shipped default scoring, the former figures'
+settings (scoring = "terms", popularity_prior = false)}, each with its code's defaults for
+processes and threads (one worker process per core, one thread). Keep-alive clients then
+drive the servers in turn, a few seconds at a time, round after round, so a shared, noisy
+machine slows all alike: 90% queries for known users (5 purchase + 5 view items), 10% event
+writes. Then, with the default scoring on this code, the same load while new index versions
+are switched in (errors must stay 0). The load average is recorded.
 
 The load: `--clients` connections, each sending its next request when the last response is
 complete (a closed loop), requests pre-encoded. Since issue 14's second round it runs in a

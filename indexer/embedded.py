@@ -137,7 +137,7 @@ class EmbeddedBackend:
     """A versioned index of item documents in a local directory (the Backend protocol)."""
 
     def __init__(self, data_dir: str | os.PathLike, name: str = "items", keep_versions: int = 3,
-                 search_threads: int = 0) -> None:
+                 search_threads: int = 1) -> None:
         if keep_versions < 1:
             raise ValueError("keep_versions must be at least 1")
         if search_threads < 0:

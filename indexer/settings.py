@@ -70,11 +70,12 @@ class IndexSettings:
     """Embedded: the index's subdirectory; Elasticsearch / OpenSearch: the alias (indices are name_<time>)."""
     keep_versions: int = 3
     """Versions kept after a switch (the current one included); older ones are removed."""
-    search_threads: int = 0
+    search_threads: int = 1
     """Embedded: threads scoring one search's long posting lists, each a range of the
     documents (scores are the same with any number). 0 = auto: the cores shared by the
-    searches that run at once (`cooccur serve`: its processes x threads, so 1 with its
-    defaults; a library or CLI search: all cores)."""
+    searches that run at once (`cooccur serve`: its processes x threads; a library or CLI
+    search: all cores). The default is 1: on the 2-vCPU machine of bench/index.py two
+    threads made a history-500 search slower, not faster (docs/search.md, "Speed")."""
     date_fields: list[str] = field(default_factory=lambda: ["availableDate", "expireDate", "date"])
     """Item properties indexed as dates (all other properties are keyword arrays)."""
     prior_ranking: str = "popular"
