@@ -95,6 +95,24 @@ def documents(n_items: int, correlators: int, seed: int = 7):
         yield doc
 
 
+_INDEX_WITH = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from indexer.embedded import EmbeddedBackend
+sys.path.insert(1, sys.argv[2])
+from bench.serve import SCHEMA, documents
+EmbeddedBackend(Path(sys.argv[3])).create_version(SCHEMA, documents(int(sys.argv[4]), int(sys.argv[5])))
+"""
+
+
+def index_with(code: str, data_dir: Path, n_items: int, correlators: int) -> None:
+    """The same documents as `build`'s, indexed by the code under `code` (a baseline revision
+    may not read this code's version format)."""
+    subprocess.run([sys.executable, "-c", _INDEX_WITH, code, str(ROOT), str(data_dir), str(n_items),
+                    str(correlators)], check=True, cwd=code)
+
+
 def build(data_dir: Path, n_items: int, correlators: int, seed: int = 7) -> float:
     started = time.perf_counter()
     EmbeddedBackend(data_dir).create_version(SCHEMA, documents(n_items, correlators, seed))
@@ -334,11 +352,11 @@ class Load:
 
 
 class Server:
-    def __init__(self, label: str, code: str, cfg: Path, data: Path) -> None:
+    def __init__(self, label: str, code: str, cfg: Path, data: Path, events: Path) -> None:
         self.label = label
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(code) / "cli.py"), "-c", str(cfg), "serve", "--port", "0",
-             "--data-dir", str(data)],
+             "--data-dir", str(data), "--events", str(events)],
             stderr=subprocess.PIPE, text=True, cwd=code,
             env={**os.environ, "COOCCUR_TOKEN": "", "PYTHONPATH": code},
         )
@@ -388,12 +406,18 @@ def measure(args, baseline_code: str | None, search_servers: dict[str, dict]) ->
                     print(f"{n:>7} items indexed into {product} in {time.perf_counter() - started:.1f} s",
                           flush=True)
                 for label, code in codes:
+                    index_dir = data
+                    if label != "after":  # its own index, by its own code; the same event store
+                        index_dir = data / label
+                        index_with(code, index_dir, n, args.correlators)
                     for name in SETTINGS:
-                        servers[(label, name)] = Server(f"{label}/{name}", code, config(data, name), data)
+                        servers[(label, name)] = Server(f"{label}/{name}", code, config(data, name), index_dir,
+                                                        data / "events.db")
                 for product, backend in remote.items():
                     for name in SETTINGS:
                         cfg = config(data, name, (product, search_servers[product]["url"], backend.alias))
-                        servers[(product, name)] = Server(f"{product}/{name}", str(ROOT), cfg, data)
+                        servers[(product, name)] = Server(f"{product}/{name}", str(ROOT), cfg, data,
+                                                          data / "events.db")
                 loads = {key: Load() for key in servers}
                 order = list(servers)
                 for key in order:  # warm-up: first queries map the version, compute cached arrays
