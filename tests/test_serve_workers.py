@@ -105,19 +105,25 @@ def test_two_workers_see_a_switch_and_a_live_event(tmp_path):
         proc.stderr.close()
 
 
+def _serve_two_workers(data_dir) -> tuple[subprocess.Popen, int]:
+    """`cooccur serve --workers 2` over `data_dir`, and its port once it is ready."""
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "cli.py"), "serve", "--port", "0", "--workers", "2", "--data-dir", str(data_dir)],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "COOCCUR_TOKEN": "", "PYTHONPATH": str(ROOT)},
+    )
+    for _ in range(5):
+        m = re.search(r"http://127\.0\.0\.1:(\d+) with", proc.stderr.readline())
+        if m:
+            return proc, int(m.group(1))
+    proc.kill()
+    raise AssertionError("no ready line")
+
+
 def test_a_dead_worker_is_replaced(tmp_path):
     """gunicorn supervises the workers: a killed one is forked again and serves."""
     make_backend(tmp_path)
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "cli.py"), "serve", "--port", "0", "--workers", "2", "--data-dir", str(tmp_path)],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "COOCCUR_TOKEN": "", "PYTHONPATH": str(ROOT)},
-    )
+    proc, port = _serve_two_workers(tmp_path)
     try:
-        for _ in range(5):
-            m = re.search(r"http://127\.0\.0\.1:(\d+) with", proc.stderr.readline())
-            if m:
-                break
-        port = int(m.group(1))
         workers = _one_connection_per_worker(port, 2)
         victim = next(iter(workers))
         os.kill(victim, signal.SIGKILL)
@@ -174,16 +180,8 @@ def test_connections_opened_at_once_spread_over_the_workers(tmp_path):
     must not all go to one worker while the other idles (each takes new ones only while it
     holds no more than the least loaded)."""
     make_backend(tmp_path)
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "cli.py"), "serve", "--port", "0", "--workers", "2", "--data-dir", str(tmp_path)],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "COOCCUR_TOKEN": "", "PYTHONPATH": str(ROOT)},
-    )
+    proc, port = _serve_two_workers(tmp_path)
     try:
-        for _ in range(5):
-            m = re.search(r"http://127\.0\.0\.1:(\d+) with", proc.stderr.readline())
-            if m:
-                break
-        port = int(m.group(1))
         first = _one_connection_per_worker(port, 2)  # both forked and polling: one connection each
         conns = [Conn(port) for _ in range(8)]
         for conn in conns:
