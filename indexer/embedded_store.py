@@ -230,11 +230,12 @@ def build_segment(docs: Sequence[Document], schema: IndexSchema) -> Segment:
         numbers[field] = np.array([np.nan if v is None else v for v in values], np.float64)
     segment = segment_from_columns(
         DocumentColumns(pa.array([d["id"] for d in docs], pa.string()), keyword, texts, numbers, features), schema)
-    # dates by value: an irregular one (epoch ms) has no text
-    segment.dates = {
-        f: np.array([parse_date(d[f]) if d.get(f) is not None else DATE_MISSING for d in docs], np.int64)
-        for f in schema.date_fields
-    }
+    # an irregular date (epoch ms) has no text, so the columns left it missing: its value
+    for field in schema.date_fields:
+        for slot, doc in irregular.items():
+            value = doc.get(field)
+            if value is not None and type(value) is not str:
+                segment.dates[field][slot] = parse_date(value)
     assert segment.source is not None
     segment.source.irregular = irregular
     return segment
