@@ -263,13 +263,10 @@ class Recommender:
         except IndexerError:
             return None
 
-    def scoring_for(self, indicators: Mapping[str, float]) -> tuple[list[str], bool]:
+    def scoring_for(self, indicators: Mapping[str, float], schema: IndexSchema | None) -> tuple[list[str], bool]:
         """(indicator fields scored by correlator weights, whether to apply the prior), as
-        configured, less what the current index lacks (an index built without weights, or
-        before priors existed) when the backend can tell."""
-        return self._scoring(indicators, self.index_schema())
-
-    def _scoring(self, indicators: Mapping[str, float], schema: IndexSchema | None) -> tuple[list[str], bool]:
+        configured, less what the index of `schema` lacks (an index built without weights, or
+        before priors existed; None: the backend cannot tell)."""
         weighted = [f for f in indicators if self.settings.scoring_of(f) == "weights"]
         prior = self.settings.popularity_prior
         if schema is not None:
@@ -280,12 +277,9 @@ class Recommender:
             prior = prior and PRIOR in schema.number_fields
         return weighted, prior
 
-    def check_rules(self, request: QueryRequest) -> None:
-        """Rules on fields the index does not have are the client's mistake: say which."""
-        self._check_rules(request, self.index_schema())
-
     @staticmethod
-    def _check_rules(request: QueryRequest, schema: IndexSchema | None) -> None:
+    def check_rules(request: QueryRequest, schema: IndexSchema | None) -> None:
+        """Rules on fields the index (of `schema`) does not have are the client's mistake: say which."""
         if schema is None or not (request.rules or request.date_range):
             return
         fields = set(schema.all_fields())
@@ -348,7 +342,7 @@ class Recommender:
         want = request.start + num
         plan = self.plan()
         schema = self.index_schema()  # read once: each read checks the index for a switch
-        self._check_rules(request, schema)
+        self.check_rules(request, schema)
         self.check_event_names(request, plan)
         now = format_time(datetime.fromtimestamp(self.clock(), tz=UTC))
         history, blacklisted = self.user_history(request, plan)
@@ -362,7 +356,7 @@ class Recommender:
         version: str | None = None
         scores: list[ItemScore] = []
         queries: list[dict[str, Any]] = []
-        weighted, prior = self._scoring(indicators, schema)
+        weighted, prior = self.scoring_for(indicators, schema)
         body = build_query(
             request, history, item_docs, self.settings, indicators=indicators, excluded=excluded, now=now,
             num=want, weighted=weighted, prior=prior, extra_filters=filters,
