@@ -509,7 +509,8 @@ class Evaluator:
         """What matched, in case "sum > 0" cannot tell: runs, and dense rows (> 0 where matched)."""
         positive = True
         # the documents outside the filters of the bools around (`_within`) are left out of
-        # the sums: those bools exclude them, so their scores and counts never count
+        # the sums when those filters leave out at least half (`_selective`): the bools
+        # exclude them, so their scores and counts never count
         within = kernels.ALL if self._within is None or not self._selective else self._within
         by_field: dict[str, list[tuple[str, np.float32]]] = {}
         for field, value, boost in terms:
